@@ -1,0 +1,326 @@
+//! Element-wise access to `Pod` data that several processes read and write
+//! at once: the sound core of `SharedArray` / `SharedValue`.
+//!
+//! Handing out `&[T]` or `&mut [T]` into memory other processes write is
+//! undefined behaviour (the compiler may assume the bytes do not change).
+//! [`SharedSlice`] never does: it copies elements in and out with
+//! **relaxed atomic loads and stores** of the widest width the element's
+//! alignment allows (8, 4, 2 or 1 bytes). Concurrent writers to the same
+//! element may therefore produce a *torn* value (half of one write, half of
+//! another) — which is still a valid `T`, since `T: Pod` — but never a data
+//! race. For whole-element atomicity, guard the array with a shmkit mutex
+//! (`lock=True` in Python's terms).
+//!
+//! ```
+//! use shmkit_core::shared::SharedSlice;
+//!
+//! let mut backing = [0u64; 4];
+//! // SAFETY: `backing` outlives `s` and is only accessed through `s`.
+//! let s = unsafe { SharedSlice::from_raw(core::ptr::NonNull::from(&mut backing).cast(), 4) };
+//! s.set(2, 42).unwrap();
+//! assert_eq!(s.get(2), Some(42));
+//! assert_eq!(s.get(4), None);
+//! ```
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::{align_of, size_of, MaybeUninit};
+use core::ptr::NonNull;
+// Not the loom shim: these copies are not part of any modelled protocol,
+// and must compile to plain loads and stores.
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
+
+use bytemuck::Pod;
+
+/// An index past the end of a [`SharedSlice`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfBounds {
+    /// The index (or range end) asked for.
+    pub index: usize,
+    /// The slice length.
+    pub len: usize,
+}
+
+impl fmt::Display for OutOfBounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "index {} is out of bounds for a shared array of length {}",
+            self.index, self.len
+        )
+    }
+}
+
+impl core::error::Error for OutOfBounds {}
+
+/// A view of `len` elements of `T` in shared memory, read and written one
+/// element at a time with relaxed atomics.
+pub struct SharedSlice<'a, T> {
+    ptr: NonNull<T>,
+    len: usize,
+    _memory: PhantomData<&'a [core::cell::UnsafeCell<T>]>,
+}
+
+// SAFETY: every access goes through atomic loads/stores; `T: Pod` has no
+// drop glue or interior pointers, so sharing or sending the view is sound.
+unsafe impl<T: Pod> Send for SharedSlice<'_, T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Pod> Sync for SharedSlice<'_, T> {}
+
+impl<T> Clone for SharedSlice<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedSlice<'_, T> {}
+
+impl<T: Pod> fmt::Debug for SharedSlice<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedSlice")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Pod> SharedSlice<'a, T> {
+    /// A view of `len` elements at `ptr`.
+    ///
+    /// # Safety
+    /// - `ptr` is aligned for `T` and `len * size_of::<T>()` bytes from it
+    ///   stay mapped (readable; writable if [`set`](Self::set) or
+    ///   [`write_from`](Self::write_from) are called) for `'a`;
+    /// - nothing accesses those bytes for `'a` except through atomic
+    ///   operations (other `SharedSlice`s, other processes).
+    #[must_use]
+    pub unsafe fn from_raw(ptr: NonNull<T>, len: usize) -> SharedSlice<'a, T> {
+        SharedSlice {
+            ptr,
+            len,
+            _memory: PhantomData,
+        }
+    }
+
+    /// Number of elements.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no elements.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A copy of element `index`, or `None` past the end.
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<T> {
+        if index >= self.len {
+            return None;
+        }
+        let mut out = MaybeUninit::<T>::uninit();
+        // SAFETY: index < len, so the element is inside the mapping
+        // (`from_raw` contract); `out` is a private, aligned T.
+        unsafe {
+            copy_atomic(
+                self.ptr.as_ptr().add(index).cast::<u8>().cast_const(),
+                out.as_mut_ptr().cast::<u8>(),
+                size_of::<T>(),
+                align_of::<T>(),
+                Direction::Load,
+            );
+            // Every byte was written, and any bytes are a valid `T: Pod`.
+            Some(out.assume_init())
+        }
+    }
+
+    /// Stores `value` at `index`.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] past the end; nothing is written.
+    pub fn set(&self, index: usize, value: T) -> Result<(), OutOfBounds> {
+        if index >= self.len {
+            return Err(OutOfBounds {
+                index,
+                len: self.len,
+            });
+        }
+        // SAFETY: bounds checked above; the mapping is writable per the
+        // `from_raw` contract for views that `set`.
+        unsafe {
+            copy_atomic(
+                (&value as *const T).cast::<u8>(),
+                self.ptr.as_ptr().add(index).cast::<u8>(),
+                size_of::<T>(),
+                align_of::<T>(),
+                Direction::Store,
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies elements `start..start + out.len()` into `out`.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range passes the end; `out` is untouched.
+    pub fn read_into(&self, start: usize, out: &mut [T]) -> Result<(), OutOfBounds> {
+        let end = self.range_end(start, out.len())?;
+        // SAFETY: start..end is inside the slice; `out` is a private slice
+        // of exactly end - start elements.
+        unsafe {
+            copy_atomic(
+                self.ptr.as_ptr().add(start).cast::<u8>().cast_const(),
+                out.as_mut_ptr().cast::<u8>(),
+                (end - start) * size_of::<T>(),
+                align_of::<T>(),
+                Direction::Load,
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies `values` into elements `start..start + values.len()`.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range passes the end; nothing is written.
+    pub fn write_from(&self, start: usize, values: &[T]) -> Result<(), OutOfBounds> {
+        let end = self.range_end(start, values.len())?;
+        // SAFETY: start..end is inside the slice (writable per contract);
+        // `values` is a private slice of exactly end - start elements.
+        unsafe {
+            copy_atomic(
+                values.as_ptr().cast::<u8>(),
+                self.ptr.as_ptr().add(start).cast::<u8>(),
+                (end - start) * size_of::<T>(),
+                align_of::<T>(),
+                Direction::Store,
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets every element to `value`.
+    pub fn fill(&self, value: T) {
+        for i in 0..self.len {
+            // Cannot fail: i < len.
+            let _ = self.set(i, value);
+        }
+    }
+
+    fn range_end(&self, start: usize, count: usize) -> Result<usize, OutOfBounds> {
+        match start.checked_add(count) {
+            Some(end) if end <= self.len => Ok(end),
+            _ => Err(OutOfBounds {
+                index: start.saturating_add(count),
+                len: self.len,
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    /// `src` is shared (atomic loads), `dst` private.
+    Load,
+    /// `src` is private, `dst` shared (atomic stores).
+    Store,
+}
+
+/// Copies `len` bytes between shared and private memory in chunks of
+/// `min(align, 8)` bytes, each chunk one relaxed atomic access on the shared
+/// side.
+///
+/// # Safety
+/// Both ranges are valid for `len` bytes, aligned to `align`, and do not
+/// overlap; `len` is a multiple of `align` (true of every Rust type size).
+unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize, align: usize, dir: Direction) {
+    macro_rules! chunks {
+        ($atomic:ty, $int:ty) => {{
+            let w = size_of::<$int>();
+            let mut i = 0;
+            while i + w <= len {
+                // SAFETY: `i + w <= len` keeps the access in range; both
+                // sides are aligned to `align >= w`. The shared side is only
+                // touched atomically; `from_ptr` requires that no non-atomic
+                // access races with it, which the callers' contracts ensure.
+                unsafe {
+                    match dir {
+                        Direction::Load => {
+                            let v = <$atomic>::from_ptr(src.add(i).cast_mut().cast::<$int>())
+                                .load(Ordering::Relaxed);
+                            dst.add(i).cast::<$int>().write(v);
+                        }
+                        Direction::Store => {
+                            let v = src.add(i).cast::<$int>().read();
+                            <$atomic>::from_ptr(dst.add(i).cast::<$int>())
+                                .store(v, Ordering::Relaxed);
+                        }
+                    }
+                }
+                i += w;
+            }
+        }};
+    }
+    #[cfg(target_has_atomic = "64")]
+    if align >= 8 {
+        chunks!(core::sync::atomic::AtomicU64, u64);
+        return;
+    }
+    if align >= 4 {
+        chunks!(AtomicU32, u32);
+    } else if align == 2 {
+        chunks!(AtomicU16, u16);
+    } else {
+        chunks!(AtomicU8, u8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+    #[repr(C)]
+    struct Rgb {
+        r: u8,
+        g: u8,
+        b: u8,
+    }
+
+    #[test]
+    fn every_alignment_round_trips() {
+        let mut a = [0u8; 3];
+        // SAFETY: a buffer private to this test, aligned and live for the call.
+        let s = unsafe { SharedSlice::<u8>::from_raw(NonNull::from(&mut a).cast(), 3) };
+        s.set(1, 9).unwrap();
+        assert_eq!(s.get(1), Some(9));
+
+        let mut c = [Rgb { r: 0, g: 0, b: 0 }; 2];
+        // SAFETY: a buffer private to this test, aligned and live for the call.
+        let s = unsafe { SharedSlice::<Rgb>::from_raw(NonNull::from(&mut c).cast(), 2) };
+        s.set(1, Rgb { r: 1, g: 2, b: 3 }).unwrap();
+        assert_eq!(s.get(1), Some(Rgb { r: 1, g: 2, b: 3 }));
+
+        let mut f = [0f64; 8];
+        // SAFETY: a buffer private to this test, aligned and live for the call.
+        let s = unsafe { SharedSlice::<f64>::from_raw(NonNull::from(&mut f).cast(), 8) };
+        s.write_from(2, &[1.5, 2.5, 3.5]).unwrap();
+        let mut out = [0.0; 4];
+        s.read_into(1, &mut out).unwrap();
+        assert_eq!(out, [0.0, 1.5, 2.5, 3.5]);
+        assert_eq!(
+            s.write_from(7, &[1.0, 2.0]),
+            Err(OutOfBounds { index: 9, len: 8 })
+        );
+        assert_eq!(
+            s.read_into(usize::MAX, &mut out),
+            Err(OutOfBounds {
+                index: usize::MAX,
+                len: 8
+            })
+        );
+        assert_eq!(s.set(8, 1.0), Err(OutOfBounds { index: 8, len: 8 }));
+        s.fill(7.0);
+        assert!((0..8).all(|i| s.get(i) == Some(7.0)));
+    }
+}

@@ -1,0 +1,37 @@
+//! loom back end: waiting is a yield to the model scheduler, there is no clock.
+
+use core::time::Duration;
+
+use crate::owner::Liveness;
+use crate::primitive::AtomicU32;
+
+pub(crate) fn wait(_word: &AtomicU32, _expected: u32, _deadline: Option<Duration>) {
+    loom::thread::yield_now();
+}
+
+pub(crate) fn wake(_word: &AtomicU32, _count: u32) -> u32 {
+    0
+}
+
+pub(crate) fn now() -> Option<Duration> {
+    None
+}
+
+pub(crate) fn gettid() -> u32 {
+    // loom threads have no OS id; model thread ids start at 0, shift past it.
+    // `loom::thread::current().id()` is opaque, so models that need distinct
+    // owners pass them explicitly; this value is only a stand-in.
+    1
+}
+
+pub(crate) fn getpid() -> u32 {
+    1
+}
+
+pub(crate) fn liveness(_id: u32) -> Liveness {
+    Liveness::Alive
+}
+
+pub(crate) fn start_time(_id: u32) -> Option<u64> {
+    None
+}

@@ -1,0 +1,886 @@
+//! Named, anonymous and memfd segments: a mapping that starts with a
+//! validated shmkit header.
+//!
+//! # How a named segment comes to life
+//!
+//! 1. The creator makes the object under a private temporary name
+//!    (`/.shmkit-tmp.<pid>.<n>`), takes an exclusive `flock` on it, sizes
+//!    it, and writes the header in state `INITIALIZING`.
+//! 2. It `link(2)`s the object to its real name: this is the `O_EXCL`
+//!    step (fails with `EEXIST` if the name is taken) and, because the lock
+//!    and the header came first, nobody can ever open the name and find an
+//!    unsized object or a header without a creator pid.
+//! 3. It initialises the payload, stores `READY` (Release), wakes openers
+//!    waiting on the state word, and drops the lock.
+//!
+//! An opener that finds `INITIALIZING` waits (on the state word, in slices
+//! of a few milliseconds) until `READY` or its timeout. In between it tries
+//! a *shared* `flock`: getting it while the state is still not `READY`
+//! proves the creator is gone (the kernel drops a dead process's locks), so
+//! the opener marks the segment `ABANDONED` and reports
+//! [`OpenError::CreatorDied`]. Recover by removing the segment
+//! ([`Segment::unlink`] or `shmkit rm`) and creating it again.
+//!
+//! On Linux, POSIX shared-memory objects are files in `/dev/shm` (glibc's
+//! `shm_open` opens `/dev/shm/NAME`); shmkit relies on that for the `link`.
+//!
+//! # Ownership
+//!
+//! A creator's handle removes the name when dropped (like Python's
+//! `SharedMemory.unlink`); mappings other processes hold stay valid.
+//! [`Segment::persist`] keeps the name alive past the handle;
+//! [`Segment::take_ownership`] makes an opener responsible for removing it.
+//!
+//! # What is not defended against
+//!
+//! A peer with write access to the object can `ftruncate` it smaller after
+//! we mapped it; touching the lost pages then raises `SIGBUS`. memfd
+//! segments are sealed against shrinking and growing, so this cannot happen
+//! to them.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use memmap2::{MmapOptions, MmapRaw};
+use shmkit_core::header::{
+    self, init_state, Fingerprint, HeaderError, HeaderInit, HeaderSnapshot, Kind, HEADER_LEN,
+};
+use shmkit_core::wait::{self, Deadline};
+
+use crate::error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
+use crate::name::SegmentName;
+
+/// Where Linux keeps POSIX shared-memory objects.
+pub const SHM_DIR: &str = "/dev/shm";
+/// Prefix of the temporary names creators use before linking (see the
+/// module docs); `shmkit gc` removes leftovers of dead creators.
+pub const TEMP_PREFIX: &str = ".shmkit-tmp.";
+
+/// How a segment is created or opened.
+#[derive(Clone, Debug)]
+pub struct SegmentOptions {
+    mode: u32,
+    unlink_on_drop: bool,
+    init_timeout: Duration,
+    read_only: bool,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> SegmentOptions {
+        SegmentOptions {
+            mode: 0o600,
+            unlink_on_drop: true,
+            init_timeout: Duration::from_secs(2),
+            read_only: false,
+        }
+    }
+}
+
+impl SegmentOptions {
+    /// The defaults: mode `0600`, the creator unlinks on drop, openers wait
+    /// up to 2 s for `READY`, read-write.
+    #[must_use]
+    pub fn new() -> SegmentOptions {
+        SegmentOptions::default()
+    }
+
+    /// Permission bits of a new segment (applied exactly, umask ignored).
+    #[must_use]
+    pub fn mode(mut self, mode: u32) -> SegmentOptions {
+        self.mode = mode & 0o777;
+        self
+    }
+
+    /// Whether the creator's handle removes the name when dropped.
+    #[must_use]
+    pub fn unlink_on_drop(mut self, yes: bool) -> SegmentOptions {
+        self.unlink_on_drop = yes;
+        self
+    }
+
+    /// How long an opener waits for a creator to finish initialising.
+    #[must_use]
+    pub fn init_timeout(mut self, timeout: Duration) -> SegmentOptions {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// Open read-only (`O_RDONLY`, `PROT_READ`).
+    #[must_use]
+    pub fn read_only(mut self, yes: bool) -> SegmentOptions {
+        self.read_only = yes;
+        self
+    }
+}
+
+/// What a creator puts in a new segment.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectSpec<'a> {
+    /// The object kind.
+    pub kind: Kind,
+    /// The payload type and parameters.
+    pub fingerprint: Fingerprint,
+    /// The payload type's name, for messages and `shmkit ls`.
+    pub type_name: &'a str,
+    /// Bytes of payload.
+    pub payload_len: u64,
+}
+
+impl ObjectSpec<'_> {
+    /// What an opener of exactly this object (parameters included) expects.
+    #[must_use]
+    pub fn expect(&self) -> Expect {
+        Expect {
+            kind: self.kind,
+            fingerprint: self.fingerprint,
+            match_params: true,
+            type_name: self.type_name.to_owned(),
+        }
+    }
+}
+
+/// What an opener requires of the header it finds.
+#[derive(Clone, Debug)]
+pub struct Expect {
+    /// Required kind.
+    pub kind: Kind,
+    /// Required element type (hash, size, align) and, if `match_params`,
+    /// parameters.
+    pub fingerprint: Fingerprint,
+    /// Whether `fingerprint.params` must match too.
+    pub match_params: bool,
+    /// The expected type name, for messages.
+    pub type_name: String,
+}
+
+impl Expect {
+    /// Expect `kind` holding element type `T`, any parameters.
+    #[must_use]
+    pub fn of<T>(kind: Kind) -> Expect {
+        Expect {
+            kind,
+            fingerprint: Fingerprint::of::<T>([0, 0]),
+            match_params: false,
+            type_name: std::any::type_name::<T>().to_owned(),
+        }
+    }
+
+    fn check(&self, found: &HeaderSnapshot) -> Result<(), OpenError> {
+        if found.kind != self.kind {
+            return Err(OpenError::KindMismatch {
+                expected: self.kind,
+                found: found.kind,
+            });
+        }
+        let params_differ =
+            self.match_params && found.fingerprint.params != self.fingerprint.params;
+        if !found.fingerprint.same_type(&self.fingerprint) || params_differ {
+            return Err(OpenError::TypeMismatch(Box::new(TypeMismatch {
+                expected_type: self.type_name.clone(),
+                expected: self.fingerprint,
+                found_type: found.type_name().to_owned(),
+                found: found.fingerprint,
+            })));
+        }
+        Ok(())
+    }
+}
+
+enum Backing {
+    /// A named object; the fd is kept to check identity before unlinking.
+    Named { name: SegmentName, fd: OwnedFd },
+    /// A memfd whose descriptor can be passed to other processes.
+    Memfd(OwnedFd),
+    /// An unnamed mapping shared with children created by `fork`.
+    Anonymous,
+}
+
+/// A mapped shmkit segment: header validated, payload ready.
+///
+/// Typed handles (`SharedArray`, ...) wrap one; code placing its own
+/// objects in segments uses it directly.
+pub struct Segment {
+    map: MmapRaw,
+    header: HeaderSnapshot,
+    backing: Backing,
+    unlink_on_drop: bool,
+    writable: bool,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name())
+            .field("len", &self.len())
+            .field("kind", &self.header.kind)
+            .field("type", &self.header.type_name())
+            .field("writable", &self.writable)
+            .field("owner", &self.unlink_on_drop)
+            .finish()
+    }
+}
+
+/// The function that fills a fresh payload: given its start and length,
+/// with every byte zero, it writes the object's initial state.
+pub type InitFn<'a> = &'a mut dyn FnMut(NonNull<u8>, usize);
+
+impl Segment {
+    /// Creates the named segment `name` holding `spec`, running `init` on
+    /// the zeroed payload before anyone can attach.
+    ///
+    /// # Errors
+    /// See [`CreateError`]; `AlreadyExists` if the name is taken.
+    pub fn create(
+        name: &str,
+        spec: &ObjectSpec<'_>,
+        options: &SegmentOptions,
+        init: InitFn<'_>,
+    ) -> Result<Segment, CreateError> {
+        let name = SegmentName::new(name).map_err(CreateError::InvalidName)?;
+        let total = total_len(spec)?;
+        let (tmp, fd) = create_temp(options.mode)?;
+        let tmp_guard = UnlinkOnDrop(Some(tmp));
+        sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| os("flock", e))?;
+        sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e))?;
+        let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e))?;
+        let base = base_of(&map);
+        // SAFETY: `map` is a fresh, writable, page-aligned mapping of
+        // `total >= HEADER_LEN` bytes of an object only we know the name of.
+        unsafe { header::begin_init(base, &header_init(spec)) };
+
+        let from = format!("{SHM_DIR}/{}", tmp_guard.body());
+        let to = format!("{SHM_DIR}/{}", name.body());
+        sys::link(&from, &to).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) => CreateError::AlreadyExists {
+                name: name.to_string(),
+            },
+            Some(libc::EACCES | libc::EPERM) => CreateError::PermissionDenied {
+                name: name.to_string(),
+            },
+            _ => os("link", e),
+        })?;
+        // From here the name is visible: if `init` panics, remove it again.
+        let name_guard = UnlinkOnDrop(Some(name));
+        drop(tmp_guard);
+
+        let (map, header) = finish_init(map, spec, init)?;
+        // Openers that found INITIALIZING may now take the lock and see READY.
+        let _ = sys::flock(&fd, libc::LOCK_UN);
+        let name = name_guard.disarm();
+        Ok(Segment {
+            map,
+            header,
+            backing: Backing::Named { name, fd },
+            unlink_on_drop: options.unlink_on_drop,
+            writable: true,
+        })
+    }
+
+    /// Opens the named segment `name`, waiting (up to the options' init
+    /// timeout) for its creator to finish, and checks it against `expect`.
+    ///
+    /// # Errors
+    /// See [`OpenError`].
+    pub fn open(
+        name: &str,
+        expect: &Expect,
+        options: &SegmentOptions,
+    ) -> Result<Segment, OpenError> {
+        let name = SegmentName::new(name).map_err(OpenError::InvalidName)?;
+        let flags = if options.read_only {
+            libc::O_RDONLY
+        } else {
+            libc::O_RDWR
+        };
+        let fd = sys::shm_open(&name.c_string(), flags, 0).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => OpenError::NotFound {
+                name: name.to_string(),
+            },
+            Some(libc::EACCES | libc::EPERM) => OpenError::PermissionDenied {
+                name: name.to_string(),
+            },
+            _ => OpenError::Os {
+                call: "shm_open",
+                source: e,
+            },
+        })?;
+        let (map, header) = attach(&fd, name.as_str(), expect, options)?;
+        Ok(Segment {
+            map,
+            header,
+            backing: Backing::Named { name, fd },
+            unlink_on_drop: false,
+            writable: !options.read_only,
+        })
+    }
+
+    /// Opens `name` if it exists, else creates it; race-free when many
+    /// processes call it at once: exactly one creates (and runs `init`), the
+    /// rest wait for `READY` and attach. Returns the segment and whether
+    /// this call created it. An existing segment must match `spec` exactly.
+    ///
+    /// # Errors
+    /// See [`OpenOrCreateError`].
+    pub fn open_or_create(
+        name: &str,
+        spec: &ObjectSpec<'_>,
+        options: &SegmentOptions,
+        init: InitFn<'_>,
+    ) -> Result<(Segment, bool), OpenOrCreateError> {
+        const ATTEMPTS: u32 = 64;
+        let expect = spec.expect();
+        for _ in 0..ATTEMPTS {
+            match Segment::create(name, spec, options, &mut *init) {
+                Ok(segment) => return Ok((segment, true)),
+                Err(CreateError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(OpenOrCreateError::Create(e)),
+            }
+            match Segment::open(name, &expect, options) {
+                Ok(segment) => return Ok((segment, false)),
+                // Removed between our create and open: try again.
+                Err(OpenError::NotFound { .. }) => continue,
+                Err(e) => return Err(OpenOrCreateError::Open(e)),
+            }
+        }
+        Err(OpenOrCreateError::Contended { attempts: ATTEMPTS })
+    }
+
+    /// Creates an unnamed segment that children created by `fork` share
+    /// (Python's `Value`/`Array` passed to a child `Process`).
+    ///
+    /// # Errors
+    /// `InvalidLayout` or `Os`.
+    pub fn anonymous(spec: &ObjectSpec<'_>, init: InitFn<'_>) -> Result<Segment, CreateError> {
+        let (fd, map) = new_memfd(spec, false)?;
+        // The mapping keeps the memory alive; the descriptor is not needed.
+        drop(fd);
+        let (map, header) = finish_init(map, spec, init)?;
+        Ok(Segment {
+            map,
+            header,
+            backing: Backing::Anonymous,
+            unlink_on_drop: false,
+            writable: true,
+        })
+    }
+
+    /// Creates a memfd-backed segment whose descriptor ([`Segment::fd`]) can
+    /// be handed to another process (`SCM_RIGHTS`, or inherited across
+    /// `exec` once `FD_CLOEXEC` is cleared), which attaches with
+    /// [`Segment::from_fd`]. The object is sealed against resizing.
+    ///
+    /// # Errors
+    /// `InvalidLayout` or `Os`.
+    pub fn memfd(spec: &ObjectSpec<'_>, init: InitFn<'_>) -> Result<Segment, CreateError> {
+        let (fd, map) = new_memfd(spec, true)?;
+        let (map, header) = finish_init(map, spec, init)?;
+        Ok(Segment {
+            map,
+            header,
+            backing: Backing::Memfd(fd),
+            unlink_on_drop: false,
+            writable: true,
+        })
+    }
+
+    /// Attaches to a segment by descriptor (a memfd from [`Segment::memfd`]
+    /// or any shmkit object's fd), checking it against `expect`.
+    ///
+    /// # Errors
+    /// See [`OpenError`].
+    pub fn from_fd(
+        fd: OwnedFd,
+        expect: &Expect,
+        options: &SegmentOptions,
+    ) -> Result<Segment, OpenError> {
+        let (map, header) = attach(&fd, "(fd)", expect, options)?;
+        Ok(Segment {
+            map,
+            header,
+            backing: Backing::Memfd(fd),
+            unlink_on_drop: false,
+            writable: !options.read_only,
+        })
+    }
+
+    /// Removes the name `name` (mappings stay valid until unmapped).
+    ///
+    /// # Errors
+    /// See [`UnlinkError`].
+    pub fn unlink(name: &str) -> Result<(), UnlinkError> {
+        let name = SegmentName::new(name).map_err(UnlinkError::InvalidName)?;
+        sys::shm_unlink(&name.c_string()).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => UnlinkError::NotFound {
+                name: name.to_string(),
+            },
+            Some(libc::EACCES | libc::EPERM) => UnlinkError::PermissionDenied {
+                name: name.to_string(),
+            },
+            _ => UnlinkError::Os { source: e },
+        })
+    }
+
+    /// Keeps the name alive after this handle is dropped.
+    pub fn persist(&mut self) {
+        self.unlink_on_drop = false;
+    }
+
+    /// Makes this handle remove the name when dropped (named segments only;
+    /// a no-op for others).
+    pub fn take_ownership(&mut self) {
+        self.unlink_on_drop = matches!(self.backing, Backing::Named { .. });
+    }
+
+    /// Whether dropping this handle removes the name.
+    #[must_use]
+    pub fn is_owner(&self) -> bool {
+        self.unlink_on_drop
+    }
+
+    /// The segment's name, if it has one.
+    #[must_use]
+    pub fn name(&self) -> Option<&SegmentName> {
+        match &self.backing {
+            Backing::Named { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The descriptor of a named or memfd segment.
+    #[must_use]
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Named { fd, .. } | Backing::Memfd(fd) => Some(fd.as_fd()),
+            Backing::Anonymous => None,
+        }
+    }
+
+    /// The validated header, as read when the segment was attached.
+    #[must_use]
+    pub fn header(&self) -> &HeaderSnapshot {
+        &self.header
+    }
+
+    /// Whether the mapping is writable.
+    #[must_use]
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Total mapped length (header included).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Never true: a segment holds at least its header.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Start of the payload, aligned to `header::PAYLOAD_ALIGN`. The
+    /// `payload_len()` bytes from here are mapped for the life of `self`.
+    #[must_use]
+    pub fn payload(&self) -> NonNull<u8> {
+        // SAFETY: the header validated payload_offset == HEADER_LEN and
+        // HEADER_LEN + payload_len <= mapped length.
+        unsafe { base_of(&self.map).add(HEADER_LEN) }
+    }
+
+    /// Bytes of payload (validated against the mapping).
+    #[must_use]
+    pub fn payload_len(&self) -> usize {
+        // Cannot truncate: validated <= the mapped length, a usize.
+        self.header.payload_len as usize
+    }
+
+    /// Start of the mapping (the header).
+    #[must_use]
+    pub fn base(&self) -> NonNull<u8> {
+        base_of(&self.map)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if !self.unlink_on_drop {
+            return;
+        }
+        if let Backing::Named { name, fd } = &self.backing {
+            // Remove the name only if it still names *our* object: it may
+            // have been removed and re-created by someone else meanwhile.
+            let path = format!("{SHM_DIR}/{}", name.body());
+            if sys::same_file(fd, &path) {
+                let _ = sys::shm_unlink(&name.c_string());
+            }
+        }
+    }
+}
+
+/// Removes a name on drop unless disarmed: cleans up after a failed or
+/// panicking create.
+struct UnlinkOnDrop(Option<SegmentName>);
+
+impl UnlinkOnDrop {
+    fn body(&self) -> &str {
+        self.0.as_ref().map_or("", SegmentName::body)
+    }
+
+    fn disarm(mut self) -> SegmentName {
+        // Cannot be None: only disarm takes the name out.
+        self.0
+            .take()
+            .unwrap_or_else(|| unreachable!("disarmed twice"))
+    }
+}
+
+impl Drop for UnlinkOnDrop {
+    fn drop(&mut self) {
+        if let Some(name) = &self.0 {
+            let _ = sys::shm_unlink(&name.c_string());
+        }
+    }
+}
+
+fn os(call: &'static str, source: io::Error) -> CreateError {
+    if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+        return CreateError::PermissionDenied {
+            name: "(new segment)".into(),
+        };
+    }
+    CreateError::Os { call, source }
+}
+
+fn total_len(spec: &ObjectSpec<'_>) -> Result<usize, CreateError> {
+    header::segment_len(spec.payload_len).ok_or(CreateError::InvalidLayout {
+        reason: "payload too large for the address space",
+    })
+}
+
+fn header_init<'a>(spec: &ObjectSpec<'a>) -> HeaderInit<'a> {
+    let pid = shmkit_core::owner::current_process_id();
+    HeaderInit {
+        kind: spec.kind,
+        fingerprint: spec.fingerprint,
+        type_name: spec.type_name,
+        payload_len: spec.payload_len,
+        creator_pid: pid,
+        creator_start: shmkit_core::owner::start_time(pid).unwrap_or(0),
+    }
+}
+
+fn base_of(map: &MmapRaw) -> NonNull<u8> {
+    // A successful mmap never returns null.
+    NonNull::new(map.as_mut_ptr()).unwrap_or(NonNull::dangling())
+}
+
+/// Creates a fresh object under a unique temporary name.
+fn create_temp(mode: u32) -> Result<(SegmentName, OwnedFd), CreateError> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let pid = std::process::id();
+    for _ in 0..16 {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = SegmentName::new(&format!("{TEMP_PREFIX}{pid}.{n}"))
+            .map_err(CreateError::InvalidName)?;
+        match sys::shm_open(
+            &tmp.c_string(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+            mode,
+        ) {
+            Ok(fd) => {
+                // shm_open applies the umask; set exactly the mode asked for.
+                if let Err(e) = sys::fchmod(&fd, mode) {
+                    let _ = sys::shm_unlink(&tmp.c_string());
+                    return Err(os("fchmod", e));
+                }
+                return Ok((tmp, fd));
+            }
+            // A leftover from an earlier process with our pid: next number.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(os("shm_open", e)),
+        }
+    }
+    Err(CreateError::Os {
+        call: "shm_open",
+        source: io::Error::from_raw_os_error(libc::EEXIST),
+    })
+}
+
+fn new_memfd(spec: &ObjectSpec<'_>, seal: bool) -> Result<(OwnedFd, MmapRaw), CreateError> {
+    let total = total_len(spec)?;
+    let fd = sys::memfd_create(seal).map_err(|e| os("memfd_create", e))?;
+    sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e))?;
+    if seal {
+        sys::seal_size(&fd).map_err(|e| os("fcntl(F_ADD_SEALS)", e))?;
+    }
+    let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e))?;
+    let base = base_of(&map);
+    // SAFETY: fresh, writable, page-aligned mapping of an unnamed object
+    // nobody else can reach yet.
+    unsafe { header::begin_init(base, &header_init(spec)) };
+    Ok((fd, map))
+}
+
+/// Runs `init` on the payload, publishes `READY` and wakes waiting openers.
+fn finish_init(
+    map: MmapRaw,
+    spec: &ObjectSpec<'_>,
+    init: InitFn<'_>,
+) -> Result<(MmapRaw, HeaderSnapshot), CreateError> {
+    let base = base_of(&map);
+    // SAFETY: HEADER_LEN <= total mapped length.
+    let payload = unsafe { base.add(HEADER_LEN) };
+    // The payload length fits in usize: segment_len checked the total.
+    init(payload, spec.payload_len as usize);
+    // SAFETY: the mapping is writable and its header was written by us.
+    unsafe { header::publish(base) };
+    // SAFETY: the header is mapped for as long as `map` lives.
+    wait::wake_all(unsafe { header::init_state(base) });
+    // SAFETY: readable mapping of at least HEADER_LEN bytes.
+    let snapshot = unsafe { HeaderSnapshot::read(base) };
+    snapshot
+        .validate(map.len())
+        .map_err(|_| CreateError::InvalidLayout {
+            reason: "header failed validation right after being written",
+        })?;
+    Ok((map, snapshot))
+}
+
+/// Maps `fd`, waits for `READY`, validates the header and checks `expect`.
+fn attach(
+    fd: &OwnedFd,
+    label: &str,
+    expect: &Expect,
+    options: &SegmentOptions,
+) -> Result<(MmapRaw, HeaderSnapshot), OpenError> {
+    let size = sys::file_size(fd).map_err(|e| OpenError::Os {
+        call: "fstat",
+        source: e,
+    })?;
+    if size < HEADER_LEN as u64 {
+        return Err(OpenError::Truncated {
+            expected: HEADER_LEN as u64,
+            actual: size,
+        });
+    }
+    let len = usize::try_from(size).map_err(|_| OpenError::Corrupt {
+        what: format!("object of {size} bytes does not fit the address space"),
+    })?;
+    let map = sys::map(fd, len, !options.read_only).map_err(|e| match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => OpenError::PermissionDenied {
+            name: label.to_owned(),
+        },
+        _ => OpenError::Os {
+            call: "mmap",
+            source: e,
+        },
+    })?;
+    let header = wait_ready(fd, &map, label, options)?;
+    expect.check(&header)?;
+    Ok((map, header))
+}
+
+/// Polls the header until it is `READY`, the creator is found dead, or the
+/// init timeout passes.
+fn wait_ready(
+    fd: &OwnedFd,
+    map: &MmapRaw,
+    label: &str,
+    options: &SegmentOptions,
+) -> Result<HeaderSnapshot, OpenError> {
+    /// How often a waiting opener checks whether the creator still lives.
+    const LIVENESS_SLICE: Duration = Duration::from_millis(5);
+    let started = Instant::now();
+    let deadline = Deadline::after(options.init_timeout);
+    let base = base_of(map);
+    loop {
+        // SAFETY: the mapping is at least HEADER_LEN bytes (checked by the
+        // caller) and page-aligned.
+        let snapshot = unsafe { HeaderSnapshot::read(base) };
+        let state = match snapshot.validate(map.len()) {
+            Ok(()) => return Ok(snapshot),
+            Err(HeaderError::NotReady { state }) => state,
+            Err(e) => return Err(header_error(e, &snapshot, label)),
+        };
+        if sys::flock(fd, libc::LOCK_SH | libc::LOCK_NB).is_ok() {
+            // Nobody holds the creator's lock: either it just finished, or
+            // it died. The state word tells which.
+            // SAFETY: as above.
+            let again = unsafe { HeaderSnapshot::read(base) };
+            let _ = sys::flock(fd, libc::LOCK_UN);
+            if again.init_state == init_state::READY {
+                continue;
+            }
+            if !options.read_only {
+                // SAFETY: writable mapping of the header.
+                unsafe { header::mark_abandoned(base, again.init_state) };
+            }
+            return Err(OpenError::CreatorDied {
+                pid: again.creator_pid,
+            });
+        }
+        if deadline.has_passed() {
+            return Err(OpenError::InitTimedOut {
+                waited: started.elapsed(),
+            });
+        }
+        // SAFETY: the header stays mapped while `map` lives.
+        let word = unsafe { header::init_state(base) };
+        wait::wait(
+            word,
+            state,
+            Some(deadline.min(Deadline::after(LIVENESS_SLICE))),
+        );
+    }
+}
+
+fn header_error(e: HeaderError, snapshot: &HeaderSnapshot, label: &str) -> OpenError {
+    match e {
+        HeaderError::TooShort { len } => OpenError::Truncated {
+            expected: HEADER_LEN as u64,
+            actual: len as u64,
+        },
+        HeaderError::NotShmkit => OpenError::NotShmkit {
+            name: label.to_owned(),
+        },
+        HeaderError::VersionMismatch { found } => OpenError::VersionMismatch {
+            found,
+            supported: header::FORMAT_VERSION,
+        },
+        HeaderError::Abandoned => OpenError::CreatorDied {
+            pid: snapshot.creator_pid,
+        },
+        HeaderError::Corrupt { field } => OpenError::Corrupt {
+            what: format!("impossible header field `{field}`"),
+        },
+        HeaderError::Truncated { expected, actual } => OpenError::Truncated { expected, actual },
+        HeaderError::NotReady { state } => OpenError::Corrupt {
+            what: format!("init state {state}"),
+        },
+    }
+}
+
+/// Thin, `io::Result` wrappers over the system calls used above.
+pub(crate) mod sys {
+    use super::*;
+
+    fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+
+    /// Retries `f` while it fails with `EINTR`.
+    fn retry(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+        loop {
+            match cvt(f()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) fn shm_open(name: &CString, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+        // SAFETY: `name` is NUL-terminated; shm_open has no other
+        // preconditions.
+        let fd = retry(|| unsafe {
+            libc::shm_open(name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::mode_t)
+        })?;
+        // SAFETY: `fd` is a fresh descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    pub(crate) fn shm_unlink(name: &CString) -> io::Result<()> {
+        // SAFETY: `name` is NUL-terminated.
+        cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+    }
+
+    pub(crate) fn memfd_create(seal: bool) -> io::Result<OwnedFd> {
+        let flags = libc::MFD_CLOEXEC | if seal { libc::MFD_ALLOW_SEALING } else { 0 };
+        // SAFETY: the name is a NUL-terminated literal.
+        let fd = cvt(unsafe { libc::memfd_create(c"shmkit".as_ptr(), flags) })?;
+        // SAFETY: `fd` is a fresh descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    pub(crate) fn seal_size(fd: &OwnedFd) -> io::Result<()> {
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on a descriptor we own.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) }).map(drop)
+    }
+
+    pub(crate) fn ftruncate(fd: &OwnedFd, len: usize) -> io::Result<()> {
+        let len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: plain ftruncate on a descriptor we own.
+        retry(|| unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
+    }
+
+    pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+        // SAFETY: plain fchmod on a descriptor we own.
+        cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+    }
+
+    pub(crate) fn flock(fd: &OwnedFd, op: libc::c_int) -> io::Result<()> {
+        // SAFETY: plain flock on a descriptor we own.
+        retry(|| unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
+    }
+
+    pub(crate) fn link(from: &str, to: &str) -> io::Result<()> {
+        let from = CString::new(from).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let to = CString::new(to).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: both paths are NUL-terminated.
+        cvt(unsafe { libc::link(from.as_ptr(), to.as_ptr()) }).map(drop)
+    }
+
+    fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+        // SAFETY: `st` is a writable stat buffer.
+        cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+        // SAFETY: fstat succeeded and filled it (and it was zeroed anyway).
+        Ok(unsafe { st.assume_init() })
+    }
+
+    pub(crate) fn file_size(fd: &OwnedFd) -> io::Result<u64> {
+        let st = fstat(fd.as_fd())?;
+        u64::try_from(st.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    }
+
+    /// Whether `path` names the same object as `fd`.
+    pub(crate) fn same_file(fd: &OwnedFd, path: &str) -> bool {
+        let Ok(ours) = fstat(fd.as_fd()) else {
+            return false;
+        };
+        let Ok(path) = CString::new(path) else {
+            return false;
+        };
+        let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+        // SAFETY: NUL-terminated path, writable stat buffer.
+        if unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+            return false;
+        }
+        // SAFETY: stat succeeded.
+        let theirs = unsafe { st.assume_init() };
+        ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino
+    }
+
+    pub(crate) fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<MmapRaw> {
+        let opts = {
+            let mut o = MmapOptions::new();
+            o.len(len);
+            o
+        };
+        if writable {
+            opts.map_raw(fd.as_raw_fd())
+        } else {
+            opts.map_raw_read_only(fd.as_raw_fd())
+        }
+    }
+}
