@@ -10,3 +10,6 @@
 pub use shmkit_core as core;
 pub use shmkit_posix as posix;
 pub use shmkit_posix::*;
+
+#[doc(hidden)]
+pub mod bench;
