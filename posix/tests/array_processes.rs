@@ -6,6 +6,7 @@ use shmkit_testkit::{fork, unique_name, Exit};
 /// Python's Value/Array example: a child created by fork sets
 /// `num.value = 3.14` and `arr[i] = -arr[i]`, the parent sees both.
 #[test]
+#[allow(clippy::approx_constant)] // Python's example value, not π.
 fn fork_inherited_value_and_array_are_shared() {
     let num = SharedValue::<f64>::anonymous(0.0).unwrap();
     let arr = SharedArray::<i32>::anonymous_from(&(0..10).collect::<Vec<_>>()).unwrap();
