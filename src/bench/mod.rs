@@ -10,6 +10,8 @@
 //! up its own processes (fork, pinned with [`Params::cpus`]), does
 //! `params.warmup` unmeasured operations, then `params.ops` measured ones.
 
+pub mod proc;
+
 use std::time::Duration;
 
 /// What a case measures; names match the JSON schema in the README.
