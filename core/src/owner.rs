@@ -124,11 +124,11 @@ mod cache {
     #[inline]
     pub(super) fn thread_id() -> u32 {
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
-        let (cached_generation, tid) = TID.with(Cell::get);
-        if cached_generation == generation {
-            tid
-        } else {
-            refresh_tid()
+        // `try_with` fails only while the thread's locals are being torn
+        // down (a guard dropped in a TLS destructor): ask the kernel then.
+        match TID.try_with(Cell::get) {
+            Ok((cached_generation, tid)) if cached_generation == generation => tid,
+            _ => refresh_tid(),
         }
     }
 
@@ -139,7 +139,7 @@ mod cache {
         // registration still invalidates what we cache here.
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
         let tid = crate::sys::gettid();
-        TID.with(|c| c.set((generation, tid)));
+        let _ = TID.try_with(|c| c.set((generation, tid)));
         tid
     }
 
