@@ -765,7 +765,13 @@ fn wait_ready(
             let again = unsafe { HeaderSnapshot::read(base) };
             let _ = sys::flock(fd, libc::LOCK_UN);
             if again.init_state == init_state::READY {
-                continue;
+                // Use this snapshot rather than looping: a peer flipping
+                // the state back and forth must not keep us here past the
+                // deadline.
+                return match again.validate(map.len()) {
+                    Ok(()) => Ok(again),
+                    Err(e) => Err(header_error(e, &again, label)),
+                };
             }
             if !options.read_only {
                 // SAFETY: writable mapping of the header.

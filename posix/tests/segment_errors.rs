@@ -462,3 +462,44 @@ fn segment_level_open_checks_expectations() {
     drop(seg);
     assert_no_leftovers(tag);
 }
+
+/// A hostile peer flips the state word between READY and INITIALIZING as
+/// fast as it can: openers still return (attached, CreatorDied or
+/// InitTimedOut) and never hang.
+#[test]
+fn a_peer_flipping_the_state_word_cannot_hang_openers() {
+    let tag = "err-flip";
+    let name = unique_name(tag);
+    let arr = SharedArray::<u32>::create(&name, 4).unwrap();
+    let state = arr.segment().base();
+    let flipper = fork(move || {
+        // SAFETY: the header of `arr`'s mapping, inherited across fork.
+        let word = unsafe { shmkit_core::header::init_state(state) };
+        loop {
+            word.store(
+                init_state::INITIALIZING,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            word.store(init_state::READY, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let opener_name = name.clone();
+    let opener = fork(move || {
+        let options = SegmentOptions::new().init_timeout(std::time::Duration::from_millis(20));
+        for _ in 0..50 {
+            match SharedArray::<u32>::open_with(&opener_name, &options) {
+                Ok(a) if a.len() == 4 => {}
+                Err(OpenError::CreatorDied { .. } | OpenError::InitTimedOut { .. }) => {}
+                Ok(_) => return 2,
+                Err(_) => return 3,
+            }
+        }
+        0
+    });
+    let result = opener.wait_timeout(std::time::Duration::from_secs(30));
+    flipper.kill9();
+    assert_eq!(flipper.wait(), Exit::Signal(libc::SIGKILL));
+    assert_eq!(result, Some(Exit::Code(0)));
+    drop(arr);
+    assert_no_leftovers(tag);
+}
