@@ -123,6 +123,14 @@ impl<T: Pod> Elements<T> {
         let corrupt = |what: &str| OpenError::Corrupt {
             what: what.to_owned(),
         };
+        // The payload sits HEADER_LEN bytes into a page-aligned mapping, so
+        // only alignments up to PAYLOAD_ALIGN are guaranteed. `create`
+        // refuses larger ones, but a forged header could claim one.
+        if align_of::<T>() > PAYLOAD_ALIGN {
+            return Err(corrupt(
+                "element type is aligned beyond the 128-byte payload alignment",
+            ));
+        }
         let len = usize::try_from(header.fingerprint.params[0])
             .map_err(|_| corrupt("array length does not fit in usize"))?;
         let bytes = len

@@ -503,3 +503,31 @@ fn a_peer_flipping_the_state_word_cannot_hang_openers() {
     drop(arr);
     assert_no_leftovers(tag);
 }
+
+/// A 4096-aligned element type cannot be created (the payload is only
+/// 128-aligned), and a header forged to claim one is refused on open.
+#[test]
+fn over_aligned_element_types_are_refused_even_with_a_forged_header() {
+    #[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    let tag = "err-align";
+    let name = unique_name(tag);
+    let e = SharedArray::<Page>::create(&name, 1).unwrap_err();
+    assert!(matches!(e, CreateError::InvalidLayout { .. }), "{e:?}");
+    // Forge: a segment whose fingerprint is exactly Page's.
+    let spec = ObjectSpec {
+        kind: Kind::ARRAY,
+        fingerprint: shmkit_core::header::Fingerprint::of::<Page>([1, 0]),
+        type_name: std::any::type_name::<Page>(),
+        payload_len: 4096,
+    };
+    let seg = Segment::create(&name, &spec, &SegmentOptions::new(), &mut |_, _| {}).unwrap();
+    match SharedArray::<Page>::open(&name) {
+        Err(OpenError::Corrupt { what }) => assert!(what.contains("aligned"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+    drop(seg);
+    assert_no_leftovers(tag);
+}
