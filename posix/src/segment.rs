@@ -268,8 +268,12 @@ impl Segment {
             },
             _ => os("link", e),
         })?;
-        // From here the name is visible: if `init` panics, remove it again.
-        let name_guard = UnlinkOnDrop(Some(name));
+        // From here the name is visible: if `init` panics, remove it again
+        // (if it is still ours).
+        let name_guard = UnlinkOnDrop {
+            name: Some(name),
+            ours: Some(&fd),
+        };
         drop(tmp_guard);
 
         let (map, header) = finish_init(map, spec, init)?;
@@ -528,27 +532,35 @@ impl Drop for Segment {
 }
 
 /// Removes a name on drop unless disarmed: cleans up after a failed or
-/// panicking create.
-struct UnlinkOnDrop(Option<SegmentName>);
+/// panicking create. With `ours`, only while the name still refers to that
+/// object: a peer may have removed and re-created it meanwhile.
+struct UnlinkOnDrop<'a> {
+    name: Option<SegmentName>,
+    ours: Option<&'a OwnedFd>,
+}
 
-impl UnlinkOnDrop {
+impl UnlinkOnDrop<'_> {
     fn body(&self) -> &str {
-        self.0.as_ref().map_or("", SegmentName::body)
+        self.name.as_ref().map_or("", SegmentName::body)
     }
 
     fn disarm(mut self) -> SegmentName {
         // Cannot be None: only disarm takes the name out.
-        self.0
+        self.name
             .take()
             .unwrap_or_else(|| unreachable!("disarmed twice"))
     }
 }
 
-impl Drop for UnlinkOnDrop {
+impl Drop for UnlinkOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(name) = &self.0 {
-            let _ = sys::shm_unlink(&name.c_string());
+        let Some(name) = &self.name else { return };
+        if let Some(fd) = self.ours {
+            if !sys::same_file(fd, &format!("{SHM_DIR}/{}", name.body())) {
+                return;
+            }
         }
+        let _ = sys::shm_unlink(&name.c_string());
     }
 }
 
@@ -610,7 +622,7 @@ fn base_of(map: &MmapRaw) -> NonNull<u8> {
 /// in [`SHM_DIR`] (nothing to clean up if we die before linking it), or, where
 /// the file system cannot do that, an object under a unique temporary name,
 /// with the guard that removes that name again.
-fn create_unnamed(mode: u32) -> Result<(OwnedFd, Option<UnlinkOnDrop>), CreateError> {
+fn create_unnamed(mode: u32) -> Result<(OwnedFd, Option<UnlinkOnDrop<'static>>), CreateError> {
     match sys::open_tmpfile(mode) {
         Ok(fd) => {
             // open applies the umask; set exactly the mode asked for.
@@ -624,7 +636,11 @@ fn create_unnamed(mode: u32) -> Result<(OwnedFd, Option<UnlinkOnDrop>), CreateEr
             ) =>
         {
             let (tmp, fd) = create_temp(mode)?;
-            Ok((fd, Some(UnlinkOnDrop(Some(tmp)))))
+            let guard = UnlinkOnDrop {
+                name: Some(tmp),
+                ours: None,
+            };
+            Ok((fd, Some(guard)))
         }
         Err(e) => Err(os("open(O_TMPFILE)", e)),
     }

@@ -218,3 +218,38 @@ fn an_opener_waits_for_ready_and_sees_the_initial_contents() {
     Segment::unlink(&name).unwrap();
     assert_no_leftovers(tag);
 }
+
+/// An init function that panics: the half-built name is removed again, but
+/// only if it is still the creator's object: a segment another process
+/// put under the name meanwhile survives.
+#[test]
+fn a_panicking_init_removes_only_its_own_name() {
+    let tag = "init-panic";
+    let name = unique_name(tag);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = Segment::create(&name, &spec(), &SegmentOptions::new(), &mut |_, _| {
+            panic!("init failed");
+        });
+    }));
+    assert!(result.is_err());
+    let e = SharedArray::<u64>::open(&name).unwrap_err();
+    assert!(matches!(e, OpenError::NotFound { .. }), "{e:?}");
+
+    // Meanwhile a peer removes the half-built segment and creates its own.
+    let replacement = std::cell::RefCell::new(None);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = Segment::create(&name, &spec(), &SegmentOptions::new(), &mut |_, _| {
+            Segment::unlink(&name).unwrap();
+            *replacement.borrow_mut() = Some(SharedArray::<u64>::create_from(&name, &[9; 8]));
+            panic!("init failed");
+        });
+    }));
+    assert!(result.is_err());
+    let replacement = replacement.into_inner().unwrap().unwrap();
+    assert_eq!(
+        SharedArray::<u64>::open(&name).unwrap().to_vec(),
+        vec![9; 8]
+    );
+    drop(replacement);
+    assert_no_leftovers(tag);
+}
