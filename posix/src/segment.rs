@@ -861,11 +861,14 @@ pub(crate) mod sys {
     }
 
     pub(crate) fn shm_open(name: &CString, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+        // O_NONBLOCK: anyone may create files in /dev/shm, and opening a
+        // FIFO planted under a segment's name read-only would otherwise
+        // block until a writer appears. It changes nothing for regular
+        // files (the object is then refused by its size or header).
+        let flags = flags | libc::O_CLOEXEC | libc::O_NONBLOCK;
         // SAFETY: `name` is NUL-terminated; shm_open has no other
         // preconditions.
-        let fd = retry(|| unsafe {
-            libc::shm_open(name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::mode_t)
-        })?;
+        let fd = retry(|| unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::mode_t) })?;
         // SAFETY: `fd` is a fresh descriptor we own.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }

@@ -531,3 +531,27 @@ fn over_aligned_element_types_are_refused_even_with_a_forged_header() {
     drop(seg);
     assert_no_leftovers(tag);
 }
+
+/// /dev/shm is world-writable: a FIFO planted under a segment's name must
+/// not make openers (read-only ones block on a FIFO) hang.
+#[test]
+fn a_fifo_under_the_name_is_refused_without_blocking() {
+    let tag = "err-fifo";
+    let name = unique_name(tag);
+    let path = std::ffi::CString::new(shm_path(&name)).unwrap();
+    // SAFETY: NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o666) }, 0);
+    let child_name = name.clone();
+    let child = fork(move || {
+        let ro = SharedArray::<u32, ReadOnly>::open_read_only(&child_name);
+        let rw = SharedArray::<u32>::open(&child_name);
+        match (ro, rw) {
+            (Err(OpenError::Truncated { actual: 0, .. }), Err(OpenError::Truncated { .. })) => 0,
+            _ => 2,
+        }
+    });
+    let exit = child.wait_timeout(std::time::Duration::from_secs(20));
+    Segment::unlink(&name).unwrap();
+    assert_eq!(exit, Some(Exit::Code(0)));
+    assert_no_leftovers(tag);
+}
