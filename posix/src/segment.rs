@@ -926,8 +926,10 @@ pub(crate) mod sys {
 
     /// Gives the `O_TMPFILE` object `fd` the name `to`; fails with `EEXIST`
     /// if the name is taken. `linkat(AT_EMPTY_PATH)` is one path walk
-    /// cheaper but needs `CAP_DAC_READ_SEARCH`; without it (`ENOENT`), go
-    /// through `/proc/self/fd`, which needs no privilege, and remember that.
+    /// cheaper; older kernels allow it only with `CAP_DAC_READ_SEARCH`
+    /// (recent ones also for files the caller opened itself). Where it is
+    /// refused (`ENOENT`), go through `/proc/self/fd`, which needs no
+    /// privilege, and remember that.
     pub(crate) fn link_fd(fd: &OwnedFd, to: &str) -> io::Result<()> {
         use std::sync::atomic::{AtomicBool, Ordering};
         /// Set once `AT_EMPTY_PATH` was refused; a hint only, so Relaxed.

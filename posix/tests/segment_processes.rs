@@ -284,3 +284,49 @@ fn named_array_shared_by_a_writer_and_a_read_only_child() {
     drop(arr);
     assert_no_leftovers(tag);
 }
+
+/// An unprivileged process (root's child after setuid to nobody) creates,
+/// opens and removes a segment (on older kernels its unnamed object is
+/// then linked through /proc/self/fd: linkat(AT_EMPTY_PATH) needs a
+/// capability there).
+#[test]
+fn an_unprivileged_process_creates_and_removes_segments() {
+    let tag = "proc-nobody";
+    let name = unique_name(tag);
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        // Already unprivileged: the plain tests exercise the same path.
+        eprintln!("not root: skipping the setuid part");
+        return;
+    }
+    let child_name = name.clone();
+    let child = fork(move || {
+        // SAFETY: plain credential calls in a single-threaded child.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return 2;
+            }
+        }
+        let Ok(arr) = SharedArray::<u16>::create_from(&child_name, &[4, 5, 6]) else {
+            return 3;
+        };
+        match SharedArray::<u16>::open(&child_name) {
+            Ok(other) if other.to_vec() == vec![4, 5, 6] => {}
+            _ => return 4,
+        }
+        // A second create of the name still reports AlreadyExists.
+        if !matches!(
+            SharedArray::<u16>::create(&child_name, 3),
+            Err(shmkit_posix::CreateError::AlreadyExists { .. })
+        ) {
+            return 5;
+        }
+        drop(arr);
+        0
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
+    assert_no_leftovers(tag);
+}
