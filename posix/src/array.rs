@@ -11,6 +11,36 @@
 //! The access mode is part of the type: a handle opened with
 //! [`SharedArray::open_read_only`] is a `SharedArray<T, ReadOnly>`, which has
 //! no `set`.
+//!
+//! ```
+//! use shmkit_posix::{ReadOnly, SharedArray};
+//! # let name = format!("/shmkit-doc-ro-{}", std::process::id());
+//! let writer = SharedArray::<u32>::create(&name, 4)?;
+//! writer.set(0, 7)?;
+//! let reader = SharedArray::<u32, ReadOnly>::open_read_only(&name)?;
+//! assert_eq!(reader.get(0), Some(7));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Writing through the read-only handle does not compile:
+//!
+//! ```compile_fail,E0599
+//! use shmkit_posix::{ReadOnly, SharedArray};
+//! # let name = format!("/shmkit-doc-ro-fail-{}", std::process::id());
+//! # let writer = SharedArray::<u32>::create(&name, 4)?;
+//! let reader = SharedArray::<u32, ReadOnly>::open_read_only(&name)?;
+//! reader.set(0, 7)?; // no method `set` on `SharedArray<u32, ReadOnly>`
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ```compile_fail,E0599
+//! use shmkit_posix::{ReadOnly, SharedValue};
+//! # let name = format!("/shmkit-doc-ro-fail-value-{}", std::process::id());
+//! # let writer = SharedValue::<f64>::create(&name, 0.0)?;
+//! let reader = SharedValue::<f64, ReadOnly>::open_read_only(&name)?;
+//! reader.set(1.5); // no method `set` on `SharedValue<f64, ReadOnly>`
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -93,6 +123,14 @@ impl<T: Pod> Elements<T> {
         let corrupt = |what: &str| OpenError::Corrupt {
             what: what.to_owned(),
         };
+        // The payload sits HEADER_LEN bytes into a page-aligned mapping, so
+        // only alignments up to PAYLOAD_ALIGN are guaranteed. `create`
+        // refuses larger ones, but a forged header could claim one.
+        if align_of::<T>() > PAYLOAD_ALIGN {
+            return Err(corrupt(
+                "element type is aligned beyond the 128-byte payload alignment",
+            ));
+        }
         let len = usize::try_from(header.fingerprint.params[0])
             .map_err(|_| corrupt("array length does not fit in usize"))?;
         let bytes = len

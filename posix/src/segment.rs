@@ -3,13 +3,15 @@
 //!
 //! # How a named segment comes to life
 //!
-//! 1. The creator makes the object under a private temporary name
-//!    (`/.shmkit-tmp.<pid>.<n>`), takes an exclusive `flock` on it, sizes
+//! 1. The creator makes the object without a name (`O_TMPFILE` in
+//!    `/dev/shm`; where that is unsupported, under a private temporary name
+//!    `/.shmkit-tmp.<pid>.<n>`), takes an exclusive `flock` on it, sizes
 //!    it, and writes the header in state `INITIALIZING`.
-//! 2. It `link(2)`s the object to its real name: this is the `O_EXCL`
-//!    step (fails with `EEXIST` if the name is taken) and, because the lock
-//!    and the header came first, nobody can ever open the name and find an
-//!    unsized object or a header without a creator pid.
+//! 2. It `link(2)`s the object to its real name (`linkat`): this is the
+//!    `O_EXCL` step (fails with `EEXIST` if the name is taken) and, because
+//!    the lock and the header came first, nobody can ever open the name and
+//!    find an unsized object or a header without a creator pid. A creator
+//!    killed before this step leaves nothing behind.
 //! 3. It initialises the payload, stores `READY` (Release), wakes openers
 //!    waiting on the state word, and drops the lock.
 //!
@@ -56,8 +58,9 @@ use crate::name::SegmentName;
 
 /// Where Linux keeps POSIX shared-memory objects.
 pub const SHM_DIR: &str = "/dev/shm";
-/// Prefix of the temporary names creators use before linking (see the
-/// module docs); `shmkit gc` removes leftovers of dead creators.
+/// Prefix of the temporary names creators use before linking where
+/// `O_TMPFILE` is unsupported (see the module docs); `shmkit gc` removes
+/// leftovers of dead creators.
 pub const TEMP_PREFIX: &str = ".shmkit-tmp.";
 
 /// How a segment is created or opened.
@@ -242,19 +245,21 @@ impl Segment {
     ) -> Result<Segment, CreateError> {
         let name = SegmentName::new(name).map_err(CreateError::InvalidName)?;
         let total = total_len(spec)?;
-        let (tmp, fd) = create_temp(options.mode)?;
-        let tmp_guard = UnlinkOnDrop(Some(tmp));
+        let (fd, tmp_guard) = create_unnamed(options.mode)?;
         sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| os("flock", e))?;
         sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e))?;
         let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e))?;
         let base = base_of(&map);
         // SAFETY: `map` is a fresh, writable, page-aligned mapping of
-        // `total >= HEADER_LEN` bytes of an object only we know the name of.
+        // `total >= HEADER_LEN` bytes of an object only we can reach.
         unsafe { header::begin_init(base, &header_init(spec)) };
 
-        let from = format!("{SHM_DIR}/{}", tmp_guard.body());
         let to = format!("{SHM_DIR}/{}", name.body());
-        sys::link(&from, &to).map_err(|e| match e.raw_os_error() {
+        let linked = match &tmp_guard {
+            None => sys::link_fd(&fd, &to),
+            Some(tmp) => sys::link(&format!("{SHM_DIR}/{}", tmp.body()), &to),
+        };
+        linked.map_err(|e| match e.raw_os_error() {
             Some(libc::EEXIST) => CreateError::AlreadyExists {
                 name: name.to_string(),
             },
@@ -263,8 +268,12 @@ impl Segment {
             },
             _ => os("link", e),
         })?;
-        // From here the name is visible: if `init` panics, remove it again.
-        let name_guard = UnlinkOnDrop(Some(name));
+        // From here the name is visible: if `init` panics, remove it again
+        // (if it is still ours).
+        let name_guard = UnlinkOnDrop {
+            name: Some(name),
+            ours: Some(&fd),
+        };
         drop(tmp_guard);
 
         let (map, header) = finish_init(map, spec, init)?;
@@ -523,27 +532,35 @@ impl Drop for Segment {
 }
 
 /// Removes a name on drop unless disarmed: cleans up after a failed or
-/// panicking create.
-struct UnlinkOnDrop(Option<SegmentName>);
+/// panicking create. With `ours`, only while the name still refers to that
+/// object: a peer may have removed and re-created it meanwhile.
+struct UnlinkOnDrop<'a> {
+    name: Option<SegmentName>,
+    ours: Option<&'a OwnedFd>,
+}
 
-impl UnlinkOnDrop {
+impl UnlinkOnDrop<'_> {
     fn body(&self) -> &str {
-        self.0.as_ref().map_or("", SegmentName::body)
+        self.name.as_ref().map_or("", SegmentName::body)
     }
 
     fn disarm(mut self) -> SegmentName {
         // Cannot be None: only disarm takes the name out.
-        self.0
+        self.name
             .take()
             .unwrap_or_else(|| unreachable!("disarmed twice"))
     }
 }
 
-impl Drop for UnlinkOnDrop {
+impl Drop for UnlinkOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(name) = &self.0 {
-            let _ = sys::shm_unlink(&name.c_string());
+        let Some(name) = &self.name else { return };
+        if let Some(fd) = self.ours {
+            if !sys::same_file(fd, &format!("{SHM_DIR}/{}", name.body())) {
+                return;
+            }
         }
+        let _ = sys::shm_unlink(&name.c_string());
     }
 }
 
@@ -563,15 +580,37 @@ fn total_len(spec: &ObjectSpec<'_>) -> Result<usize, CreateError> {
 }
 
 fn header_init<'a>(spec: &ObjectSpec<'a>) -> HeaderInit<'a> {
-    let pid = shmkit_core::owner::current_process_id();
+    let (pid, start) = creator_identity();
     HeaderInit {
         kind: spec.kind,
         fingerprint: spec.fingerprint,
         type_name: spec.type_name,
         payload_len: spec.payload_len,
         creator_pid: pid,
-        creator_start: shmkit_core::owner::start_time(pid).unwrap_or(0),
+        creator_start: start,
     }
+}
+
+/// This process's pid and start time (0 if unknown). The start time comes
+/// from `/proc` (an open, a read and a close, dearer than the rest of a
+/// create), so it is read once per process and cached; a `fork` child has
+/// another pid and reads its own.
+fn creator_identity() -> (u32, u64) {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    let pid = shmkit_core::owner::current_process_id();
+    // SYNC POINT: Acquire pairs with the Release store of PID below: a
+    // thread that sees its own pid there sees the START stored before it.
+    // Every thread of one process stores the same pair, so racing
+    // refreshes are harmless.
+    if PID.load(Ordering::Acquire) == pid {
+        return (pid, START.load(Ordering::Relaxed));
+    }
+    let start = shmkit_core::owner::start_time(pid).unwrap_or(0);
+    START.store(start, Ordering::Relaxed);
+    PID.store(pid, Ordering::Release);
+    (pid, start)
 }
 
 fn base_of(map: &MmapRaw) -> NonNull<u8> {
@@ -579,10 +618,38 @@ fn base_of(map: &MmapRaw) -> NonNull<u8> {
     NonNull::new(map.as_mut_ptr()).unwrap_or(NonNull::dangling())
 }
 
+/// Creates the new object, not yet reachable by any name: an `O_TMPFILE`
+/// in [`SHM_DIR`] (nothing to clean up if we die before linking it), or, where
+/// the file system cannot do that, an object under a unique temporary name,
+/// with the guard that removes that name again.
+fn create_unnamed(mode: u32) -> Result<(OwnedFd, Option<UnlinkOnDrop<'static>>), CreateError> {
+    match sys::open_tmpfile(mode) {
+        Ok(fd) => {
+            // open applies the umask; set exactly the mode asked for.
+            sys::fchmod(&fd, mode).map_err(|e| os("fchmod", e))?;
+            Ok((fd, None))
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            let (tmp, fd) = create_temp(mode)?;
+            let guard = UnlinkOnDrop {
+                name: Some(tmp),
+                ours: None,
+            };
+            Ok((fd, Some(guard)))
+        }
+        Err(e) => Err(os("open(O_TMPFILE)", e)),
+    }
+}
+
 /// Creates a fresh object under a unique temporary name.
 fn create_temp(mode: u32) -> Result<(SegmentName, OwnedFd), CreateError> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let pid = std::process::id();
+    let pid = shmkit_core::owner::current_process_id();
     for _ in 0..16 {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = SegmentName::new(&format!("{TEMP_PREFIX}{pid}.{n}"))
@@ -714,7 +781,13 @@ fn wait_ready(
             let again = unsafe { HeaderSnapshot::read(base) };
             let _ = sys::flock(fd, libc::LOCK_UN);
             if again.init_state == init_state::READY {
-                continue;
+                // Use this snapshot rather than looping: a peer flipping
+                // the state back and forth must not keep us here past the
+                // deadline.
+                return match again.validate(map.len()) {
+                    Ok(()) => Ok(again),
+                    Err(e) => Err(header_error(e, &again, label)),
+                };
             }
             if !options.read_only {
                 // SAFETY: writable mapping of the header.
@@ -788,11 +861,14 @@ pub(crate) mod sys {
     }
 
     pub(crate) fn shm_open(name: &CString, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+        // O_NONBLOCK: anyone may create files in /dev/shm, and opening a
+        // FIFO planted under a segment's name read-only would otherwise
+        // block until a writer appears. It changes nothing for regular
+        // files (the object is then refused by its size or header).
+        let flags = flags | libc::O_CLOEXEC | libc::O_NONBLOCK;
         // SAFETY: `name` is NUL-terminated; shm_open has no other
         // preconditions.
-        let fd = retry(|| unsafe {
-            libc::shm_open(name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::mode_t)
-        })?;
+        let fd = retry(|| unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::mode_t) })?;
         // SAFETY: `fd` is a fresh descriptor we own.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
@@ -831,6 +907,66 @@ pub(crate) mod sys {
     pub(crate) fn flock(fd: &OwnedFd, op: libc::c_int) -> io::Result<()> {
         // SAFETY: plain flock on a descriptor we own.
         retry(|| unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
+    }
+
+    /// An unnamed, read-write object in [`SHM_DIR`] (`O_TMPFILE`).
+    pub(crate) fn open_tmpfile(mode: u32) -> io::Result<OwnedFd> {
+        // SAFETY: NUL-terminated literal path; open has no other
+        // preconditions.
+        let fd = retry(|| unsafe {
+            libc::open(
+                c"/dev/shm".as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        })?;
+        // SAFETY: `fd` is a fresh descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Gives the `O_TMPFILE` object `fd` the name `to`; fails with `EEXIST`
+    /// if the name is taken. `linkat(AT_EMPTY_PATH)` is one path walk
+    /// cheaper; older kernels allow it only with `CAP_DAC_READ_SEARCH`
+    /// (recent ones also for files the caller opened itself). Where it is
+    /// refused (`ENOENT`), go through `/proc/self/fd`, which needs no
+    /// privilege, and remember that.
+    pub(crate) fn link_fd(fd: &OwnedFd, to: &str) -> io::Result<()> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Set once `AT_EMPTY_PATH` was refused; a hint only, so Relaxed.
+        static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
+        let to = CString::new(to).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
+            // SAFETY: both paths are NUL-terminated; `fd` is open.
+            let rc = unsafe {
+                libc::linkat(
+                    fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    to.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            match cvt(rc) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    NO_EMPTY_PATH.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let from = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: both paths are NUL-terminated.
+        cvt(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        })
+        .map(drop)
     }
 
     pub(crate) fn link(from: &str, to: &str) -> io::Result<()> {

@@ -1,0 +1,97 @@
+//! Who removes a named segment: the creator's handle by default, nobody
+//! after `persist`, an opener after `take_ownership`; and never a segment
+//! that merely took over the name.
+
+mod common;
+
+use common::assert_no_leftovers;
+use shmkit_posix::segment::SegmentOptions;
+use shmkit_posix::{OpenError, Segment, SharedArray, SharedValue};
+use shmkit_testkit::{fork, unique_name, Exit};
+
+#[test]
+fn the_creators_handle_removes_the_name_and_openers_keep_their_mapping() {
+    let tag = "own-default";
+    let name = unique_name(tag);
+    let creator = SharedArray::<u32>::create_from(&name, &[1, 2]).unwrap();
+    assert!(creator.segment().is_owner());
+    let opener = SharedArray::<u32>::open(&name).unwrap();
+    assert!(!opener.segment().is_owner());
+    drop(creator);
+    let e = SharedArray::<u32>::open(&name).unwrap_err();
+    assert!(matches!(e, OpenError::NotFound { .. }), "{e:?}");
+    // The opener's mapping outlives the name.
+    opener.set(1, 5).unwrap();
+    assert_eq!(opener.to_vec(), vec![1, 5]);
+    drop(opener);
+    assert_no_leftovers(tag);
+}
+
+/// A child creates and persists a value, then exits; the parent attaches,
+/// takes ownership, and its drop removes the name.
+#[test]
+fn persist_outlives_the_creator_process_and_take_ownership_cleans_up() {
+    let tag = "own-persist";
+    let name = unique_name(tag);
+    let child_name = name.clone();
+    let child = fork(move || match SharedValue::<u64>::create(&child_name, 77) {
+        Ok(mut v) => {
+            v.persist();
+            if v.segment().is_owner() {
+                return 3;
+            }
+            0
+        }
+        Err(_) => 2,
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
+    let value = SharedValue::<u64>::open(&name).unwrap();
+    assert_eq!(value.get(), 77);
+    assert!(!value.segment().is_owner());
+    drop(value);
+    // An opener's drop never removes the name.
+    assert_eq!(SharedValue::<u64>::open(&name).unwrap().get(), 77);
+    // SharedValue has no take_ownership (SharedArray has); Segment does.
+    let mut raw = Segment::open(
+        &name,
+        &shmkit_posix::Expect::of::<u64>(shmkit_core::header::Kind::VALUE),
+        &SegmentOptions::new(),
+    )
+    .unwrap();
+    assert!(!raw.is_owner());
+    raw.take_ownership();
+    assert!(raw.is_owner());
+    drop(raw);
+    let e = SharedValue::<u64>::open(&name).unwrap_err();
+    assert!(matches!(e, OpenError::NotFound { .. }), "{e:?}");
+    assert_no_leftovers(tag);
+}
+
+/// The creator's drop leaves alone a segment that another process put
+/// under the name after removing the creator's.
+#[test]
+fn a_creators_drop_spares_a_segment_that_replaced_it() {
+    let tag = "own-replaced";
+    let name = unique_name(tag);
+    let first = SharedArray::<u32>::create_from(&name, &[1]).unwrap();
+    let child_name = name.clone();
+    let child = fork(move || {
+        if Segment::unlink(&child_name).is_err() {
+            return 2;
+        }
+        match SharedArray::<u32>::create_from(&child_name, &[2]) {
+            Ok(mut second) => {
+                second.persist();
+                0
+            }
+            Err(_) => 3,
+        }
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
+    drop(first);
+    let mut second = SharedArray::<u32>::open(&name).unwrap();
+    assert_eq!(second.to_vec(), vec![2]);
+    second.take_ownership();
+    drop(second);
+    assert_no_leftovers(tag);
+}
