@@ -99,3 +99,7 @@ pub struct Impl {
     /// Runs it once.
     pub run: fn(&Params) -> RunResult,
 }
+
+pub mod floors;
+pub mod peers;
+pub mod timing;
