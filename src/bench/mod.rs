@@ -100,6 +100,9 @@ pub struct Impl {
     pub run: fn(&Params) -> RunResult,
 }
 
+pub mod cases;
+pub mod engine;
 pub mod floors;
 pub mod peers;
+pub mod report;
 pub mod timing;
