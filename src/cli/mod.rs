@@ -1,6 +1,7 @@
 //! The command line: argument parsing and dispatch.
 
 mod bench;
+mod inspect;
 mod plot;
 mod segments;
 
