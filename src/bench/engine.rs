@@ -345,3 +345,105 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::RunResult;
+    use std::time::Duration;
+
+    static FLOOR_CALLS: AtomicUsize = AtomicUsize::new(0);
+    static FAST_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    fn floor(_: &Params) -> RunResult {
+        let n = FLOOR_CALLS.fetch_add(1, Ordering::Relaxed);
+        Ok(Measurement::Latencies(vec![[100, 200][n % 2]; 5]))
+    }
+    fn other(_: &Params) -> RunResult {
+        let n = FAST_CALLS.fetch_add(1, Ordering::Relaxed);
+        Ok(Measurement::Latencies(vec![[150, 400][n % 2]; 5]))
+    }
+    fn broken(_: &Params) -> RunResult {
+        Err("not built".into())
+    }
+    fn fake() -> Vec<(&'static str, Impl)> {
+        vec![
+            (
+                "busy_rtt",
+                Impl {
+                    name: "other",
+                    run: other,
+                },
+            ),
+            (
+                "busy_rtt",
+                Impl {
+                    name: "broken",
+                    run: broken,
+                },
+            ),
+            (
+                "busy_rtt",
+                Impl {
+                    name: "floor",
+                    run: floor,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn ratios_are_taken_within_rounds_and_failures_are_reported() {
+        let opts = Options {
+            settings: Settings {
+                cpus: vec![],
+                quick: true,
+                ops_scale: 1.0,
+                producers: 1,
+                consumers: 1,
+            },
+            rounds: 2,
+            cases: vec!["busy_rtt".into(), "mpmc_pxc".into()],
+            progress: false,
+            watchdog_secs: 0,
+        };
+        let r = run(&opts, &[fake]).unwrap();
+        assert_eq!(r.len(), 2);
+        let busy = &r[0];
+        assert_eq!(busy.impls[0].name, "floor", "floor first");
+        let other = busy.impls.iter().find(|i| i.name == "other").unwrap();
+        assert_eq!(other.per_round, vec![Some(150.0), Some(400.0)]);
+        // (1.5 + 2.0) / 2, not the ratio of medians (275 / 150).
+        assert_eq!(other.ratio(), Some(1.75));
+        assert_eq!(other.percentile(99.0).map(|v| v.round()), Some(400.0));
+        let broken = busy.impls.iter().find(|i| i.name == "broken").unwrap();
+        assert_eq!(broken.rounds_ok(), 0);
+        assert_eq!(broken.errors.len(), 2);
+        assert!(r[1].impls.is_empty(), "a case without impls is kept, empty");
+        let doc = crate::bench::report::json(&r);
+        let rows = doc.as_array().unwrap();
+        assert_eq!(
+            rows.len(),
+            2,
+            "failed impls are left out of the JSON: {doc}"
+        );
+        assert!(crate::bench::report::problems(&r).len() >= 3);
+        assert!(select(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn values_convert_between_metrics() {
+        let rate = Measurement::Rate {
+            ops: 1000,
+            bytes_per_op: 8,
+            elapsed: Duration::from_micros(1),
+        };
+        assert_eq!(value(&rate, Metric::NsPerOp), Some(1.0));
+        assert_eq!(value(&rate, Metric::MsgsPerS), Some(1e9));
+        assert_eq!(value(&rate, Metric::BytesPerS), Some(8e9));
+        let lat = Measurement::Latencies(vec![10, 30, 20]);
+        assert_eq!(value(&lat, Metric::RttNs), Some(20.0));
+        assert_eq!(value(&Measurement::Latencies(vec![]), Metric::RttNs), None);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+}

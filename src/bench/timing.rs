@@ -179,3 +179,56 @@ pub fn peer_guard() {
 pub(crate) fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_samples_are_never_shorter_than_what_they_time() {
+        let p = Params {
+            ops: 3,
+            warmup: 1,
+            ..Params::default()
+        };
+        let samples = time_each(&p, |_| {
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(samples.len(), 3);
+        eprintln!("ns/tick {} samples {samples:?}", ns_per_tick());
+        // Calibration error is far below 5%.
+        assert!(samples.iter().all(|&s| s >= 1_900_000), "{samples:?}");
+    }
+
+    #[test]
+    fn batched_samples_divide_by_the_batch() {
+        let p = Params {
+            ops: 4,
+            warmup: 0,
+            ..Params::default()
+        };
+        let mut calls = 0;
+        let samples = time_batched(&p, 2, |_| {
+            calls += 1;
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((calls, samples.len()), (4, 2));
+        assert!(samples.iter().all(|&s| s >= 950_000), "{samples:?}");
+    }
+
+    #[test]
+    fn a_stalled_spin_reports_an_error_and_errors_propagate() {
+        let p = Params {
+            ops: 10,
+            warmup: 0,
+            ..Params::default()
+        };
+        let r = time_each(&p, |i| if i == 3 { Err("boom".into()) } else { Ok(()) });
+        assert_eq!(r, Err("boom".to_string()));
+        assert!(spin_until("x", || true).is_ok());
+    }
+}
