@@ -96,7 +96,7 @@ pub const CASES: &[Case] = &[
         description: "8-byte messages from one producer process to one consumer process",
         layout: Layout::Pair,
         msg_size: 8,
-        ops: [1_000_000, 10_000_000],
+        ops: [1_000_000, 5_000_000],
     },
     Case {
         name: "pipe_bytes",
@@ -133,11 +133,19 @@ pub const CASES: &[Case] = &[
 /// A module's contribution: `(case, impl)` pairs.
 pub type Provider = fn() -> Vec<(&'static str, Impl)>;
 
+/// Providers behind cargo features.
+#[cfg(feature = "peer-iceoryx2")]
+const OPTIONAL: &[Provider] = &[super::iceoryx::impls];
+#[cfg(not(feature = "peer-iceoryx2"))]
+const OPTIONAL: &[Provider] = &[];
+
 /// Every impl provider. The integrator adds `shmkit_locks::impls`,
 /// `shmkit_queues::impls`, `shmkit_segment::impls` here.
 #[must_use]
 pub fn providers() -> Vec<Provider> {
-    vec![floors::impls, peers::impls]
+    let mut v: Vec<Provider> = vec![floors::impls, peers::impls];
+    v.extend_from_slice(OPTIONAL);
+    v
 }
 
 /// The case named `name`.

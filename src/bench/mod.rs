@@ -103,6 +103,8 @@ pub struct Impl {
 pub mod cases;
 pub mod engine;
 pub mod floors;
+#[cfg(feature = "peer-iceoryx2")]
+pub mod iceoryx;
 pub mod peers;
 pub mod report;
 pub mod timing;
