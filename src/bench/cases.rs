@@ -190,3 +190,38 @@ impl Case {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_follow_layout_and_scale() {
+        let s = Settings {
+            cpus: vec![2, 3],
+            quick: true,
+            ops_scale: 0.5,
+            producers: 0,
+            consumers: 3,
+        };
+        let same = case("blocking_rtt_same_core").unwrap();
+        let p = same.params(&s);
+        assert_eq!(p.cpus, vec![2, 2]);
+        assert_eq!(p.ops, same.ops[0] / 2);
+        assert_eq!(p.warmup, p.ops / 10);
+        assert_eq!((p.producers, p.consumers), (1, 3));
+        let pair = case("busy_rtt")
+            .unwrap()
+            .params(&Settings { quick: false, ..s });
+        assert_eq!(pair.cpus, vec![2, 3]);
+        assert_eq!(pair.ops, case("busy_rtt").unwrap().ops[1] / 2);
+        // Every case name is unique and every floor is named.
+        for (i, c) in CASES.iter().enumerate() {
+            assert!(
+                CASES[i + 1..].iter().all(|d| d.name != c.name),
+                "{}",
+                c.name
+            );
+        }
+    }
+}
