@@ -27,6 +27,15 @@ fn shm_path(name: &str) -> String {
     format!("/dev/shm/{}", name.trim_start_matches('/'))
 }
 
+/// Removes `/dev/shm/NAME` when dropped, so a failing test leaves nothing.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(shm_path(&self.0));
+    }
+}
+
 #[test]
 fn every_command_has_help() {
     for cmd in [&[][..], &["bench"], &["ls"], &["inspect"], &["rm"], &["gc"]] {
@@ -79,6 +88,7 @@ fn ls_and_inspect_show_a_live_array() {
 #[test]
 fn a_corrupt_segment_is_reported_not_crashed_on() {
     let name = unique_name("cli-corrupt");
+    let _cleanup = Cleanup(name.clone());
     let mut arr = SharedArray::<u64>::create(&name, 4).unwrap();
     arr.persist();
     drop(arr);
@@ -120,6 +130,7 @@ fn a_corrupt_segment_is_reported_not_crashed_on() {
 #[test]
 fn gc_removes_the_segment_of_a_killed_creator() {
     let name = unique_name("cli-gc");
+    let _cleanup = Cleanup(name.clone());
     let (mut rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
     let child = {
         let name = name.clone();
@@ -166,6 +177,7 @@ fn gc_removes_the_segment_of_a_killed_creator() {
 fn gc_keeps_a_mapped_segment_and_removes_dead_temp_names() {
     // Creator dead but still mapped by us: not garbage.
     let name = unique_name("cli-mapped");
+    let _cleanup = Cleanup(name.clone());
     let (mut rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
     let child = {
         let name = name.clone();
@@ -191,6 +203,7 @@ fn gc_keeps_a_mapped_segment_and_removes_dead_temp_names() {
     let pid = dead.pid();
     assert!(dead.wait().success());
     let tmp = format!(".shmkit-tmp.{pid}.0");
+    let _cleanup_tmp = Cleanup(tmp.clone());
     std::fs::write(shm_path(&tmp), [0u8; 16]).unwrap();
     let o = shmkit(&["gc", "--yes", "--prefix", &tmp]);
     let out = text(&o).0;
