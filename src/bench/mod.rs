@@ -100,3 +100,12 @@ pub struct Impl {
     /// Runs it once.
     pub run: fn(&Params) -> RunResult,
 }
+
+pub mod cases;
+pub mod engine;
+pub mod floors;
+#[cfg(feature = "peer-iceoryx2")]
+pub mod iceoryx;
+pub mod peers;
+pub mod report;
+pub mod timing;
