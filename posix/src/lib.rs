@@ -32,6 +32,7 @@ pub mod array;
 pub mod error;
 pub mod name;
 pub mod segment;
+pub mod sync;
 
 pub use array::{ReadOnly, ReadWrite, SharedArray, SharedValue};
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};

@@ -114,13 +114,16 @@ pub(crate) fn current_start() -> u32 {
 
 /// Whether the task `id` is dead. `Unknown` counts as alive: without a way
 /// to tell, a lock must never be stolen.
+///
+/// Under loom and miri (which cannot emulate `kill` or `/proc`) every owner
+/// counts as alive.
 pub(crate) fn is_dead(id: u32) -> bool {
-    #[cfg(loom)]
+    #[cfg(any(loom, miri))]
     {
         let _ = id;
         false
     }
-    #[cfg(not(loom))]
+    #[cfg(not(any(loom, miri)))]
     {
         crate::owner::liveness(id) == crate::owner::Liveness::Dead
     }
@@ -130,12 +133,12 @@ pub(crate) fn is_dead(id: u32) -> bool {
 /// (the id was reused: the recorded task is dead). `recorded_start == 0`
 /// means "not recorded" and answers false.
 pub(crate) fn is_reused(id: u32, recorded_start: u32) -> bool {
-    #[cfg(loom)]
+    #[cfg(any(loom, miri))]
     {
         let _ = (id, recorded_start);
         false
     }
-    #[cfg(not(loom))]
+    #[cfg(not(any(loom, miri)))]
     {
         recorded_start != 0
             && crate::owner::start_time(id).is_some_and(|s| s as u32 != recorded_start)
