@@ -11,6 +11,7 @@
 //! `params.warmup` unmeasured operations, then `params.ops` measured ones.
 
 pub mod proc;
+pub mod shmkit_locks;
 
 use std::time::Duration;
 
