@@ -131,6 +131,7 @@ fn blocked_waiter_learns_of_the_dead_owner() {
     let ready = SharedEvent::anonymous(Event::new()).unwrap();
     let waiting = SharedEvent::anonymous(Event::new()).unwrap();
     let rounds = trials() / 10;
+    let mut slowest = Duration::ZERO;
     for trial in 0..rounds {
         let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
         waiting.clear();
@@ -156,8 +157,13 @@ fn blocked_waiter_learns_of_the_dead_owner() {
             Some(Exit::Code(0)),
             "trial {trial}"
         );
-        assert!(t0.elapsed() < NOT_HUNG);
+        let took = t0.elapsed();
+        assert!(took < NOT_HUNG);
+        slowest = slowest.max(took);
     }
+    // For information (no speed assertion on a shared machine): the design
+    // bound is one 50 ms liveness slice plus a check and the process exit.
+    eprintln!("slowest kill-to-waiter-done over {rounds} trials: {slowest:?}");
 }
 
 #[test]

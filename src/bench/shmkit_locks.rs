@@ -8,13 +8,14 @@
 //! | `blocking_rtt` | `shmkit_event` | one round trip: set the peer's Event, wait on ours (default spin budget) |
 //! | `blocking_rtt` | `shmkit_event_nospin` | the same with [`Spin::NONE`]: straight to the futex |
 //! | `blocking_rtt` | `shmkit_semaphore` | one round trip through two Semaphores (default spin) |
-//! | `lock_handoff` | `shmkit` | [`Measurement::Rate`] of hand-offs: two processes pass a turn back and forth under a robust [`Mutex`]; `ops` counts every hand-off, so elapsed/ops is ns per hand-off |
+//! | `lock_handoff` | `shmkit` | [`Measurement::Rate`] of hand-offs: two processes pass a turn back and forth under a robust [`Mutex`] (lock; if it is my turn, hand it over; unlock; else `sched_yield`); `ops` counts every hand-off, so elapsed/ops is ns per hand-off |
 //!
 //! The measuring process is pinned to `params.cpus[0]`, the peer to
 //! `params.cpus[1]` (equal entries: same core).
 
 use std::time::Instant;
 
+use shmkit_core::sync::DEFAULT_SPIN;
 use shmkit_core::sync::{Event, Mutex, RawMutex, Semaphore};
 use shmkit_core::wait::Spin;
 use shmkit_posix::sync::Shared;
@@ -135,7 +136,7 @@ fn event_rtt_with(p: &Params, spin: Spin) -> RunResult {
 /// `blocking_rtt`/`shmkit_event`: ping-pong through two Events, default
 /// spin budget.
 pub fn event_rtt(p: &Params) -> RunResult {
-    event_rtt_with(p, Spin::DEFAULT)
+    event_rtt_with(p, DEFAULT_SPIN)
 }
 
 /// `blocking_rtt`/`shmkit_event_nospin`: the same, never spinning.
@@ -188,6 +189,11 @@ pub fn lock_handoff(p: &Params) -> RunResult {
                 done += 1;
                 drop(g);
                 on_handoff(done);
+            } else {
+                drop(g);
+                // Not our turn: let the peer run (essential when both
+                // share a CPU, where spinning would burn its timeslice).
+                std::thread::yield_now();
             }
         }
         Ok::<(), String>(())

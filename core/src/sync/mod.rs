@@ -86,30 +86,44 @@ pub(crate) fn current_id() -> u32 {
     ID.with(|id| *id)
 }
 
-/// The start time of the calling thread, low 32 bits, or 0 if unknown.
-/// Cached per thread (keyed by TID, so a `fork` child refreshes it).
+/// The calling thread's `(owner id, start time low 32 bits)`; the start
+/// time is 0 if unknown. Cached per thread (keyed by TID, so a `fork` child
+/// refreshes it): one extra thread-local read per lock.
 #[cfg(all(feature = "std", not(loom)))]
-pub(crate) fn current_start() -> u32 {
+#[inline]
+pub(crate) fn ident() -> (u32, u32) {
     extern crate std;
     use core::cell::Cell;
     std::thread_local! {
         static START: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     }
+    #[cold]
+    fn refresh(tid: u32) -> u32 {
+        let start = crate::owner::start_time(tid).map_or(0, |s| s as u32);
+        START.with(|c| c.set((tid, start)));
+        start
+    }
     let tid = current_id();
     let (cached_tid, start) = START.with(Cell::get);
     if cached_tid == tid {
-        return start;
+        (tid, start)
+    } else {
+        (tid, refresh(tid))
     }
-    let start = crate::owner::start_time(tid).map_or(0, |s| s as u32);
-    START.with(|c| c.set((tid, start)));
-    start
 }
 
 /// Without `std`: no cache, so no per-lock `/proc` read either: start
 /// times are not recorded (pid-reuse protection needs the `std` feature).
 #[cfg(not(all(feature = "std", not(loom))))]
+#[inline]
+pub(crate) fn ident() -> (u32, u32) {
+    (current_id(), 0)
+}
+
+/// The start time half of [`ident`].
+#[inline]
 pub(crate) fn current_start() -> u32 {
-    0
+    ident().1
 }
 
 /// Whether the task `id` is dead. `Unknown` counts as alive: without a way

@@ -90,7 +90,8 @@ use core::time::Duration;
 use bytemuck::Pod;
 
 use super::{
-    current_id, current_start, is_dead, is_reused, park, passed, DEFAULT_SPIN, LIVENESS_SLICE,
+    current_id, current_start, ident, is_dead, is_reused, park, passed, DEFAULT_SPIN,
+    LIVENESS_SLICE,
 };
 use crate::owner::ID_MASK;
 use crate::primitive::{AtomicU32, Ordering};
@@ -316,6 +317,7 @@ impl RawMutex {
     /// # Errors
     /// `OwnerDied` (acquired from a dead owner), `NotRecoverable`,
     /// `WouldDeadlock` (this thread holds it).
+    #[inline]
     pub fn lock(&self) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
         self.lock_with(Block::Until(None), DEFAULT_SPIN)
     }
@@ -351,6 +353,7 @@ impl RawMutex {
         self.lock_with(Block::Until(timeout.map(Deadline::after)), spin)
     }
 
+    #[inline]
     fn lock_with(
         &self,
         block: Block,
@@ -385,7 +388,7 @@ impl RawMutex {
     /// Acquires the lock.
     #[inline]
     pub(crate) fn acquire(&self, block: Block, spin: Spin) -> Result<Acquired, RawError> {
-        let me = current_id();
+        let (me, start) = ident();
         // SYNC POINT (lock): Acquire pairs with the Release swap of the
         // previous unlock, so its writes to the protected data are visible.
         if self
@@ -393,13 +396,14 @@ impl RawMutex {
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            self.owner.store(me, current_start());
+            self.owner.store(me, start);
             return Ok(Acquired::Clean);
         }
         self.acquire_slow(me, block, spin)
     }
 
     #[cold]
+    #[inline(never)]
     fn acquire_slow(&self, me: u32, block: Block, spin: Spin) -> Result<Acquired, RawError> {
         let deadline = match block {
             Block::Try => None,
@@ -558,6 +562,7 @@ impl fmt::Debug for RawMutexGuard<'_> {
 }
 
 impl<'a> RawMutexGuard<'a> {
+    #[inline]
     fn new(mutex: &'a RawMutex, consistent: bool) -> Self {
         RawMutexGuard {
             mutex,
@@ -587,6 +592,7 @@ impl<'a> RawMutexGuard<'a> {
 }
 
 impl Drop for RawMutexGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: the guard exists only while this thread holds the lock.
         unsafe {
@@ -643,6 +649,7 @@ impl<T: Pod> Mutex<T> {
     /// # Errors
     /// `OwnerDied` (acquired from a dead owner), `NotRecoverable`,
     /// `WouldDeadlock`.
+    #[inline]
     pub fn lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
         self.wrap(self.raw.lock())
     }
@@ -684,6 +691,7 @@ impl<T: Pod> Mutex<T> {
         &self.raw
     }
 
+    #[inline]
     fn wrap<'a>(
         &'a self,
         r: Result<RawMutexGuard<'a>, LockError<RawMutexGuard<'a>>>,
