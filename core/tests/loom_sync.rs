@@ -5,6 +5,15 @@
 //! operations, with a preemption bound, so it finishes in seconds.
 //! Under loom, waiting is a yield and there is no clock (timed calls act
 //! as `try_`), and every model thread has its own owner id.
+//!
+//! What these models check: mutual exclusion, the memory orderings that
+//! publish protected data (Relaxed loom atomics stand in for it, so a
+//! missing Release/Acquire pair fails a model), the store→load patterns
+//! between two words (rwlock, semaphore/condvar sleeper counts), and that
+//! every state machine reaches its end state. What they cannot check: a
+//! lost *futex* wake-up, because the loom back end's `wait` returns at once
+//! instead of sleeping. Lost wake-ups are covered by the real-process
+//! tests, where a missed wake hangs a child and fails its `wait_timeout`.
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicU32, Ordering};
