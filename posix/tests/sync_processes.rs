@@ -375,3 +375,29 @@ fn garbage_bytes_never_panic() {
         let _ = rm.try_lock();
     }
 }
+
+/// A memfd-backed semaphore handed to a child by descriptor (inherited
+/// across fork, attached with `from_fd`).
+#[test]
+fn memfd_semaphore_attached_by_descriptor() {
+    use std::os::fd::AsFd;
+    let sem = SharedSemaphore::memfd(Semaphore::new(0)).unwrap();
+    let fd = sem
+        .segment()
+        .fd()
+        .unwrap()
+        .as_fd()
+        .try_clone_to_owned()
+        .unwrap();
+    let child = fork(move || {
+        let Ok(mine) = SharedSemaphore::from_fd(fd) else {
+            return 2;
+        };
+        i32::from(mine.release().is_err())
+    });
+    assert_eq!(child.wait_timeout(HANG), Some(Exit::Code(0)));
+    assert!(sem.acquire_timeout(Duration::from_secs(10)).is_ok());
+    // The wrong object type through the same kind of descriptor is refused.
+    let fd = sem.segment().fd().unwrap().try_clone_to_owned().unwrap();
+    assert!(SharedEvent::from_fd(fd).is_err());
+}

@@ -26,7 +26,7 @@
 //! time, arrived generation)`. A caller registers on its first
 //! [`wait`](Barrier::wait) (or earlier with [`register`](Barrier::register),
 //! which also covers the first round). Sleepers wake every
-//! [`LIVENESS_SLICE`](super::LIVENESS_SLICE) and check the parties that are
+//! [`LIVENESS_SLICE`] and check the parties that are
 //! registered but have not arrived in this round; one that is dead (or whose
 //! id was reused) breaks the barrier for everyone, as a timeout would.
 //! A party that leaves for good calls [`unregister`](Barrier::unregister)

@@ -1,4 +1,4 @@
-//! [`Condvar`]: Python's `Condition`, paired with a shmkit [`Mutex`].
+//! [`Condvar`]: Python's `Condition`, paired with a shmkit [`Mutex`](super::Mutex).
 //!
 //! std's futex condvar design: a sequence word that every notify bumps.
 //! A waiter reads the sequence **while still holding the mutex**, unlocks,
@@ -43,7 +43,7 @@ use super::park;
 use crate::primitive::{AtomicU32, Ordering};
 use crate::wait::{self, Deadline};
 
-/// A condition variable for a shmkit [`Mutex`]. `#[repr(C)]`, 8 bytes,
+/// A condition variable for a shmkit [`Mutex`](super::Mutex). `#[repr(C)]`, 8 bytes,
 /// zero-filled = new.
 #[repr(C)]
 pub struct Condvar {

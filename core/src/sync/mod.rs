@@ -28,7 +28,7 @@
 //! # Owner ids
 //! Lock words hold the owner's thread id ([`crate::owner::current_thread_id`]),
 //! unique machine-wide among live tasks. Under loom, every model thread gets
-//! its own id from [`current_id`] here (the owner layer answers one constant
+//! its own id from a counter here (the owner layer answers one constant
 //! there).
 
 pub mod barrier;

@@ -30,7 +30,7 @@
 //! layout, and a process that is not glibc-based (or no_std) has no list at
 //! all. Instead the lock word holds the owner's TID, and waiters check the
 //! owner's liveness (`kill(tid, 0)` plus a zombie check in `/proc`) every
-//! [`LIVENESS_SLICE`](super::LIVENESS_SLICE) while they sleep: a holder killed
+//! [`LIVENESS_SLICE`] while they sleep: a holder killed
 //! by SIGKILL is detected within about 50 ms, and the uncontended path costs
 //! nothing extra (no syscall, no list bookkeeping).
 //!
@@ -60,7 +60,7 @@
 //! forgotten check into a loud error instead of silent corruption.
 //!
 //! The holder's data is read and written through atomic element copies
-//! ([`SharedSlice`](crate::shared::SharedSlice)), never through `&mut T`: a
+//! ([`SharedSlice`]), never through `&mut T`: a
 //! peer that ignores the lock can tear values, never cause undefined
 //! behaviour in this process.
 //!
