@@ -324,6 +324,10 @@ impl RawMutex {
 
     /// Locks if that needs no waiting (a dead owner is taken over).
     ///
+    /// When the lock is held, this checks the holder's liveness at once
+    /// (`kill(tid, 0)` and a `/proc` read: a few microseconds), like
+    /// `pthread_mutex_trylock` reporting `EOWNERDEAD`; do not spin on it.
+    ///
     /// # Errors
     /// As [`lock`](Self::lock), plus `WouldBlock`.
     pub fn try_lock(&self) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
@@ -837,6 +841,44 @@ mod tests {
         g.mark_consistent();
         drop(g);
         assert!(m.lock().is_ok());
+    }
+
+    /// Pid-reuse protection: a live task named in the lock word counts as
+    /// dead only if the record names the same tid with another start time.
+    #[test]
+    #[cfg(not(miri))]
+    fn reused_id_is_dead_only_when_the_record_matches_the_word() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let live = std::thread::spawn(move || {
+            tx.send(crate::owner::current_thread_id()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let Some(real_start) = crate::owner::start_time(tid) else {
+            // No /proc: nothing to check here.
+            drop(done_tx);
+            live.join().unwrap();
+            return;
+        };
+        let real_start = real_start as u32;
+        let m = RawMutex::new();
+        // Record matches the live task: alive, so WouldBlock.
+        m.word.store(tid, Ordering::Relaxed);
+        m.owner.store(tid, real_start);
+        assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
+        // Record names another tid (a new owner has not written its record
+        // yet): never declare the live owner dead.
+        m.owner.store(tid + 1, real_start.wrapping_add(1));
+        assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
+        // Same tid, other start time: the recorded owner died and its id
+        // was reused by the live task, so the lock is taken over.
+        m.owner.store(tid, real_start.wrapping_add(1));
+        let mut g = m.try_lock().unwrap_err().into_guard().expect("OwnerDied");
+        g.mark_consistent();
+        drop(g);
+        drop(done_tx);
+        live.join().unwrap();
     }
 
     #[test]
