@@ -19,7 +19,9 @@
 //! A condvar holds no owner. A waiter that dies leaves `sleepers` one too
 //! high (later notifies make a needless syscall). A process that dies
 //! holding the *mutex* is reported when a waiter re-locks it:
-//! [`LockError::OwnerDied`] carries the guard.
+//! [`LockError::OwnerDied`] carries the guard. A process that was supposed
+//! to notify and died never will: waiters that must not hang use
+//! `wait_timeout`.
 //!
 //! ```
 //! use shmkit_core::sync::{Condvar, Mutex};

@@ -843,6 +843,24 @@ mod tests {
         assert!(m.lock().is_ok());
     }
 
+    /// A thread that exits holding the lock (its process lives on) is a
+    /// dead owner too: its TID is gone.
+    #[test]
+    #[cfg(not(miri))]
+    fn thread_exiting_with_the_lock_is_a_dead_owner() {
+        let m = Mutex::new(1u32);
+        std::thread::scope(|s| {
+            s.spawn(|| core::mem::forget(m.lock().unwrap()));
+        });
+        let t0 = std::time::Instant::now();
+        let mut g = match m.lock() {
+            Err(LockError::OwnerDied(g)) => g,
+            other => panic!("expected OwnerDied, got {other:?}"),
+        };
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        g.mark_consistent();
+    }
+
     /// Pid-reuse protection: a live task named in the lock word counts as
     /// dead only if the record names the same tid with another start time.
     #[test]
