@@ -191,6 +191,10 @@ impl Barrier {
     /// Returns the barrier to its initial state; callers waiting now get
     /// `Broken`. Clears the party table (parties re-register on their next
     /// wait).
+    ///
+    /// As in Python, this needs outside coordination: a party of a round
+    /// that just completed but has not yet woken up also gets `Broken`.
+    /// Call it on a broken barrier, or when nobody waits.
     pub fn reset(&self) {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
