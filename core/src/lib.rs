@@ -51,6 +51,7 @@ pub mod header;
 pub mod owner;
 pub mod primitive;
 pub mod shared;
+pub mod sync;
 mod sys;
 pub mod wait;
 

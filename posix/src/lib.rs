@@ -30,11 +30,14 @@
 
 pub mod array;
 pub mod error;
+pub mod locked;
 pub mod name;
 pub mod segment;
+pub mod sync;
 
 pub use array::{ReadOnly, ReadWrite, SharedArray, SharedValue};
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
+pub use locked::{LockedArray, LockedValue};
 pub use name::{InvalidName, SegmentName};
 pub use segment::{Expect, ObjectSpec, Segment, SegmentOptions};
 pub use shmkit_core::{Pod, Zeroable};

@@ -3,7 +3,7 @@
 //!
 //! Stable names (JSON, README): see `docs/bench.md`.
 
-use super::{floors, peers, shmkit_segment, Impl, Metric, Params};
+use super::{floors, peers, shmkit_locks, shmkit_segment, Impl, Metric, Params};
 
 /// Where a case puts its processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +153,12 @@ const OPTIONAL: &[Provider] = &[];
 /// `shmkit_queues::impls`, `shmkit_segment::impls` here.
 #[must_use]
 pub fn providers() -> Vec<Provider> {
-    let mut v: Vec<Provider> = vec![floors::impls, peers::impls, shmkit_segment::impls];
+    let mut v: Vec<Provider> = vec![
+        floors::impls,
+        peers::impls,
+        shmkit_locks::impls,
+        shmkit_segment::impls,
+    ];
     v.extend_from_slice(OPTIONAL);
     v
 }

@@ -11,6 +11,7 @@
 //! `params.warmup` unmeasured operations, then `params.ops` measured ones.
 
 pub mod proc;
+pub mod shmkit_locks;
 pub mod shmkit_segment;
 
 use std::time::Duration;

@@ -1,0 +1,432 @@
+//! [`Barrier`]: Python's `Barrier`, with its broken state, across processes.
+//!
+//! # The state word
+//!
+//! | bits | meaning |
+//! |---|---|
+//! | 0..16 | parties arrived in this round |
+//! | 16..31 | generation (15 bits, wrapping) |
+//! | 31 | [`BROKEN`] |
+//!
+//! | from | to | who | ordering |
+//! |---|---|---|---|
+//! | `g, c` | `g, c+1` | an arriving party (not the last) | AcqRel |
+//! | `g, parties-1` | `g+1, 0` | the last party: the leader; wakes all | AcqRel |
+//! | `g, c` | `BROKEN\|g, c` | a timeout, [`abort`](Barrier::abort), or a waiter that found a registered party dead; wakes all | AcqRel |
+//! | any | `g+2, 0` | [`reset`](Barrier::reset); wakes all | AcqRel |
+//!
+//! A sleeper of round `g` that sees generation `g+1` passed; `g` with
+//! `BROKEN`, or any other generation (a reset), gets [`BarrierError::Broken`].
+//! (So a barrier shared by more callers than parties may mis-report a
+//! round if one caller sleeps through two of them; Python allows that use,
+//! shmkit documents it.)
+//!
+//! # Parties that die
+//! The barrier keeps a table of [`TRACKED_PARTIES`] slots of `(tid, start
+//! time, arrived generation)`. A caller registers on its first
+//! [`wait`](Barrier::wait) (or earlier with [`register`](Barrier::register),
+//! which also covers the first round). Sleepers wake every
+//! [`LIVENESS_SLICE`] and check the parties that are
+//! registered but have not arrived in this round; one that is dead (or whose
+//! id was reused) breaks the barrier for everyone, as a timeout would.
+//! A party that leaves for good calls [`unregister`](Barrier::unregister)
+//! (else its exit later reads as a death). Parties beyond the table's size
+//! are not tracked. [`reset`](Barrier::reset) clears the table.
+//!
+//! ```
+//! use shmkit_core::sync::{Barrier, BarrierError};
+//! use core::time::Duration;
+//! let b = Barrier::new(1);
+//! assert!(b.wait().unwrap().is_leader());
+//! let b2 = Barrier::new(2);
+//! assert_eq!(b2.wait_timeout(Duration::from_millis(1)), Err(BarrierError::TimedOut));
+//! assert_eq!(b2.wait(), Err(BarrierError::Broken)); // until reset()
+//! b2.reset();
+//! assert!(!b2.is_broken());
+//! ```
+
+use core::fmt;
+use core::time::Duration;
+
+use super::{
+    current_id, current_start, is_dead, is_reused, park, passed, DEFAULT_SPIN, LIVENESS_SLICE,
+};
+use crate::primitive::{AtomicU32, Ordering};
+use crate::wait::{self, Deadline, Spin};
+
+/// State word bit: the barrier is broken.
+pub const BROKEN: u32 = 1 << 31;
+const COUNT_MASK: u32 = 0xFFFF;
+const GEN_SHIFT: u32 = 16;
+const GEN_MASK: u32 = 0x7FFF;
+/// Most parties a barrier can have.
+pub const MAX_PARTIES: u32 = 0xFFFF;
+/// Parties whose death the barrier can detect.
+#[cfg(not(loom))]
+pub const TRACKED_PARTIES: usize = 32;
+/// Parties whose death the barrier can detect (small under loom, where
+/// every slot load is a model-checked step).
+#[cfg(loom)]
+pub const TRACKED_PARTIES: usize = 2;
+/// `arrived` marker bit, so that generation 0 differs from "never".
+const ARRIVED: u32 = 1 << 31;
+
+/// Why a barrier wait failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarrierError {
+    /// The barrier is broken (a timeout, `abort`, `reset`, or a dead
+    /// party); call `reset` before using it again.
+    Broken,
+    /// This caller's timeout passed; the barrier is now broken for all.
+    TimedOut,
+    /// The party count in shared memory is 0 or above [`MAX_PARTIES`]:
+    /// the object is corrupt or uninitialised.
+    InvalidParties,
+}
+
+impl fmt::Display for BarrierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BarrierError::Broken => "the barrier is broken (timeout, abort, reset, or a party died); call reset() and retry the round",
+            BarrierError::TimedOut => "timed out waiting at the barrier; it is now broken for every party until reset()",
+            BarrierError::InvalidParties => "the barrier's party count is 0 or too large: the shared object is corrupt or was never initialised",
+        })
+    }
+}
+
+impl core::error::Error for BarrierError {}
+
+/// What a successful [`Barrier::wait`] tells its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BarrierWaitResult {
+    leader: bool,
+}
+
+impl BarrierWaitResult {
+    /// Whether this caller arrived last (exactly one per round).
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+}
+
+#[repr(C)]
+struct Slot {
+    tid: AtomicU32,
+    start: AtomicU32,
+    arrived: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+/// A barrier for `parties` callers. `#[repr(C)]`; initialise with
+/// [`new`](Self::new) (zero-filled memory has 0 parties: every wait fails).
+#[repr(C)]
+pub struct Barrier {
+    state: AtomicU32,
+    parties: AtomicU32,
+    _reserved: [AtomicU32; 2],
+    slots: [Slot; TRACKED_PARTIES],
+}
+
+#[cfg(not(loom))]
+static_assertions::assert_eq_size!(Barrier, [u32; 4 + 4 * TRACKED_PARTIES]);
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.state.load(Ordering::Relaxed);
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties.load(Ordering::Relaxed))
+            .field("arrived", &(s & COUNT_MASK))
+            .field("broken", &(s & BROKEN != 0))
+            .finish()
+    }
+}
+
+fn generation(s: u32) -> u32 {
+    (s >> GEN_SHIFT) & GEN_MASK
+}
+
+impl Barrier {
+    /// A barrier for `parties` callers (clamped to 1..=[`MAX_PARTIES`]).
+    #[must_use]
+    pub fn new(parties: u32) -> Barrier {
+        Barrier {
+            state: AtomicU32::new(0),
+            parties: AtomicU32::new(parties.clamp(1, MAX_PARTIES)),
+            _reserved: [AtomicU32::new(0), AtomicU32::new(0)],
+            slots: core::array::from_fn(|_| Slot {
+                tid: AtomicU32::new(0),
+                start: AtomicU32::new(0),
+                arrived: AtomicU32::new(0),
+                _reserved: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    /// The number of parties.
+    #[must_use]
+    pub fn parties(&self) -> u32 {
+        self.parties.load(Ordering::Relaxed)
+    }
+
+    /// Parties waiting in the current round (a snapshot).
+    #[must_use]
+    pub fn n_waiting(&self) -> u32 {
+        self.state.load(Ordering::Relaxed) & COUNT_MASK
+    }
+
+    /// Whether the barrier is broken.
+    #[must_use]
+    pub fn is_broken(&self) -> bool {
+        self.state.load(Ordering::Acquire) & BROKEN != 0
+    }
+
+    /// Breaks the barrier: current and future waiters get `Broken` until
+    /// [`reset`](Self::reset).
+    pub fn abort(&self) {
+        self.state.fetch_or(BROKEN, Ordering::AcqRel);
+        wait::wake_all(&self.state);
+    }
+
+    /// Returns the barrier to its initial state; callers waiting now get
+    /// `Broken`. Clears the party table (parties re-register on their next
+    /// wait).
+    ///
+    /// As in Python, this needs outside coordination: a party of a round
+    /// that just completed but has not yet woken up also gets `Broken`.
+    /// Call it on a broken barrier, or when nobody waits.
+    pub fn reset(&self) {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            let new = ((generation(s) + 2) & GEN_MASK) << GEN_SHIFT;
+            match self
+                .state
+                .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        for slot in &self.slots {
+            slot.tid.store(0, Ordering::Relaxed);
+        }
+        wait::wake_all(&self.state);
+    }
+
+    /// Registers the calling thread as a party, so its death breaks the
+    /// barrier even before its first wait. Returns false if the table is
+    /// full (the caller is then not tracked).
+    pub fn register(&self) -> bool {
+        self.slot_of(current_id()).is_some()
+    }
+
+    /// Removes the calling thread from the party table (call before
+    /// leaving for good, so that exiting does not read as dying).
+    pub fn unregister(&self) {
+        let me = current_id();
+        for slot in &self.slots {
+            if slot.tid.load(Ordering::Relaxed) == me {
+                slot.tid.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn slot_of(&self, me: u32) -> Option<&Slot> {
+        let start = current_start();
+        for slot in &self.slots {
+            if slot.tid.load(Ordering::Relaxed) == me {
+                // Ours, or a dead predecessor's with our id: refresh start.
+                slot.start.store(start, Ordering::Relaxed);
+                return Some(slot);
+            }
+        }
+        for slot in &self.slots {
+            if slot
+                .tid
+                .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                slot.start.store(start, Ordering::Relaxed);
+                slot.arrived.store(0, Ordering::Relaxed);
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// Waits until all parties have called `wait`.
+    ///
+    /// # Errors
+    /// `Broken`, `InvalidParties`.
+    pub fn wait(&self) -> Result<BarrierWaitResult, BarrierError> {
+        self.wait_until(None, DEFAULT_SPIN)
+    }
+
+    /// Waits at most `timeout`; timing out breaks the barrier (Python).
+    ///
+    /// # Errors
+    /// `TimedOut` (never before `timeout` has elapsed), `Broken`,
+    /// `InvalidParties`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult, BarrierError> {
+        self.wait_until(Some(Deadline::after(timeout)), DEFAULT_SPIN)
+    }
+
+    fn wait_until(
+        &self,
+        deadline: Option<Deadline>,
+        spin: Spin,
+    ) -> Result<BarrierWaitResult, BarrierError> {
+        let parties = self.parties.load(Ordering::Relaxed);
+        if parties == 0 || parties > MAX_PARTIES {
+            return Err(BarrierError::InvalidParties);
+        }
+        let slot = self.slot_of(current_id());
+        let mut s = self.state.load(Ordering::Acquire);
+        let gen = loop {
+            if s & BROKEN != 0 {
+                return Err(BarrierError::Broken);
+            }
+            let gen = generation(s);
+            let count = s & COUNT_MASK;
+            if count >= parties {
+                // Corrupt: more arrivals than parties. Break, never index.
+                self.abort();
+                return Err(BarrierError::Broken);
+            }
+            if let Some(slot) = slot {
+                slot.arrived.store(gen | ARRIVED, Ordering::Relaxed);
+            }
+            let last = count + 1 == parties;
+            let new = if last {
+                ((gen + 1) & GEN_MASK) << GEN_SHIFT
+            } else {
+                s + 1
+            };
+            // SYNC POINT (arrive): AcqRel: each arrival releases what its
+            // party did before the barrier; the leader's acquires all of
+            // them and releases them to the sleepers' Acquire loads.
+            match self
+                .state
+                .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if last => {
+                    wait::wake_all(&self.state);
+                    return Ok(BarrierWaitResult { leader: true });
+                }
+                Ok(_) => break gen,
+                Err(now) => s = now,
+            }
+        };
+        let done = |s: u32| generation(s) != gen || s & BROKEN != 0;
+        spin.spin_until(|| done(self.state.load(Ordering::Relaxed)));
+        let mut next_check = Deadline::after(LIVENESS_SLICE);
+        loop {
+            let s = self.state.load(Ordering::Acquire);
+            let g = generation(s);
+            if g == (gen + 1) & GEN_MASK {
+                return Ok(BarrierWaitResult { leader: false });
+            }
+            if g != gen || s & BROKEN != 0 {
+                return Err(BarrierError::Broken);
+            }
+            if passed(deadline) {
+                if self.break_round(s) {
+                    return Err(BarrierError::TimedOut);
+                }
+                continue;
+            }
+            if next_check.has_passed() {
+                next_check = Deadline::after(LIVENESS_SLICE);
+                if self.a_party_died(gen) {
+                    self.break_round(s);
+                    continue;
+                }
+            }
+            park(&self.state, s, deadline, Some(LIVENESS_SLICE));
+        }
+    }
+
+    /// Sets `BROKEN` if the state is still `s`; wakes all on success.
+    fn break_round(&self, s: u32) -> bool {
+        let ok = self
+            .state
+            .compare_exchange(s, s | BROKEN, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            wait::wake_all(&self.state);
+        }
+        ok
+    }
+
+    /// Whether a registered party that has not arrived in round `gen` is
+    /// dead.
+    fn a_party_died(&self, gen: u32) -> bool {
+        self.slots.iter().any(|slot| {
+            let tid = slot.tid.load(Ordering::Relaxed);
+            if tid == 0 || slot.arrived.load(Ordering::Relaxed) == gen | ARRIVED {
+                return false;
+            }
+            let start = slot.start.load(Ordering::Relaxed);
+            // Re-read: a slot freed and re-taken meanwhile is skipped.
+            (is_dead(tid) || is_reused(tid, start)) && slot.tid.load(Ordering::Relaxed) == tid
+        })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    #[test]
+    fn rounds_with_threads_elect_one_leader_each() {
+        let b = Barrier::new(3);
+        let leaders = AtomicU32::new(0);
+        let rounds = if cfg!(miri) { 3 } else { 50 };
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..rounds {
+                        if b.wait().unwrap().is_leader() {
+                            leaders.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    b.unregister();
+                });
+            }
+        });
+        assert_eq!(leaders.load(Ordering::Relaxed), rounds);
+    }
+
+    #[test]
+    fn timeout_breaks_and_is_never_early() {
+        let b = Barrier::new(2);
+        let d = Duration::from_millis(20);
+        let t0 = std::time::Instant::now();
+        assert_eq!(b.wait_timeout(d), Err(BarrierError::TimedOut));
+        assert!(t0.elapsed() >= d);
+        assert!(b.is_broken());
+        b.reset();
+        assert!(!b.is_broken());
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_panic() {
+        let b = Barrier::new(2);
+        b.parties.store(0, Ordering::Relaxed);
+        assert_eq!(b.wait(), Err(BarrierError::InvalidParties));
+        b.parties.store(2, Ordering::Relaxed);
+        b.state.store(0x7FFF_FFFF, Ordering::Relaxed);
+        assert_eq!(b.wait(), Err(BarrierError::Broken));
+    }
+
+    #[test]
+    #[cfg(not(miri))]
+    fn dead_registered_party_breaks_the_barrier() {
+        let b = Barrier::new(2);
+        // A registered party with an id no task has, never arriving.
+        b.slots[0].tid.store(1 << 23, Ordering::Relaxed);
+        assert_eq!(b.wait(), Err(BarrierError::Broken));
+    }
+}

@@ -1,0 +1,189 @@
+//! Cross-process locks and signals: Python `multiprocessing`'s Lock, RLock,
+//! Semaphore, BoundedSemaphore, Event, Condition and Barrier as `#[repr(C)]`
+//! objects that live inside shared memory.
+//!
+//! | type | Python | robust when a process dies? |
+//! |---|---|---|
+//! | [`Mutex`], [`RawMutex`] | `Lock` | yes: the next locker gets [`LockError::OwnerDied`] |
+//! | [`ReentrantMutex`] | `RLock` | yes, as `Mutex` |
+//! | [`RwLock`] | — | writer side yes; a dead *reader* leaks its count (see the module) |
+//! | [`Semaphore`] | `Semaphore`, `BoundedSemaphore` | no: a permit held by a dead process is lost |
+//! | [`Event`] | `Event` | nothing to lose: the flag stays as it was |
+//! | [`Condvar`] | `Condition` | waits re-lock the mutex, which reports a dead owner |
+//! | [`Barrier`] | `Barrier` | yes: a registered party that dies breaks it |
+//!
+//! Every object is valid when zero-filled (except the counts of
+//! [`Semaphore`] and [`Barrier`], set by their `new`/`init`), holds only
+//! atomics and `Pod` data, and validates every word it reads back: a corrupt
+//! peer can make an operation fail or report nonsense, never make this
+//! process panic or read out of bounds.
+//!
+//! Every blocking call comes in three forms: blocking, `try_` (never
+//! sleeps) and `_timeout` (an absolute monotonic deadline computed once, so
+//! a timeout is never early and never stretched by retries). Blocking calls
+//! spin on loads for a [`Spin`](crate::wait::Spin) budget before they sleep
+//! on a shared futex; each type has `with_spin` variants or a `spin`
+//! parameter to tune it.
+//!
+//! # Owner ids
+//! Lock words hold the owner's thread id ([`crate::owner::current_thread_id`]),
+//! unique machine-wide among live tasks. Under loom, every model thread gets
+//! its own id from a counter here (the owner layer answers one constant
+//! there).
+
+pub mod barrier;
+pub mod condvar;
+pub mod event;
+pub mod mutex;
+pub mod reentrant;
+pub mod rwlock;
+pub mod semaphore;
+
+pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
+pub use condvar::Condvar;
+pub use event::Event;
+pub use mutex::{LockError, Mutex, MutexGuard, RawMutex, RawMutexGuard};
+pub use reentrant::{ReentrantMutex, ReentrantMutexGuard};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use semaphore::{AcquireError, ReleaseError, Semaphore};
+
+use core::time::Duration;
+
+use crate::primitive::AtomicU32;
+use crate::wait::{self, Deadline};
+
+/// How long a waiter sleeps at most before it checks whether the owner it
+/// waits for is still alive. Detection of a dead owner therefore takes at
+/// most this plus one liveness check (≈ tens of µs).
+pub const LIVENESS_SLICE: Duration = Duration::from_millis(50);
+
+/// The spin budget blocking calls use unless told otherwise:
+/// [`Spin::DEFAULT`](crate::wait::Spin::DEFAULT), or none under loom (each
+/// spin would be a model-checked yield).
+pub const DEFAULT_SPIN: crate::wait::Spin = if cfg!(loom) {
+    crate::wait::Spin::NONE
+} else {
+    crate::wait::Spin::DEFAULT
+};
+
+/// The calling thread's owner id.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn current_id() -> u32 {
+    crate::owner::current_thread_id()
+}
+
+/// Under loom: a distinct id per model thread (the owner layer answers the
+/// same constant for all of them).
+#[cfg(loom)]
+pub(crate) fn current_id() -> u32 {
+    extern crate std;
+    use core::sync::atomic::{AtomicU32 as StdU32, Ordering as StdOrdering};
+    static NEXT: StdU32 = StdU32::new(2);
+    loom::thread_local! {
+        static ID: u32 = NEXT.fetch_add(1, StdOrdering::Relaxed) & crate::owner::ID_MASK;
+    }
+    ID.with(|id| *id)
+}
+
+/// The calling thread's `(owner id, start time low 32 bits)`; the start
+/// time is 0 if unknown. Cached per thread (keyed by TID, so a `fork` child
+/// refreshes it): one extra thread-local read per lock.
+#[cfg(all(feature = "std", not(loom)))]
+#[inline]
+pub(crate) fn ident() -> (u32, u32) {
+    extern crate std;
+    use core::cell::Cell;
+    std::thread_local! {
+        static START: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+    #[cold]
+    fn refresh(tid: u32) -> u32 {
+        let start = crate::owner::start_time(tid).map_or(0, |s| s as u32);
+        START.with(|c| c.set((tid, start)));
+        start
+    }
+    let tid = current_id();
+    let (cached_tid, start) = START.with(Cell::get);
+    if cached_tid == tid {
+        (tid, start)
+    } else {
+        (tid, refresh(tid))
+    }
+}
+
+/// Without `std`: no cache, so no per-lock `/proc` read either: start
+/// times are not recorded (pid-reuse protection needs the `std` feature).
+#[cfg(not(all(feature = "std", not(loom))))]
+#[inline]
+pub(crate) fn ident() -> (u32, u32) {
+    (current_id(), 0)
+}
+
+/// The start time half of [`ident`].
+#[inline]
+pub(crate) fn current_start() -> u32 {
+    ident().1
+}
+
+/// Whether the task `id` is dead. `Unknown` counts as alive: without a way
+/// to tell, a lock must never be stolen.
+///
+/// Under loom and miri (which cannot emulate `kill` or `/proc`) every owner
+/// counts as alive.
+pub(crate) fn is_dead(id: u32) -> bool {
+    #[cfg(any(loom, miri))]
+    {
+        let _ = id;
+        false
+    }
+    #[cfg(not(any(loom, miri)))]
+    {
+        crate::owner::liveness(id) == crate::owner::Liveness::Dead
+    }
+}
+
+/// Whether `id` is alive but started at another time than `recorded_start`
+/// (the id was reused: the recorded task is dead). `recorded_start == 0`
+/// means "not recorded" and answers false.
+pub(crate) fn is_reused(id: u32, recorded_start: u32) -> bool {
+    #[cfg(any(loom, miri))]
+    {
+        let _ = (id, recorded_start);
+        false
+    }
+    #[cfg(not(any(loom, miri)))]
+    {
+        recorded_start != 0
+            && crate::owner::start_time(id).is_some_and(|s| s as u32 != recorded_start)
+    }
+}
+
+/// Sleeps on `word` while it holds `expected`, until the earlier of
+/// `deadline` and `slice` from now. `slice: None` sleeps until the deadline.
+#[inline]
+pub(crate) fn park(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Deadline>,
+    slice: Option<Duration>,
+) {
+    // loom has no clock: a sliced wait would never yield to the model.
+    #[cfg(loom)]
+    let slice: Option<Duration> = {
+        let _ = slice;
+        None
+    };
+    let until = match (deadline, slice) {
+        (d, None) => d,
+        (None, Some(s)) => Some(Deadline::after(s)),
+        (Some(d), Some(s)) => Some(d.min(Deadline::after(s))),
+    };
+    wait::wait(word, expected, until);
+}
+
+/// Whether an optional deadline has passed (`None`: never).
+#[inline]
+pub(crate) fn passed(deadline: Option<Deadline>) -> bool {
+    deadline.is_some_and(|d| d.has_passed())
+}

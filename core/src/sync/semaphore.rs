@@ -1,0 +1,258 @@
+//! [`Semaphore`]: Python's `Semaphore` and `BoundedSemaphore`.
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `count` | free permits; the futex word acquirers sleep on while it is 0 |
+//! | `bound` | the most permits there may be; `u32::MAX` = unbounded |
+//! | `sleepers` | how many acquirers may be asleep; a hint that lets `release` skip `FUTEX_WAKE` when nobody sleeps |
+//!
+//! `acquire`: CAS `count` from `c > 0` to `c - 1` (Acquire). `release`: CAS
+//! `count` from `c < bound` to `c + 1` (Release); past the bound it fails
+//! with [`ReleaseError::Full`] and changes nothing. An acquirer increments
+//! `sleepers` before it sleeps; a releaser reads `sleepers` with an RMW
+//! (`fetch_add(0)`, AcqRel) after its count CAS. Whichever `sleepers` RMW
+//! comes second synchronises with the first: either the releaser sees the
+//! sleeper and wakes it, or the sleeper's futex compare sees the new count.
+//!
+//! # Dead processes
+//! A semaphore does not know who holds its permits: a process that dies
+//! holding one never gives it back (as with POSIX `sem_t`). A process that
+//! dies asleep leaves `sleepers` one too high, which only costs later
+//! releases a needless `FUTEX_WAKE`.
+//!
+//! ```
+//! use shmkit_core::sync::{Semaphore, ReleaseError};
+//! let s = Semaphore::bounded(1);
+//! s.acquire();
+//! assert!(!s.try_acquire());
+//! s.release().unwrap();
+//! assert_eq!(s.release(), Err(ReleaseError::Full));
+//! ```
+
+use core::fmt;
+use core::time::Duration;
+
+use super::{park, passed, DEFAULT_SPIN};
+use crate::primitive::{AtomicU32, Ordering};
+use crate::wait::{self, Deadline, Spin};
+
+/// Why `release` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseError {
+    /// A bounded semaphore already holds its bound of permits (Python's
+    /// `ValueError: Semaphore released too many times`).
+    Full,
+}
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("semaphore released too many times: it already holds its bound of permits; release only permits you acquired")
+    }
+}
+
+impl core::error::Error for ReleaseError {}
+
+/// Why a timed acquire failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcquireError {
+    /// The deadline passed with no permit free.
+    TimedOut,
+}
+
+impl fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for a semaphore permit; retry or use a longer timeout")
+    }
+}
+
+impl core::error::Error for AcquireError {}
+
+/// A counting semaphore, optionally bounded. `#[repr(C)]`, 12 bytes.
+/// Zero-filled memory is a semaphore with no permits and bound 0 (every
+/// release fails): initialise with [`new`](Self::new)/[`bounded`](Self::bounded).
+#[repr(C)]
+pub struct Semaphore {
+    count: AtomicU32,
+    bound: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+#[cfg(not(loom))]
+static_assertions::assert_eq_size!(Semaphore, [u32; 3]);
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("count", &self.count.load(Ordering::Relaxed))
+            .field("bound", &self.bound.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Semaphore {
+    /// An unbounded semaphore with `permits` permits.
+    #[must_use]
+    pub fn new(permits: u32) -> Semaphore {
+        Semaphore::with_bound(permits, u32::MAX)
+    }
+
+    /// A bounded semaphore holding (and bounded by) `permits`.
+    #[must_use]
+    pub fn bounded(permits: u32) -> Semaphore {
+        Semaphore::with_bound(permits, permits)
+    }
+
+    /// `permits` free now, at most `bound` ever (`permits` is clamped to it).
+    #[must_use]
+    pub fn with_bound(permits: u32, bound: u32) -> Semaphore {
+        Semaphore {
+            count: AtomicU32::new(permits.min(bound)),
+            bound: AtomicU32::new(bound),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+
+    /// Free permits now (a snapshot).
+    #[must_use]
+    pub fn available(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The bound (`u32::MAX`: unbounded).
+    #[must_use]
+    pub fn bound(&self) -> u32 {
+        self.bound.load(Ordering::Relaxed)
+    }
+
+    /// Takes a permit if one is free.
+    #[must_use]
+    pub fn try_acquire(&self) -> bool {
+        let mut c = self.count.load(Ordering::Relaxed);
+        while c > 0 {
+            // SYNC POINT (acquire): pairs with the Release CAS in `release`.
+            match self
+                .count
+                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+        false
+    }
+
+    /// Takes a permit, sleeping until one is free.
+    pub fn acquire(&self) {
+        let _ = self.acquire_until(None, DEFAULT_SPIN);
+    }
+
+    /// Takes a permit, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`AcquireError::TimedOut`] (never before `timeout` has elapsed).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), AcquireError> {
+        self.acquire_until(Some(Deadline::after(timeout)), DEFAULT_SPIN)
+    }
+
+    /// Takes a permit with an explicit spin budget and optional timeout.
+    ///
+    /// # Errors
+    /// [`AcquireError::TimedOut`].
+    pub fn acquire_spin(&self, spin: Spin, timeout: Option<Duration>) -> Result<(), AcquireError> {
+        self.acquire_until(timeout.map(Deadline::after), spin)
+    }
+
+    fn acquire_until(&self, deadline: Option<Deadline>, spin: Spin) -> Result<(), AcquireError> {
+        if self.try_acquire() {
+            return Ok(());
+        }
+        spin.spin_until(|| self.count.load(Ordering::Relaxed) > 0);
+        loop {
+            if self.try_acquire() {
+                return Ok(());
+            }
+            if passed(deadline) {
+                return Err(AcquireError::TimedOut);
+            }
+            // AcqRel RMW: see the module docs (store→load against `release`).
+            self.sleepers.fetch_add(1, Ordering::AcqRel);
+            park(&self.count, 0, deadline, None);
+            self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Returns a permit.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Full`] if the semaphore already holds its bound.
+    pub fn release(&self) -> Result<(), ReleaseError> {
+        let bound = self.bound.load(Ordering::Relaxed);
+        let mut c = self.count.load(Ordering::Relaxed);
+        loop {
+            if c >= bound {
+                return Err(ReleaseError::Full);
+            }
+            // SYNC POINT (release): Release pairs with the Acquire CAS of
+            // the next acquirer.
+            match self
+                .count
+                .compare_exchange_weak(c, c + 1, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => c = now,
+            }
+        }
+        // An RMW, not a load: it reads the latest `sleepers` (module docs).
+        if self.sleepers.fetch_add(0, Ordering::AcqRel) != 0 {
+            wait::wake_one(&self.count);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    #[test]
+    fn counts_and_bounds() {
+        let s = Semaphore::new(2);
+        assert!(s.try_acquire());
+        assert!(s.try_acquire());
+        assert!(!s.try_acquire());
+        s.release().unwrap();
+        s.release().unwrap();
+        s.release().unwrap(); // unbounded
+        assert_eq!(s.available(), 3);
+        let b = Semaphore::bounded(1);
+        assert_eq!(b.release(), Err(ReleaseError::Full));
+    }
+
+    #[test]
+    fn acquire_timeout_is_never_early() {
+        let s = Semaphore::new(0);
+        let d = Duration::from_millis(20);
+        let t0 = std::time::Instant::now();
+        assert_eq!(s.acquire_timeout(d), Err(AcquireError::TimedOut));
+        assert!(t0.elapsed() >= d);
+    }
+
+    #[test]
+    fn threads_hand_permits_around() {
+        let s = Semaphore::new(0);
+        let n = if cfg!(miri) { 20 } else { 2000 };
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                for _ in 0..n {
+                    s.acquire();
+                }
+            });
+            for _ in 0..n {
+                s.release().unwrap();
+            }
+        });
+        assert_eq!(s.available(), 0);
+    }
+}

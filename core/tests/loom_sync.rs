@@ -1,0 +1,176 @@
+//! loom models of the lock state machines in `shmkit_core::sync`.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p shmkit-core --release
+//! --test loom_sync`. Each model is two threads and a handful of
+//! operations, with a preemption bound, so it finishes in seconds.
+//! Under loom, waiting is a yield and there is no clock (timed calls act
+//! as `try_`), and every model thread has its own owner id.
+//!
+//! What these models check: mutual exclusion, the memory orderings that
+//! publish protected data (Relaxed loom atomics stand in for it, so a
+//! missing Release/Acquire pair fails a model), the store→load patterns
+//! between two words (rwlock, semaphore/condvar sleeper counts), and that
+//! every state machine reaches its end state. What they cannot check: a
+//! lost *futex* wake-up, because the loom back end's `wait` returns at once
+//! instead of sleeping. Lost wake-ups are covered by the real-process
+//! tests, where a missed wake hangs a child and fails its `wait_timeout`.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicU32, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use shmkit_core::sync::{Barrier, Condvar, Event, Mutex, ReentrantMutex, RwLock, Semaphore};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(f);
+}
+
+/// Two threads increment a loom counter under the mutex with Relaxed
+/// load+store (lost updates unless the lock excludes and orders), and a
+/// contended locker that set the WAITERS bit is woken (else: deadlock).
+#[test]
+fn mutex_mutual_exclusion_and_waiters_bit() {
+    model(|| {
+        let m = Arc::new(Mutex::new(0u32));
+        let n = Arc::new(AtomicU32::new(0));
+        let (m2, n2) = (m.clone(), n.clone());
+        let bump = |m: &Mutex<u32>, n: &AtomicU32| {
+            let _g = m.lock().unwrap();
+            let v = n.load(Ordering::Relaxed);
+            n.store(v + 1, Ordering::Relaxed);
+        };
+        let t = thread::spawn(move || bump(&m2, &n2));
+        bump(&m, &n);
+        t.join().unwrap();
+        assert_eq!(n.load(Ordering::Relaxed), 2);
+        assert!(!m.raw().is_locked());
+    });
+}
+
+#[test]
+fn reentrant_mutex_counts_levels() {
+    model(|| {
+        let m = Arc::new(ReentrantMutex::new(0u32));
+        let n = Arc::new(AtomicU32::new(0));
+        let (m2, n2) = (m.clone(), n.clone());
+        let t = thread::spawn(move || {
+            let _a = m2.lock().unwrap();
+            let b = m2.lock().unwrap();
+            let v = n2.load(Ordering::Relaxed);
+            drop(b);
+            n2.store(v + 1, Ordering::Relaxed);
+        });
+        {
+            let _g = m.lock().unwrap();
+            let v = n.load(Ordering::Relaxed);
+            n.store(v + 1, Ordering::Relaxed);
+        }
+        t.join().unwrap();
+        assert_eq!(n.load(Ordering::Relaxed), 2);
+        assert_eq!(m.depth(), 0);
+    });
+}
+
+/// Semaphore(1): never two inside; permits conserved.
+#[test]
+fn semaphore_bounds_occupancy() {
+    model(|| {
+        let s = Arc::new(Semaphore::bounded(1));
+        let inside = Arc::new(AtomicU32::new(0));
+        let worker = |s: Arc<Semaphore>, inside: Arc<AtomicU32>| {
+            s.acquire();
+            assert_eq!(inside.fetch_add(1, Ordering::Relaxed), 0);
+            inside.fetch_sub(1, Ordering::Relaxed);
+            s.release().unwrap();
+        };
+        let (s2, i2) = (s.clone(), inside.clone());
+        let t = thread::spawn(move || worker(s2, i2));
+        worker(s.clone(), inside);
+        t.join().unwrap();
+        assert_eq!(s.available(), 1);
+    });
+}
+
+/// A set publishes the setter's writes to the waiter; no lost wake-up.
+#[test]
+fn event_set_publishes_and_wakes() {
+    model(|| {
+        let e = Arc::new(Event::new());
+        let data = Arc::new(AtomicU32::new(0));
+        let (e2, d2) = (e.clone(), data.clone());
+        let t = thread::spawn(move || {
+            d2.store(7, Ordering::Relaxed);
+            e2.set();
+        });
+        e.wait();
+        assert_eq!(data.load(Ordering::Relaxed), 7);
+        t.join().unwrap();
+    });
+}
+
+/// The sequence counter: a notify between the condition check and the
+/// sleep is not lost.
+#[test]
+fn condvar_sequence_loses_no_wakeup() {
+    model(|| {
+        let pair = Arc::new((Mutex::new(0u32), Condvar::new()));
+        let p2 = pair.clone();
+        let t = thread::spawn(move || {
+            let (m, cv) = &*p2;
+            m.lock().unwrap().set(1);
+            cv.notify_one();
+        });
+        let (m, cv) = &*pair;
+        let g = cv.wait_while(m.lock().unwrap(), |v| *v == 0).unwrap();
+        assert_eq!(g.get(), 1);
+        drop(g);
+        t.join().unwrap();
+    });
+}
+
+/// Two parties: exactly one leader, the generation advances, not broken.
+#[test]
+fn barrier_generation_elects_one_leader() {
+    model(|| {
+        let b = Arc::new(Barrier::new(2));
+        let leaders = Arc::new(AtomicU32::new(0));
+        let (b2, l2) = (b.clone(), leaders.clone());
+        let t = thread::spawn(move || {
+            if b2.wait().unwrap().is_leader() {
+                l2.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        if b.wait().unwrap().is_leader() {
+            leaders.fetch_add(1, Ordering::Relaxed);
+        }
+        t.join().unwrap();
+        assert_eq!(leaders.load(Ordering::Relaxed), 1);
+        assert!(!b.is_broken());
+    });
+}
+
+/// A writer and a reader: the reader never sees a half-written pair of
+/// Relaxed loom atomics (the store→load pattern between the writer word and
+/// the reader count holds, and the lock orders the data).
+#[test]
+fn rwlock_writer_excludes_reader() {
+    model(|| {
+        let l = Arc::new(RwLock::new(0u8));
+        let pair = Arc::new((AtomicU32::new(0), AtomicU32::new(0)));
+        let (l2, p2) = (l.clone(), pair.clone());
+        let t = thread::spawn(move || {
+            let _w = l2.write().unwrap();
+            p2.0.store(1, Ordering::Relaxed);
+            p2.1.store(1, Ordering::Relaxed);
+        });
+        {
+            let _r = l.read().unwrap();
+            let a = pair.0.load(Ordering::Relaxed);
+            let b = pair.1.load(Ordering::Relaxed);
+            assert_eq!(a, b);
+        }
+        t.join().unwrap();
+    });
+}
