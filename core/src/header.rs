@@ -285,12 +285,21 @@ pub unsafe fn init_state<'a>(base: NonNull<u8>) -> &'a AtomicU32 {
 /// Writes a fresh header in state `INITIALIZING`; the creator then builds
 /// the payload and calls [`publish`].
 ///
+/// `total_len` is written as [`segment_len`]`(init.payload_len)`; for a
+/// payload length that function refuses (one that could not be mapped),
+/// it is `u64::MAX` and the header never passes
+/// [`HeaderSnapshot::validate`].
+///
 /// # Safety
 /// `base` must point at a writable mapping of at least [`HEADER_LEN`] bytes,
 /// aligned to 8, that this process created (exclusively, e.g. `O_EXCL`) and
 /// whose header no peer writes.
 pub unsafe fn begin_init(base: NonNull<u8>, init: &HeaderInit<'_>) {
     let hdr = base.as_ptr().cast::<Header>();
+    // A payload no mapping can hold gets `u64::MAX`, which never validates
+    // (no `payload_len` adds up to it and no mapping is that long), rather
+    // than an overflow panic or a wrapped length that might.
+    let total_len = segment_len(init.payload_len).map_or(u64::MAX, |t| t as u64);
     // SAFETY: the caller guarantees `hdr` is a writable, aligned,
     // exclusively-created header; raw-pointer field writes never form a
     // reference to memory peers may read concurrently.
@@ -304,10 +313,7 @@ pub unsafe fn begin_init(base: NonNull<u8>, init: &HeaderInit<'_>) {
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).creator_pid), init.creator_pid);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).payload_offset), HEADER_LEN as u32);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).flags), 0);
-        ptr::write_volatile(
-            ptr::addr_of_mut!((*hdr).total_len),
-            init.payload_len + HEADER_LEN as u64,
-        );
+        ptr::write_volatile(ptr::addr_of_mut!((*hdr).total_len), total_len);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).payload_len), init.payload_len);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).fingerprint), init.fingerprint);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).type_name_len), name.len() as u32);
@@ -700,6 +706,38 @@ mod tests {
         // SAFETY: a buffer private to this test, aligned and live for the call.
         let snap = unsafe { HeaderSnapshot::read(b) };
         assert_eq!(snap.validate(512), Err(HeaderError::Abandoned));
+    }
+
+    #[test]
+    fn an_unmappable_payload_length_neither_panics_nor_wraps() {
+        let mut buf = Buf([0; 512]);
+        let b = base(&mut buf);
+        for payload_len in [u64::MAX, u64::MAX - HEADER_LEN as u64 + 1, 1 << 63] {
+            let init = HeaderInit {
+                payload_len,
+                ..init()
+            };
+            // SAFETY: a buffer private to this test, aligned and live for
+            // the call.
+            let snap = unsafe {
+                begin_init(b, &init);
+                publish(b);
+                HeaderSnapshot::read(b)
+            };
+            // Not wrapped to a small length that a mapping could satisfy.
+            assert_eq!(snap.total_len, u64::MAX, "payload_len {payload_len}");
+            assert!(snap.validate(usize::MAX).is_err());
+        }
+        // Where segment_len agrees, the header says the same.
+        // SAFETY: as above.
+        let snap = unsafe {
+            begin_init(b, &init());
+            HeaderSnapshot::read(b)
+        };
+        assert_eq!(
+            Some(snap.total_len as usize),
+            segment_len(init().payload_len)
+        );
     }
 
     #[test]
