@@ -56,6 +56,9 @@ use shmkit_core::wait::{self, Deadline};
 use crate::error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
 use crate::name::SegmentName;
 
+/// How errors name a segment that has no name (anonymous and memfd).
+const ANONYMOUS: &str = "(anonymous)";
+
 /// Where Linux keeps POSIX shared-memory objects.
 pub const SHM_DIR: &str = "/dev/shm";
 /// Prefix of the temporary names creators use before linking where
@@ -245,10 +248,11 @@ impl Segment {
     ) -> Result<Segment, CreateError> {
         let name = SegmentName::new(name).map_err(CreateError::InvalidName)?;
         let total = total_len(spec)?;
-        let (fd, tmp_guard) = create_unnamed(options.mode)?;
-        sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| os("flock", e))?;
-        sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e))?;
-        let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e))?;
+        let label = name.as_str();
+        let (fd, tmp_guard) = create_unnamed(options.mode, label)?;
+        sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| os("flock", e, label))?;
+        sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e, label))?;
+        let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e, label))?;
         let base = base_of(&map);
         // SAFETY: `map` is a fresh, writable, page-aligned mapping of
         // `total >= HEADER_LEN` bytes of an object only we can reach.
@@ -266,7 +270,7 @@ impl Segment {
             Some(libc::EACCES | libc::EPERM) => CreateError::PermissionDenied {
                 name: name.to_string(),
             },
-            _ => os("link", e),
+            _ => os("link", e, name.as_str()),
         })?;
         // From here the name is visible: if `init` panics, remove it again
         // (if it is still ours).
@@ -564,10 +568,12 @@ impl Drop for UnlinkOnDrop<'_> {
     }
 }
 
-fn os(call: &'static str, source: io::Error) -> CreateError {
+/// The error for a failed `call` while creating `name` (the canonical
+/// name, or [`ANONYMOUS`] for unnamed segments).
+fn os(call: &'static str, source: io::Error, name: &str) -> CreateError {
     if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
         return CreateError::PermissionDenied {
-            name: "(new segment)".into(),
+            name: name.to_owned(),
         };
     }
     CreateError::Os { call, source }
@@ -622,11 +628,15 @@ fn base_of(map: &MmapRaw) -> NonNull<u8> {
 /// in [`SHM_DIR`] (nothing to clean up if we die before linking it), or, where
 /// the file system cannot do that, an object under a unique temporary name,
 /// with the guard that removes that name again.
-fn create_unnamed(mode: u32) -> Result<(OwnedFd, Option<UnlinkOnDrop<'static>>), CreateError> {
+/// `label` is the name being created, for error messages.
+fn create_unnamed(
+    mode: u32,
+    label: &str,
+) -> Result<(OwnedFd, Option<UnlinkOnDrop<'static>>), CreateError> {
     match sys::open_tmpfile(mode) {
         Ok(fd) => {
             // open applies the umask; set exactly the mode asked for.
-            sys::fchmod(&fd, mode).map_err(|e| os("fchmod", e))?;
+            sys::fchmod(&fd, mode).map_err(|e| os("fchmod", e, label))?;
             Ok((fd, None))
         }
         Err(e)
@@ -635,19 +645,19 @@ fn create_unnamed(mode: u32) -> Result<(OwnedFd, Option<UnlinkOnDrop<'static>>),
                 Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
             ) =>
         {
-            let (tmp, fd) = create_temp(mode)?;
+            let (tmp, fd) = create_temp(mode, label)?;
             let guard = UnlinkOnDrop {
                 name: Some(tmp),
                 ours: None,
             };
             Ok((fd, Some(guard)))
         }
-        Err(e) => Err(os("open(O_TMPFILE)", e)),
+        Err(e) => Err(os("open(O_TMPFILE)", e, label)),
     }
 }
 
 /// Creates a fresh object under a unique temporary name.
-fn create_temp(mode: u32) -> Result<(SegmentName, OwnedFd), CreateError> {
+fn create_temp(mode: u32, label: &str) -> Result<(SegmentName, OwnedFd), CreateError> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let pid = shmkit_core::owner::current_process_id();
     for _ in 0..16 {
@@ -663,13 +673,13 @@ fn create_temp(mode: u32) -> Result<(SegmentName, OwnedFd), CreateError> {
                 // shm_open applies the umask; set exactly the mode asked for.
                 if let Err(e) = sys::fchmod(&fd, mode) {
                     let _ = sys::shm_unlink(&tmp.c_string());
-                    return Err(os("fchmod", e));
+                    return Err(os("fchmod", e, label));
                 }
                 return Ok((tmp, fd));
             }
             // A leftover from an earlier process with our pid: next number.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
-            Err(e) => return Err(os("shm_open", e)),
+            Err(e) => return Err(os("shm_open", e, label)),
         }
     }
     Err(CreateError::Os {
@@ -680,12 +690,12 @@ fn create_temp(mode: u32) -> Result<(SegmentName, OwnedFd), CreateError> {
 
 fn new_memfd(spec: &ObjectSpec<'_>, seal: bool) -> Result<(OwnedFd, MmapRaw), CreateError> {
     let total = total_len(spec)?;
-    let fd = sys::memfd_create(seal).map_err(|e| os("memfd_create", e))?;
-    sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e))?;
+    let fd = sys::memfd_create(seal).map_err(|e| os("memfd_create", e, ANONYMOUS))?;
+    sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e, ANONYMOUS))?;
     if seal {
-        sys::seal_size(&fd).map_err(|e| os("fcntl(F_ADD_SEALS)", e))?;
+        sys::seal_size(&fd).map_err(|e| os("fcntl(F_ADD_SEALS)", e, ANONYMOUS))?;
     }
-    let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e))?;
+    let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e, ANONYMOUS))?;
     let base = base_of(&map);
     // SAFETY: fresh, writable, page-aligned mapping of an unnamed object
     // nobody else can reach yet.

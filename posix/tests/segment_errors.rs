@@ -390,6 +390,69 @@ fn an_unprivileged_process_gets_permission_denied() {
     assert_no_leftovers(tag);
 }
 
+/// A create refused by the OS names the segment it was creating. The child
+/// gets a private mount namespace whose `/dev/shm` is a fresh tmpfs only
+/// root may write, then drops to `nobody`: the first step of a create (the
+/// unnamed `O_TMPFILE`) is refused.
+#[test]
+fn a_refused_create_names_the_segment() {
+    let name = unique_name("err-create-perm");
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot set up an unwritable /dev/shm; skipping");
+        return;
+    }
+    let child_name = name.clone();
+    let child = fork(move || {
+        // SAFETY: namespace, mount and credential calls in a single-threaded
+        // child; the mounts are private to its new mount namespace.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return 10; // no mount namespaces here: skipped below
+            }
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+                || libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/dev/shm".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    c"mode=0755".as_ptr().cast(),
+                ) != 0
+            {
+                return 11;
+            }
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return 2;
+            }
+        }
+        match SharedArray::<u32>::create(&child_name, 4) {
+            Err(CreateError::PermissionDenied { name }) if name == child_name => 0,
+            Err(CreateError::PermissionDenied { name }) => {
+                eprintln!("permission error names {name:?}, not {child_name:?}");
+                3
+            }
+            Err(e) => {
+                eprintln!("unexpected error: {e}");
+                4
+            }
+            Ok(_) => 5,
+        }
+    });
+    match child.wait() {
+        Exit::Code(10 | 11) => eprintln!("cannot mount a private /dev/shm here; skipping"),
+        other => assert_eq!(other, Exit::Code(0)),
+    }
+}
+
 /// A read-only handle sees the writer's updates, and its mapping really is
 /// PROT_READ: a write through it (in a forked child) dies with SIGSEGV.
 #[test]
