@@ -369,7 +369,7 @@ fn an_unprivileged_process_gets_permission_denied() {
             Err(OpenError::PermissionDenied { .. })
         );
         let ro = matches!(
-            SharedArray::<u32, ReadOnly>::open_read_only(&child_name),
+            SharedArray::<u32>::open_read_only(&child_name),
             Err(OpenError::PermissionDenied { .. })
         );
         let rm = matches!(
@@ -460,11 +460,11 @@ fn read_only_mappings_cannot_be_written() {
     let tag = "err-ro";
     let name = unique_name(tag);
     let writer = SharedArray::<u32>::create(&name, 8).unwrap();
-    let reader = SharedArray::<u32, ReadOnly>::open_read_only(&name).unwrap();
+    let reader: SharedArray<u32, ReadOnly> = SharedArray::<u32>::open_read_only(&name).unwrap();
     assert!(!reader.segment().is_writable());
     writer.set(3, 42).unwrap();
     assert_eq!(reader.get(3), Some(42));
-    let value = SharedValue::<u32, ReadOnly>::open_read_only(&name);
+    let value = SharedValue::<u32>::open_read_only(&name);
     assert!(matches!(value, Err(OpenError::KindMismatch { .. })));
 
     let target = reader.segment().payload().as_ptr();
@@ -606,7 +606,7 @@ fn a_fifo_under_the_name_is_refused_without_blocking() {
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o666) }, 0);
     let child_name = name.clone();
     let child = fork(move || {
-        let ro = SharedArray::<u32, ReadOnly>::open_read_only(&child_name);
+        let ro = SharedArray::<u32>::open_read_only(&child_name);
         let rw = SharedArray::<u32>::open(&child_name);
         match (ro, rw) {
             (Err(OpenError::Truncated { actual: 0, .. }), Err(OpenError::Truncated { .. })) => 0,
