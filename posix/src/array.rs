@@ -412,16 +412,24 @@ impl<T: Pod> SharedArray<T> {
         Elements::anonymous(Kind::ARRAY, None, len, true).map(Self::wrap)
     }
 
-    /// Attaches to an array by descriptor.
+    /// Attaches to an array by descriptor. The object must be sealed
+    /// against shrinking, or take the seal (see [`Segment::from_fd`]).
+    ///
+    /// # Errors
+    /// See [`OpenError`]; `Unsealed` for an object a peer could shrink.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, OpenError> {
+        Self::from_fd_with(fd, &SegmentOptions::default())
+    }
+
+    /// [`from_fd`](Self::from_fd) with options, e.g.
+    /// [`allow_unsealed`](SegmentOptions::allow_unsealed). A `read_only`
+    /// option is ignored (this handle writes).
     ///
     /// # Errors
     /// See [`OpenError`].
-    pub fn from_fd(fd: OwnedFd) -> Result<Self, OpenError> {
-        let segment = Segment::from_fd(
-            fd,
-            &Expect::of::<T>(Kind::ARRAY),
-            &SegmentOptions::default(),
-        )?;
+    pub fn from_fd_with(fd: OwnedFd, options: &SegmentOptions) -> Result<Self, OpenError> {
+        let options = options.clone().read_only(false);
+        let segment = Segment::from_fd(fd, &Expect::of::<T>(Kind::ARRAY), &options)?;
         Elements::from_segment(segment).map(Self::wrap)
     }
 

@@ -10,10 +10,15 @@
 //! 2. It `link(2)`s the object to its real name (`linkat`): this is the
 //!    `O_EXCL` step (fails with `EEXIST` if the name is taken) and, because
 //!    the lock and the header came first, nobody can ever open the name and
-//!    find an unsized object or a header without a creator pid. A creator
-//!    killed before this step leaves nothing behind.
+//!    find an unsized object or a header without a creator pid.
 //! 3. It initialises the payload, stores `READY` (Release), wakes openers
 //!    waiting on the state word, and drops the lock.
+//!
+//! A creator killed before step 2 leaves nothing behind on the `O_TMPFILE`
+//! path (the kernel frees an unnamed file with its last descriptor). Only
+//! on the fallback path can one leave a `.shmkit-tmp.<pid>.<n>` object in
+//! `/dev/shm` (a creator that merely fails removes its own); `shmkit gc`
+//! removes those of dead processes.
 //!
 //! An opener that finds `INITIALIZING` waits (on the state word, in slices
 //! of a few milliseconds) until `READY` or its timeout. In between it tries
@@ -33,12 +38,32 @@
 //! [`Segment::persist`] keeps the name alive past the handle;
 //! [`Segment::take_ownership`] makes an opener responsible for removing it.
 //!
-//! # What is not defended against
+//! # What is and is not defended against: shrinking
 //!
-//! A peer with write access to the object can `ftruncate` it smaller after
-//! we mapped it; touching the lost pages then raises `SIGBUS`. memfd
-//! segments are sealed against shrinking and growing, so this cannot happen
-//! to them.
+//! A mapping outlives the object's size: if anyone `ftruncate`s the object
+//! smaller after we mapped it, touching the lost pages raises `SIGBUS` and
+//! kills this process. Sizes are checked against the header before
+//! mapping (a short object is `Truncated`, never mapped past its end); what
+//! happens after mapping depends on the kind of segment:
+//!
+//! - **memfd segments** ([`Segment::memfd`]) are sealed against shrinking
+//!   and growing (`F_SEAL_SHRINK | F_SEAL_GROW`, then `F_SEAL_SEAL`) before
+//!   their descriptor leaves the creator: nobody can shrink them.
+//! - **Descriptors received with [`Segment::from_fd`]** must carry
+//!   `F_SEAL_SHRINK`, or take it: a memfd that allows sealing is sealed by
+//!   the receiver before it checks the size and maps. Objects that cannot
+//!   be sealed (a named object's descriptor, a memfd created without
+//!   `MFD_ALLOW_SEALING`, a read-only descriptor of an unsealed memfd,
+//!   files outside tmpfs) are refused with [`OpenError::Unsealed`] unless
+//!   [`SegmentOptions::allow_unsealed`] accepts the risk.
+//! - **Named segments are not defended.** POSIX objects in `/dev/shm`
+//!   cannot be sealed at all, so any process allowed to open one for
+//!   writing (the mode decides who: `0600` by default, the owner alone) can
+//!   shrink it under every other process's mapping. Give named segments
+//!   only to processes you trust not to; a peer that may be hostile should
+//!   get a memfd instead.
+//! - **Anonymous segments** ([`Segment::anonymous`]) have no descriptor
+//!   left to truncate.
 
 use std::ffi::CString;
 use std::io;
@@ -73,6 +98,7 @@ pub struct SegmentOptions {
     unlink_on_drop: bool,
     init_timeout: Duration,
     read_only: bool,
+    allow_unsealed: bool,
 }
 
 impl Default for SegmentOptions {
@@ -82,6 +108,7 @@ impl Default for SegmentOptions {
             unlink_on_drop: true,
             init_timeout: Duration::from_secs(2),
             read_only: false,
+            allow_unsealed: false,
         }
     }
 }
@@ -119,6 +146,18 @@ impl SegmentOptions {
     #[must_use]
     pub fn read_only(mut self, yes: bool) -> SegmentOptions {
         self.read_only = yes;
+        self
+    }
+
+    /// Lets [`Segment::from_fd`] attach to an object that cannot be sealed
+    /// against shrinking (a named object's descriptor, or a memfd created
+    /// without `MFD_ALLOW_SEALING`). Off by default: whoever else holds
+    /// such a descriptor can `ftruncate` the object and crash this process
+    /// with `SIGBUS`. Turn it on only for descriptors from a peer you trust
+    /// as much as yourself.
+    #[must_use]
+    pub fn allow_unsealed(mut self, yes: bool) -> SegmentOptions {
+        self.allow_unsealed = yes;
         self
     }
 }
@@ -400,16 +439,31 @@ impl Segment {
         })
     }
 
-    /// Attaches to a segment by descriptor (a memfd from [`Segment::memfd`]
-    /// or any shmkit object's fd), checking it against `expect`.
+    /// Attaches to a segment by descriptor, checking it against `expect`.
+    ///
+    /// The sender keeps its own descriptor, so before mapping the object
+    /// must be sealed against shrinking (`F_SEAL_SHRINK`): a memfd from
+    /// [`Segment::memfd`] is; a memfd that allows sealing gets the seal
+    /// added here (the sender can then no longer shrink it either). Any
+    /// other object, one that cannot take the seal, is refused with
+    /// [`OpenError::Unsealed`] unless the options
+    /// [`allow unsealed`](SegmentOptions::allow_unsealed) objects (see the
+    /// module docs for the risk).
     ///
     /// # Errors
-    /// See [`OpenError`].
+    /// See [`OpenError`]; `Unsealed` as above.
     pub fn from_fd(
         fd: OwnedFd,
         expect: &Expect,
         options: &SegmentOptions,
     ) -> Result<Segment, OpenError> {
+        // Seal first: the size fstat'ed next can then only stay or grow.
+        match sys::seal_against_shrinking(&fd) {
+            Ok(()) => {}
+            Err(sys::SealError::Refused(_)) if options.allow_unsealed => {}
+            Err(sys::SealError::Refused(reason)) => return Err(OpenError::Unsealed { reason }),
+            Err(sys::SealError::Os(call, source)) => return Err(OpenError::Os { call, source }),
+        }
         let (map, header) = attach(&fd, "(fd)", expect, options)?;
         Ok(Segment {
             map,
@@ -894,6 +948,65 @@ pub(crate) mod sys {
         let fd = cvt(unsafe { libc::memfd_create(c"shmkit".as_ptr(), flags) })?;
         // SAFETY: `fd` is a fresh descriptor we own.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Why [`seal_against_shrinking`] failed.
+    pub(crate) enum SealError {
+        /// The object cannot take the seal, for this reason.
+        Refused(&'static str),
+        /// An unexpected OS error from this call.
+        Os(&'static str, io::Error),
+    }
+
+    fn get_seals(fd: &OwnedFd) -> io::Result<libc::c_int> {
+        // SAFETY: plain fcntl on a descriptor we own.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
+    }
+
+    /// Makes sure the object behind `fd` can never shrink: it carries
+    /// `F_SEAL_SHRINK` already, or this call adds it.
+    pub(crate) fn seal_against_shrinking(fd: &OwnedFd) -> Result<(), SealError> {
+        /// Why an object whose seals are `seals` cannot take the seal.
+        fn refusal(seals: libc::c_int) -> SealError {
+            if seals & libc::F_SEAL_SEAL != 0 {
+                // Named tmpfs objects, and memfds made without
+                // MFD_ALLOW_SEALING, start out with F_SEAL_SEAL.
+                SealError::Refused(
+                    "it is a named object, or a memfd created without MFD_ALLOW_SEALING",
+                )
+            } else {
+                // Only a writable descriptor may add seals.
+                SealError::Refused(
+                    "the descriptor is read-only, and only a writable one may add seals",
+                )
+            }
+        }
+        let seals = match get_seals(fd) {
+            Ok(seals) => seals,
+            // Files outside tmpfs/hugetlbfs know nothing of seals.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(SealError::Refused("the file system does not support seals"))
+            }
+            Err(e) => return Err(SealError::Os("fcntl(F_GET_SEALS)", e)),
+        };
+        if seals & libc::F_SEAL_SHRINK != 0 {
+            return Ok(());
+        }
+        if seals & libc::F_SEAL_SEAL != 0 {
+            return Err(refusal(seals));
+        }
+        // SAFETY: plain fcntl on a descriptor we own.
+        match cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) }) {
+            Ok(_) => Ok(()),
+            // A read-only descriptor, or the sender sealed the object
+            // meanwhile: look again to tell which.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => match get_seals(fd) {
+                Ok(now) if now & libc::F_SEAL_SHRINK != 0 => Ok(()),
+                Ok(now) => Err(refusal(now)),
+                Err(_) => Err(SealError::Os("fcntl(F_ADD_SEALS)", e)),
+            },
+            Err(e) => Err(SealError::Os("fcntl(F_ADD_SEALS)", e)),
+        }
     }
 
     pub(crate) fn seal_size(fd: &OwnedFd) -> io::Result<()> {
