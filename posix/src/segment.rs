@@ -21,7 +21,11 @@
 //! removes those of dead processes.
 //!
 //! An opener that finds `INITIALIZING` waits (on the state word, in slices
-//! of a few milliseconds) until `READY` or its timeout. In between it tries
+//! of a few milliseconds) until `READY` or its timeout; it sets the state
+//! word's `WAITERS` bit first, and the creator issues the futex wake-up
+//! only if someone did (see `shmkit_core::header`). A read-only opener
+//! cannot set the bit, so it polls instead, from 100 µs up to every 5 ms.
+//! In between it tries
 //! a *shared* `flock`: getting it while the state is still not `READY`
 //! proves the creator is gone (the kernel drops a dead process's locks), so
 //! the opener marks the segment `ABANDONED` and reports
@@ -769,9 +773,12 @@ fn finish_init(
     // The payload length fits in usize: segment_len checked the total.
     init(payload, spec.payload_len as usize);
     // SAFETY: the mapping is writable and its header was written by us.
-    unsafe { header::publish(base) };
-    // SAFETY: the header is mapped for as long as `map` lives.
-    wait::wake_all(unsafe { header::init_state(base) });
+    if unsafe { header::publish(base) } {
+        // An opener announced it sleeps on the state word (only then: the
+        // wake-up is a system call most creates can do without).
+        // SAFETY: the header is mapped for as long as `map` lives.
+        wait::wake_all(unsafe { header::init_state(base) });
+    }
     // SAFETY: readable mapping of at least HEADER_LEN bytes.
     let snapshot = unsafe { HeaderSnapshot::read(base) };
     snapshot
@@ -829,6 +836,8 @@ fn wait_ready(
     let started = Instant::now();
     let deadline = Deadline::after(options.init_timeout);
     let base = base_of(map);
+    // Read-only openers' poll interval, doubled before each sleep.
+    let mut read_only_poll = Duration::from_micros(50);
     loop {
         // SAFETY: the mapping is at least HEADER_LEN bytes (checked by the
         // caller) and page-aligned.
@@ -866,13 +875,26 @@ fn wait_ready(
                 waited: started.elapsed(),
             });
         }
-        // SAFETY: the header stays mapped while `map` lives.
-        let word = unsafe { header::init_state(base) };
-        wait::wait(
-            word,
-            state,
-            Some(deadline.min(Deadline::after(LIVENESS_SLICE))),
-        );
+        let slice = if options.read_only {
+            // A read-only mapping cannot announce itself (that is a write),
+            // so the creator will not wake us: poll, briefly at first.
+            read_only_poll = (read_only_poll * 2).min(LIVENESS_SLICE);
+            read_only_poll
+        } else {
+            LIVENESS_SLICE
+        };
+        let expected = if options.read_only {
+            Some(state)
+        } else {
+            // SAFETY: writable mapping of the header.
+            unsafe { header::announce_waiter(base, state) }
+        };
+        // None: the state moved on while we announced; look again.
+        if let Some(expected) = expected {
+            // SAFETY: the header stays mapped while `map` lives.
+            let word = unsafe { header::init_state(base) };
+            wait::wait(word, expected, Some(deadline.min(Deadline::after(slice))));
+        }
     }
 }
 
