@@ -69,7 +69,7 @@
 //! - **Anonymous segments** ([`Segment::anonymous`]) have no descriptor
 //!   left to truncate.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -239,9 +239,21 @@ impl Expect {
     }
 }
 
+/// Which file an open descriptor refers to (device and inode numbers).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
 enum Backing {
-    /// A named object; the fd is kept to check identity before unlinking.
-    Named { name: SegmentName, fd: OwnedFd },
+    /// A named object, with the identity of the file we hold (taken from
+    /// the `fstat` we needed anyway), to check before unlinking the name.
+    Named {
+        name: SegmentName,
+        fd: OwnedFd,
+        id: FileId,
+    },
     /// A memfd whose descriptor can be passed to other processes.
     Memfd(OwnedFd),
     /// An unnamed mapping shared with children created by `fork`.
@@ -292,7 +304,7 @@ impl Segment {
         let name = SegmentName::new(name).map_err(CreateError::InvalidName)?;
         let total = total_len(spec)?;
         let label = name.as_str();
-        let (fd, tmp_guard) = create_unnamed(options.mode, label)?;
+        let (fd, id, tmp_guard) = create_unnamed(options.mode, label)?;
         sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| os("flock", e, label))?;
         sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e, label))?;
         let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e, label))?;
@@ -301,10 +313,10 @@ impl Segment {
         // `total >= HEADER_LEN` bytes of an object only we can reach.
         unsafe { header::begin_init(base, &header_init(spec)) };
 
-        let to = format!("{SHM_DIR}/{}", name.body());
+        let to = shm_path(&name);
         let linked = match &tmp_guard {
             None => sys::link_fd(&fd, &to),
-            Some(tmp) => sys::link(&format!("{SHM_DIR}/{}", tmp.body()), &to),
+            Some(tmp) => sys::link(&shm_path(tmp.name()), &to),
         };
         linked.map_err(|e| match e.raw_os_error() {
             Some(libc::EEXIST) => CreateError::AlreadyExists {
@@ -319,7 +331,7 @@ impl Segment {
         // (if it is still ours).
         let name_guard = UnlinkOnDrop {
             name: Some(name),
-            ours: Some(&fd),
+            ours: Some(id),
         };
         drop(tmp_guard);
 
@@ -330,7 +342,7 @@ impl Segment {
         Ok(Segment {
             map,
             header,
-            backing: Backing::Named { name, fd },
+            backing: Backing::Named { name, fd, id },
             unlink_on_drop: options.unlink_on_drop,
             writable: true,
         })
@@ -364,11 +376,11 @@ impl Segment {
                 source: e,
             },
         })?;
-        let (map, header) = attach(&fd, name.as_str(), expect, options)?;
+        let (map, header, id) = attach(&fd, name.as_str(), expect, options)?;
         Ok(Segment {
             map,
             header,
-            backing: Backing::Named { name, fd },
+            backing: Backing::Named { name, fd, id },
             unlink_on_drop: false,
             writable: !options.read_only,
         })
@@ -468,7 +480,7 @@ impl Segment {
             Err(sys::SealError::Refused(reason)) => return Err(OpenError::Unsealed { reason }),
             Err(sys::SealError::Os(call, source)) => return Err(OpenError::Os { call, source }),
         }
-        let (map, header) = attach(&fd, "(fd)", expect, options)?;
+        let (map, header, _) = attach(&fd, "(fd)", expect, options)?;
         Ok(Segment {
             map,
             header,
@@ -582,12 +594,12 @@ impl Drop for Segment {
         if !self.unlink_on_drop {
             return;
         }
-        if let Backing::Named { name, fd } = &self.backing {
+        if let Backing::Named { name, id, .. } = &self.backing {
             // Remove the name only if it still names *our* object: it may
             // have been removed and re-created by someone else meanwhile.
-            let path = format!("{SHM_DIR}/{}", name.body());
-            if sys::same_file(fd, &path) {
-                let _ = sys::shm_unlink(&name.c_string());
+            let path = shm_path(name);
+            if sys::names(&path, *id) {
+                let _ = sys::unlink(&path);
             }
         }
     }
@@ -596,14 +608,17 @@ impl Drop for Segment {
 /// Removes a name on drop unless disarmed: cleans up after a failed or
 /// panicking create. With `ours`, only while the name still refers to that
 /// object: a peer may have removed and re-created it meanwhile.
-struct UnlinkOnDrop<'a> {
+struct UnlinkOnDrop {
     name: Option<SegmentName>,
-    ours: Option<&'a OwnedFd>,
+    ours: Option<FileId>,
 }
 
-impl UnlinkOnDrop<'_> {
-    fn body(&self) -> &str {
-        self.name.as_ref().map_or("", SegmentName::body)
+impl UnlinkOnDrop {
+    fn name(&self) -> &SegmentName {
+        // Cannot be None while armed: only disarm takes the name out.
+        self.name
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("used after disarm"))
     }
 
     fn disarm(mut self) -> SegmentName {
@@ -614,16 +629,35 @@ impl UnlinkOnDrop<'_> {
     }
 }
 
-impl Drop for UnlinkOnDrop<'_> {
+impl Drop for UnlinkOnDrop {
     fn drop(&mut self) {
         let Some(name) = &self.name else { return };
-        if let Some(fd) = self.ours {
-            if !sys::same_file(fd, &format!("{SHM_DIR}/{}", name.body())) {
+        let path = shm_path(name);
+        if let Some(id) = self.ours {
+            if !sys::names(&path, id) {
                 return;
             }
         }
-        let _ = sys::shm_unlink(&name.c_string());
+        let _ = sys::unlink(&path);
     }
+}
+
+/// `/dev/shm/NAME`, the file behind the POSIX object `name` on Linux
+/// (what glibc's `shm_open` and `shm_unlink` use).
+fn shm_path(name: &SegmentName) -> CString {
+    // Cannot fail: names hold no NUL (SegmentName::new refuses them).
+    CString::new(format!("{SHM_DIR}/{}", name.body())).unwrap_or_default()
+}
+
+/// Gives the new object `fd` exactly `mode` (open and shm_open apply the
+/// umask) and returns its identity. One `fstat` tells both; `fchmod` only
+/// if the umask took bits away.
+fn exact_mode(fd: &OwnedFd, mode: u32, label: &str) -> Result<FileId, CreateError> {
+    let st = sys::fstat(fd).map_err(|e| os("fstat", e, label))?;
+    if st.st_mode & 0o7777 != mode {
+        sys::fchmod(fd, mode).map_err(|e| os("fchmod", e, label))?;
+    }
+    Ok(sys::file_id(&st))
 }
 
 /// The error for a failed `call` while creating `name` (the canonical
@@ -690,12 +724,11 @@ fn base_of(map: &MmapRaw) -> NonNull<u8> {
 fn create_unnamed(
     mode: u32,
     label: &str,
-) -> Result<(OwnedFd, Option<UnlinkOnDrop<'static>>), CreateError> {
+) -> Result<(OwnedFd, FileId, Option<UnlinkOnDrop>), CreateError> {
     match sys::open_tmpfile(mode) {
         Ok(fd) => {
-            // open applies the umask; set exactly the mode asked for.
-            sys::fchmod(&fd, mode).map_err(|e| os("fchmod", e, label))?;
-            Ok((fd, None))
+            let id = exact_mode(&fd, mode, label)?;
+            Ok((fd, id, None))
         }
         Err(e)
             if matches!(
@@ -708,7 +741,8 @@ fn create_unnamed(
                 name: Some(tmp),
                 ours: None,
             };
-            Ok((fd, Some(guard)))
+            let id = exact_mode(&fd, mode, label)?;
+            Ok((fd, id, Some(guard)))
         }
         Err(e) => Err(os("open(O_TMPFILE)", e, label)),
     }
@@ -727,14 +761,8 @@ fn create_temp(mode: u32, label: &str) -> Result<(SegmentName, OwnedFd), CreateE
             libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
             mode,
         ) {
-            Ok(fd) => {
-                // shm_open applies the umask; set exactly the mode asked for.
-                if let Err(e) = sys::fchmod(&fd, mode) {
-                    let _ = sys::shm_unlink(&tmp.c_string());
-                    return Err(os("fchmod", e, label));
-                }
-                return Ok((tmp, fd));
-            }
+            // The caller sets the exact mode.
+            Ok(fd) => return Ok((tmp, fd)),
             // A leftover from an earlier process with our pid: next number.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
             Err(e) => return Err(os("shm_open", e, label)),
@@ -790,15 +818,19 @@ fn finish_init(
 }
 
 /// Maps `fd`, waits for `READY`, validates the header and checks `expect`.
+/// Returns the mapping, the header and the file's identity.
 fn attach(
     fd: &OwnedFd,
     label: &str,
     expect: &Expect,
     options: &SegmentOptions,
-) -> Result<(MmapRaw, HeaderSnapshot), OpenError> {
-    let size = sys::file_size(fd).map_err(|e| OpenError::Os {
+) -> Result<(MmapRaw, HeaderSnapshot, FileId), OpenError> {
+    let st = sys::fstat(fd).map_err(|e| OpenError::Os {
         call: "fstat",
         source: e,
+    })?;
+    let size = u64::try_from(st.st_size).map_err(|_| OpenError::Corrupt {
+        what: format!("negative object size {}", st.st_size),
     })?;
     if size < HEADER_LEN as u64 {
         return Err(OpenError::Truncated {
@@ -820,7 +852,7 @@ fn attach(
     })?;
     let header = wait_ready(fd, &map, label, options)?;
     expect.check(&header)?;
-    Ok((map, header))
+    Ok((map, header, sys::file_id(&st)))
 }
 
 /// Polls the header until it is `READY`, the creator is found dead, or the
@@ -1075,11 +1107,10 @@ pub(crate) mod sys {
     /// (recent ones also for files the caller opened itself). Where it is
     /// refused (`ENOENT`), go through `/proc/self/fd`, which needs no
     /// privilege, and remember that.
-    pub(crate) fn link_fd(fd: &OwnedFd, to: &str) -> io::Result<()> {
+    pub(crate) fn link_fd(fd: &OwnedFd, to: &CStr) -> io::Result<()> {
         use std::sync::atomic::{AtomicBool, Ordering};
         /// Set once `AT_EMPTY_PATH` was refused; a hint only, so Relaxed.
         static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
-        let to = CString::new(to).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
             // SAFETY: both paths are NUL-terminated; `fd` is open.
             let rc = unsafe {
@@ -1114,14 +1145,17 @@ pub(crate) mod sys {
         .map(drop)
     }
 
-    pub(crate) fn link(from: &str, to: &str) -> io::Result<()> {
-        let from = CString::new(from).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let to = CString::new(to).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    pub(crate) fn link(from: &CStr, to: &CStr) -> io::Result<()> {
         // SAFETY: both paths are NUL-terminated.
         cvt(unsafe { libc::link(from.as_ptr(), to.as_ptr()) }).map(drop)
     }
 
-    fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    pub(crate) fn unlink(path: &CStr) -> io::Result<()> {
+        // SAFETY: `path` is NUL-terminated.
+        cvt(unsafe { libc::unlink(path.as_ptr()) }).map(drop)
+    }
+
+    pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
         let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
         // SAFETY: `st` is a writable stat buffer.
         cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
@@ -1129,27 +1163,22 @@ pub(crate) mod sys {
         Ok(unsafe { st.assume_init() })
     }
 
-    pub(crate) fn file_size(fd: &OwnedFd) -> io::Result<u64> {
-        let st = fstat(fd.as_fd())?;
-        u64::try_from(st.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    pub(crate) fn file_id(st: &libc::stat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
     }
 
-    /// Whether `path` names the same object as `fd`.
-    pub(crate) fn same_file(fd: &OwnedFd, path: &str) -> bool {
-        let Ok(ours) = fstat(fd.as_fd()) else {
-            return false;
-        };
-        let Ok(path) = CString::new(path) else {
-            return false;
-        };
+    /// Whether `path` names the file `id`.
+    pub(crate) fn names(path: &CStr, id: FileId) -> bool {
         let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
         // SAFETY: NUL-terminated path, writable stat buffer.
         if unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } != 0 {
             return false;
         }
         // SAFETY: stat succeeded.
-        let theirs = unsafe { st.assume_init() };
-        ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino
+        file_id(&unsafe { st.assume_init() }) == id
     }
 
     pub(crate) fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<MmapRaw> {

@@ -618,3 +618,38 @@ fn a_fifo_under_the_name_is_refused_without_blocking() {
     assert_eq!(exit, Some(Exit::Code(0)));
     assert_no_leftovers(tag);
 }
+
+/// The mode asked for is applied exactly, whatever the umask: in a child
+/// whose umask strips group and other bits, a 0644 segment is still 0644,
+/// and a 0600 one (untouched by that umask) is 0600.
+#[test]
+fn create_applies_the_mode_exactly_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let tag = "err-mode";
+    let names = [unique_name(tag), unique_name(tag)];
+    let child_names = names.clone();
+    let child = fork(move || {
+        // SAFETY: plain umask call in a single-threaded child.
+        unsafe { libc::umask(0o077) };
+        for (name, mode) in child_names.iter().zip([0o644, 0o600]) {
+            let options = SegmentOptions::new().mode(mode);
+            let Ok(arr) = SharedArray::<u8>::create_with(name, 4, &options) else {
+                return 2;
+            };
+            let Ok(meta) = std::fs::metadata(shm_path(name)) else {
+                return 3;
+            };
+            if meta.permissions().mode() & 0o777 != mode {
+                eprintln!(
+                    "{name}: mode {:o}, asked {mode:o}",
+                    meta.permissions().mode()
+                );
+                return 4;
+            }
+            drop(arr);
+        }
+        0
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
+    assert_no_leftovers(tag);
+}
