@@ -1181,10 +1181,21 @@ pub(crate) mod sys {
         file_id(&unsafe { st.assume_init() }) == id
     }
 
+    /// Maps `len` bytes of `fd`, shared. A segment of one page is mapped
+    /// with `MAP_POPULATE`: creator and openers touch its header on that
+    /// page right away anyway, and populating it inside `mmap` is cheaper
+    /// than taking the page fault. Larger segments are not populated, so
+    /// pages nobody touches are never allocated.
     pub(crate) fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<MmapRaw> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let one_page = usize::try_from(page).is_ok_and(|page| len <= page);
         let opts = {
             let mut o = MmapOptions::new();
             o.len(len);
+            if one_page {
+                o.populate();
+            }
             o
         };
         if writable {
