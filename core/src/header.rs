@@ -29,9 +29,26 @@
 //! | `READY`        | creator, after everything | header and payload valid: attach           |
 //! | `ABANDONED`    | an opener that found the creator dead mid-init | error: remove and recreate |
 //!
-//! The creator writes every field and initialises the payload, then stores
-//! `READY` with Release; an opener loads `READY` with Acquire and from then
-//! on sees everything written before it.
+//! `UNINIT` and `INITIALIZING` may carry the [`init_state::WAITERS`] bit:
+//!
+//! | transition                                  | by       | how                         |
+//! |---------------------------------------------|----------|-----------------------------|
+//! | `UNINIT` → `INITIALIZING`                   | creator  | store (Release), unseen yet |
+//! | `S` → `S \| WAITERS` (`S` not ready)        | opener about to sleep | CAS on exactly `S`; then futex-waits on `S \| WAITERS` |
+//! | `INITIALIZING[\|WAITERS]` → `READY`         | creator  | swap (Release); wakes all if the old value had `WAITERS` |
+//! | not ready (any bits) → `ABANDONED`          | opener that proved the creator dead | CAS on the value it read |
+//!
+//! The creator writes every field and initialises the payload, then swaps
+//! in `READY` with Release; an opener loads `READY` with Acquire and from
+//! then on sees everything written before it.
+//!
+//! Why no wake-up is lost: an opener sleeps only on the exact value its
+//! CAS installed, `S | WAITERS`. The creator's swap is a read-modify-write
+//! of the same word, so it either comes after that CAS (it sees `WAITERS`
+//! and wakes) or before it (the CAS fails on `READY` and the opener looks
+//! again; had it got as far as the futex, the kernel finds `READY`, not
+//! the expected value, and returns at once). Creators skip the futex wake
+//! when nobody set the bit, which is the common case.
 //!
 //! # Hostile bytes
 //!
@@ -67,6 +84,16 @@ pub mod init_state {
     pub const READY: u32 = 2;
     /// The creator died while initialising; the segment is unusable.
     pub const ABANDONED: u32 = 3;
+    /// Flag on `UNINIT`/`INITIALIZING`: an opener sleeps on the state word
+    /// and the creator must wake it when it publishes.
+    pub const WAITERS: u32 = 0x100;
+
+    /// Whether `state` means "not ready yet, wait" (with or without
+    /// [`WAITERS`]).
+    #[must_use]
+    pub const fn is_pending(state: u32) -> bool {
+        matches!(state & !WAITERS, UNINIT | INITIALIZING)
+    }
 }
 
 /// What kind of object a segment holds. An open set: unknown values read
@@ -285,12 +312,21 @@ pub unsafe fn init_state<'a>(base: NonNull<u8>) -> &'a AtomicU32 {
 /// Writes a fresh header in state `INITIALIZING`; the creator then builds
 /// the payload and calls [`publish`].
 ///
+/// `total_len` is written as [`segment_len`]`(init.payload_len)`; for a
+/// payload length that function refuses (one that could not be mapped),
+/// it is `u64::MAX` and the header never passes
+/// [`HeaderSnapshot::validate`].
+///
 /// # Safety
 /// `base` must point at a writable mapping of at least [`HEADER_LEN`] bytes,
 /// aligned to 8, that this process created (exclusively, e.g. `O_EXCL`) and
 /// whose header no peer writes.
 pub unsafe fn begin_init(base: NonNull<u8>, init: &HeaderInit<'_>) {
     let hdr = base.as_ptr().cast::<Header>();
+    // A payload no mapping can hold gets `u64::MAX`, which never validates
+    // (no `payload_len` adds up to it and no mapping is that long), rather
+    // than an overflow panic or a wrapped length that might.
+    let total_len = segment_len(init.payload_len).map_or(u64::MAX, |t| t as u64);
     // SAFETY: the caller guarantees `hdr` is a writable, aligned,
     // exclusively-created header; raw-pointer field writes never form a
     // reference to memory peers may read concurrently.
@@ -304,10 +340,7 @@ pub unsafe fn begin_init(base: NonNull<u8>, init: &HeaderInit<'_>) {
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).creator_pid), init.creator_pid);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).payload_offset), HEADER_LEN as u32);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).flags), 0);
-        ptr::write_volatile(
-            ptr::addr_of_mut!((*hdr).total_len),
-            init.payload_len + HEADER_LEN as u64,
-        );
+        ptr::write_volatile(ptr::addr_of_mut!((*hdr).total_len), total_len);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).payload_len), init.payload_len);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).fingerprint), init.fingerprint);
         ptr::write_volatile(ptr::addr_of_mut!((*hdr).type_name_len), name.len() as u32);
@@ -319,20 +352,53 @@ pub unsafe fn begin_init(base: NonNull<u8>, init: &HeaderInit<'_>) {
     }
 }
 
-/// Marks the segment `READY`.
+/// Marks the segment `READY`. Returns whether an opener announced that it
+/// sleeps on the state word ([`init_state::WAITERS`]): then the caller must
+/// wake all waiters on [`init_state`], else it may skip the wake-up.
 ///
 /// # Safety
 /// As [`begin_init`], after the payload is fully initialised.
-pub unsafe fn publish(base: NonNull<u8>) {
+#[must_use = "openers sleeping on the state word must be woken if this returns true"]
+pub unsafe fn publish(base: NonNull<u8>) -> bool {
     // SYNC POINT: Release pairs with the Acquire load in
     // `HeaderSnapshot::read`; an opener that sees READY sees every header
-    // field and payload byte written before this store.
+    // field and payload byte written before this swap. Being a
+    // read-modify-write, the swap also sees any WAITERS bit an opener's CAS
+    // set before it (see the module docs).
     // SAFETY: forwarded from the caller.
-    unsafe { init_state(base) }.store(init_state::READY, Ordering::Release);
+    let old = unsafe { init_state(base) }.swap(init_state::READY, Ordering::Release);
+    old & init_state::WAITERS != 0
+}
+
+/// Announces that the caller is about to sleep on the state word, which
+/// it read as `seen` (not ready yet). Returns the value to pass to the
+/// futex wait: `seen | WAITERS`, or `None` if the state changed meanwhile
+/// (read it again instead of sleeping).
+///
+/// # Safety
+/// `base` as for [`init_state`], mapped writable.
+pub unsafe fn announce_waiter(base: NonNull<u8>, seen: u32) -> Option<u32> {
+    if !init_state::is_pending(seen) {
+        return None;
+    }
+    let waiting = seen | init_state::WAITERS;
+    if seen == waiting {
+        // Announced already (by us or another opener). If the word has
+        // moved on since `seen`, the futex wait on `seen` returns at once.
+        return Some(waiting);
+    }
+    // Relaxed: the CAS publishes nothing; it only has to be ordered with
+    // the creator's swap, which it is, both being RMWs of this word.
+    // SAFETY: forwarded from the caller.
+    unsafe { init_state(base) }
+        .compare_exchange(seen, waiting, Ordering::Relaxed, Ordering::Relaxed)
+        .ok()
+        .map(|_| waiting)
 }
 
 /// Marks a segment whose creator died mid-init as `ABANDONED`, if it is still
-/// in `from` (`UNINIT` or `INITIALIZING`). Returns whether this call did it.
+/// in `from` (`UNINIT` or `INITIALIZING`, with or without `WAITERS`).
+/// Returns whether this call did it.
 ///
 /// # Safety
 /// `base` as for [`init_state`], mapped writable.
@@ -521,7 +587,7 @@ impl HeaderSnapshot {
         }
         match self.init_state {
             init_state::READY => {}
-            init_state::UNINIT | init_state::INITIALIZING => {
+            state if init_state::is_pending(state) => {
                 return Err(HeaderError::NotReady {
                     state: self.init_state,
                 })
@@ -610,7 +676,8 @@ mod tests {
                     state: init_state::INITIALIZING
                 })
             );
-            publish(b);
+            // Nobody announced waiting: no wake-up needed.
+            assert!(!publish(b));
             HeaderSnapshot::read(b)
         };
         assert_eq!(snap.validate(512), Ok(()));
@@ -634,7 +701,7 @@ mod tests {
         // SAFETY: as above.
         unsafe {
             begin_init(b, &init());
-            publish(b);
+            assert!(!publish(b));
         }
         // SAFETY: a buffer private to this test, aligned and live for the call.
         let good = unsafe { HeaderSnapshot::read(b) };
@@ -700,6 +767,101 @@ mod tests {
         // SAFETY: a buffer private to this test, aligned and live for the call.
         let snap = unsafe { HeaderSnapshot::read(b) };
         assert_eq!(snap.validate(512), Err(HeaderError::Abandoned));
+    }
+
+    #[test]
+    fn an_announced_waiter_is_reported_to_the_publisher() {
+        let mut buf = Buf([0; 512]);
+        let b = base(&mut buf);
+        const WAITING: u32 = init_state::INITIALIZING | init_state::WAITERS;
+        // SAFETY: a buffer private to this test, aligned and live for the
+        // calls.
+        unsafe {
+            begin_init(b, &init());
+            // A stale expectation does not install the bit.
+            assert_eq!(announce_waiter(b, init_state::UNINIT), None);
+            assert_eq!(announce_waiter(b, init_state::INITIALIZING), Some(WAITING));
+            // A second waiter finds the bit set and sleeps on the same value.
+            assert_eq!(announce_waiter(b, WAITING), Some(WAITING));
+            assert_eq!(
+                HeaderSnapshot::read(b).validate(512),
+                Err(HeaderError::NotReady { state: WAITING })
+            );
+            assert!(publish(b));
+            assert_eq!(init_state(b).load(Ordering::Relaxed), init_state::READY);
+            assert_eq!(HeaderSnapshot::read(b).validate(512), Ok(()));
+            // Once ready, nobody sleeps: READY is not pending, and a stale
+            // WAITING is no longer the word's value (the futex wait on it
+            // returns at once).
+            assert_eq!(announce_waiter(b, init_state::READY), None);
+            assert_ne!(init_state(b).load(Ordering::Relaxed), WAITING);
+
+            // A dead creator's segment is abandoned whatever bits it had.
+            begin_init(b, &init());
+            assert_eq!(announce_waiter(b, init_state::INITIALIZING), Some(WAITING));
+            assert!(mark_abandoned(b, WAITING));
+            assert_eq!(
+                HeaderSnapshot::read(b).validate(512),
+                Err(HeaderError::Abandoned)
+            );
+        }
+        // Only the two pending states take the bit; anything else is corrupt.
+        let mut snap = {
+            let mut buf = Buf([0; 512]);
+            let b = base(&mut buf);
+            // SAFETY: as above.
+            unsafe {
+                begin_init(b, &init());
+                let _ = publish(b);
+                HeaderSnapshot::read(b)
+            }
+        };
+        for bad in [
+            init_state::READY | init_state::WAITERS,
+            init_state::ABANDONED | init_state::WAITERS,
+            init_state::WAITERS << 1,
+        ] {
+            snap.init_state = bad;
+            assert_eq!(
+                snap.validate(512),
+                Err(HeaderError::Corrupt {
+                    field: "init_state"
+                }),
+                "{bad:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unmappable_payload_length_neither_panics_nor_wraps() {
+        let mut buf = Buf([0; 512]);
+        let b = base(&mut buf);
+        for payload_len in [u64::MAX, u64::MAX - HEADER_LEN as u64 + 1, 1 << 63] {
+            let init = HeaderInit {
+                payload_len,
+                ..init()
+            };
+            // SAFETY: a buffer private to this test, aligned and live for
+            // the call.
+            let snap = unsafe {
+                begin_init(b, &init);
+                let _ = publish(b);
+                HeaderSnapshot::read(b)
+            };
+            // Not wrapped to a small length that a mapping could satisfy.
+            assert_eq!(snap.total_len, u64::MAX, "payload_len {payload_len}");
+            assert!(snap.validate(usize::MAX).is_err());
+        }
+        // Where segment_len agrees, the header says the same.
+        // SAFETY: as above.
+        let snap = unsafe {
+            begin_init(b, &init());
+            HeaderSnapshot::read(b)
+        };
+        assert_eq!(
+            Some(snap.total_len as usize),
+            segment_len(init().payload_len)
+        );
     }
 
     #[test]

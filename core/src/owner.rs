@@ -99,7 +99,11 @@ mod cache {
     static FORK_GENERATION: AtomicU32 = AtomicU32::new(1);
     static PID: AtomicU32 = AtomicU32::new(0);
     static PID_GENERATION: AtomicU32 = AtomicU32::new(0);
-    static REGISTER: std::sync::Once = std::sync::Once::new();
+    /// A `pthread_once_t`, not a `std::sync::Once`: a `fork()` while another
+    /// thread is inside the registration would leave a `Once` "running"
+    /// forever in the child, which then hangs on its first id lookup.
+    /// glibc's `pthread_once` notices the fork and starts over.
+    static mut REGISTER: libc::pthread_once_t = libc::PTHREAD_ONCE_INIT;
 
     std::thread_local! {
         /// (generation, tid); generation 0 = not yet filled.
@@ -110,15 +114,21 @@ mod cache {
         FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     }
 
+    extern "C" fn register_once() {
+        // SAFETY: the handler is a plain `extern "C"` fn that only does an
+        // atomic add, which is async-signal-safe.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    }
+
     #[cold]
     fn register() {
-        REGISTER.call_once(|| {
-            // SAFETY: the handler is a plain `extern "C"` fn that only does
-            // an atomic add, which is async-signal-safe.
-            unsafe {
-                libc::pthread_atfork(None, None, Some(after_fork_in_child));
-            }
-        });
+        // SAFETY: REGISTER is only ever handed to pthread_once, which
+        // synchronises every access to it.
+        unsafe {
+            libc::pthread_once(core::ptr::addr_of_mut!(REGISTER), register_once);
+        }
     }
 
     #[inline]

@@ -17,7 +17,7 @@
 //! # let name = format!("/shmkit-doc-ro-{}", std::process::id());
 //! let writer = SharedArray::<u32>::create(&name, 4)?;
 //! writer.set(0, 7)?;
-//! let reader = SharedArray::<u32, ReadOnly>::open_read_only(&name)?;
+//! let reader: SharedArray<u32, ReadOnly> = SharedArray::<u32>::open_read_only(&name)?;
 //! assert_eq!(reader.get(0), Some(7));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -25,19 +25,19 @@
 //! Writing through the read-only handle does not compile:
 //!
 //! ```compile_fail,E0599
-//! use shmkit_posix::{ReadOnly, SharedArray};
+//! use shmkit_posix::SharedArray;
 //! # let name = format!("/shmkit-doc-ro-fail-{}", std::process::id());
 //! # let writer = SharedArray::<u32>::create(&name, 4)?;
-//! let reader = SharedArray::<u32, ReadOnly>::open_read_only(&name)?;
+//! let reader = SharedArray::<u32>::open_read_only(&name)?;
 //! reader.set(0, 7)?; // no method `set` on `SharedArray<u32, ReadOnly>`
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ```compile_fail,E0599
-//! use shmkit_posix::{ReadOnly, SharedValue};
+//! use shmkit_posix::SharedValue;
 //! # let name = format!("/shmkit-doc-ro-fail-value-{}", std::process::id());
 //! # let writer = SharedValue::<f64>::create(&name, 0.0)?;
-//! let reader = SharedValue::<f64, ReadOnly>::open_read_only(&name)?;
+//! let reader = SharedValue::<f64>::open_read_only(&name)?;
 //! reader.set(1.5); // no method `set` on `SharedValue<f64, ReadOnly>`
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -334,6 +334,30 @@ impl<T: Pod> SharedArray<T> {
         Elements::open(Kind::ARRAY, name, &options).map(Self::wrap)
     }
 
+    /// Opens the named array `name` read-only: the mapping is `PROT_READ`
+    /// and the returned handle, a `SharedArray<T, ReadOnly>`, has no
+    /// setters.
+    ///
+    /// ```
+    /// use shmkit_posix::{ReadOnly, SharedArray};
+    /// # let name = format!("/shmkit-doc-ro-array-{}", std::process::id());
+    /// let writer = SharedArray::<u32>::create(&name, 2)?;
+    /// let reader: SharedArray<u32, ReadOnly> = SharedArray::<u32>::open_read_only(&name)?;
+    /// writer.set(1, 9)?;
+    /// assert_eq!(reader.to_vec(), vec![0, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// See [`OpenError`].
+    pub fn open_read_only(name: &str) -> Result<SharedArray<T, ReadOnly>, OpenError> {
+        let options = SegmentOptions::default().read_only(true);
+        Ok(SharedArray {
+            inner: Elements::open(Kind::ARRAY, name, &options)?,
+            _access: PhantomData,
+        })
+    }
+
     /// Opens `name` if it exists (it must hold `len` elements of `T`), else
     /// creates it zeroed. Safe to race from many processes.
     ///
@@ -388,16 +412,24 @@ impl<T: Pod> SharedArray<T> {
         Elements::anonymous(Kind::ARRAY, None, len, true).map(Self::wrap)
     }
 
-    /// Attaches to an array by descriptor.
+    /// Attaches to an array by descriptor. The object must be sealed
+    /// against shrinking, or take the seal (see [`Segment::from_fd`]).
+    ///
+    /// # Errors
+    /// See [`OpenError`]; `Unsealed` for an object a peer could shrink.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, OpenError> {
+        Self::from_fd_with(fd, &SegmentOptions::default())
+    }
+
+    /// [`from_fd`](Self::from_fd) with options, e.g.
+    /// [`allow_unsealed`](SegmentOptions::allow_unsealed). A `read_only`
+    /// option is ignored (this handle writes).
     ///
     /// # Errors
     /// See [`OpenError`].
-    pub fn from_fd(fd: OwnedFd) -> Result<Self, OpenError> {
-        let segment = Segment::from_fd(
-            fd,
-            &Expect::of::<T>(Kind::ARRAY),
-            &SegmentOptions::default(),
-        )?;
+    pub fn from_fd_with(fd: OwnedFd, options: &SegmentOptions) -> Result<Self, OpenError> {
+        let options = options.clone().read_only(false);
+        let segment = Segment::from_fd(fd, &Expect::of::<T>(Kind::ARRAY), &options)?;
         Elements::from_segment(segment).map(Self::wrap)
     }
 
@@ -437,21 +469,6 @@ impl<T: Pod> SharedArray<T> {
     /// Makes this handle remove the name when dropped.
     pub fn take_ownership(&mut self) {
         self.inner.segment.take_ownership();
-    }
-}
-
-impl<T: Pod> SharedArray<T, ReadOnly> {
-    /// Opens the named array `name` read-only: the mapping is `PROT_READ`
-    /// and the handle has no setters.
-    ///
-    /// # Errors
-    /// See [`OpenError`].
-    pub fn open_read_only(name: &str) -> Result<Self, OpenError> {
-        let options = SegmentOptions::default().read_only(true);
-        Ok(SharedArray {
-            inner: Elements::open(Kind::ARRAY, name, &options)?,
-            _access: PhantomData,
-        })
     }
 }
 
@@ -535,6 +552,29 @@ impl<T: Pod> SharedValue<T> {
         Elements::open(Kind::VALUE, name, &options).map(Self::wrap)
     }
 
+    /// Opens the named value `name` read-only: the mapping is `PROT_READ`
+    /// and the returned handle, a `SharedValue<T, ReadOnly>`, has no `set`.
+    ///
+    /// ```
+    /// use shmkit_posix::{ReadOnly, SharedValue};
+    /// # let name = format!("/shmkit-doc-ro-value-{}", std::process::id());
+    /// let writer = SharedValue::<f64>::create(&name, 0.5)?;
+    /// let reader: SharedValue<f64, ReadOnly> = SharedValue::<f64>::open_read_only(&name)?;
+    /// writer.set(2.5);
+    /// assert_eq!(reader.get(), 2.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// See [`OpenError`].
+    pub fn open_read_only(name: &str) -> Result<SharedValue<T, ReadOnly>, OpenError> {
+        let options = SegmentOptions::default().read_only(true);
+        Ok(SharedValue {
+            inner: Elements::open(Kind::VALUE, name, &options)?,
+            _access: PhantomData,
+        })
+    }
+
     /// Opens `name` if it exists, else creates it holding `initial`.
     ///
     /// # Errors
@@ -568,19 +608,24 @@ impl<T: Pod> SharedValue<T> {
     pub fn persist(&mut self) {
         self.inner.segment.persist();
     }
-}
 
-impl<T: Pod> SharedValue<T, ReadOnly> {
-    /// Opens the named value `name` read-only.
+    /// Makes this handle remove the name when dropped (a no-op for
+    /// anonymous values).
     ///
-    /// # Errors
-    /// See [`OpenError`].
-    pub fn open_read_only(name: &str) -> Result<Self, OpenError> {
-        let options = SegmentOptions::default().read_only(true);
-        Ok(SharedValue {
-            inner: Elements::open(Kind::VALUE, name, &options)?,
-            _access: PhantomData,
-        })
+    /// ```
+    /// use shmkit_posix::SharedValue;
+    /// # let name = format!("/shmkit-doc-take-value-{}", std::process::id());
+    /// let mut creator = SharedValue::<u64>::create(&name, 1)?;
+    /// creator.persist();
+    /// drop(creator); // the name outlives the creator's handle
+    /// let mut last_user = SharedValue::<u64>::open(&name)?;
+    /// last_user.take_ownership();
+    /// drop(last_user); // ... and is removed with this one
+    /// assert!(SharedValue::<u64>::open(&name).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take_ownership(&mut self) {
+        self.inner.segment.take_ownership();
     }
 }
 

@@ -131,6 +131,14 @@ pub enum OpenError {
         /// The creator's pid as recorded (0 if unknown).
         pid: u32,
     },
+    /// A descriptor given to `from_fd` refers to an object that whoever
+    /// else holds it could shrink (it is not sealed with `F_SEAL_SHRINK`
+    /// and the seal cannot be added), which would crash this process with
+    /// `SIGBUS` on its next access to the lost pages.
+    Unsealed {
+        /// Why the seal could not be added.
+        reason: &'static str,
+    },
     /// Another OS call failed.
     Os {
         /// The call that failed.
@@ -183,6 +191,10 @@ impl fmt::Display for OpenError {
             OpenError::CreatorDied { pid } => write!(
                 f,
                 "the creator (pid {pid}) died while initialising the segment; remove it (`shmkit rm`) and create it again"
+            ),
+            OpenError::Unsealed { reason } => write!(
+                f,
+                "the descriptor's object is not sealed against shrinking and cannot be sealed ({reason}), so its sender could truncate it and crash this process; send a memfd made by Segment::memfd, or accept the risk with SegmentOptions::allow_unsealed(true)"
             ),
             OpenError::Os { call, source } => write!(f, "{call} failed while opening a segment: {source}"),
         }

@@ -10,13 +10,22 @@
 //! 2. It `link(2)`s the object to its real name (`linkat`): this is the
 //!    `O_EXCL` step (fails with `EEXIST` if the name is taken) and, because
 //!    the lock and the header came first, nobody can ever open the name and
-//!    find an unsized object or a header without a creator pid. A creator
-//!    killed before this step leaves nothing behind.
+//!    find an unsized object or a header without a creator pid.
 //! 3. It initialises the payload, stores `READY` (Release), wakes openers
 //!    waiting on the state word, and drops the lock.
 //!
+//! A creator killed before step 2 leaves nothing behind on the `O_TMPFILE`
+//! path (the kernel frees an unnamed file with its last descriptor). Only
+//! on the fallback path can one leave a `.shmkit-tmp.<pid>.<n>` object in
+//! `/dev/shm` (a creator that merely fails removes its own); `shmkit gc`
+//! removes those of dead processes.
+//!
 //! An opener that finds `INITIALIZING` waits (on the state word, in slices
-//! of a few milliseconds) until `READY` or its timeout. In between it tries
+//! of a few milliseconds) until `READY` or its timeout; it sets the state
+//! word's `WAITERS` bit first, and the creator issues the futex wake-up
+//! only if someone did (see `shmkit_core::header`). A read-only opener
+//! cannot set the bit, so it polls instead, from 100 µs up to every 5 ms.
+//! In between it tries
 //! a *shared* `flock`: getting it while the state is still not `READY`
 //! proves the creator is gone (the kernel drops a dead process's locks), so
 //! the opener marks the segment `ABANDONED` and reports
@@ -33,14 +42,34 @@
 //! [`Segment::persist`] keeps the name alive past the handle;
 //! [`Segment::take_ownership`] makes an opener responsible for removing it.
 //!
-//! # What is not defended against
+//! # What is and is not defended against: shrinking
 //!
-//! A peer with write access to the object can `ftruncate` it smaller after
-//! we mapped it; touching the lost pages then raises `SIGBUS`. memfd
-//! segments are sealed against shrinking and growing, so this cannot happen
-//! to them.
+//! A mapping outlives the object's size: if anyone `ftruncate`s the object
+//! smaller after we mapped it, touching the lost pages raises `SIGBUS` and
+//! kills this process. Sizes are checked against the header before
+//! mapping (a short object is `Truncated`, never mapped past its end); what
+//! happens after mapping depends on the kind of segment:
+//!
+//! - **memfd segments** ([`Segment::memfd`]) are sealed against shrinking
+//!   and growing (`F_SEAL_SHRINK | F_SEAL_GROW`, then `F_SEAL_SEAL`) before
+//!   their descriptor leaves the creator: nobody can shrink them.
+//! - **Descriptors received with [`Segment::from_fd`]** must carry
+//!   `F_SEAL_SHRINK`, or take it: a memfd that allows sealing is sealed by
+//!   the receiver before it checks the size and maps. Objects that cannot
+//!   be sealed (a named object's descriptor, a memfd created without
+//!   `MFD_ALLOW_SEALING`, a read-only descriptor of an unsealed memfd,
+//!   files outside tmpfs) are refused with [`OpenError::Unsealed`] unless
+//!   [`SegmentOptions::allow_unsealed`] accepts the risk.
+//! - **Named segments are not defended.** POSIX objects in `/dev/shm`
+//!   cannot be sealed at all, so any process allowed to open one for
+//!   writing (the mode decides who: `0600` by default, the owner alone) can
+//!   shrink it under every other process's mapping. Give named segments
+//!   only to processes you trust not to; a peer that may be hostile should
+//!   get a memfd instead.
+//! - **Anonymous segments** ([`Segment::anonymous`]) have no descriptor
+//!   left to truncate.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -56,6 +85,9 @@ use shmkit_core::wait::{self, Deadline};
 use crate::error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
 use crate::name::SegmentName;
 
+/// How errors name a segment that has no name (anonymous and memfd).
+const ANONYMOUS: &str = "(anonymous)";
+
 /// Where Linux keeps POSIX shared-memory objects.
 pub const SHM_DIR: &str = "/dev/shm";
 /// Prefix of the temporary names creators use before linking where
@@ -70,6 +102,7 @@ pub struct SegmentOptions {
     unlink_on_drop: bool,
     init_timeout: Duration,
     read_only: bool,
+    allow_unsealed: bool,
 }
 
 impl Default for SegmentOptions {
@@ -79,6 +112,7 @@ impl Default for SegmentOptions {
             unlink_on_drop: true,
             init_timeout: Duration::from_secs(2),
             read_only: false,
+            allow_unsealed: false,
         }
     }
 }
@@ -116,6 +150,18 @@ impl SegmentOptions {
     #[must_use]
     pub fn read_only(mut self, yes: bool) -> SegmentOptions {
         self.read_only = yes;
+        self
+    }
+
+    /// Lets [`Segment::from_fd`] attach to an object that cannot be sealed
+    /// against shrinking (a named object's descriptor, or a memfd created
+    /// without `MFD_ALLOW_SEALING`). Off by default: whoever else holds
+    /// such a descriptor can `ftruncate` the object and crash this process
+    /// with `SIGBUS`. Turn it on only for descriptors from a peer you trust
+    /// as much as yourself.
+    #[must_use]
+    pub fn allow_unsealed(mut self, yes: bool) -> SegmentOptions {
+        self.allow_unsealed = yes;
         self
     }
 }
@@ -193,9 +239,21 @@ impl Expect {
     }
 }
 
+/// Which file an open descriptor refers to (device and inode numbers).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
 enum Backing {
-    /// A named object; the fd is kept to check identity before unlinking.
-    Named { name: SegmentName, fd: OwnedFd },
+    /// A named object, with the identity of the file we hold (taken from
+    /// the `fstat` we needed anyway), to check before unlinking the name.
+    Named {
+        name: SegmentName,
+        fd: OwnedFd,
+        id: FileId,
+    },
     /// A memfd whose descriptor can be passed to other processes.
     Memfd(OwnedFd),
     /// An unnamed mapping shared with children created by `fork`.
@@ -245,19 +303,20 @@ impl Segment {
     ) -> Result<Segment, CreateError> {
         let name = SegmentName::new(name).map_err(CreateError::InvalidName)?;
         let total = total_len(spec)?;
-        let (fd, tmp_guard) = create_unnamed(options.mode)?;
-        sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| os("flock", e))?;
-        sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e))?;
-        let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e))?;
+        let label = name.as_str();
+        let (fd, id, tmp_guard) = create_unnamed(options.mode, label)?;
+        sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| os("flock", e, label))?;
+        sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e, label))?;
+        let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e, label))?;
         let base = base_of(&map);
         // SAFETY: `map` is a fresh, writable, page-aligned mapping of
         // `total >= HEADER_LEN` bytes of an object only we can reach.
         unsafe { header::begin_init(base, &header_init(spec)) };
 
-        let to = format!("{SHM_DIR}/{}", name.body());
+        let to = shm_path(&name);
         let linked = match &tmp_guard {
             None => sys::link_fd(&fd, &to),
-            Some(tmp) => sys::link(&format!("{SHM_DIR}/{}", tmp.body()), &to),
+            Some(tmp) => sys::link(&shm_path(tmp.name()), &to),
         };
         linked.map_err(|e| match e.raw_os_error() {
             Some(libc::EEXIST) => CreateError::AlreadyExists {
@@ -266,13 +325,13 @@ impl Segment {
             Some(libc::EACCES | libc::EPERM) => CreateError::PermissionDenied {
                 name: name.to_string(),
             },
-            _ => os("link", e),
+            _ => os("link", e, name.as_str()),
         })?;
         // From here the name is visible: if `init` panics, remove it again
         // (if it is still ours).
         let name_guard = UnlinkOnDrop {
             name: Some(name),
-            ours: Some(&fd),
+            ours: Some(id),
         };
         drop(tmp_guard);
 
@@ -283,7 +342,7 @@ impl Segment {
         Ok(Segment {
             map,
             header,
-            backing: Backing::Named { name, fd },
+            backing: Backing::Named { name, fd, id },
             unlink_on_drop: options.unlink_on_drop,
             writable: true,
         })
@@ -317,11 +376,11 @@ impl Segment {
                 source: e,
             },
         })?;
-        let (map, header) = attach(&fd, name.as_str(), expect, options)?;
+        let (map, header, id) = attach(&fd, name.as_str(), expect, options)?;
         Ok(Segment {
             map,
             header,
-            backing: Backing::Named { name, fd },
+            backing: Backing::Named { name, fd, id },
             unlink_on_drop: false,
             writable: !options.read_only,
         })
@@ -396,17 +455,32 @@ impl Segment {
         })
     }
 
-    /// Attaches to a segment by descriptor (a memfd from [`Segment::memfd`]
-    /// or any shmkit object's fd), checking it against `expect`.
+    /// Attaches to a segment by descriptor, checking it against `expect`.
+    ///
+    /// The sender keeps its own descriptor, so before mapping the object
+    /// must be sealed against shrinking (`F_SEAL_SHRINK`): a memfd from
+    /// [`Segment::memfd`] is; a memfd that allows sealing gets the seal
+    /// added here (the sender can then no longer shrink it either). Any
+    /// other object, one that cannot take the seal, is refused with
+    /// [`OpenError::Unsealed`] unless the options
+    /// [`allow unsealed`](SegmentOptions::allow_unsealed) objects (see the
+    /// module docs for the risk).
     ///
     /// # Errors
-    /// See [`OpenError`].
+    /// See [`OpenError`]; `Unsealed` as above.
     pub fn from_fd(
         fd: OwnedFd,
         expect: &Expect,
         options: &SegmentOptions,
     ) -> Result<Segment, OpenError> {
-        let (map, header) = attach(&fd, "(fd)", expect, options)?;
+        // Seal first: the size fstat'ed next can then only stay or grow.
+        match sys::seal_against_shrinking(&fd) {
+            Ok(()) => {}
+            Err(sys::SealError::Refused(_)) if options.allow_unsealed => {}
+            Err(sys::SealError::Refused(reason)) => return Err(OpenError::Unsealed { reason }),
+            Err(sys::SealError::Os(call, source)) => return Err(OpenError::Os { call, source }),
+        }
+        let (map, header, _) = attach(&fd, "(fd)", expect, options)?;
         Ok(Segment {
             map,
             header,
@@ -520,12 +594,12 @@ impl Drop for Segment {
         if !self.unlink_on_drop {
             return;
         }
-        if let Backing::Named { name, fd } = &self.backing {
+        if let Backing::Named { name, id, .. } = &self.backing {
             // Remove the name only if it still names *our* object: it may
             // have been removed and re-created by someone else meanwhile.
-            let path = format!("{SHM_DIR}/{}", name.body());
-            if sys::same_file(fd, &path) {
-                let _ = sys::shm_unlink(&name.c_string());
+            let path = shm_path(name);
+            if sys::names(&path, *id) {
+                let _ = sys::unlink(&path);
             }
         }
     }
@@ -534,14 +608,17 @@ impl Drop for Segment {
 /// Removes a name on drop unless disarmed: cleans up after a failed or
 /// panicking create. With `ours`, only while the name still refers to that
 /// object: a peer may have removed and re-created it meanwhile.
-struct UnlinkOnDrop<'a> {
+struct UnlinkOnDrop {
     name: Option<SegmentName>,
-    ours: Option<&'a OwnedFd>,
+    ours: Option<FileId>,
 }
 
-impl UnlinkOnDrop<'_> {
-    fn body(&self) -> &str {
-        self.name.as_ref().map_or("", SegmentName::body)
+impl UnlinkOnDrop {
+    fn name(&self) -> &SegmentName {
+        // Cannot be None while armed: only disarm takes the name out.
+        self.name
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("used after disarm"))
     }
 
     fn disarm(mut self) -> SegmentName {
@@ -552,22 +629,43 @@ impl UnlinkOnDrop<'_> {
     }
 }
 
-impl Drop for UnlinkOnDrop<'_> {
+impl Drop for UnlinkOnDrop {
     fn drop(&mut self) {
         let Some(name) = &self.name else { return };
-        if let Some(fd) = self.ours {
-            if !sys::same_file(fd, &format!("{SHM_DIR}/{}", name.body())) {
+        let path = shm_path(name);
+        if let Some(id) = self.ours {
+            if !sys::names(&path, id) {
                 return;
             }
         }
-        let _ = sys::shm_unlink(&name.c_string());
+        let _ = sys::unlink(&path);
     }
 }
 
-fn os(call: &'static str, source: io::Error) -> CreateError {
+/// `/dev/shm/NAME`, the file behind the POSIX object `name` on Linux
+/// (what glibc's `shm_open` and `shm_unlink` use).
+fn shm_path(name: &SegmentName) -> CString {
+    // Cannot fail: names hold no NUL (SegmentName::new refuses them).
+    CString::new(format!("{SHM_DIR}/{}", name.body())).unwrap_or_default()
+}
+
+/// Gives the new object `fd` exactly `mode` (open and shm_open apply the
+/// umask) and returns its identity. One `fstat` tells both; `fchmod` only
+/// if the umask took bits away.
+fn exact_mode(fd: &OwnedFd, mode: u32, label: &str) -> Result<FileId, CreateError> {
+    let st = sys::fstat(fd).map_err(|e| os("fstat", e, label))?;
+    if st.st_mode & 0o7777 != mode {
+        sys::fchmod(fd, mode).map_err(|e| os("fchmod", e, label))?;
+    }
+    Ok(sys::file_id(&st))
+}
+
+/// The error for a failed `call` while creating `name` (the canonical
+/// name, or [`ANONYMOUS`] for unnamed segments).
+fn os(call: &'static str, source: io::Error, name: &str) -> CreateError {
     if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
         return CreateError::PermissionDenied {
-            name: "(new segment)".into(),
+            name: name.to_owned(),
         };
     }
     CreateError::Os { call, source }
@@ -622,12 +720,15 @@ fn base_of(map: &MmapRaw) -> NonNull<u8> {
 /// in [`SHM_DIR`] (nothing to clean up if we die before linking it), or, where
 /// the file system cannot do that, an object under a unique temporary name,
 /// with the guard that removes that name again.
-fn create_unnamed(mode: u32) -> Result<(OwnedFd, Option<UnlinkOnDrop<'static>>), CreateError> {
+/// `label` is the name being created, for error messages.
+fn create_unnamed(
+    mode: u32,
+    label: &str,
+) -> Result<(OwnedFd, FileId, Option<UnlinkOnDrop>), CreateError> {
     match sys::open_tmpfile(mode) {
         Ok(fd) => {
-            // open applies the umask; set exactly the mode asked for.
-            sys::fchmod(&fd, mode).map_err(|e| os("fchmod", e))?;
-            Ok((fd, None))
+            let id = exact_mode(&fd, mode, label)?;
+            Ok((fd, id, None))
         }
         Err(e)
             if matches!(
@@ -635,19 +736,20 @@ fn create_unnamed(mode: u32) -> Result<(OwnedFd, Option<UnlinkOnDrop<'static>>),
                 Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
             ) =>
         {
-            let (tmp, fd) = create_temp(mode)?;
+            let (tmp, fd) = create_temp(mode, label)?;
             let guard = UnlinkOnDrop {
                 name: Some(tmp),
                 ours: None,
             };
-            Ok((fd, Some(guard)))
+            let id = exact_mode(&fd, mode, label)?;
+            Ok((fd, id, Some(guard)))
         }
-        Err(e) => Err(os("open(O_TMPFILE)", e)),
+        Err(e) => Err(os("open(O_TMPFILE)", e, label)),
     }
 }
 
 /// Creates a fresh object under a unique temporary name.
-fn create_temp(mode: u32) -> Result<(SegmentName, OwnedFd), CreateError> {
+fn create_temp(mode: u32, label: &str) -> Result<(SegmentName, OwnedFd), CreateError> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let pid = shmkit_core::owner::current_process_id();
     for _ in 0..16 {
@@ -659,17 +761,11 @@ fn create_temp(mode: u32) -> Result<(SegmentName, OwnedFd), CreateError> {
             libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
             mode,
         ) {
-            Ok(fd) => {
-                // shm_open applies the umask; set exactly the mode asked for.
-                if let Err(e) = sys::fchmod(&fd, mode) {
-                    let _ = sys::shm_unlink(&tmp.c_string());
-                    return Err(os("fchmod", e));
-                }
-                return Ok((tmp, fd));
-            }
+            // The caller sets the exact mode.
+            Ok(fd) => return Ok((tmp, fd)),
             // A leftover from an earlier process with our pid: next number.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
-            Err(e) => return Err(os("shm_open", e)),
+            Err(e) => return Err(os("shm_open", e, label)),
         }
     }
     Err(CreateError::Os {
@@ -680,12 +776,12 @@ fn create_temp(mode: u32) -> Result<(SegmentName, OwnedFd), CreateError> {
 
 fn new_memfd(spec: &ObjectSpec<'_>, seal: bool) -> Result<(OwnedFd, MmapRaw), CreateError> {
     let total = total_len(spec)?;
-    let fd = sys::memfd_create(seal).map_err(|e| os("memfd_create", e))?;
-    sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e))?;
+    let fd = sys::memfd_create(seal).map_err(|e| os("memfd_create", e, ANONYMOUS))?;
+    sys::ftruncate(&fd, total).map_err(|e| os("ftruncate", e, ANONYMOUS))?;
     if seal {
-        sys::seal_size(&fd).map_err(|e| os("fcntl(F_ADD_SEALS)", e))?;
+        sys::seal_size(&fd).map_err(|e| os("fcntl(F_ADD_SEALS)", e, ANONYMOUS))?;
     }
-    let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e))?;
+    let map = sys::map(&fd, total, true).map_err(|e| os("mmap", e, ANONYMOUS))?;
     let base = base_of(&map);
     // SAFETY: fresh, writable, page-aligned mapping of an unnamed object
     // nobody else can reach yet.
@@ -705,9 +801,12 @@ fn finish_init(
     // The payload length fits in usize: segment_len checked the total.
     init(payload, spec.payload_len as usize);
     // SAFETY: the mapping is writable and its header was written by us.
-    unsafe { header::publish(base) };
-    // SAFETY: the header is mapped for as long as `map` lives.
-    wait::wake_all(unsafe { header::init_state(base) });
+    if unsafe { header::publish(base) } {
+        // An opener announced it sleeps on the state word (only then: the
+        // wake-up is a system call most creates can do without).
+        // SAFETY: the header is mapped for as long as `map` lives.
+        wait::wake_all(unsafe { header::init_state(base) });
+    }
     // SAFETY: readable mapping of at least HEADER_LEN bytes.
     let snapshot = unsafe { HeaderSnapshot::read(base) };
     snapshot
@@ -719,15 +818,19 @@ fn finish_init(
 }
 
 /// Maps `fd`, waits for `READY`, validates the header and checks `expect`.
+/// Returns the mapping, the header and the file's identity.
 fn attach(
     fd: &OwnedFd,
     label: &str,
     expect: &Expect,
     options: &SegmentOptions,
-) -> Result<(MmapRaw, HeaderSnapshot), OpenError> {
-    let size = sys::file_size(fd).map_err(|e| OpenError::Os {
+) -> Result<(MmapRaw, HeaderSnapshot, FileId), OpenError> {
+    let st = sys::fstat(fd).map_err(|e| OpenError::Os {
         call: "fstat",
         source: e,
+    })?;
+    let size = u64::try_from(st.st_size).map_err(|_| OpenError::Corrupt {
+        what: format!("negative object size {}", st.st_size),
     })?;
     if size < HEADER_LEN as u64 {
         return Err(OpenError::Truncated {
@@ -749,7 +852,7 @@ fn attach(
     })?;
     let header = wait_ready(fd, &map, label, options)?;
     expect.check(&header)?;
-    Ok((map, header))
+    Ok((map, header, sys::file_id(&st)))
 }
 
 /// Polls the header until it is `READY`, the creator is found dead, or the
@@ -765,6 +868,8 @@ fn wait_ready(
     let started = Instant::now();
     let deadline = Deadline::after(options.init_timeout);
     let base = base_of(map);
+    // Read-only openers' poll interval, doubled before each sleep.
+    let mut read_only_poll = Duration::from_micros(50);
     loop {
         // SAFETY: the mapping is at least HEADER_LEN bytes (checked by the
         // caller) and page-aligned.
@@ -802,13 +907,26 @@ fn wait_ready(
                 waited: started.elapsed(),
             });
         }
-        // SAFETY: the header stays mapped while `map` lives.
-        let word = unsafe { header::init_state(base) };
-        wait::wait(
-            word,
-            state,
-            Some(deadline.min(Deadline::after(LIVENESS_SLICE))),
-        );
+        let slice = if options.read_only {
+            // A read-only mapping cannot announce itself (that is a write),
+            // so the creator will not wake us: poll, briefly at first.
+            read_only_poll = (read_only_poll * 2).min(LIVENESS_SLICE);
+            read_only_poll
+        } else {
+            LIVENESS_SLICE
+        };
+        let expected = if options.read_only {
+            Some(state)
+        } else {
+            // SAFETY: writable mapping of the header.
+            unsafe { header::announce_waiter(base, state) }
+        };
+        // None: the state moved on while we announced; look again.
+        if let Some(expected) = expected {
+            // SAFETY: the header stays mapped while `map` lives.
+            let word = unsafe { header::init_state(base) };
+            wait::wait(word, expected, Some(deadline.min(Deadline::after(slice))));
+        }
     }
 }
 
@@ -886,6 +1004,65 @@ pub(crate) mod sys {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// Why [`seal_against_shrinking`] failed.
+    pub(crate) enum SealError {
+        /// The object cannot take the seal, for this reason.
+        Refused(&'static str),
+        /// An unexpected OS error from this call.
+        Os(&'static str, io::Error),
+    }
+
+    fn get_seals(fd: &OwnedFd) -> io::Result<libc::c_int> {
+        // SAFETY: plain fcntl on a descriptor we own.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
+    }
+
+    /// Makes sure the object behind `fd` can never shrink: it carries
+    /// `F_SEAL_SHRINK` already, or this call adds it.
+    pub(crate) fn seal_against_shrinking(fd: &OwnedFd) -> Result<(), SealError> {
+        /// Why an object whose seals are `seals` cannot take the seal.
+        fn refusal(seals: libc::c_int) -> SealError {
+            if seals & libc::F_SEAL_SEAL != 0 {
+                // Named tmpfs objects, and memfds made without
+                // MFD_ALLOW_SEALING, start out with F_SEAL_SEAL.
+                SealError::Refused(
+                    "it is a named object, or a memfd created without MFD_ALLOW_SEALING",
+                )
+            } else {
+                // Only a writable descriptor may add seals.
+                SealError::Refused(
+                    "the descriptor is read-only, and only a writable one may add seals",
+                )
+            }
+        }
+        let seals = match get_seals(fd) {
+            Ok(seals) => seals,
+            // Files outside tmpfs/hugetlbfs know nothing of seals.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(SealError::Refused("the file system does not support seals"))
+            }
+            Err(e) => return Err(SealError::Os("fcntl(F_GET_SEALS)", e)),
+        };
+        if seals & libc::F_SEAL_SHRINK != 0 {
+            return Ok(());
+        }
+        if seals & libc::F_SEAL_SEAL != 0 {
+            return Err(refusal(seals));
+        }
+        // SAFETY: plain fcntl on a descriptor we own.
+        match cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) }) {
+            Ok(_) => Ok(()),
+            // A read-only descriptor, or the sender sealed the object
+            // meanwhile: look again to tell which.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => match get_seals(fd) {
+                Ok(now) if now & libc::F_SEAL_SHRINK != 0 => Ok(()),
+                Ok(now) => Err(refusal(now)),
+                Err(_) => Err(SealError::Os("fcntl(F_ADD_SEALS)", e)),
+            },
+            Err(e) => Err(SealError::Os("fcntl(F_ADD_SEALS)", e)),
+        }
+    }
+
     pub(crate) fn seal_size(fd: &OwnedFd) -> io::Result<()> {
         let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
         // SAFETY: plain fcntl on a descriptor we own.
@@ -930,11 +1107,10 @@ pub(crate) mod sys {
     /// (recent ones also for files the caller opened itself). Where it is
     /// refused (`ENOENT`), go through `/proc/self/fd`, which needs no
     /// privilege, and remember that.
-    pub(crate) fn link_fd(fd: &OwnedFd, to: &str) -> io::Result<()> {
+    pub(crate) fn link_fd(fd: &OwnedFd, to: &CStr) -> io::Result<()> {
         use std::sync::atomic::{AtomicBool, Ordering};
         /// Set once `AT_EMPTY_PATH` was refused; a hint only, so Relaxed.
         static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
-        let to = CString::new(to).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
             // SAFETY: both paths are NUL-terminated; `fd` is open.
             let rc = unsafe {
@@ -969,14 +1145,17 @@ pub(crate) mod sys {
         .map(drop)
     }
 
-    pub(crate) fn link(from: &str, to: &str) -> io::Result<()> {
-        let from = CString::new(from).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let to = CString::new(to).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    pub(crate) fn link(from: &CStr, to: &CStr) -> io::Result<()> {
         // SAFETY: both paths are NUL-terminated.
         cvt(unsafe { libc::link(from.as_ptr(), to.as_ptr()) }).map(drop)
     }
 
-    fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    pub(crate) fn unlink(path: &CStr) -> io::Result<()> {
+        // SAFETY: `path` is NUL-terminated.
+        cvt(unsafe { libc::unlink(path.as_ptr()) }).map(drop)
+    }
+
+    pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
         let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
         // SAFETY: `st` is a writable stat buffer.
         cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
@@ -984,33 +1163,39 @@ pub(crate) mod sys {
         Ok(unsafe { st.assume_init() })
     }
 
-    pub(crate) fn file_size(fd: &OwnedFd) -> io::Result<u64> {
-        let st = fstat(fd.as_fd())?;
-        u64::try_from(st.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    pub(crate) fn file_id(st: &libc::stat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
     }
 
-    /// Whether `path` names the same object as `fd`.
-    pub(crate) fn same_file(fd: &OwnedFd, path: &str) -> bool {
-        let Ok(ours) = fstat(fd.as_fd()) else {
-            return false;
-        };
-        let Ok(path) = CString::new(path) else {
-            return false;
-        };
+    /// Whether `path` names the file `id`.
+    pub(crate) fn names(path: &CStr, id: FileId) -> bool {
         let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
         // SAFETY: NUL-terminated path, writable stat buffer.
         if unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } != 0 {
             return false;
         }
         // SAFETY: stat succeeded.
-        let theirs = unsafe { st.assume_init() };
-        ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino
+        file_id(&unsafe { st.assume_init() }) == id
     }
 
+    /// Maps `len` bytes of `fd`, shared. A segment of one page is mapped
+    /// with `MAP_POPULATE`: creator and openers touch its header on that
+    /// page right away anyway, and populating it inside `mmap` is cheaper
+    /// than taking the page fault. Larger segments are not populated, so
+    /// pages nobody touches are never allocated.
     pub(crate) fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<MmapRaw> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let one_page = usize::try_from(page).is_ok_and(|page| len <= page);
         let opts = {
             let mut o = MmapOptions::new();
             o.len(len);
+            if one_page {
+                o.populate();
+            }
             o
         };
         if writable {

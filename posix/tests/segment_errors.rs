@@ -369,7 +369,7 @@ fn an_unprivileged_process_gets_permission_denied() {
             Err(OpenError::PermissionDenied { .. })
         );
         let ro = matches!(
-            SharedArray::<u32, ReadOnly>::open_read_only(&child_name),
+            SharedArray::<u32>::open_read_only(&child_name),
             Err(OpenError::PermissionDenied { .. })
         );
         let rm = matches!(
@@ -390,6 +390,69 @@ fn an_unprivileged_process_gets_permission_denied() {
     assert_no_leftovers(tag);
 }
 
+/// A create refused by the OS names the segment it was creating. The child
+/// gets a private mount namespace whose `/dev/shm` is a fresh tmpfs only
+/// root may write, then drops to `nobody`: the first step of a create (the
+/// unnamed `O_TMPFILE`) is refused.
+#[test]
+fn a_refused_create_names_the_segment() {
+    let name = unique_name("err-create-perm");
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot set up an unwritable /dev/shm; skipping");
+        return;
+    }
+    let child_name = name.clone();
+    let child = fork(move || {
+        // SAFETY: namespace, mount and credential calls in a single-threaded
+        // child; the mounts are private to its new mount namespace.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return 10; // no mount namespaces here: skipped below
+            }
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+                || libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/dev/shm".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    c"mode=0755".as_ptr().cast(),
+                ) != 0
+            {
+                return 11;
+            }
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return 2;
+            }
+        }
+        match SharedArray::<u32>::create(&child_name, 4) {
+            Err(CreateError::PermissionDenied { name }) if name == child_name => 0,
+            Err(CreateError::PermissionDenied { name }) => {
+                eprintln!("permission error names {name:?}, not {child_name:?}");
+                3
+            }
+            Err(e) => {
+                eprintln!("unexpected error: {e}");
+                4
+            }
+            Ok(_) => 5,
+        }
+    });
+    match child.wait() {
+        Exit::Code(10 | 11) => eprintln!("cannot mount a private /dev/shm here; skipping"),
+        other => assert_eq!(other, Exit::Code(0)),
+    }
+}
+
 /// A read-only handle sees the writer's updates, and its mapping really is
 /// PROT_READ: a write through it (in a forked child) dies with SIGSEGV.
 #[test]
@@ -397,11 +460,11 @@ fn read_only_mappings_cannot_be_written() {
     let tag = "err-ro";
     let name = unique_name(tag);
     let writer = SharedArray::<u32>::create(&name, 8).unwrap();
-    let reader = SharedArray::<u32, ReadOnly>::open_read_only(&name).unwrap();
+    let reader: SharedArray<u32, ReadOnly> = SharedArray::<u32>::open_read_only(&name).unwrap();
     assert!(!reader.segment().is_writable());
     writer.set(3, 42).unwrap();
     assert_eq!(reader.get(3), Some(42));
-    let value = SharedValue::<u32, ReadOnly>::open_read_only(&name);
+    let value = SharedValue::<u32>::open_read_only(&name);
     assert!(matches!(value, Err(OpenError::KindMismatch { .. })));
 
     let target = reader.segment().payload().as_ptr();
@@ -543,7 +606,7 @@ fn a_fifo_under_the_name_is_refused_without_blocking() {
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o666) }, 0);
     let child_name = name.clone();
     let child = fork(move || {
-        let ro = SharedArray::<u32, ReadOnly>::open_read_only(&child_name);
+        let ro = SharedArray::<u32>::open_read_only(&child_name);
         let rw = SharedArray::<u32>::open(&child_name);
         match (ro, rw) {
             (Err(OpenError::Truncated { actual: 0, .. }), Err(OpenError::Truncated { .. })) => 0,
@@ -553,5 +616,40 @@ fn a_fifo_under_the_name_is_refused_without_blocking() {
     let exit = child.wait_timeout(std::time::Duration::from_secs(20));
     Segment::unlink(&name).unwrap();
     assert_eq!(exit, Some(Exit::Code(0)));
+    assert_no_leftovers(tag);
+}
+
+/// The mode asked for is applied exactly, whatever the umask: in a child
+/// whose umask strips group and other bits, a 0644 segment is still 0644,
+/// and a 0600 one (untouched by that umask) is 0600.
+#[test]
+fn create_applies_the_mode_exactly_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let tag = "err-mode";
+    let names = [unique_name(tag), unique_name(tag)];
+    let child_names = names.clone();
+    let child = fork(move || {
+        // SAFETY: plain umask call in a single-threaded child.
+        unsafe { libc::umask(0o077) };
+        for (name, mode) in child_names.iter().zip([0o644, 0o600]) {
+            let options = SegmentOptions::new().mode(mode);
+            let Ok(arr) = SharedArray::<u8>::create_with(name, 4, &options) else {
+                return 2;
+            };
+            let Ok(meta) = std::fs::metadata(shm_path(name)) else {
+                return 3;
+            };
+            if meta.permissions().mode() & 0o777 != mode {
+                eprintln!(
+                    "{name}: mode {:o}, asked {mode:o}",
+                    meta.permissions().mode()
+                );
+                return 4;
+            }
+            drop(arr);
+        }
+        0
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
     assert_no_leftovers(tag);
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{assert_no_leftovers, Pipe};
 use shmkit_core::header::{Fingerprint, Kind};
 use shmkit_posix::segment::{ObjectSpec, Segment, SegmentOptions};
-use shmkit_posix::{OpenError, OpenOrCreateError, ReadOnly, SharedArray};
+use shmkit_posix::{OpenError, OpenOrCreateError, SharedArray};
 use shmkit_testkit::{fork, unique_name, Child, Exit};
 
 /// The spec of a `SharedArray<u64>` of 8 elements, so typed handles can
@@ -75,7 +75,7 @@ fn a_creator_killed_mid_init_is_reported_and_recoverable() {
         }
         assert!(e.to_string().contains("create it again"), "{e}");
         // Marked ABANDONED: later openers (read-only too) are told at once.
-        let e = SharedArray::<u64, ReadOnly>::open_read_only(&name).unwrap_err();
+        let e = SharedArray::<u64>::open_read_only(&name).unwrap_err();
         assert!(matches!(e, OpenError::CreatorDied { .. }), "{e:?}");
         let e = SharedArray::<u64>::open_or_create(&name, 8).unwrap_err();
         assert!(

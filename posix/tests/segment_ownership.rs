@@ -5,7 +5,6 @@
 mod common;
 
 use common::assert_no_leftovers;
-use shmkit_posix::segment::SegmentOptions;
 use shmkit_posix::{OpenError, Segment, SharedArray, SharedValue};
 use shmkit_testkit::{fork, unique_name, Exit};
 
@@ -51,17 +50,11 @@ fn persist_outlives_the_creator_process_and_take_ownership_cleans_up() {
     drop(value);
     // An opener's drop never removes the name.
     assert_eq!(SharedValue::<u64>::open(&name).unwrap().get(), 77);
-    // SharedValue has no take_ownership (SharedArray has); Segment does.
-    let mut raw = Segment::open(
-        &name,
-        &shmkit_posix::Expect::of::<u64>(shmkit_core::header::Kind::VALUE),
-        &SegmentOptions::new(),
-    )
-    .unwrap();
-    assert!(!raw.is_owner());
-    raw.take_ownership();
-    assert!(raw.is_owner());
-    drop(raw);
+    let mut value = SharedValue::<u64>::open(&name).unwrap();
+    assert!(!value.segment().is_owner());
+    value.take_ownership();
+    assert!(value.segment().is_owner());
+    drop(value);
     let e = SharedValue::<u64>::open(&name).unwrap_err();
     assert!(matches!(e, OpenError::NotFound { .. }), "{e:?}");
     assert_no_leftovers(tag);

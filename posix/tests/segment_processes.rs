@@ -272,13 +272,13 @@ fn named_array_shared_by_a_writer_and_a_read_only_child() {
     });
     assert_eq!(writer.wait(), Exit::Code(0));
     let reader_name = name.clone();
-    let reader = fork(move || {
-        match SharedArray::<i64, shmkit_posix::ReadOnly>::open_read_only(&reader_name) {
+    let reader = fork(
+        move || match SharedArray::<i64>::open_read_only(&reader_name) {
             Ok(a) if a.to_vec() == vec![-1, -2, -3] => 0,
             Ok(_) => 3,
             Err(_) => 2,
-        }
-    });
+        },
+    );
     assert_eq!(reader.wait(), Exit::Code(0));
     assert_eq!(arr.to_vec(), vec![-1, -2, -3]);
     drop(arr);

@@ -8,17 +8,20 @@
 //! calling process; `params.cpus[0]`, if given, pins it.
 //!
 //! shmkit does more per cycle than `shared_memory`, by design: a header is
-//! written and validated, creation goes through a temporary name, a lock
-//! and `link(2)` so no opener ever sees a half-built object, and the owner
-//! checks that the name is still its object before removing it. The case
-//! shows what that safety costs.
+//! written and validated, creation goes through an unnamed `O_TMPFILE`
+//! object, a lock and `linkat(2)` so no opener ever sees a half-built
+//! object, and the owner checks that the name is still its object before
+//! removing it (16 system calls a cycle against 11). The case shows what
+//! that safety costs.
 //!
 //! Case `segment_lifecycle_touched` is the same cycle in which the owner
 //! writes one payload byte and the opener reads it back, as any real use
-//! does. It matters on VMs, where a page fault costs microseconds: shmkit
-//! touches the first page in create and open (it writes and reads the
-//! header), while `shared_memory` leaves it untouched until first use, so
-//! the plain case charges shmkit for faults its users pay anyway.
+//! does. It matters on VMs, where bringing in a page costs microseconds
+//! (allocation, zeroing, and the TLB flush when it is unmapped): shmkit
+//! brings in the first page in create and open (it writes and reads the
+//! header; a one-page segment is mapped with `MAP_POPULATE`), while
+//! `shared_memory` leaves it untouched until first use, so the plain case
+//! charges shmkit for pages its users touch anyway.
 
 use std::time::Instant;
 
