@@ -31,10 +31,12 @@
 pub mod array;
 pub mod error;
 pub mod name;
+pub mod queue;
 pub mod segment;
 
 pub use array::{ReadOnly, ReadWrite, SharedArray, SharedValue};
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
 pub use name::{InvalidName, SegmentName};
+pub use queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
 pub use segment::{Expect, ObjectSpec, Segment, SegmentOptions};
 pub use shmkit_core::{Pod, Zeroable};

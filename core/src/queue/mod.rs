@@ -1,0 +1,309 @@
+//! Lock-free queues in shared memory: Python's `multiprocessing` `Queue`,
+//! `SimpleQueue` and `Pipe` as ring buffers between OS processes.
+//!
+//! | structure | file | producers × consumers | order | element |
+//! |---|---|---|---|---|
+//! | [`ring::Ring`] | `ring.rs` | 1 × 1 | FIFO | `T: Pod` |
+//! | [`mpmc::Queue`] (64-bit atomics only) | `mpmc.rs` | up to a fixed number each | FIFO per producer | `T: Pod` |
+//! | [`pipe::Pipe`] | `pipe.rs` | 1 × 1 per direction | FIFO | byte messages |
+//!
+//! Each structure is a `#[repr(C)]` control block plus arrays, all of them
+//! pointer-free: the `shmkit-posix` crate places them in named, anonymous or
+//! memfd segments, loom models build them with `new()`. Processes attach to
+//! a structure in a **role** (producer, consumer; see [`roles`]); the role
+//! handle is `Send` but not `Sync`, and holds the process's registration,
+//! which is how the other side learns that every producer (or consumer) is
+//! gone — dropped, or its process dead.
+//!
+//! # Shared building blocks
+//! - [`CachePadded`]: hot indices sit alone on a 128-byte line.
+//! - [`WaitPoint`]: a futex sequence word plus a sleeper count. Wakers pay
+//!   one fence and one load when nobody sleeps; sleepers sleep in slices of
+//!   [`WAIT_SLICE`] so that they notice a dead peer without being woken.
+//! - The error enums shared by the `Pod` queues ([`TrySendError`],
+//!   [`SendTimeoutError`], [`SendError`], [`TryRecvError`],
+//!   [`RecvTimeoutError`], [`RecvError`]) and [`roles::AttachError`].
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::primitive::{fence, AtomicU32, Ordering};
+use crate::wait::{self, Deadline, Spin};
+
+#[cfg(target_has_atomic = "64")]
+pub mod mpmc;
+pub mod pipe;
+pub mod ring;
+pub mod roles;
+
+/// The longest a blocked queue operation sleeps before it looks at its
+/// peers' liveness again: bounds how long a waiter takes to notice that the
+/// other side died without saying so.
+pub const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// How many consecutive empty (or full) `try_` calls a handle makes on
+/// cheap checks alone before it asks the OS whether the peers are alive.
+/// Liveness costs syscalls; busy-polling loops must not pay them per call.
+pub(crate) const LIVENESS_POLL_EVERY: u32 = 4096;
+
+/// `T` alone on a 128-byte line (two 64-byte lines on x86_64, which the
+/// adjacent-line prefetcher pulls in pairs; one line on aarch64's big cores).
+#[derive(Debug, Default)]
+#[repr(C, align(128))]
+pub struct CachePadded<T>(pub T);
+
+impl<T> core::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Where the waiters of one condition ("data available", "space
+/// available") sleep.
+///
+/// # Protocol (no lost wake-ups)
+/// ```text
+/// waiter                                   waker
+/// sleepers += 1          (SeqCst RMW)      make the condition true
+/// s = seq                (SeqCst)          fence(SeqCst)             [A]
+/// check condition -> done if true          if sleepers != 0 {
+/// futex_wait(seq, s, slice)                    seq += 1; futex_wake(seq)
+/// sleepers -= 1                            }
+/// ```
+/// SYNC POINT WAIT-1: if the waker's load at [A] reads 0, the waiter's
+/// increment comes later in the single total order of SeqCst operations,
+/// so the waiter's check sees the condition. If it reads non-zero, it
+/// bumps `seq`: either before the waiter loaded `s` (then the Acquire of
+/// `s` sees the condition, written before the bump) or after (then the
+/// futex compare fails and the waiter returns at once).
+///
+/// A waiter that dies asleep leaves `sleepers` too high: wakers then make a
+/// useless `FUTEX_WAKE` per operation. That costs speed, never correctness.
+///
+/// | field | written by | meaning |
+/// |---|---|---|
+/// | `seq` | wakers | bumped (wrapping) on each wake; the futex word |
+/// | `sleepers` | waiters | how many are between "I am going to sleep" and "I woke" |
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct WaitPoint {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl WaitPoint {
+    /// A wait point with nobody asleep.
+    #[must_use]
+    pub fn new() -> WaitPoint {
+        WaitPoint {
+            seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+
+    /// Wakes every sleeper after the caller made a condition true. Costs a
+    /// fence and a load when nobody sleeps.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        // SYNC POINT WAIT-1, waker side (see the type docs).
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake();
+        }
+    }
+
+    #[cold]
+    fn wake(&self) {
+        // Release: a waiter whose Acquire load of `seq` sees this bump sees
+        // the condition the caller made true before it.
+        self.seq.fetch_add(1, Ordering::Release);
+        wait::wake_all(&self.seq);
+    }
+
+    /// Runs `attempt` until it returns `Some`: at once, then spinning
+    /// `spin.iterations` times, then sleeping in slices of [`WAIT_SLICE`].
+    /// `attempt(true)` is the slow check, made once per sleep slice (where
+    /// peers' liveness may be asked). Returns `None` when `deadline` passes.
+    pub(crate) fn block_on<R>(
+        &self,
+        spin: Spin,
+        deadline: Option<Deadline>,
+        mut attempt: impl FnMut(bool) -> Option<R>,
+    ) -> Option<R> {
+        if let Some(r) = attempt(false) {
+            return Some(r);
+        }
+        let mut got = None;
+        if spin.spin_until(|| {
+            got = attempt(false);
+            got.is_some()
+        }) {
+            return got;
+        }
+        loop {
+            // SYNC POINT WAIT-1, waiter side.
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let seq = self.seq.load(Ordering::SeqCst);
+            if let Some(r) = attempt(true) {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                return Some(r);
+            }
+            if deadline.is_some_and(|d| d.has_passed()) {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            let slice = Deadline::after(WAIT_SLICE);
+            wait::wait(
+                &self.seq,
+                seq,
+                Some(deadline.map_or(slice, |d| d.min(slice))),
+            );
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            // Without a clock (loom, bare metal) `wait` may return at once:
+            // let the peer run.
+            crate::primitive::spin_loop();
+        }
+    }
+}
+
+macro_rules! display_error {
+    ($ty:ty, $($pat:pat => $msg:expr),+ $(,)?) => {
+        impl<T> fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $($pat => $msg),+ })
+            }
+        }
+        impl<T> fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+        impl<T> core::error::Error for $ty {}
+    };
+}
+
+/// Why [`try_push`](ring::Producer::try_push) failed; the value comes back.
+#[doc(alias = "put_nowait")]
+pub enum TrySendError<T> {
+    /// No free slot right now.
+    Full(T),
+    /// Every consumer is gone (dropped or dead): nobody would ever pop.
+    Disconnected(T),
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt(T),
+}
+
+display_error!(TrySendError<T>,
+    TrySendError::Full(_) => "the queue is full; retry later or use a blocking push",
+    TrySendError::Disconnected(_) => "every consumer is gone (dropped or its process died); nobody will receive this",
+    TrySendError::Corrupt(_) => "the queue's shared indices are impossible (corrupted by a peer); recreate the queue",
+);
+
+/// Why a push with a timeout failed; the value comes back.
+pub enum SendTimeoutError<T> {
+    /// The queue stayed full until the deadline.
+    Timeout(T),
+    /// Every consumer is gone (dropped or dead).
+    Disconnected(T),
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt(T),
+}
+
+display_error!(SendTimeoutError<T>,
+    SendTimeoutError::Timeout(_) => "the queue stayed full until the timeout; retry or wait longer",
+    SendTimeoutError::Disconnected(_) => "every consumer is gone (dropped or its process died); nobody will receive this",
+    SendTimeoutError::Corrupt(_) => "the queue's shared indices are impossible (corrupted by a peer); recreate the queue",
+);
+
+/// Why a blocking push failed; the value comes back.
+pub enum SendError<T> {
+    /// Every consumer is gone (dropped or dead).
+    Disconnected(T),
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt(T),
+}
+
+display_error!(SendError<T>,
+    SendError::Disconnected(_) => "every consumer is gone (dropped or its process died); nobody will receive this",
+    SendError::Corrupt(_) => "the queue's shared indices are impossible (corrupted by a peer); recreate the queue",
+);
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(v) | TrySendError::Disconnected(v) | TrySendError::Corrupt(v) => v,
+        }
+    }
+}
+
+/// Why a non-blocking pop returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[doc(alias = "get_nowait")]
+pub enum TryRecvError {
+    /// Nothing is ready right now.
+    Empty,
+    /// Empty, and every producer is gone (dropped or dead): nothing will
+    /// ever arrive. Everything committed before was delivered first.
+    Disconnected,
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt,
+}
+
+/// Why a pop with a timeout returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived before the deadline.
+    Timeout,
+    /// Empty, and every producer is gone: nothing will ever arrive.
+    Disconnected,
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt,
+}
+
+/// Why a blocking pop returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvError {
+    /// Empty, and every producer is gone: nothing will ever arrive.
+    Disconnected,
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt,
+}
+
+const EMPTY_MSG: &str = "the queue is empty; retry later or use a blocking pop";
+const TIMEOUT_MSG: &str = "nothing arrived before the timeout; retry or wait longer";
+const DISCONNECTED_MSG: &str =
+    "every producer is gone (dropped or its process died) and the queue is drained";
+const CORRUPT_MSG: &str =
+    "the queue's shared indices are impossible (corrupted by a peer); recreate the queue";
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TryRecvError::Empty => EMPTY_MSG,
+            TryRecvError::Disconnected => DISCONNECTED_MSG,
+            TryRecvError::Corrupt => CORRUPT_MSG,
+        })
+    }
+}
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecvTimeoutError::Timeout => TIMEOUT_MSG,
+            RecvTimeoutError::Disconnected => DISCONNECTED_MSG,
+            RecvTimeoutError::Corrupt => CORRUPT_MSG,
+        })
+    }
+}
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecvError::Disconnected => DISCONNECTED_MSG,
+            RecvError::Corrupt => CORRUPT_MSG,
+        })
+    }
+}
+impl core::error::Error for TryRecvError {}
+impl core::error::Error for RecvTimeoutError {}
+impl core::error::Error for RecvError {}
