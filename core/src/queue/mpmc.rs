@@ -132,7 +132,8 @@ pub const NO_INTENT: u64 = u64::MAX;
 
 #[inline]
 fn stamp(pos: u64, state: u64) -> u64 {
-    (pos << 2) | state
+    // Positions never reach 2^62 honestly; a hostile one just wraps.
+    pos.wrapping_shl(2) | state
 }
 
 /// The shared control block of a [`Queue`].
@@ -443,7 +444,7 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
             intent.store(t, Ordering::SeqCst);
             if q.ctl
                 .tail
-                .compare_exchange(t, t + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(t, t.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
                 .is_err()
             {
                 continue;
@@ -575,6 +576,9 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         self.idle = self.idle.wrapping_add(1);
         let slow = slow || self.idle % LIVENESS_POLL_EVERY == 0;
         let mut stale = 0u32;
+        // Skips per call are bounded: a hostile tail far ahead must not
+        // keep us skipping "abandoned" positions forever.
+        let mut skips = 0u64;
         loop {
             let h = q.ctl.head.load(Ordering::SeqCst);
             let (i, view) = q.slot(h);
@@ -587,14 +591,14 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
                 // a producer that sees the new head overwrites the slot.
                 if q.ctl
                     .head
-                    .compare_exchange(h, h + 1, Ordering::SeqCst, Ordering::Relaxed)
+                    .compare_exchange(h, h.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
                 {
                     // Release the slot for the next lap (producers also
                     // accept `head > h` if we die before this).
                     let _ = q.stamps[i].compare_exchange(
                         s,
-                        stamp(h + cap, EMPTY),
+                        stamp(h.wrapping_add(cap), EMPTY),
                         Ordering::SeqCst,
                         Ordering::Relaxed,
                     );
@@ -627,7 +631,8 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
                 return Err(TryRecvError::Empty);
             }
             // Claimed, not committed.
-            if slow && q.claimer_gone(h) {
+            if slow && skips < cap && q.claimer_gone(h) {
+                skips += 1;
                 let _ = q.stamps[i].compare_exchange(
                     s,
                     stamp(h, SKIPPED),

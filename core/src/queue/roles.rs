@@ -115,6 +115,7 @@ impl RoleSlot {
 
     /// Cheap check, no syscall: whether the slot says "gone" or "never".
     #[inline]
+    #[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
     pub(crate) fn looks_empty(&self) -> bool {
         let w = self.holder.load(Ordering::Acquire);
         w == NEVER || w & GONE != 0
@@ -205,6 +206,7 @@ impl RoleSlot {
 }
 
 /// Attaches to the first free (never used, gone, or dead-held) slot.
+#[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
 pub(crate) fn attach_any(slots: &[RoleSlot]) -> Result<usize, AttachError> {
     let mut first_holder = None;
     for (i, slot) in slots.iter().enumerate() {
@@ -222,11 +224,13 @@ pub(crate) fn attach_any(slots: &[RoleSlot]) -> Result<usize, AttachError> {
 }
 
 /// Whether any slot is held by a live process (syscalls per held slot).
+#[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
 pub(crate) fn any_live(slots: &[RoleSlot]) -> bool {
     slots.iter().any(RoleSlot::is_live)
 }
 
 /// Whether any slot was ever attached.
+#[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
 pub(crate) fn ever_attached(slots: &[RoleSlot]) -> bool {
     slots
         .iter()
@@ -235,6 +239,7 @@ pub(crate) fn ever_attached(slots: &[RoleSlot]) -> bool {
 
 /// Cheap check: every slot looks gone or never used (no syscall). A slot
 /// whose holder died without detaching still looks held.
+#[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
 pub(crate) fn all_look_empty(slots: &[RoleSlot]) -> bool {
     slots.iter().all(RoleSlot::looks_empty)
 }
