@@ -90,13 +90,15 @@ fn mpmc_run(producers: u64, consumers: u64, capacity: usize, n: u64) {
     let total = (producers * n) as usize;
     // Region of consumer c: [count, values...] of total + 1 slots.
     let got = SharedArray::<u64>::anonymous((total + 1) * consumers as usize).unwrap();
+    let start = common::StartLine::new((producers + consumers) as usize);
     let mut children = Vec::new();
     for c in 0..consumers {
-        let (q, got) = (&q, &got);
+        let (q, got, start) = (&q, &got, &start);
         children.push(fork(move || {
             let Ok(mut rx) = q.queue().consumer() else {
                 return 2;
             };
+            start.arrive(c as usize);
             let base = c as usize * (total + 1);
             let mut last = vec![None::<u64>; producers as usize];
             let mut count = 0;
@@ -124,11 +126,12 @@ fn mpmc_run(producers: u64, consumers: u64, capacity: usize, n: u64) {
         }));
     }
     for p in 0..producers {
-        let q = &q;
+        let (q, start) = (&q, &start);
         children.push(fork(move || {
             let Ok(mut tx) = q.queue().producer() else {
                 return 2;
             };
+            start.arrive((consumers + p) as usize);
             for seq in 0..n {
                 if tx.push(tag(p, seq)).is_err() {
                     return 3;
@@ -137,6 +140,7 @@ fn mpmc_run(producers: u64, consumers: u64, capacity: usize, n: u64) {
             0
         }));
     }
+    start.release();
     for child in children {
         assert_eq!(child.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
     }
@@ -463,4 +467,35 @@ fn hostile_pipe_lengths_give_corrupt() {
     );
     header.store(2, std::sync::atomic::Ordering::Relaxed); // shorter: garbage, but in bounds
     assert_eq!(rx.try_recv_bytes_into(&mut buf), Ok(2));
+}
+
+/// A producer process that claimed a position and died before committing
+/// (simulated: it bumps the shared tail itself, then exits) does not wedge
+/// the queue: a blocked consumer skips the abandoned position within a
+/// wait slice and gets the next committed message.
+#[test]
+fn claimed_but_unpublished_position_of_a_dead_producer_is_skipped() {
+    let q = SharedQueue::<u64>::anonymous(4).unwrap();
+    let mut rx = q.queue().consumer().unwrap();
+    let mut tx = q.queue().producer().unwrap();
+    tx.try_push(1).unwrap();
+    let child = fork(|| {
+        let Ok(tx) = q.queue().producer() else {
+            return 2;
+        };
+        let (_, tail) = q.queue().control_positions();
+        tail.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::mem::forget(tx);
+        0
+    });
+    assert_eq!(child.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
+    tx.try_push(2).unwrap();
+    assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(1));
+    // Position 1 is claimed, never committed, its claimer dead.
+    assert_eq!(rx.try_pop(), Err(TryRecvError::Empty));
+    assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(2));
+    for i in 3..20 {
+        tx.push(i).unwrap();
+        assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(i));
+    }
 }

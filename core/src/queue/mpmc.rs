@@ -265,6 +265,13 @@ impl<'a, T: Pod> Queue<'a, T> {
         self.stamps.len()
     }
 
+    /// The raw shared positions `(head, tail)`, for diagnostics and tests
+    /// that simulate crashes or corruption.
+    #[must_use]
+    pub fn control_positions(&self) -> (&'a AtomicU64, &'a AtomicU64) {
+        self.ctl.raw_positions()
+    }
+
     /// Messages claimed but not yet delivered (approximate while others
     /// work; Python's `qsize()`).
     #[doc(alias = "qsize")]

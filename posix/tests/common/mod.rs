@@ -56,3 +56,38 @@ impl Rng {
 
 /// Generous bound for a child that should finish.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A start line for forked children: each calls [`StartLine::arrive`] after
+/// attaching to the queue; the parent's [`StartLine::release`] waits for
+/// all of them, then lets them go. Without it a fast producer may finish
+/// and detach before a slow one attached, which (correctly) looks like
+/// "every producer is gone" to the consumers.
+pub struct StartLine {
+    flags: shmkit_posix::SharedArray<u64>,
+    n: usize,
+}
+
+impl StartLine {
+    pub fn new(n: usize) -> StartLine {
+        StartLine {
+            flags: shmkit_posix::SharedArray::anonymous(n + 1).unwrap(),
+            n,
+        }
+    }
+
+    /// Child `i` is attached; waits for the go.
+    pub fn arrive(&self, i: usize) {
+        let _ = self.flags.set(i, 1);
+        while self.flags.get(self.n) != Some(1) {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Waits until every child arrived, then lets them all go.
+    pub fn release(&self) {
+        while (0..self.n).any(|i| self.flags.get(i) != Some(1)) {
+            std::thread::yield_now();
+        }
+        let _ = self.flags.set(self.n, 1);
+    }
+}
