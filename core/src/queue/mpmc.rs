@@ -427,13 +427,15 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         loop {
             let t = q.ctl.tail.load(Ordering::SeqCst);
             let (i, view) = q.slot(t);
-            let s = q.stamps[i].load(Ordering::Acquire);
+            // SeqCst loads (plain loads on x86 and aarch64): a spinning
+            // producer always reads the latest stamp and head.
+            let s = q.stamps[i].load(Ordering::SeqCst);
             let free = if s == stamp(t, EMPTY) {
                 true
             } else if t >= cap && s >> 2 == t - cap && s & STATE_MASK != EMPTY {
                 // Previous lap's message or skip: free once head passed it.
                 // SYNC POINT MPMC-3 (Acquire): its consumer finished reading.
-                q.ctl.head.load(Ordering::Acquire) > t - cap
+                q.ctl.head.load(Ordering::SeqCst) > t - cap
             } else if s >> 2 > t || (s >> 2 == t && s & STATE_MASK != EMPTY) {
                 // Our tail is stale: someone claimed and wrote past it.
                 stale += 1;

@@ -244,7 +244,7 @@ pub(crate) fn all_look_empty(slots: &[RoleSlot]) -> bool {
     slots.iter().all(RoleSlot::looks_empty)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
