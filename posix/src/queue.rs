@@ -17,6 +17,9 @@
 //!
 //! // Python's "return values from two child processes through a Queue".
 //! let q = SharedQueue::<u64>::anonymous(16)?;
+//! // Hold a producer in the parent, as Python's parent holds the queue:
+//! // "every producer is gone" then cannot happen between the children.
+//! let _open = q.queue().producer()?;
 //! let children: Vec<_> = (0..2u64)
 //!     .map(|i| {
 //!         let q = &q;

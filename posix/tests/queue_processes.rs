@@ -189,6 +189,10 @@ fn mpmc_4x4_tiny_capacity() {
 #[test]
 fn two_children_return_values_through_a_queue() {
     let q = SharedQueue::<[u64; 2]>::anonymous(4).unwrap();
+    // The parent holds a producer handle too, as Python's parent holds the
+    // queue: otherwise a child that finished before the other attached
+    // would (rightly) look like "every producer is gone" for a moment.
+    let keep_open = q.queue().producer().unwrap();
     let children: Vec<_> = (1..=2u64)
         .map(|i| {
             let q = &q;
@@ -207,7 +211,8 @@ fn two_children_return_values_through_a_queue() {
     for c in children {
         assert_eq!(c.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
     }
-    // Both producers exited: drained, so Disconnected.
+    // Every producer gone, queue drained: Disconnected.
+    drop(keep_open);
     assert_eq!(rx.pop(), Err(RecvError::Disconnected));
 }
 

@@ -11,6 +11,7 @@
 //! `params.warmup` unmeasured operations, then `params.ops` measured ones.
 
 pub mod proc;
+pub mod shmkit_queues;
 
 use std::time::Duration;
 

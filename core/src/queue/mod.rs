@@ -27,7 +27,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::primitive::{fence, AtomicU32, Ordering};
+use crate::primitive::{AtomicU32, Ordering};
 use crate::wait::{self, Deadline, Spin};
 
 #[cfg(target_has_atomic = "64")]
@@ -40,6 +40,9 @@ pub mod roles;
 /// peers' liveness again: bounds how long a waiter takes to notice that the
 /// other side died without saying so.
 pub const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// The sleep slice when the asymmetric barrier is unavailable.
+const UNPAIRED_SLICE: Duration = Duration::from_millis(1);
 
 /// How many consecutive empty (or full) `try_` calls a handle makes on
 /// cheap checks alone before it asks the OS whether the peers are alive.
@@ -78,6 +81,16 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// `s` sees the condition, written before the bump) or after (then the
 /// futex compare fails and the waiter returns at once).
 ///
+/// The fence pair is **asymmetric** on Linux: wakers run on every push or
+/// pop and only need a compiler fence, while a waiter, about to sleep
+/// anyway, issues `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes
+/// every running thread of every registered process execute a full
+/// barrier. Processes register when they attach a role ([`asym::register`]);
+/// an unregistered process (after `fork`, or where the kernel lacks the
+/// command) uses a real `fence(SeqCst)` as a waker, and a waiter whose
+/// `membarrier` failed sleeps in 1 ms slices. Under loom and on other
+/// targets both halves are `fence(SeqCst)`.
+///
 /// A waiter that dies asleep leaves `sleepers` too high: wakers then make a
 /// useless `FUTEX_WAKE` per operation. That costs speed, never correctness.
 ///
@@ -103,11 +116,12 @@ impl WaitPoint {
     }
 
     /// Wakes every sleeper after the caller made a condition true. Costs a
-    /// fence and a load when nobody sleeps.
+    /// load (and, without `membarrier`, a fence) when nobody sleeps.
     #[inline]
     pub(crate) fn notify(&self) {
-        // SYNC POINT WAIT-1, waker side (see the type docs).
-        fence(Ordering::SeqCst);
+        // SYNC POINT WAIT-1, waker side (see the type docs): the light
+        // half of an asymmetric fence pair.
+        asym::light();
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake();
         }
@@ -141,11 +155,16 @@ impl WaitPoint {
         }) {
             return got;
         }
+        // The slow check (liveness syscalls, a /proc read) runs only after
+        // a whole slice passed without a wake-up: a peer that keeps waking
+        // us is alive, and a dead one is noticed one slice later.
+        let mut slow = false;
         loop {
-            // SYNC POINT WAIT-1, waiter side.
+            // SYNC POINT WAIT-1, waiter side: the heavy half.
             self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let paired = asym::heavy();
             let seq = self.seq.load(Ordering::SeqCst);
-            if let Some(r) = attempt(true) {
+            if let Some(r) = attempt(slow) {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
                 return Some(r);
             }
@@ -153,13 +172,16 @@ impl WaitPoint {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
                 return None;
             }
-            let slice = Deadline::after(WAIT_SLICE);
+            // Without the heavy barrier a waker's light one may miss us:
+            // sleep in short slices so such a miss costs at most one.
+            let slice = Deadline::after(if paired { WAIT_SLICE } else { UNPAIRED_SLICE });
             wait::wait(
                 &self.seq,
                 seq,
                 Some(deadline.map_or(slice, |d| d.min(slice))),
             );
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            slow = slice.has_passed();
             // Without a clock (loom, bare metal) `wait` may return at once:
             // let the peer run.
             crate::primitive::spin_loop();
@@ -307,3 +329,88 @@ impl fmt::Display for RecvError {
 impl core::error::Error for TryRecvError {}
 impl core::error::Error for RecvTimeoutError {}
 impl core::error::Error for RecvError {}
+
+/// Asymmetric fences: `light()` on the hot path, `heavy()` before sleeping.
+pub(crate) mod asym {
+    #[cfg(all(target_os = "linux", not(loom)))]
+    mod imp {
+        use core::sync::atomic::{compiler_fence, fence, AtomicU8, Ordering};
+
+        const UNKNOWN: u8 = 0;
+        const READY: u8 = 1;
+        const UNAVAILABLE: u8 = 2;
+        /// Whether *this process* registered for global expedited
+        /// membarrier. Reset in fork children (the registration belongs to
+        /// the parent's address space).
+        static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+        static ATFORK: AtomicU8 = AtomicU8::new(0);
+
+        const CMD_QUERY: libc::c_int = 0;
+        const CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+        const CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+        fn membarrier(cmd: libc::c_int) -> libc::c_long {
+            // SAFETY: membarrier takes two integers and touches no memory
+            // of ours.
+            unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0) }
+        }
+
+        extern "C" fn forget_in_child() {
+            STATE.store(UNKNOWN, Ordering::Relaxed);
+        }
+
+        pub(crate) fn register() {
+            if STATE.load(Ordering::Relaxed) != UNKNOWN {
+                return;
+            }
+            if ATFORK.swap(1, Ordering::Relaxed) == 0 {
+                // SAFETY: the handler only does an atomic store, which is
+                // async-signal-safe.
+                unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+            }
+            let both = libc::c_long::from(CMD_GLOBAL_EXPEDITED | CMD_REGISTER_GLOBAL_EXPEDITED);
+            let supported = membarrier(CMD_QUERY);
+            let ok = supported >= 0
+                && (supported & both) == both
+                && membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+            STATE.store(if ok { READY } else { UNAVAILABLE }, Ordering::Relaxed);
+        }
+
+        #[inline]
+        pub(crate) fn light() {
+            if STATE.load(Ordering::Relaxed) == READY {
+                // The heavy side's membarrier supplies the hardware barrier.
+                compiler_fence(Ordering::SeqCst);
+            } else {
+                fence(Ordering::SeqCst);
+            }
+        }
+
+        pub(crate) fn heavy() -> bool {
+            fence(Ordering::SeqCst);
+            membarrier(CMD_GLOBAL_EXPEDITED) == 0
+        }
+    }
+
+    #[cfg(not(all(target_os = "linux", not(loom))))]
+    mod imp {
+        use crate::primitive::{fence, Ordering};
+
+        pub(crate) fn register() {}
+
+        #[inline]
+        pub(crate) fn light() {
+            fence(Ordering::SeqCst);
+        }
+
+        pub(crate) fn heavy() -> bool {
+            fence(Ordering::SeqCst);
+            true
+        }
+    }
+
+    /// Registers the calling process for the cheap waker side (Linux:
+    /// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, once per process).
+    pub(crate) use imp::register;
+    pub(crate) use imp::{heavy, light};
+}

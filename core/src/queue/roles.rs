@@ -174,6 +174,9 @@ impl RoleSlot {
     /// Tries to register the calling process. `Err(pid)` if a live
     /// process holds the slot.
     pub(crate) fn try_take(&self) -> Result<(), u32> {
+        // Role holders notify waiters: make their side of the fence pair
+        // cheap (see `WaitPoint`).
+        super::asym::register();
         let me = owner::current_process_id() & ID_MASK;
         loop {
             let w = self.holder.load(Ordering::Acquire);
