@@ -240,6 +240,16 @@ impl<'a, T: Pod> Ring<'a, T> {
         })
     }
 
+    /// Slots `pos..pos + len` (mod capacity) as at most two raw ranges
+    /// `(start, count)`, both inside the slots (`len <= capacity`).
+    pub(crate) fn raw_ranges(&self, pos: u32, len: u32) -> [(NonNull<T>, usize); 2] {
+        let start = pos & self.mask;
+        let first = len.min(self.mask + 1 - start);
+        // SAFETY: start < capacity, so the pointer stays inside the slots.
+        let a = unsafe { NonNull::new_unchecked(self.data.as_ptr().add(start as usize)) };
+        [(a, first as usize), (self.data, (len - first) as usize)]
+    }
+
     /// Slots `pos..pos + len` (mod capacity) as at most two shared views.
     fn views(&self, pos: u32, len: u32) -> (SharedSlice<'_, T>, SharedSlice<'_, T>) {
         let start = pos & self.mask;
@@ -565,6 +575,11 @@ impl<T: Pod> WriteChunk<'_, '_, T> {
         self.producer.ring.views(self.producer.tail, self.len)
     }
 
+    /// The slots as raw ranges (see [`Ring::raw_ranges`]).
+    pub(crate) fn raw(&self) -> [(NonNull<T>, usize); 2] {
+        self.producer.ring.raw_ranges(self.producer.tail, self.len)
+    }
+
     /// Number of slots in the chunk.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -831,6 +846,11 @@ impl<T: Pod> ReadChunk<'_, '_, T> {
     #[must_use]
     pub fn slices(&self) -> (SharedSlice<'_, T>, SharedSlice<'_, T>) {
         self.consumer.ring.views(self.consumer.head, self.len)
+    }
+
+    /// The values as raw ranges (see [`Ring::raw_ranges`]).
+    pub(crate) fn raw(&self) -> [(NonNull<T>, usize); 2] {
+        self.consumer.ring.raw_ranges(self.consumer.head, self.len)
     }
 
     /// Number of values in the chunk.
