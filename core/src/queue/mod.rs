@@ -332,7 +332,8 @@ impl core::error::Error for RecvError {}
 
 /// Asymmetric fences: `light()` on the hot path, `heavy()` before sleeping.
 pub(crate) mod asym {
-    #[cfg(all(target_os = "linux", not(loom)))]
+    // Miri cannot run `membarrier`: it takes the portable path.
+    #[cfg(all(target_os = "linux", not(loom), not(miri)))]
     mod imp {
         use core::sync::atomic::{compiler_fence, fence, AtomicU8, Ordering};
 
@@ -392,7 +393,7 @@ pub(crate) mod asym {
         }
     }
 
-    #[cfg(not(all(target_os = "linux", not(loom))))]
+    #[cfg(not(all(target_os = "linux", not(loom), not(miri))))]
     mod imp {
         use crate::primitive::{fence, Ordering};
 
@@ -413,4 +414,125 @@ pub(crate) mod asym {
     /// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, once per process).
     pub(crate) use imp::register;
     pub(crate) use imp::{heavy, light};
+}
+
+/// Single-threaded runs of every structure's paths (wrap-around, chunks,
+/// framing, errors), small enough for miri.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use core::ptr::NonNull;
+
+    use super::pipe::{Pipe, PipeRecvError, PipeSendError};
+    use super::ring::{Ring, RingControl};
+    use super::{TryRecvError, TrySendError};
+
+    #[test]
+    fn ring_wraps_batches_and_chunks() {
+        let ctl = RingControl::new();
+        let mut slots = [0u32; 4];
+        // SAFETY: `slots` outlives the ring and is only used through it.
+        let ring = unsafe { Ring::from_raw(&ctl, NonNull::from(&mut slots).cast(), 4) }.unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        for round in 0..5u32 {
+            assert_eq!(tx.push_slice(&[round, round + 1, round + 2]).unwrap(), 3);
+            assert!(matches!(tx.write_chunk(2), Err(TrySendError::Full(()))));
+            let chunk = tx.write_chunk(1).unwrap();
+            let (a, b) = chunk.slices();
+            assert_eq!(a.len() + b.len(), 1);
+            if a.is_empty() {
+                b.set(0, 99).unwrap()
+            } else {
+                a.set(0, 99).unwrap()
+            };
+            chunk.commit_all();
+            assert!(matches!(tx.try_push(7), Err(TrySendError::Full(7))));
+            assert_eq!(rx.try_pop(), Ok(round));
+            let chunk = rx.read_chunk(2).unwrap();
+            let (a, b) = chunk.slices();
+            let mut got = [0; 2];
+            let k = a.len();
+            a.read_into(0, &mut got[..k]).unwrap();
+            b.read_into(0, &mut got[k..]).unwrap();
+            assert_eq!(got, [round + 1, round + 2]);
+            chunk.commit(2);
+            assert_eq!(rx.try_pop(), Ok(99));
+            assert_eq!(rx.try_pop(), Err(TryRecvError::Empty));
+        }
+        let (_, tail) = ctl.raw_indices();
+        tail.store(1000, crate::primitive::Ordering::Relaxed);
+        assert_eq!(rx.try_pop(), Err(TryRecvError::Corrupt));
+    }
+
+    #[test]
+    fn pipe_frames_across_the_wrap() {
+        let ctl = RingControl::new();
+        let mut bytes = [0u8; 16];
+        // SAFETY: `bytes` outlives the pipe and is only used through it.
+        let pipe = unsafe { Pipe::from_raw(&ctl, NonNull::from(&mut bytes).cast(), 16) }.unwrap();
+        let (mut tx, mut rx) = (pipe.sender().unwrap(), pipe.receiver().unwrap());
+        let mut buf = [0u8; 12];
+        for i in 0..40usize {
+            let msg: [u8; 12] = core::array::from_fn(|k| (i * 7 + k) as u8);
+            let len = i % 13;
+            tx.try_send_bytes(&msg[..len]).unwrap();
+            if len > 1 {
+                assert_eq!(
+                    rx.try_recv_bytes_into(&mut buf[..len - 1]),
+                    Err(PipeRecvError::BufferTooSmall { needed: len })
+                );
+            }
+            assert_eq!(rx.try_recv_bytes_into(&mut buf), Ok(len));
+            assert_eq!(&buf[..len], &msg[..len]);
+        }
+        assert_eq!(
+            tx.try_send_bytes(&[0; 13]),
+            Err(PipeSendError::TooLarge { len: 13, max: 12 })
+        );
+        drop(tx);
+        assert_eq!(rx.try_recv_bytes_into(&mut buf), Err(PipeRecvError::Eof));
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    #[test]
+    fn mpmc_wraps_and_releases() {
+        use super::mpmc::{Queue, QueueControl};
+        use super::roles::RoleSlot;
+        use crate::primitive::AtomicU64;
+        let ctl = QueueControl::new();
+        let producers = [RoleSlot::new(), RoleSlot::new()];
+        let intents = [AtomicU64::new(0), AtomicU64::new(0)];
+        let consumers = [RoleSlot::new()];
+        let stamps = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+        let mut slots = [0u16; 3];
+        Queue::<u16>::init(&stamps, &intents);
+        // SAFETY: `slots` outlives the queue and is only used through it.
+        let q = unsafe {
+            Queue::from_raw(
+                &ctl,
+                &producers,
+                &intents,
+                &consumers,
+                &stamps,
+                NonNull::from(&mut slots).cast(),
+            )
+        }
+        .unwrap();
+        let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+        for i in 0..20u16 {
+            tx.try_push(i).unwrap();
+            tx.try_push(i + 100).unwrap();
+            assert_eq!(rx.try_pop(), Ok(i));
+            assert_eq!(rx.try_pop(), Ok(i + 100));
+        }
+        for i in 0..3 {
+            tx.try_push(i).unwrap();
+        }
+        assert!(matches!(tx.try_push(9), Err(TrySendError::Full(9))));
+        assert_eq!(q.len(), 3);
+        drop(tx);
+        for i in 0..3 {
+            assert_eq!(rx.try_pop(), Ok(i));
+        }
+        assert_eq!(rx.try_pop(), Err(TryRecvError::Disconnected));
+    }
 }
