@@ -230,10 +230,12 @@ impl<'a, T: Pod> Ring<'a, T> {
         self.ctl.roles.0[CONSUMER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
+        let head = self.ctl.head.load(Ordering::Acquire);
         Ok(Consumer {
             ring: *self,
-            head: self.ctl.head.load(Ordering::Acquire),
-            tail_cache: self.ctl.head.load(Ordering::Acquire),
+            head,
+            // "Nothing known ready": the first pop refreshes the tail.
+            tail_cache: head,
             spin: Spin::DEFAULT,
             idle: 0,
             _not_sync: PhantomData,
@@ -753,10 +755,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
         if n == 0 {
             return match self.empty_error(false) {
                 TryRecvError::Empty => Ok(0),
-                e if out.is_empty() => {
-                    let _ = e;
-                    Ok(0)
-                }
+                _ if out.is_empty() => Ok(0),
                 e => Err(e),
             };
         }
