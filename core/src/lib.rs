@@ -50,6 +50,7 @@ extern crate std;
 pub mod header;
 pub mod owner;
 pub mod primitive;
+pub mod queue;
 pub mod shared;
 pub mod sync;
 mod sys;

@@ -32,6 +32,7 @@ pub mod array;
 pub mod error;
 pub mod locked;
 pub mod name;
+pub mod queue;
 pub mod segment;
 pub mod sync;
 
@@ -39,5 +40,6 @@ pub use array::{ReadOnly, ReadWrite, SharedArray, SharedValue};
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
 pub use locked::{LockedArray, LockedValue};
 pub use name::{InvalidName, SegmentName};
+pub use queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
 pub use segment::{Expect, ObjectSpec, Segment, SegmentOptions};
 pub use shmkit_core::{Pod, Zeroable};

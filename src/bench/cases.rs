@@ -3,7 +3,7 @@
 //!
 //! Stable names (JSON, README): see `docs/bench.md`.
 
-use super::{floors, peers, shmkit_locks, shmkit_segment, Impl, Metric, Params};
+use super::{floors, peers, shmkit_locks, shmkit_queues, shmkit_segment, Impl, Metric, Params};
 
 /// Where a case puts its processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +157,7 @@ pub fn providers() -> Vec<Provider> {
         floors::impls,
         peers::impls,
         shmkit_locks::impls,
+        shmkit_queues::impls,
         shmkit_segment::impls,
     ];
     v.extend_from_slice(OPTIONAL);

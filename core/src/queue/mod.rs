@@ -1,0 +1,538 @@
+//! Lock-free queues in shared memory: Python's `multiprocessing` `Queue`,
+//! `SimpleQueue` and `Pipe` as ring buffers between OS processes.
+//!
+//! | structure | file | producers × consumers | order | element |
+//! |---|---|---|---|---|
+//! | [`ring::Ring`] | `ring.rs` | 1 × 1 | FIFO | `T: Pod` |
+//! | [`mpmc::Queue`] (64-bit atomics only) | `mpmc.rs` | up to a fixed number each | FIFO per producer | `T: Pod` |
+//! | [`pipe::Pipe`] | `pipe.rs` | 1 × 1 per direction | FIFO | byte messages |
+//!
+//! Each structure is a `#[repr(C)]` control block plus arrays, all of them
+//! pointer-free: the `shmkit-posix` crate places them in named, anonymous or
+//! memfd segments, loom models build them with `new()`. Processes attach to
+//! a structure in a **role** (producer, consumer; see [`roles`]); the role
+//! handle is `Send` but not `Sync`, and holds the process's registration,
+//! which is how the other side learns that every producer (or consumer) is
+//! gone — dropped, or its process dead.
+//!
+//! # Shared building blocks
+//! - [`CachePadded`]: hot indices sit alone on a 128-byte line.
+//! - [`WaitPoint`]: a futex sequence word plus a sleeper count. Wakers pay
+//!   one fence and one load when nobody sleeps; sleepers sleep in slices of
+//!   [`WAIT_SLICE`] so that they notice a dead peer without being woken.
+//! - The error enums shared by the `Pod` queues ([`TrySendError`],
+//!   [`SendTimeoutError`], [`SendError`], [`TryRecvError`],
+//!   [`RecvTimeoutError`], [`RecvError`]) and [`roles::AttachError`].
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::primitive::{AtomicU32, Ordering};
+use crate::wait::{self, Deadline, Spin};
+
+#[cfg(target_has_atomic = "64")]
+pub mod mpmc;
+pub mod pipe;
+pub mod ring;
+pub mod roles;
+
+/// The longest a blocked queue operation sleeps before it looks at its
+/// peers' liveness again: bounds how long a waiter takes to notice that the
+/// other side died without saying so.
+pub const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// The sleep slice when the asymmetric barrier is unavailable.
+const UNPAIRED_SLICE: Duration = Duration::from_millis(1);
+
+/// How many consecutive empty (or full) `try_` calls a handle makes on
+/// cheap checks alone before it asks the OS whether the peers are alive.
+/// Liveness costs syscalls; busy-polling loops must not pay them per call.
+pub(crate) const LIVENESS_POLL_EVERY: u32 = 4096;
+
+/// `T` alone on a 128-byte line (two 64-byte lines on x86_64, which the
+/// adjacent-line prefetcher pulls in pairs; one line on aarch64's big cores).
+#[derive(Debug, Default)]
+#[repr(C, align(128))]
+pub struct CachePadded<T>(pub T);
+
+impl<T> core::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Where the waiters of one condition ("data available", "space
+/// available") sleep.
+///
+/// # Protocol (no lost wake-ups)
+/// ```text
+/// waiter                                   waker
+/// sleepers += 1          (SeqCst RMW)      make the condition true
+/// s = seq                (SeqCst)          fence(SeqCst)             [A]
+/// check condition -> done if true          if sleepers != 0 {
+/// futex_wait(seq, s, slice)                    seq += 1; futex_wake(seq)
+/// sleepers -= 1                            }
+/// ```
+/// SYNC POINT WAIT-1: if the waker's load at [A] reads 0, the waiter's
+/// increment comes later in the single total order of SeqCst operations,
+/// so the waiter's check sees the condition. If it reads non-zero, it
+/// bumps `seq`: either before the waiter loaded `s` (then the Acquire of
+/// `s` sees the condition, written before the bump) or after (then the
+/// futex compare fails and the waiter returns at once).
+///
+/// The fence pair is **asymmetric** on Linux: wakers run on every push or
+/// pop and only need a compiler fence, while a waiter, about to sleep
+/// anyway, issues `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes
+/// every running thread of every registered process execute a full
+/// barrier. Processes register when they attach a role ([`asym::register`]);
+/// an unregistered process (after `fork`, or where the kernel lacks the
+/// command) uses a real `fence(SeqCst)` as a waker, and a waiter whose
+/// `membarrier` failed sleeps in 1 ms slices. Under loom and on other
+/// targets both halves are `fence(SeqCst)`.
+///
+/// A waiter that dies asleep leaves `sleepers` too high: wakers then make a
+/// useless `FUTEX_WAKE` per operation. That costs speed, never correctness.
+///
+/// | field | written by | meaning |
+/// |---|---|---|
+/// | `seq` | wakers | bumped (wrapping) on each wake; the futex word |
+/// | `sleepers` | waiters | how many are between "I am going to sleep" and "I woke" |
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct WaitPoint {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl WaitPoint {
+    /// A wait point with nobody asleep.
+    #[must_use]
+    pub fn new() -> WaitPoint {
+        WaitPoint {
+            seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+
+    /// Wakes every sleeper after the caller made a condition true. Costs a
+    /// load (and, without `membarrier`, a fence) when nobody sleeps.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        // SYNC POINT WAIT-1, waker side (see the type docs): the light
+        // half of an asymmetric fence pair.
+        asym::light();
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake();
+        }
+    }
+
+    #[cold]
+    fn wake(&self) {
+        // Release: a waiter whose Acquire load of `seq` sees this bump sees
+        // the condition the caller made true before it.
+        self.seq.fetch_add(1, Ordering::Release);
+        wait::wake_all(&self.seq);
+    }
+
+    /// Runs `attempt` until it returns `Some`: at once, then spinning
+    /// `spin.iterations` times, then sleeping in slices of [`WAIT_SLICE`].
+    /// `attempt(true)` is the slow check, made once per sleep slice (where
+    /// peers' liveness may be asked). Returns `None` when `deadline` passes.
+    pub(crate) fn block_on<R>(
+        &self,
+        spin: Spin,
+        deadline: Option<Deadline>,
+        mut attempt: impl FnMut(bool) -> Option<R>,
+    ) -> Option<R> {
+        if let Some(r) = attempt(false) {
+            return Some(r);
+        }
+        let mut got = None;
+        if spin.spin_until(|| {
+            got = attempt(false);
+            got.is_some()
+        }) {
+            return got;
+        }
+        // The slow check (liveness syscalls, a /proc read) runs only after
+        // a whole slice passed without a wake-up: a peer that keeps waking
+        // us is alive, and a dead one is noticed one slice later.
+        let mut slow = false;
+        loop {
+            // SYNC POINT WAIT-1, waiter side: the heavy half.
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let paired = asym::heavy();
+            let seq = self.seq.load(Ordering::SeqCst);
+            if let Some(r) = attempt(slow) {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                return Some(r);
+            }
+            if deadline.is_some_and(|d| d.has_passed()) {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            // Without the heavy barrier a waker's light one may miss us:
+            // sleep in short slices so such a miss costs at most one.
+            let slice = Deadline::after(if paired { WAIT_SLICE } else { UNPAIRED_SLICE });
+            wait::wait(
+                &self.seq,
+                seq,
+                Some(deadline.map_or(slice, |d| d.min(slice))),
+            );
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            slow = slice.has_passed();
+            // Without a clock (loom, bare metal) `wait` may return at once:
+            // let the peer run.
+            crate::primitive::spin_loop();
+        }
+    }
+}
+
+macro_rules! display_error {
+    ($ty:ty, $($pat:pat => $msg:expr),+ $(,)?) => {
+        impl<T> fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $($pat => $msg),+ })
+            }
+        }
+        impl<T> fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+        impl<T> core::error::Error for $ty {}
+    };
+}
+
+/// Why [`try_push`](ring::Producer::try_push) failed; the value comes back.
+#[doc(alias = "put_nowait")]
+pub enum TrySendError<T> {
+    /// No free slot right now.
+    Full(T),
+    /// Every consumer is gone (dropped or dead): nobody would ever pop.
+    Disconnected(T),
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt(T),
+}
+
+display_error!(TrySendError<T>,
+    TrySendError::Full(_) => "the queue is full; retry later or use a blocking push",
+    TrySendError::Disconnected(_) => "every consumer is gone (dropped or its process died); nobody will receive this",
+    TrySendError::Corrupt(_) => "the queue's shared indices are impossible (corrupted by a peer); recreate the queue",
+);
+
+/// Why a push with a timeout failed; the value comes back.
+pub enum SendTimeoutError<T> {
+    /// The queue stayed full until the deadline.
+    Timeout(T),
+    /// Every consumer is gone (dropped or dead).
+    Disconnected(T),
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt(T),
+}
+
+display_error!(SendTimeoutError<T>,
+    SendTimeoutError::Timeout(_) => "the queue stayed full until the timeout; retry or wait longer",
+    SendTimeoutError::Disconnected(_) => "every consumer is gone (dropped or its process died); nobody will receive this",
+    SendTimeoutError::Corrupt(_) => "the queue's shared indices are impossible (corrupted by a peer); recreate the queue",
+);
+
+/// Why a blocking push failed; the value comes back.
+pub enum SendError<T> {
+    /// Every consumer is gone (dropped or dead).
+    Disconnected(T),
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt(T),
+}
+
+display_error!(SendError<T>,
+    SendError::Disconnected(_) => "every consumer is gone (dropped or its process died); nobody will receive this",
+    SendError::Corrupt(_) => "the queue's shared indices are impossible (corrupted by a peer); recreate the queue",
+);
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(v) | TrySendError::Disconnected(v) | TrySendError::Corrupt(v) => v,
+        }
+    }
+}
+
+/// Why a non-blocking pop returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[doc(alias = "get_nowait")]
+pub enum TryRecvError {
+    /// Nothing is ready right now.
+    Empty,
+    /// Empty, and every producer is gone (dropped or dead): nothing will
+    /// ever arrive. Everything committed before was delivered first.
+    Disconnected,
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt,
+}
+
+/// Why a pop with a timeout returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived before the deadline.
+    Timeout,
+    /// Empty, and every producer is gone: nothing will ever arrive.
+    Disconnected,
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt,
+}
+
+/// Why a blocking pop returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvError {
+    /// Empty, and every producer is gone: nothing will ever arrive.
+    Disconnected,
+    /// The shared indices are impossible: a peer corrupted the queue.
+    Corrupt,
+}
+
+const EMPTY_MSG: &str = "the queue is empty; retry later or use a blocking pop";
+const TIMEOUT_MSG: &str = "nothing arrived before the timeout; retry or wait longer";
+const DISCONNECTED_MSG: &str =
+    "every producer is gone (dropped or its process died) and the queue is drained";
+const CORRUPT_MSG: &str =
+    "the queue's shared indices are impossible (corrupted by a peer); recreate the queue";
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TryRecvError::Empty => EMPTY_MSG,
+            TryRecvError::Disconnected => DISCONNECTED_MSG,
+            TryRecvError::Corrupt => CORRUPT_MSG,
+        })
+    }
+}
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecvTimeoutError::Timeout => TIMEOUT_MSG,
+            RecvTimeoutError::Disconnected => DISCONNECTED_MSG,
+            RecvTimeoutError::Corrupt => CORRUPT_MSG,
+        })
+    }
+}
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecvError::Disconnected => DISCONNECTED_MSG,
+            RecvError::Corrupt => CORRUPT_MSG,
+        })
+    }
+}
+impl core::error::Error for TryRecvError {}
+impl core::error::Error for RecvTimeoutError {}
+impl core::error::Error for RecvError {}
+
+/// Asymmetric fences: `light()` on the hot path, `heavy()` before sleeping.
+pub(crate) mod asym {
+    // Miri cannot run `membarrier`: it takes the portable path.
+    #[cfg(all(target_os = "linux", not(loom), not(miri)))]
+    mod imp {
+        use core::sync::atomic::{compiler_fence, fence, AtomicU8, Ordering};
+
+        const UNKNOWN: u8 = 0;
+        const READY: u8 = 1;
+        const UNAVAILABLE: u8 = 2;
+        /// Whether *this process* registered for global expedited
+        /// membarrier. Reset in fork children (the registration belongs to
+        /// the parent's address space).
+        static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+        static ATFORK: AtomicU8 = AtomicU8::new(0);
+
+        const CMD_QUERY: libc::c_int = 0;
+        const CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+        const CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+        fn membarrier(cmd: libc::c_int) -> libc::c_long {
+            // SAFETY: membarrier takes two integers and touches no memory
+            // of ours.
+            unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0) }
+        }
+
+        extern "C" fn forget_in_child() {
+            STATE.store(UNKNOWN, Ordering::Relaxed);
+        }
+
+        pub(crate) fn register() {
+            if STATE.load(Ordering::Relaxed) != UNKNOWN {
+                return;
+            }
+            if ATFORK.swap(1, Ordering::Relaxed) == 0 {
+                // SAFETY: the handler only does an atomic store, which is
+                // async-signal-safe.
+                unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+            }
+            let both = libc::c_long::from(CMD_GLOBAL_EXPEDITED | CMD_REGISTER_GLOBAL_EXPEDITED);
+            let supported = membarrier(CMD_QUERY);
+            let ok = supported >= 0
+                && (supported & both) == both
+                && membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+            STATE.store(if ok { READY } else { UNAVAILABLE }, Ordering::Relaxed);
+        }
+
+        #[inline]
+        pub(crate) fn light() {
+            if STATE.load(Ordering::Relaxed) == READY {
+                // The heavy side's membarrier supplies the hardware barrier.
+                compiler_fence(Ordering::SeqCst);
+            } else {
+                fence(Ordering::SeqCst);
+            }
+        }
+
+        pub(crate) fn heavy() -> bool {
+            fence(Ordering::SeqCst);
+            membarrier(CMD_GLOBAL_EXPEDITED) == 0
+        }
+    }
+
+    #[cfg(not(all(target_os = "linux", not(loom), not(miri))))]
+    mod imp {
+        use crate::primitive::{fence, Ordering};
+
+        pub(crate) fn register() {}
+
+        #[inline]
+        pub(crate) fn light() {
+            fence(Ordering::SeqCst);
+        }
+
+        pub(crate) fn heavy() -> bool {
+            fence(Ordering::SeqCst);
+            true
+        }
+    }
+
+    /// Registers the calling process for the cheap waker side (Linux:
+    /// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, once per process).
+    pub(crate) use imp::register;
+    pub(crate) use imp::{heavy, light};
+}
+
+/// Single-threaded runs of every structure's paths (wrap-around, chunks,
+/// framing, errors), small enough for miri.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use core::ptr::NonNull;
+
+    use super::pipe::{Pipe, PipeRecvError, PipeSendError};
+    use super::ring::{Ring, RingControl};
+    use super::{TryRecvError, TrySendError};
+
+    #[test]
+    fn ring_wraps_batches_and_chunks() {
+        let ctl = RingControl::new();
+        let mut slots = [0u32; 4];
+        // SAFETY: `slots` outlives the ring and is only used through it.
+        let ring = unsafe { Ring::from_raw(&ctl, NonNull::from(&mut slots).cast(), 4) }.unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        for round in 0..5u32 {
+            assert_eq!(tx.push_slice(&[round, round + 1, round + 2]).unwrap(), 3);
+            assert!(matches!(tx.write_chunk(2), Err(TrySendError::Full(()))));
+            let chunk = tx.write_chunk(1).unwrap();
+            let (a, b) = chunk.slices();
+            assert_eq!(a.len() + b.len(), 1);
+            if a.is_empty() {
+                b.set(0, 99).unwrap()
+            } else {
+                a.set(0, 99).unwrap()
+            };
+            chunk.commit_all();
+            assert!(matches!(tx.try_push(7), Err(TrySendError::Full(7))));
+            assert_eq!(rx.try_pop(), Ok(round));
+            let chunk = rx.read_chunk(2).unwrap();
+            let (a, b) = chunk.slices();
+            let mut got = [0; 2];
+            let k = a.len();
+            a.read_into(0, &mut got[..k]).unwrap();
+            b.read_into(0, &mut got[k..]).unwrap();
+            assert_eq!(got, [round + 1, round + 2]);
+            chunk.commit(2);
+            assert_eq!(rx.try_pop(), Ok(99));
+            assert_eq!(rx.try_pop(), Err(TryRecvError::Empty));
+        }
+        let (_, tail) = ctl.raw_indices();
+        tail.store(1000, crate::primitive::Ordering::Relaxed);
+        assert_eq!(rx.try_pop(), Err(TryRecvError::Corrupt));
+    }
+
+    #[test]
+    fn pipe_frames_across_the_wrap() {
+        let ctl = RingControl::new();
+        let mut bytes = [0u8; 16];
+        // SAFETY: `bytes` outlives the pipe and is only used through it.
+        let pipe = unsafe { Pipe::from_raw(&ctl, NonNull::from(&mut bytes).cast(), 16) }.unwrap();
+        let (mut tx, mut rx) = (pipe.sender().unwrap(), pipe.receiver().unwrap());
+        let mut buf = [0u8; 12];
+        for i in 0..40usize {
+            let msg: [u8; 12] = core::array::from_fn(|k| (i * 7 + k) as u8);
+            let len = i % 13;
+            tx.try_send_bytes(&msg[..len]).unwrap();
+            if len > 1 {
+                assert_eq!(
+                    rx.try_recv_bytes_into(&mut buf[..len - 1]),
+                    Err(PipeRecvError::BufferTooSmall { needed: len })
+                );
+            }
+            assert_eq!(rx.try_recv_bytes_into(&mut buf), Ok(len));
+            assert_eq!(&buf[..len], &msg[..len]);
+        }
+        assert_eq!(
+            tx.try_send_bytes(&[0; 13]),
+            Err(PipeSendError::TooLarge { len: 13, max: 12 })
+        );
+        drop(tx);
+        assert_eq!(rx.try_recv_bytes_into(&mut buf), Err(PipeRecvError::Eof));
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    #[test]
+    fn mpmc_wraps_and_releases() {
+        use super::mpmc::{Queue, QueueControl};
+        use super::roles::RoleSlot;
+        use crate::primitive::AtomicU64;
+        let ctl = QueueControl::new();
+        let producers = [RoleSlot::new(), RoleSlot::new()];
+        let intents = [AtomicU64::new(0), AtomicU64::new(0)];
+        let consumers = [RoleSlot::new()];
+        let stamps = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+        let mut slots = [0u16; 3];
+        Queue::<u16>::init(&stamps, &intents);
+        // SAFETY: `slots` outlives the queue and is only used through it.
+        let q = unsafe {
+            Queue::from_raw(
+                &ctl,
+                &producers,
+                &intents,
+                &consumers,
+                &stamps,
+                NonNull::from(&mut slots).cast(),
+            )
+        }
+        .unwrap();
+        let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+        for i in 0..20u16 {
+            tx.try_push(i).unwrap();
+            tx.try_push(i + 100).unwrap();
+            assert_eq!(rx.try_pop(), Ok(i));
+            assert_eq!(rx.try_pop(), Ok(i + 100));
+        }
+        for i in 0..3 {
+            tx.try_push(i).unwrap();
+        }
+        assert!(matches!(tx.try_push(9), Err(TrySendError::Full(9))));
+        assert_eq!(q.len(), 3);
+        drop(tx);
+        for i in 0..3 {
+            assert_eq!(rx.try_pop(), Ok(i));
+        }
+        assert_eq!(rx.try_pop(), Err(TryRecvError::Disconnected));
+    }
+}

@@ -1,0 +1,604 @@
+//! `Pipe`: variable-length byte messages over a single-producer
+//! single-consumer byte ring — Python's `Connection.send_bytes` /
+//! `recv_bytes` / `recv_bytes_into` / `poll`.
+//!
+//! # Framing
+//! Each message is a 4-byte little-endian length followed by the payload,
+//! written into a [`Ring<u8>`](super::ring::Ring) and published with **one**
+//! tail store, so the receiver sees whole messages or none. A frame may
+//! wrap around the end of the ring. The largest message is
+//! `capacity - 4` bytes; a larger one is [`PipeSendError::TooLarge`] at
+//! send time.
+//!
+//! The receiver validates what it reads: fewer than 4 published bytes, a
+//! length above `capacity - 4`, or a frame longer than what was published
+//! are impossible for an honest sender and give [`PipeRecvError::Corrupt`].
+//!
+//! # Guarantees
+//! As the SPSC ring (see [`super::ring`]): one sender and one receiver
+//! attached at a time; a message is committed by the sender's tail store
+//! and consumed by the receiver's head store, each a single atomic step, so
+//! a process killed mid-send or mid-receive loses or duplicates nothing
+//! committed. A receive buffer that is too small is
+//! [`PipeRecvError::BufferTooSmall`] and the message stays readable. After
+//! the sender is gone (dropped or dead) the receiver drains what was
+//! committed, then gets [`PipeRecvError::Eof`].
+//!
+//! A duplex [`Connection`] is two pipes, one per direction, like
+//! `multiprocessing.Pipe()`.
+//!
+//! ```
+//! use shmkit_core::queue::pipe::Pipe;
+//! use shmkit_core::queue::ring::RingControl;
+//! use core::ptr::NonNull;
+//!
+//! let control = RingControl::new();
+//! let mut bytes = [0u8; 64];
+//! // SAFETY: `bytes` outlives the pipe and is only accessed through it.
+//! let pipe = unsafe { Pipe::from_raw(&control, NonNull::from(&mut bytes).cast(), 64) }.unwrap();
+//! let (mut tx, mut rx) = (pipe.sender()?, pipe.receiver()?);
+//! tx.try_send_bytes(b"hello").unwrap();
+//! let mut small = [0u8; 2];
+//! assert_eq!(rx.try_recv_bytes_into(&mut small).unwrap_err().needed(), Some(5));
+//! let mut buf = [0u8; 16];
+//! assert_eq!(rx.try_recv_bytes_into(&mut buf), Ok(5));
+//! assert_eq!(&buf[..5], b"hello");
+//! # Ok::<(), shmkit_core::queue::roles::AttachError>(())
+//! ```
+
+use core::fmt;
+use core::ptr::NonNull;
+use core::time::Duration;
+
+use super::ring::{Consumer, Producer, Ring, RingControl};
+use super::roles::AttachError;
+use super::{TryRecvError, TrySendError};
+use crate::wait::{Deadline, Spin};
+
+/// Bytes of the length header in front of every message.
+pub const FRAME_HEADER: usize = 4;
+
+/// Why sending a message failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipeSendError {
+    /// The message can never fit: it is longer than the ring allows.
+    TooLarge {
+        /// The message length.
+        len: usize,
+        /// The largest message this pipe carries (`capacity - 4`).
+        max: usize,
+    },
+    /// Not enough room right now (`try_` form).
+    Full,
+    /// Not enough room before the deadline.
+    Timeout,
+    /// The receiver is gone (dropped or dead) and the ring is full.
+    Disconnected,
+    /// The shared indices are impossible: a peer corrupted the pipe.
+    Corrupt,
+}
+
+impl fmt::Display for PipeSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipeSendError::TooLarge { len, max } => write!(
+                f,
+                "a {len}-byte message cannot fit in this pipe (at most {max} bytes); create the pipe with a larger capacity or split the message"
+            ),
+            PipeSendError::Full => f.write_str("the pipe is full; retry later or use a blocking send"),
+            PipeSendError::Timeout => f.write_str("the pipe stayed full until the timeout; retry or wait longer"),
+            PipeSendError::Disconnected => f.write_str("the receiving end is gone (dropped or its process died)"),
+            PipeSendError::Corrupt => f.write_str("the pipe's shared indices are impossible (corrupted by a peer); recreate the pipe"),
+        }
+    }
+}
+
+impl core::error::Error for PipeSendError {}
+
+/// Why receiving a message failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipeRecvError {
+    /// No message right now (`try_` form).
+    Empty,
+    /// No message before the deadline.
+    Timeout,
+    /// The sender is gone and every message it committed was received
+    /// (Python's `EOFError`).
+    Eof,
+    /// The buffer is shorter than the next message, which stays readable.
+    BufferTooSmall {
+        /// The message length: the buffer size needed.
+        needed: usize,
+    },
+    /// A length or index read from the pipe is impossible.
+    Corrupt,
+}
+
+impl PipeRecvError {
+    /// The buffer size needed, for [`PipeRecvError::BufferTooSmall`].
+    #[must_use]
+    pub fn needed(&self) -> Option<usize> {
+        match self {
+            PipeRecvError::BufferTooSmall { needed } => Some(*needed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PipeRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipeRecvError::Empty => f.write_str("no message is ready; retry later, poll, or use a blocking receive"),
+            PipeRecvError::Timeout => f.write_str("no message arrived before the timeout"),
+            PipeRecvError::Eof => f.write_str("end of file: the sending end is gone and every message was received"),
+            PipeRecvError::BufferTooSmall { needed } => write!(
+                f,
+                "the next message is {needed} bytes, larger than the buffer; retry with a buffer of at least {needed} bytes (the message was not consumed)"
+            ),
+            PipeRecvError::Corrupt => f.write_str("a message length or index in the pipe is impossible (corrupted by a peer); recreate the pipe"),
+        }
+    }
+}
+
+impl core::error::Error for PipeRecvError {}
+
+/// A one-way message pipe over a byte ring. Attach with
+/// [`sender`](Pipe::sender) / [`receiver`](Pipe::receiver).
+#[derive(Clone, Copy, Debug)]
+pub struct Pipe<'a> {
+    ring: Ring<'a, u8>,
+}
+
+impl<'a> Pipe<'a> {
+    /// A pipe over `ctl` and the `capacity` bytes at `data`. `None` unless
+    /// the capacity is a power of two in `8..=2³¹`.
+    ///
+    /// # Safety
+    /// As [`Ring::from_raw`]: `capacity` bytes at `data` stay mapped and
+    /// writable for `'a`, and are only accessed atomically.
+    #[must_use]
+    pub unsafe fn from_raw(ctl: &'a RingControl, data: NonNull<u8>, capacity: u32) -> Option<Self> {
+        if capacity < 8 {
+            return None;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { Ring::from_raw(ctl, data, capacity) }.map(|ring| Pipe { ring })
+    }
+
+    /// The largest message this pipe carries.
+    #[must_use]
+    pub fn max_message_len(&self) -> usize {
+        self.ring.capacity() - FRAME_HEADER
+    }
+
+    /// Attaches the calling process as the sender.
+    ///
+    /// # Errors
+    /// [`AttachError::Taken`] if a live process is the sender.
+    pub fn sender(&self) -> Result<PipeSender<'a>, AttachError> {
+        Ok(PipeSender {
+            tx: self.ring.producer()?,
+        })
+    }
+
+    /// Attaches the calling process as the receiver.
+    ///
+    /// # Errors
+    /// [`AttachError::Taken`] if a live process is the receiver.
+    pub fn receiver(&self) -> Result<PipeReceiver<'a>, AttachError> {
+        Ok(PipeReceiver {
+            rx: self.ring.consumer()?,
+        })
+    }
+}
+
+/// Copies between the ring (`shared`, accessed only with relaxed atomics)
+/// and a private buffer: single bytes up to the first word boundary of the
+/// shared side, then whole words, then the last bytes. Word loads and
+/// stores keep a 64 KiB message near `memcpy` speed, where byte-wise
+/// atomics would be ten times slower.
+///
+/// # Safety
+/// `shared..shared + private.len()` lies inside the ring's bytes, which
+/// are only ever accessed atomically.
+unsafe fn copy_shared(shared: *mut u8, private: *mut u8, len: usize, load: bool) {
+    use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+    const W: usize = core::mem::size_of::<usize>();
+    let mut i = 0;
+    // Every access below stays in range: `i < len` for bytes, `i + W <=
+    // len` for words (the contract covers `shared..shared + len`; the
+    // private side is `len` bytes too). Word accesses are on W-aligned
+    // shared addresses; the private side is accessed unaligned.
+    let byte = |i: usize| {
+        // SAFETY: i < len (callers below), see above.
+        unsafe {
+            let a = AtomicU8::from_ptr(shared.add(i));
+            if load {
+                private.add(i).write(a.load(Relaxed));
+            } else {
+                a.store(private.add(i).read(), Relaxed);
+            }
+        }
+    };
+    while i < len && (shared as usize + i) % W != 0 {
+        byte(i);
+        i += 1;
+    }
+    while i + W <= len {
+        // SAFETY: see above.
+        unsafe {
+            let a = AtomicUsize::from_ptr(shared.add(i).cast());
+            if load {
+                private
+                    .add(i)
+                    .cast::<usize>()
+                    .write_unaligned(a.load(Relaxed));
+            } else {
+                a.store(private.add(i).cast::<usize>().read_unaligned(), Relaxed);
+            }
+        }
+        i += W;
+    }
+    while i < len {
+        byte(i);
+        i += 1;
+    }
+}
+
+/// Copies `bytes` into the concatenation of the two ranges at `offset`
+/// (callers keep `offset + bytes.len()` inside them).
+fn copy_in(ranges: [(NonNull<u8>, usize); 2], offset: usize, bytes: &[u8]) {
+    let [(a, la), (b, lb)] = ranges;
+    let (k, rest) = if offset < la {
+        let k = (la - offset).min(bytes.len());
+        // SAFETY: offset + k <= la: inside the first range (ring bytes).
+        unsafe { copy_shared(a.as_ptr().add(offset), bytes.as_ptr().cast_mut(), k, false) };
+        (k, 0)
+    } else {
+        (0, offset - la)
+    };
+    let tail = &bytes[k..];
+    if !tail.is_empty() && rest + tail.len() <= lb {
+        // SAFETY: rest + tail.len() <= lb: inside the second range.
+        unsafe {
+            copy_shared(
+                b.as_ptr().add(rest),
+                tail.as_ptr().cast_mut(),
+                tail.len(),
+                false,
+            )
+        };
+    }
+}
+
+/// Copies out of the concatenation of the two ranges at `offset`.
+fn copy_out(ranges: [(NonNull<u8>, usize); 2], offset: usize, out: &mut [u8]) {
+    let [(a, la), (b, lb)] = ranges;
+    let (k, rest) = if offset < la {
+        let k = (la - offset).min(out.len());
+        // SAFETY: offset + k <= la: inside the first range (ring bytes).
+        unsafe { copy_shared(a.as_ptr().add(offset), out.as_mut_ptr(), k, true) };
+        (k, 0)
+    } else {
+        (0, offset - la)
+    };
+    let tail = &mut out[k..];
+    if !tail.is_empty() && rest + tail.len() <= lb {
+        // SAFETY: rest + tail.len() <= lb: inside the second range.
+        unsafe { copy_shared(b.as_ptr().add(rest), tail.as_mut_ptr(), tail.len(), true) };
+    }
+}
+
+/// The sending end of a [`Pipe`]: `Send`, not `Sync`. Dropping it closes
+/// the pipe for the receiver (after it drains: [`PipeRecvError::Eof`]).
+#[derive(Debug)]
+pub struct PipeSender<'a> {
+    tx: Producer<'a, u8>,
+}
+
+impl PipeSender<'_> {
+    /// The largest message this pipe carries.
+    #[must_use]
+    pub fn max_message_len(&self) -> usize {
+        self.tx.capacity() - FRAME_HEADER
+    }
+
+    /// Sets how long blocking sends spin before sleeping.
+    pub fn set_spin(&mut self, spin: Spin) {
+        self.tx.set_spin(spin);
+    }
+
+    fn frame_len(&self, msg: &[u8]) -> Result<usize, PipeSendError> {
+        let max = self.max_message_len();
+        if msg.len() > max {
+            return Err(PipeSendError::TooLarge {
+                len: msg.len(),
+                max,
+            });
+        }
+        Ok(FRAME_HEADER + msg.len())
+    }
+
+    /// Sends `msg` if there is room for it now.
+    ///
+    /// # Errors
+    /// `TooLarge`, `Full`, `Disconnected` (full and the receiver is gone),
+    /// `Corrupt`.
+    pub fn try_send_bytes(&mut self, msg: &[u8]) -> Result<(), PipeSendError> {
+        let n = self.frame_len(msg)?;
+        let chunk = self.tx.write_chunk(n).map_err(|e| match e {
+            TrySendError::Full(()) => PipeSendError::Full,
+            TrySendError::Disconnected(()) => PipeSendError::Disconnected,
+            TrySendError::Corrupt(()) => PipeSendError::Corrupt,
+        })?;
+        let ranges = chunk.raw();
+        // The length fits in u32: it is below the capacity (<= 2^31).
+        copy_in(ranges, 0, &(msg.len() as u32).to_le_bytes());
+        copy_in(ranges, FRAME_HEADER, msg);
+        chunk.commit_all();
+        Ok(())
+    }
+
+    /// Sends `msg`, waiting for room.
+    ///
+    /// # Errors
+    /// `TooLarge`, `Disconnected`, `Corrupt`.
+    pub fn send_bytes(&mut self, msg: &[u8]) -> Result<(), PipeSendError> {
+        self.send_bytes_deadline(msg, None)
+    }
+
+    /// Sends `msg`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// `TooLarge`, `Timeout`, `Disconnected`, `Corrupt`.
+    pub fn send_bytes_timeout(
+        &mut self,
+        msg: &[u8],
+        timeout: Duration,
+    ) -> Result<(), PipeSendError> {
+        self.send_bytes_deadline(msg, Some(Deadline::after(timeout)))
+    }
+
+    /// Sends `msg`, waiting for room until `deadline` (`None`: forever).
+    ///
+    /// # Errors
+    /// As [`send_bytes_timeout`](Self::send_bytes_timeout).
+    pub fn send_bytes_deadline(
+        &mut self,
+        msg: &[u8],
+        deadline: Option<Deadline>,
+    ) -> Result<(), PipeSendError> {
+        let n = self.frame_len(msg)?;
+        loop {
+            match self.try_send_bytes(msg) {
+                Err(PipeSendError::Full) => {}
+                other => return other,
+            }
+            match self.tx.wait_for_space(n, deadline) {
+                None => return Err(PipeSendError::Timeout),
+                Some(Ok(())) => {}
+                Some(Err(TrySendError::Disconnected(()))) => {
+                    return Err(PipeSendError::Disconnected)
+                }
+                Some(Err(_)) => return Err(PipeSendError::Corrupt),
+            }
+        }
+    }
+}
+
+/// The receiving end of a [`Pipe`]: `Send`, not `Sync`.
+#[derive(Debug)]
+pub struct PipeReceiver<'a> {
+    rx: Consumer<'a, u8>,
+}
+
+impl PipeReceiver<'_> {
+    /// The largest message this pipe carries.
+    #[must_use]
+    pub fn max_message_len(&self) -> usize {
+        self.rx.capacity() - FRAME_HEADER
+    }
+
+    /// Sets how long blocking receives spin before sleeping.
+    pub fn set_spin(&mut self, spin: Spin) {
+        self.rx.set_spin(spin);
+    }
+
+    /// The length of the next message, if one is ready, without consuming
+    /// it.
+    ///
+    /// # Errors
+    /// `Empty`, `Eof` (the sender is gone and everything was received),
+    /// `Corrupt`.
+    pub fn try_peek_len(&mut self) -> Result<usize, PipeRecvError> {
+        self.peek_len(false)
+    }
+
+    fn peek_len(&mut self, slow: bool) -> Result<usize, PipeRecvError> {
+        let max = self.max_message_len();
+        let ready = self.rx.slots().map_err(|_| PipeRecvError::Corrupt)?;
+        if ready == 0 {
+            return Err(if self.rx.producer_gone(slow) {
+                // Look again: the sender's last message may have landed
+                // just before it left.
+                match self.rx.slots() {
+                    Ok(0) => PipeRecvError::Eof,
+                    Ok(_) => PipeRecvError::Empty,
+                    Err(_) => PipeRecvError::Corrupt,
+                }
+            } else {
+                PipeRecvError::Empty
+            });
+        }
+        if ready < FRAME_HEADER {
+            return Err(PipeRecvError::Corrupt);
+        }
+        let mut header = [0u8; FRAME_HEADER];
+        {
+            // Not committed: peeking consumes nothing.
+            let chunk = self
+                .rx
+                .read_chunk(FRAME_HEADER)
+                .map_err(|_| PipeRecvError::Corrupt)?;
+            copy_out(chunk.raw(), 0, &mut header);
+        }
+        let len = u32::from_le_bytes(header) as usize;
+        if len > max || FRAME_HEADER + len > ready {
+            return Err(PipeRecvError::Corrupt);
+        }
+        Ok(len)
+    }
+
+    /// Whether a message is ready (Python's `poll()` with no timeout).
+    ///
+    /// # Errors
+    /// `Eof` once the sender is gone and everything was received;
+    /// `Corrupt`.
+    pub fn poll(&mut self) -> Result<bool, PipeRecvError> {
+        match self.peek_len(false) {
+            Ok(_) => Ok(true),
+            Err(PipeRecvError::Empty) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits at most `timeout` for a message; `Ok(true)` if one is ready
+    /// (Python's `poll(timeout)`).
+    ///
+    /// # Errors
+    /// `Eof`, `Corrupt`.
+    pub fn poll_timeout(&mut self, timeout: Duration) -> Result<bool, PipeRecvError> {
+        match self.wait_len(Some(Deadline::after(timeout))) {
+            Ok(_) => Ok(true),
+            Err(PipeRecvError::Timeout) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the next message and returns its length (not consuming
+    /// it).
+    ///
+    /// # Errors
+    /// `Timeout`, `Eof`, `Corrupt`.
+    pub fn wait_len(&mut self, deadline: Option<Deadline>) -> Result<usize, PipeRecvError> {
+        loop {
+            match self.peek_len(false) {
+                Err(PipeRecvError::Empty) => {}
+                other => return other,
+            }
+            match self.rx.wait_for_data(deadline) {
+                None => return Err(PipeRecvError::Timeout),
+                Some(Ok(())) => {}
+                Some(Err(TryRecvError::Disconnected)) => return Err(PipeRecvError::Eof),
+                Some(Err(_)) => return Err(PipeRecvError::Corrupt),
+            }
+        }
+    }
+
+    /// Receives the next message into `buf` if one is ready; returns its
+    /// length.
+    ///
+    /// # Errors
+    /// `Empty`, `Eof`, `Corrupt`, or `BufferTooSmall { needed }` — then
+    /// nothing was consumed.
+    pub fn try_recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize, PipeRecvError> {
+        let len = self.peek_len(false)?;
+        self.take(len, buf)
+    }
+
+    /// Receives the next message into `buf`, waiting for one.
+    ///
+    /// # Errors
+    /// `Eof`, `Corrupt`, `BufferTooSmall { needed }` (nothing consumed).
+    pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize, PipeRecvError> {
+        self.recv_bytes_into_deadline(buf, None)
+    }
+
+    /// Receives the next message into `buf`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// `Timeout`, `Eof`, `Corrupt`, `BufferTooSmall { needed }`.
+    pub fn recv_bytes_into_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, PipeRecvError> {
+        self.recv_bytes_into_deadline(buf, Some(Deadline::after(timeout)))
+    }
+
+    /// Receives the next message into `buf`, waiting until `deadline`.
+    ///
+    /// # Errors
+    /// As [`recv_bytes_into_timeout`](Self::recv_bytes_into_timeout).
+    pub fn recv_bytes_into_deadline(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Option<Deadline>,
+    ) -> Result<usize, PipeRecvError> {
+        let len = self.wait_len(deadline)?;
+        self.take(len, buf)
+    }
+
+    /// Consumes the next message, of length `len` (validated by
+    /// `peek_len`), into `buf`.
+    fn take(&mut self, len: usize, buf: &mut [u8]) -> Result<usize, PipeRecvError> {
+        if buf.len() < len {
+            return Err(PipeRecvError::BufferTooSmall { needed: len });
+        }
+        let chunk = self
+            .rx
+            .read_chunk(FRAME_HEADER + len)
+            .map_err(|_| PipeRecvError::Corrupt)?;
+        copy_out(chunk.raw(), FRAME_HEADER, &mut buf[..len]);
+        chunk.commit_all();
+        Ok(len)
+    }
+}
+
+/// One end of a duplex pipe: sends on one [`Pipe`], receives on the other
+/// (`multiprocessing.Pipe(duplex=True)`).
+#[derive(Debug)]
+pub struct Connection<'a> {
+    /// The sending half.
+    pub tx: PipeSender<'a>,
+    /// The receiving half.
+    pub rx: PipeReceiver<'a>,
+}
+
+impl<'a> Connection<'a> {
+    /// End `which` (0 or 1) of the duplex pipe made of `pipes`: end 0 sends
+    /// on `pipes[0]` and receives on `pipes[1]`, end 1 the reverse.
+    ///
+    /// # Errors
+    /// [`AttachError::Taken`] if a live process holds that end.
+    pub fn attach(pipes: [Pipe<'a>; 2], which: usize) -> Result<Connection<'a>, AttachError> {
+        let (out, inn) = if which == 0 { (0, 1) } else { (1, 0) };
+        let tx = pipes[out].sender()?;
+        let rx = pipes[inn].receiver()?;
+        Ok(Connection { tx, rx })
+    }
+
+    /// [`PipeSender::send_bytes`].
+    ///
+    /// # Errors
+    /// As there.
+    pub fn send_bytes(&mut self, msg: &[u8]) -> Result<(), PipeSendError> {
+        self.tx.send_bytes(msg)
+    }
+
+    /// [`PipeReceiver::recv_bytes_into`].
+    ///
+    /// # Errors
+    /// As there.
+    pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize, PipeRecvError> {
+        self.rx.recv_bytes_into(buf)
+    }
+
+    /// [`PipeReceiver::poll`].
+    ///
+    /// # Errors
+    /// As there.
+    pub fn poll(&mut self) -> Result<bool, PipeRecvError> {
+        self.rx.poll()
+    }
+}

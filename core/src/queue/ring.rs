@@ -1,0 +1,881 @@
+//! `Ring<T>`: a single-producer single-consumer ring of `T: Pod` in shared
+//! memory, with separate [`Producer`] and [`Consumer`] handles.
+//!
+//! # Layout
+//! A [`RingControl`] (five 128-byte lines: tail, head, two wait points, the
+//! two role slots) and, separately, `capacity` elements of `T`. The
+//! capacity is a power of two between 1 and 2³¹: positions are free-running
+//! `u32` counters and a slot is `position & (capacity - 1)`.
+//!
+//! # Protocol
+//! The producer owns `tail`, the consumer owns `head`; each keeps its own
+//! index privately (the shared copy is only *published*) and caches the
+//! other's: "possibly full → refresh `head` → really full".
+//!
+//! - SYNC POINT RING-1: the producer writes slots, then stores `tail`
+//!   (Release); the consumer loads `tail` (Acquire) and then reads them.
+//! - SYNC POINT RING-2: the consumer reads slots, then stores `head`
+//!   (Release); the producer loads `head` (Acquire) before reusing them.
+//!
+//! Every index read from the other side is validated: `tail - head` (mod
+//! 2³²) must be at most the capacity, or the operation reports `Corrupt`.
+//! Slots are always addressed modulo the capacity and copied with relaxed
+//! atomics ([`SharedSlice`]), so a hostile peer can make us read garbage
+//! values, never out of bounds, never a data race.
+//!
+//! # Guarantees
+//! - FIFO; a value is **committed** when the producer's `tail` store lands,
+//!   and **consumed** when the consumer's `head` store lands. A producer
+//!   killed mid-push published nothing; a consumer killed mid-pop consumed
+//!   nothing (the next consumer gets that value again).
+//! - One producer and one consumer may attach ([`AttachError::Taken`]
+//!   otherwise). A role whose holder **died** may be taken over by a new
+//!   attacher, which resumes from the shared index.
+//! - Disconnect: a consumer gets [`TryRecvError::Disconnected`] when the
+//!   ring is empty and the producer detached or died; a producer gets
+//!   `Disconnected` when the ring is full and the consumer detached or died.
+//!   Before anyone attached in the other role, the ring is merely empty or
+//!   full. A clean drop is seen at once; a death is seen within one
+//!   [`WAIT_SLICE`](super::WAIT_SLICE) by blocked calls, and within
+//!   [`LIVENESS_POLL_EVERY`](super::LIVENESS_POLL_EVERY) consecutive
+//!   failing `try_` calls.
+//!
+//! ```
+//! use shmkit_core::queue::ring::{Ring, RingControl};
+//! use core::ptr::NonNull;
+//!
+//! let control = RingControl::new();
+//! let mut slots = [0u64; 4];
+//! // SAFETY: `slots` outlives the ring and is only accessed through it.
+//! let ring = unsafe { Ring::from_raw(&control, NonNull::from(&mut slots).cast(), 4) }.unwrap();
+//! let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+//! tx.try_push(7).unwrap();
+//! tx.push_slice(&[8, 9]).unwrap();
+//! assert_eq!(rx.try_pop(), Ok(7));
+//! let mut out = [0; 4];
+//! assert_eq!(rx.pop_into(&mut out), Ok(2));
+//! assert_eq!(&out[..2], &[8, 9]);
+//! # Ok::<(), shmkit_core::queue::roles::AttachError>(())
+//! ```
+
+use core::cell::Cell;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::time::Duration;
+
+use bytemuck::Pod;
+
+use super::roles::{AttachError, RoleSlot};
+use super::{
+    CachePadded, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError, WaitPoint, LIVENESS_POLL_EVERY,
+};
+use crate::primitive::{AtomicU32, Ordering};
+use crate::shared::SharedSlice;
+use crate::wait::{Deadline, Spin};
+
+/// Largest capacity: positions are `u32` and `tail - head` must stay
+/// unambiguous.
+pub const MAX_CAPACITY: u32 = 1 << 31;
+
+/// The shared control block of a [`Ring`].
+///
+/// | field | written by | read by |
+/// |---|---|---|
+/// | `tail` | producer (Release, RING-1) | consumer (Acquire) |
+/// | `head` | consumer (Release, RING-2) | producer (Acquire) |
+/// | `data_ready` | producer wakes | consumer sleeps |
+/// | `space_ready` | consumer wakes | producer sleeps |
+/// | `roles` | attach/detach ([`RoleSlot`]) | both |
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct RingControl {
+    tail: CachePadded<AtomicU32>,
+    head: CachePadded<AtomicU32>,
+    data_ready: CachePadded<WaitPoint>,
+    space_ready: CachePadded<WaitPoint>,
+    /// `[producer, consumer]`.
+    roles: CachePadded<[RoleSlot; 2]>,
+}
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(core::mem::size_of::<RingControl>(), 5 * 128);
+
+const PRODUCER: usize = 0;
+const CONSUMER: usize = 1;
+
+impl RingControl {
+    /// A fresh control block: empty, nobody attached. All-zero bytes are
+    /// the same state, so a zero-filled segment needs no initialisation.
+    #[must_use]
+    pub fn new() -> RingControl {
+        RingControl {
+            tail: CachePadded(AtomicU32::new(0)),
+            head: CachePadded(AtomicU32::new(0)),
+            data_ready: CachePadded(WaitPoint::new()),
+            space_ready: CachePadded(WaitPoint::new()),
+            roles: CachePadded([RoleSlot::new(), RoleSlot::new()]),
+        }
+    }
+
+    /// The producer's role slot (diagnostics, tests).
+    #[must_use]
+    pub fn producer_slot(&self) -> &RoleSlot {
+        &self.roles.0[PRODUCER]
+    }
+
+    /// The consumer's role slot (diagnostics, tests).
+    #[must_use]
+    pub fn consumer_slot(&self) -> &RoleSlot {
+        &self.roles.0[CONSUMER]
+    }
+
+    /// The raw shared indices `(head, tail)`, for diagnostics and tests
+    /// that scribble over them.
+    #[must_use]
+    pub fn raw_indices(&self) -> (&AtomicU32, &AtomicU32) {
+        (&self.head.0, &self.tail.0)
+    }
+}
+
+/// A view of a ring: its control block and its slots. Cheap to copy; attach
+/// with [`producer`](Ring::producer) / [`consumer`](Ring::consumer).
+pub struct Ring<'a, T> {
+    ctl: &'a RingControl,
+    data: NonNull<T>,
+    mask: u32,
+    _slots: PhantomData<&'a [core::cell::UnsafeCell<T>]>,
+}
+
+impl<T> Clone for Ring<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Ring<'_, T> {}
+
+// SAFETY: the control block is atomics; the slots are only accessed with
+// atomic copies (`SharedSlice`), and `T: Pod` has no drop glue or pointers.
+unsafe impl<T: Pod> Send for Ring<'_, T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Pod> Sync for Ring<'_, T> {}
+
+impl<T> fmt::Debug for Ring<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("capacity", &(self.mask as u64 + 1))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Pod> Ring<'a, T> {
+    /// A ring over `ctl` and the `capacity` slots at `data`. `None` if the
+    /// capacity is not a power of two in `1..=MAX_CAPACITY`.
+    ///
+    /// # Safety
+    /// - `data` is aligned for `T` and `capacity` elements from it stay
+    ///   mapped, readable and writable, for `'a`;
+    /// - those bytes are only accessed atomically for `'a` (through rings
+    ///   over them, in this or other processes).
+    #[must_use]
+    pub unsafe fn from_raw(ctl: &'a RingControl, data: NonNull<T>, capacity: u32) -> Option<Self> {
+        if capacity == 0 || capacity > MAX_CAPACITY || !capacity.is_power_of_two() {
+            return None;
+        }
+        Some(Ring {
+            ctl,
+            data,
+            mask: capacity - 1,
+            _slots: PhantomData,
+        })
+    }
+
+    /// Number of slots.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.mask as usize + 1
+    }
+
+    /// The control block.
+    #[must_use]
+    pub fn control(&self) -> &'a RingControl {
+        self.ctl
+    }
+
+    /// Attaches the calling process as the producer.
+    ///
+    /// # Errors
+    /// [`AttachError::Taken`] if a live process holds the role (this one
+    /// included). A dead holder's role is taken over.
+    pub fn producer(&self) -> Result<Producer<'a, T>, AttachError> {
+        self.ctl.roles.0[PRODUCER]
+            .try_take()
+            .map_err(|pid| AttachError::Taken { pid })?;
+        Ok(Producer {
+            ring: *self,
+            tail: self.ctl.tail.load(Ordering::Acquire),
+            head_cache: self.ctl.head.load(Ordering::Acquire),
+            spin: Spin::DEFAULT,
+            idle: 0,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Attaches the calling process as the consumer.
+    ///
+    /// # Errors
+    /// [`AttachError::Taken`] if a live process holds the role.
+    pub fn consumer(&self) -> Result<Consumer<'a, T>, AttachError> {
+        self.ctl.roles.0[CONSUMER]
+            .try_take()
+            .map_err(|pid| AttachError::Taken { pid })?;
+        let head = self.ctl.head.load(Ordering::Acquire);
+        Ok(Consumer {
+            ring: *self,
+            head,
+            // "Nothing known ready": the first pop refreshes the tail.
+            tail_cache: head,
+            spin: Spin::DEFAULT,
+            idle: 0,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Slots `pos..pos + len` (mod capacity) as at most two raw ranges
+    /// `(start, count)`, both inside the slots (`len <= capacity`).
+    pub(crate) fn raw_ranges(&self, pos: u32, len: u32) -> [(NonNull<T>, usize); 2] {
+        let start = pos & self.mask;
+        let first = len.min(self.mask + 1 - start);
+        // SAFETY: start < capacity, so the pointer stays inside the slots.
+        let a = unsafe { NonNull::new_unchecked(self.data.as_ptr().add(start as usize)) };
+        [(a, first as usize), (self.data, (len - first) as usize)]
+    }
+
+    /// Slots `pos..pos + len` (mod capacity) as at most two shared views.
+    fn views(&self, pos: u32, len: u32) -> (SharedSlice<'_, T>, SharedSlice<'_, T>) {
+        let start = pos & self.mask;
+        let first = len.min(self.mask + 1 - start);
+        // SAFETY: `start + first <= capacity` and `len - first <= start`
+        // (since len <= capacity), so both views lie inside the slots, which
+        // `from_raw`'s contract keeps mapped and accessed only atomically.
+        unsafe {
+            (
+                SharedSlice::from_raw(
+                    NonNull::new_unchecked(self.data.as_ptr().add(start as usize)),
+                    first as usize,
+                ),
+                SharedSlice::from_raw(self.data, (len - first) as usize),
+            )
+        }
+    }
+}
+
+/// The producer end of a [`Ring`]: `Send`, not `Sync`. Dropping it
+/// detaches (the consumer then drains and gets `Disconnected`).
+pub struct Producer<'a, T> {
+    ring: Ring<'a, T>,
+    /// Our tail; the shared one is only ever written from it.
+    tail: u32,
+    /// Last head seen.
+    head_cache: u32,
+    spin: Spin,
+    /// Consecutive failing `try_` calls, to rate-limit liveness checks.
+    idle: u32,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// The consumer end of a [`Ring`]: `Send`, not `Sync`. Dropping it
+/// detaches (the producer then gets `Disconnected` when the ring is full).
+pub struct Consumer<'a, T> {
+    ring: Ring<'a, T>,
+    head: u32,
+    tail_cache: u32,
+    spin: Spin,
+    idle: u32,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl<T> fmt::Debug for Producer<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .finish_non_exhaustive()
+    }
+}
+impl<T> fmt::Debug for Consumer<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the peer in `slot` is gone for good: the cheap check always, the
+/// liveness syscalls when `slow` or every `LIVENESS_POLL_EVERY` idle calls.
+fn peer_gone(slot: &RoleSlot, slow: bool, idle: &mut u32) -> bool {
+    if slot.raw() & super::roles::GONE != 0 {
+        return true;
+    }
+    *idle = idle.wrapping_add(1);
+    if slow || *idle % LIVENESS_POLL_EVERY == 0 {
+        return slot.raw() != super::roles::NEVER && !slot.is_live();
+    }
+    false
+}
+
+impl<'a, T: Pod> Producer<'a, T> {
+    /// Number of slots.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// Sets how long blocking pushes spin before sleeping
+    /// (default [`Spin::DEFAULT`]; use [`Spin::NONE`] when both ends share
+    /// a CPU).
+    pub fn set_spin(&mut self, spin: Spin) {
+        self.spin = spin;
+    }
+
+    /// Free slots, refreshing the consumer's index only when the cached one
+    /// shows fewer than `want`. `Err` if the shared head is impossible.
+    #[inline]
+    fn free(&mut self, want: u32) -> Result<u32, ()> {
+        let cap = self.ring.mask + 1;
+        let free = cap - self.tail.wrapping_sub(self.head_cache);
+        if free >= want {
+            return Ok(free);
+        }
+        // SYNC POINT RING-2 (Acquire): the consumer finished reading the
+        // slots before it published this head.
+        let head = self.ring.ctl.head.load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        if used > cap {
+            return Err(());
+        }
+        self.head_cache = head;
+        Ok(cap - used)
+    }
+
+    /// Free slots right now.
+    ///
+    /// # Errors
+    /// `Corrupt` if the consumer's shared index is impossible.
+    pub fn slots(&mut self) -> Result<usize, TrySendError<()>> {
+        self.free(u32::MAX)
+            .map(|n| n as usize)
+            .map_err(|()| TrySendError::Corrupt(()))
+    }
+
+    /// Whether the ring is full (as far as this producer can tell).
+    #[doc(alias = "full")]
+    #[must_use]
+    pub fn is_full(&mut self) -> bool {
+        matches!(self.free(1), Ok(0))
+    }
+
+    #[inline]
+    fn publish(&mut self, n: u32) {
+        self.tail = self.tail.wrapping_add(n);
+        self.idle = 0;
+        // SYNC POINT RING-1 (Release): the slots written before are visible
+        // to a consumer that loads this tail.
+        self.ring.ctl.tail.store(self.tail, Ordering::Release);
+        self.ring.ctl.data_ready.notify();
+    }
+
+    fn full_error(&mut self, slow: bool) -> TrySendError<()> {
+        if peer_gone(&self.ring.ctl.roles.0[CONSUMER], slow, &mut self.idle) {
+            TrySendError::Disconnected(())
+        } else {
+            TrySendError::Full(())
+        }
+    }
+
+    /// Pushes `value` if there is room.
+    ///
+    /// # Errors
+    /// `Full` (the ring is full), `Disconnected` (full, and the consumer is
+    /// gone), `Corrupt` (impossible shared index); the value comes back.
+    #[doc(alias = "put_nowait")]
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
+        self.push_inner(value, false)
+    }
+
+    #[inline]
+    fn push_inner(&mut self, value: T, slow: bool) -> Result<(), TrySendError<T>> {
+        match self.free(1) {
+            Ok(0) => {
+                return Err(match self.full_error(slow) {
+                    TrySendError::Disconnected(()) => TrySendError::Disconnected(value),
+                    _ => TrySendError::Full(value),
+                })
+            }
+            Ok(_) => {}
+            Err(()) => return Err(TrySendError::Corrupt(value)),
+        }
+        let (first, _) = self.ring.views(self.tail, 1);
+        // Cannot fail: the view has one element.
+        let _ = first.set(0, value);
+        self.publish(1);
+        Ok(())
+    }
+
+    /// Pushes `value`, waiting while the ring is full.
+    ///
+    /// # Errors
+    /// `Disconnected` if the consumer is gone while the ring is full;
+    /// `Corrupt` on impossible shared indices. The value comes back.
+    #[doc(alias = "put")]
+    pub fn push(&mut self, value: T) -> Result<(), SendError<T>> {
+        match self.push_deadline(value, None) {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Disconnected(v) | SendTimeoutError::Timeout(v)) => {
+                Err(SendError::Disconnected(v))
+            }
+            Err(SendTimeoutError::Corrupt(v)) => Err(SendError::Corrupt(v)),
+        }
+    }
+
+    /// Pushes `value`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// `Timeout`, `Disconnected` or `Corrupt`; the value comes back.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.push_deadline(value, Some(Deadline::after(timeout)))
+    }
+
+    /// Pushes `value`, waiting for room until `deadline` (`None`: forever).
+    ///
+    /// # Errors
+    /// As [`push_timeout`](Self::push_timeout).
+    pub fn push_deadline(
+        &mut self,
+        value: T,
+        deadline: Option<Deadline>,
+    ) -> Result<(), SendTimeoutError<T>> {
+        let ctl = self.ring.ctl;
+        let spin = self.spin;
+        let mut value = Some(value);
+        let r = ctl.space_ready.block_on(spin, deadline, |slow| {
+            let v = value.take()?;
+            match self.push_inner(v, slow) {
+                Ok(()) => Some(Ok(())),
+                Err(TrySendError::Full(v)) => {
+                    value = Some(v);
+                    None
+                }
+                Err(TrySendError::Disconnected(v)) => Some(Err(SendTimeoutError::Disconnected(v))),
+                Err(TrySendError::Corrupt(v)) => Some(Err(SendTimeoutError::Corrupt(v))),
+            }
+        });
+        match (r, value) {
+            (Some(r), _) => r,
+            (None, Some(v)) => Err(SendTimeoutError::Timeout(v)),
+            // `value` is only taken by an attempt that returns Some.
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Pushes as many of `values` as fit right now, in order; returns how
+    /// many (0 if the ring is full). One index publication for the batch.
+    ///
+    /// # Errors
+    /// `Disconnected` if none fit and the consumer is gone; `Corrupt` on
+    /// impossible shared indices.
+    pub fn push_slice(&mut self, values: &[T]) -> Result<usize, TrySendError<()>> {
+        let want = u32::try_from(values.len()).unwrap_or(u32::MAX);
+        let free = self.free(want).map_err(|()| TrySendError::Corrupt(()))?;
+        let n = free.min(want);
+        if n == 0 {
+            return match self.full_error(false) {
+                TrySendError::Disconnected(()) if !values.is_empty() => {
+                    Err(TrySendError::Disconnected(()))
+                }
+                _ => Ok(0),
+            };
+        }
+        let (first, second) = self.ring.views(self.tail, n);
+        let split = first.len();
+        // Cannot fail: the views are exactly n elements long.
+        let _ = first.write_from(0, &values[..split]);
+        let _ = second.write_from(0, &values[split..n as usize]);
+        self.publish(n);
+        Ok(n as usize)
+    }
+
+    /// Hands out exactly `n` free slots to fill in place; they are
+    /// published by [`WriteChunk::commit`]. Dropping the chunk publishes
+    /// nothing.
+    ///
+    /// # Errors
+    /// `Full` if fewer than `n` slots are free (or `n` exceeds the
+    /// capacity), `Disconnected` if so and the consumer is gone, `Corrupt`
+    /// on impossible shared indices.
+    pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, 'a, T>, TrySendError<()>> {
+        self.write_chunk_inner(n, false)
+    }
+
+    pub(crate) fn write_chunk_inner(
+        &mut self,
+        n: usize,
+        slow: bool,
+    ) -> Result<WriteChunk<'_, 'a, T>, TrySendError<()>> {
+        let Ok(want) = u32::try_from(n) else {
+            return Err(TrySendError::Full(()));
+        };
+        let free = self.free(want).map_err(|()| TrySendError::Corrupt(()))?;
+        if free < want {
+            return Err(self.full_error(slow));
+        }
+        Ok(WriteChunk {
+            len: want,
+            producer: self,
+        })
+    }
+
+    /// Blocks (spin, then sleep) until `n` slots are free or the deadline.
+    pub(crate) fn wait_for_space(
+        &mut self,
+        n: usize,
+        deadline: Option<Deadline>,
+    ) -> Option<Result<(), TrySendError<()>>> {
+        let ctl = self.ring.ctl;
+        ctl.space_ready.block_on(self.spin, deadline, |slow| {
+            match self.write_chunk_inner(n, slow) {
+                Ok(_) => Some(Ok(())),
+                Err(TrySendError::Full(())) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+    }
+}
+
+impl<T> Drop for Producer<'_, T> {
+    fn drop(&mut self) {
+        self.ring.ctl.roles.0[PRODUCER].release();
+        // Wake a sleeping consumer so it sees the disconnect.
+        self.ring.ctl.data_ready.notify();
+    }
+}
+
+/// Free slots of a [`Producer`] handed out by
+/// [`write_chunk`](Producer::write_chunk): fill them through
+/// [`slices`](Self::slices), then [`commit`](Self::commit).
+pub struct WriteChunk<'p, 'a, T> {
+    producer: &'p mut Producer<'a, T>,
+    len: u32,
+}
+
+impl<T: Pod> WriteChunk<'_, '_, T> {
+    /// The slots as two shared views (the second is empty unless the chunk
+    /// wraps around the end of the ring). Writes go straight to the ring.
+    #[must_use]
+    pub fn slices(&self) -> (SharedSlice<'_, T>, SharedSlice<'_, T>) {
+        self.producer.ring.views(self.producer.tail, self.len)
+    }
+
+    /// The slots as raw ranges (see [`Ring::raw_ranges`]).
+    pub(crate) fn raw(&self) -> [(NonNull<T>, usize); 2] {
+        self.producer.ring.raw_ranges(self.producer.tail, self.len)
+    }
+
+    /// Number of slots in the chunk.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the chunk has no slots.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Publishes the first `n` slots (at most the chunk's length).
+    pub fn commit(self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX).min(self.len);
+        if n > 0 {
+            self.producer.publish(n);
+        }
+    }
+
+    /// Publishes the whole chunk.
+    pub fn commit_all(self) {
+        let n = self.len;
+        self.commit(n as usize);
+    }
+}
+
+impl<'a, T: Pod> Consumer<'a, T> {
+    /// Number of slots.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// Sets how long blocking pops spin before sleeping.
+    pub fn set_spin(&mut self, spin: Spin) {
+        self.spin = spin;
+    }
+
+    /// Ready slots, refreshing the producer's index when the cached one
+    /// shows fewer than `want`. `Err` if the shared tail is impossible.
+    #[inline]
+    fn ready(&mut self, want: u32) -> Result<u32, ()> {
+        let ready = self.tail_cache.wrapping_sub(self.head);
+        if ready >= want {
+            return Ok(ready);
+        }
+        // SYNC POINT RING-1 (Acquire): the producer wrote the slots before
+        // it published this tail.
+        let tail = self.ring.ctl.tail.load(Ordering::Acquire);
+        let ready = tail.wrapping_sub(self.head);
+        if ready > self.ring.mask + 1 {
+            return Err(());
+        }
+        self.tail_cache = tail;
+        Ok(ready)
+    }
+
+    /// Values ready to pop right now.
+    ///
+    /// # Errors
+    /// `Corrupt` if the producer's shared index is impossible.
+    #[doc(alias = "qsize")]
+    pub fn slots(&mut self) -> Result<usize, TryRecvError> {
+        self.ready(u32::MAX)
+            .map(|n| n as usize)
+            .map_err(|()| TryRecvError::Corrupt)
+    }
+
+    /// Whether nothing is ready.
+    #[doc(alias = "empty")]
+    #[must_use]
+    pub fn is_empty(&mut self) -> bool {
+        matches!(self.ready(1), Ok(0))
+    }
+
+    #[inline]
+    fn release(&mut self, n: u32) {
+        self.head = self.head.wrapping_add(n);
+        self.idle = 0;
+        // SYNC POINT RING-2 (Release): our reads of the slots are done
+        // before a producer that sees this head reuses them.
+        self.ring.ctl.head.store(self.head, Ordering::Release);
+        self.ring.ctl.space_ready.notify();
+    }
+
+    /// Empty: `Disconnected` if the producer is gone (after a last look at
+    /// the tail, so everything it committed is drained first).
+    fn empty_error(&mut self, slow: bool) -> TryRecvError {
+        if peer_gone(&self.ring.ctl.roles.0[PRODUCER], slow, &mut self.idle) {
+            match self.ready(1) {
+                Ok(0) => TryRecvError::Disconnected,
+                Ok(_) => TryRecvError::Empty,
+                Err(()) => TryRecvError::Corrupt,
+            }
+        } else {
+            TryRecvError::Empty
+        }
+    }
+
+    /// Pops a value if one is ready.
+    ///
+    /// # Errors
+    /// `Empty`, `Disconnected` (empty and the producer is gone), `Corrupt`.
+    #[doc(alias = "get_nowait")]
+    #[inline]
+    pub fn try_pop(&mut self) -> Result<T, TryRecvError> {
+        self.pop_inner(false)
+    }
+
+    #[inline]
+    fn pop_inner(&mut self, slow: bool) -> Result<T, TryRecvError> {
+        match self.ready(1) {
+            Ok(0) => return Err(self.empty_error(slow)),
+            Ok(_) => {}
+            Err(()) => return Err(TryRecvError::Corrupt),
+        }
+        let (first, _) = self.ring.views(self.head, 1);
+        let value = first.get(0).unwrap_or_else(T::zeroed);
+        self.release(1);
+        Ok(value)
+    }
+
+    /// Pops a value, waiting while the ring is empty.
+    ///
+    /// # Errors
+    /// `Disconnected` once the ring is drained and the producer is gone;
+    /// `Corrupt` on impossible shared indices.
+    #[doc(alias = "get")]
+    pub fn pop(&mut self) -> Result<T, RecvError> {
+        self.pop_deadline(None).map_err(|e| match e {
+            RecvTimeoutError::Corrupt => RecvError::Corrupt,
+            _ => RecvError::Disconnected,
+        })
+    }
+
+    /// Pops a value, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// `Timeout`, `Disconnected` or `Corrupt`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.pop_deadline(Some(Deadline::after(timeout)))
+    }
+
+    /// Pops a value, waiting until `deadline` (`None`: forever).
+    ///
+    /// # Errors
+    /// As [`pop_timeout`](Self::pop_timeout).
+    pub fn pop_deadline(&mut self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
+        let ctl = self.ring.ctl;
+        ctl.data_ready
+            .block_on(self.spin, deadline, |slow| match self.pop_inner(slow) {
+                Ok(v) => Some(Ok(v)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                Err(TryRecvError::Corrupt) => Some(Err(RecvTimeoutError::Corrupt)),
+            })
+            .unwrap_or(Err(RecvTimeoutError::Timeout))
+    }
+
+    /// Pops up to `out.len()` ready values into `out`; returns how many
+    /// (0 if none is ready). One index publication for the batch.
+    ///
+    /// # Errors
+    /// `Disconnected` if nothing is ready and the producer is gone;
+    /// `Corrupt` on impossible shared indices.
+    pub fn pop_into(&mut self, out: &mut [T]) -> Result<usize, TryRecvError> {
+        let want = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        let ready = self.ready(want).map_err(|()| TryRecvError::Corrupt)?;
+        let n = ready.min(want);
+        if n == 0 {
+            return match self.empty_error(false) {
+                TryRecvError::Empty => Ok(0),
+                _ if out.is_empty() => Ok(0),
+                e => Err(e),
+            };
+        }
+        let (first, second) = self.ring.views(self.head, n);
+        let split = first.len();
+        // Cannot fail: the views are exactly n elements long.
+        let _ = first.read_into(0, &mut out[..split]);
+        let _ = second.read_into(0, &mut out[split..n as usize]);
+        self.release(n);
+        Ok(n as usize)
+    }
+
+    /// Hands out exactly `n` ready slots to read in place; they are
+    /// released by [`ReadChunk::commit`]. Dropping the chunk releases
+    /// nothing (the values stay ready).
+    ///
+    /// # Errors
+    /// `Empty` if fewer than `n` values are ready, `Disconnected` if none
+    /// is and the producer is gone, `Corrupt` on impossible indices.
+    pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, 'a, T>, TryRecvError> {
+        self.read_chunk_inner(n, false)
+    }
+
+    pub(crate) fn read_chunk_inner(
+        &mut self,
+        n: usize,
+        slow: bool,
+    ) -> Result<ReadChunk<'_, 'a, T>, TryRecvError> {
+        let Ok(want) = u32::try_from(n) else {
+            return Err(TryRecvError::Empty);
+        };
+        let ready = self.ready(want).map_err(|()| TryRecvError::Corrupt)?;
+        if ready < want {
+            return Err(if ready == 0 {
+                self.empty_error(slow)
+            } else {
+                TryRecvError::Empty
+            });
+        }
+        Ok(ReadChunk {
+            len: want,
+            consumer: self,
+        })
+    }
+
+    /// Blocks (spin, then sleep) until at least one value is ready.
+    pub(crate) fn wait_for_data(
+        &mut self,
+        deadline: Option<Deadline>,
+    ) -> Option<Result<(), TryRecvError>> {
+        let ctl = self.ring.ctl;
+        ctl.data_ready
+            .block_on(self.spin, deadline, |slow| match self.ready(1) {
+                Ok(0) => match self.empty_error(slow) {
+                    TryRecvError::Empty => None,
+                    e => Some(Err(e)),
+                },
+                Ok(_) => Some(Ok(())),
+                Err(()) => Some(Err(TryRecvError::Corrupt)),
+            })
+    }
+
+    /// Whether the producer is gone (cheap check plus, when `slow`, a
+    /// liveness check).
+    pub(crate) fn producer_gone(&mut self, slow: bool) -> bool {
+        peer_gone(&self.ring.ctl.roles.0[PRODUCER], slow, &mut self.idle)
+    }
+}
+
+impl<T> Drop for Consumer<'_, T> {
+    fn drop(&mut self) {
+        self.ring.ctl.roles.0[CONSUMER].release();
+        self.ring.ctl.space_ready.notify();
+    }
+}
+
+/// Ready slots of a [`Consumer`] handed out by
+/// [`read_chunk`](Consumer::read_chunk).
+pub struct ReadChunk<'c, 'a, T> {
+    consumer: &'c mut Consumer<'a, T>,
+    len: u32,
+}
+
+impl<T: Pod> ReadChunk<'_, '_, T> {
+    /// The values as two shared views (the second is empty unless the
+    /// chunk wraps). Reads come straight from the ring.
+    #[must_use]
+    pub fn slices(&self) -> (SharedSlice<'_, T>, SharedSlice<'_, T>) {
+        self.consumer.ring.views(self.consumer.head, self.len)
+    }
+
+    /// The values as raw ranges (see [`Ring::raw_ranges`]).
+    pub(crate) fn raw(&self) -> [(NonNull<T>, usize); 2] {
+        self.consumer.ring.raw_ranges(self.consumer.head, self.len)
+    }
+
+    /// Number of values in the chunk.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the chunk is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Releases the first `n` values (at most the chunk's length) to the
+    /// producer: they are consumed.
+    pub fn commit(self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX).min(self.len);
+        if n > 0 {
+            self.consumer.release(n);
+        }
+    }
+
+    /// Releases the whole chunk.
+    pub fn commit_all(self) {
+        let n = self.len;
+        self.commit(n as usize);
+    }
+}

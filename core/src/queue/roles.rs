@@ -1,0 +1,286 @@
+//! Who is attached to a queue in which role, and whether they still live.
+//!
+//! A [`RoleSlot`] records one attached process: its pid and its start time
+//! (so a recycled pid is not mistaken for the original holder). The SPSC
+//! structures have one slot per role — a second attach of a live role is
+//! [`AttachError::Taken`]; the MPMC queue has a fixed array of slots per
+//! role.
+//!
+//! # The `holder` word
+//!
+//! | value | state | set by |
+//! |---|---|---|
+//! | `0` | `NEVER`: nobody ever attached | initialisation |
+//! | `pid` | attached by live-or-dead process `pid` | the attacher, after writing the start time |
+//! | `BUSY \| pid` | `pid` is registering (start time being written) | the attacher's CAS |
+//! | `GONE` (bit 31 set) | detached cleanly, or found dead by a peer | the holder on drop; a peer by CAS from a dead pid |
+//!
+//! Transitions: `NEVER`/`GONE`/dead `pid` → `BUSY|me` (attach, CAS) →
+//! `me` (Release, after the start time) → `GONE` (detach, or a peer that
+//! found `me` dead, by CAS). Taking over a dead holder's slot is allowed:
+//! that is how a restarted producer resumes a queue whose producer was
+//! killed. A role is never taken from a holder whose process lives.
+//!
+//! Any other bit pattern (a corrupt peer) reads as a dead holder: it can
+//! make a queue look disconnected or let a role be taken, never cause UB.
+
+use crate::owner::{self, Liveness, ID_MASK};
+use crate::primitive::{AtomicU32, Ordering};
+use core::fmt;
+
+/// `holder`: nobody ever attached.
+pub const NEVER: u32 = 0;
+/// `holder` flag: the pid in the low bits is registering.
+pub const BUSY: u32 = 1 << 30;
+/// `holder`: the role was held and is not any more.
+pub const GONE: u32 = 1 << 31;
+
+/// One registration: a process holding a role.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct RoleSlot {
+    /// See the state table in the module docs.
+    holder: AtomicU32,
+    /// Low and high halves of the holder's start time (0: unknown).
+    start_lo: AtomicU32,
+    start_hi: AtomicU32,
+    _reserved: u32,
+}
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(core::mem::size_of::<RoleSlot>(), 16);
+
+/// What a [`RoleSlot`] says about its holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Nobody ever attached.
+    Never,
+    /// A holder detached, or was found dead.
+    Gone,
+    /// Process `pid` holds the role and is alive (or liveness is unknown).
+    Alive(u32),
+    /// Process `pid` held the role and has died.
+    Dead(u32),
+}
+
+/// Why a process could not attach in a role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachError {
+    /// The role is single and a live process holds it.
+    Taken {
+        /// The holder's pid.
+        pid: u32,
+    },
+    /// Every slot of a multi-holder role is held by a live process.
+    Full {
+        /// How many holders the role allows.
+        max: usize,
+    },
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachError::Taken { pid } => write!(
+                f,
+                "this role is already held by live process {pid}; drop that handle first (only one producer and one consumer may attach)"
+            ),
+            AttachError::Full { max } => write!(
+                f,
+                "all {max} registration slots of this role are held by live processes; drop a handle or create the queue with more slots"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for AttachError {}
+
+impl RoleSlot {
+    /// An empty slot (state `NEVER`).
+    #[must_use]
+    pub fn new() -> RoleSlot {
+        RoleSlot {
+            holder: AtomicU32::new(NEVER),
+            start_lo: AtomicU32::new(0),
+            start_hi: AtomicU32::new(0),
+            _reserved: 0,
+        }
+    }
+
+    /// The raw holder word (for tests and diagnostics).
+    #[must_use]
+    pub fn raw(&self) -> u32 {
+        self.holder.load(Ordering::Acquire)
+    }
+
+    /// Cheap check, no syscall: whether the slot says "gone" or "never".
+    #[inline]
+    #[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
+    pub(crate) fn looks_empty(&self) -> bool {
+        let w = self.holder.load(Ordering::Acquire);
+        w == NEVER || w & GONE != 0
+    }
+
+    /// What the slot says about its holder, asking the OS whether a
+    /// recorded pid still runs (syscalls: keep off hot paths).
+    #[must_use]
+    pub fn holder(&self) -> Holder {
+        // Acquire pairs with the Release store of the pid in `try_take`:
+        // seeing the pid, we see the start time written before it.
+        self.holder_of(self.holder.load(Ordering::Acquire))
+    }
+
+    fn holder_of(&self, w: u32) -> Holder {
+        if w == NEVER {
+            return Holder::Never;
+        }
+        if w & GONE != 0 {
+            return Holder::Gone;
+        }
+        let pid = w & ID_MASK;
+        if pid == 0 {
+            return Holder::Dead(0);
+        }
+        let live = if w & BUSY != 0 {
+            owner::liveness(pid)
+        } else {
+            let start = u64::from(self.start_lo.load(Ordering::Relaxed))
+                | (u64::from(self.start_hi.load(Ordering::Relaxed)) << 32);
+            owner::liveness_with_start(pid, start)
+        };
+        match live {
+            Liveness::Dead => Holder::Dead(pid),
+            Liveness::Alive | Liveness::Unknown => Holder::Alive(pid),
+        }
+    }
+
+    /// Whether a live process holds the slot; marks a dead holder `GONE` so
+    /// the next cheap check sees it.
+    pub(crate) fn is_live(&self) -> bool {
+        let w = self.holder.load(Ordering::Acquire);
+        match self.holder_of(w) {
+            Holder::Alive(_) => true,
+            Holder::Dead(_) => {
+                // Only if unchanged: a new attacher may have taken it since.
+                let _ = self
+                    .holder
+                    .compare_exchange(w, GONE, Ordering::AcqRel, Ordering::Relaxed);
+                false
+            }
+            Holder::Never | Holder::Gone => false,
+        }
+    }
+
+    /// Tries to register the calling process. `Err(pid)` if a live
+    /// process holds the slot.
+    pub(crate) fn try_take(&self) -> Result<(), u32> {
+        // Role holders notify waiters: make their side of the fence pair
+        // cheap (see `WaitPoint`).
+        super::asym::register();
+        let me = owner::current_process_id() & ID_MASK;
+        loop {
+            let w = self.holder.load(Ordering::Acquire);
+            if let Holder::Alive(pid) = self.holder_of(w) {
+                return Err(pid);
+            }
+            if self
+                .holder
+                .compare_exchange(w, BUSY | me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // (Miri cannot read /proc: it records "unknown", which
+            // liveness checks treat as "check the pid alone".)
+            let start = if cfg!(miri) {
+                0
+            } else {
+                owner::start_time(me).unwrap_or(0)
+            };
+            self.start_lo.store(start as u32, Ordering::Relaxed);
+            self.start_hi.store((start >> 32) as u32, Ordering::Relaxed);
+            // Release pairs with the Acquire in `holder()`: whoever sees the
+            // plain pid sees its start time.
+            self.holder.store(me, Ordering::Release);
+            return Ok(());
+        }
+    }
+
+    /// Detaches the calling process (it must hold the slot).
+    pub(crate) fn release(&self) {
+        // SeqCst: ordered before the waker's fence in `WaitPoint::notify`
+        // that follows, so a sleeper that checks after sees `GONE`.
+        self.holder.store(GONE, Ordering::SeqCst);
+    }
+}
+
+/// Attaches to the first free (never used, gone, or dead-held) slot.
+#[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
+pub(crate) fn attach_any(slots: &[RoleSlot]) -> Result<usize, AttachError> {
+    let mut first_holder = None;
+    for (i, slot) in slots.iter().enumerate() {
+        match slot.try_take() {
+            Ok(()) => return Ok(i),
+            Err(pid) => {
+                first_holder.get_or_insert(pid);
+            }
+        }
+    }
+    match (slots.len(), first_holder) {
+        (1, Some(pid)) => Err(AttachError::Taken { pid }),
+        (max, _) => Err(AttachError::Full { max }),
+    }
+}
+
+/// Whether any slot is held by a live process (syscalls per held slot).
+#[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
+pub(crate) fn any_live(slots: &[RoleSlot]) -> bool {
+    slots.iter().any(RoleSlot::is_live)
+}
+
+/// Whether any slot was ever attached.
+#[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
+pub(crate) fn ever_attached(slots: &[RoleSlot]) -> bool {
+    slots
+        .iter()
+        .any(|s| s.holder.load(Ordering::Acquire) != NEVER)
+}
+
+/// Cheap check: every slot looks gone or never used (no syscall). A slot
+/// whose holder died without detaching still looks held.
+#[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
+pub(crate) fn all_look_empty(slots: &[RoleSlot]) -> bool {
+    slots.iter().all(RoleSlot::looks_empty)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // asks the OS for pids and start times
+    fn attach_detach_and_single_holder() {
+        let slot = [RoleSlot::new()];
+        assert_eq!(slot[0].holder(), Holder::Never);
+        assert_eq!(attach_any(&slot), Ok(0));
+        let me = owner::current_process_id();
+        assert_eq!(slot[0].holder(), Holder::Alive(me));
+        assert_eq!(attach_any(&slot), Err(AttachError::Taken { pid: me }));
+        slot[0].release();
+        assert_eq!(slot[0].holder(), Holder::Gone);
+        assert!(!any_live(&slot));
+        assert!(ever_attached(&slot));
+        assert_eq!(attach_any(&slot), Ok(0));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // asks the OS for pids and start times
+    fn garbage_holder_reads_as_dead_and_is_taken_over() {
+        let slot = [RoleSlot::new()];
+        slot[0].holder.store(BUSY, Ordering::Relaxed); // pid 0: impossible
+        assert_eq!(slot[0].holder(), Holder::Dead(0));
+        assert_eq!(attach_any(&slot), Ok(0));
+        slot[0].holder.store(0xffff_ffff, Ordering::Relaxed);
+        assert_eq!(slot[0].holder(), Holder::Gone);
+    }
+}
