@@ -29,7 +29,9 @@
 //!    (Release): the **commit**. If a consumer marked the position
 //!    `SKIPPED` (it judged us dead), the CAS fails and we push again at a
 //!    new position: nothing is lost or duplicated.
-//! 4. Clear the intent.
+//! 4. Clear the intent (also when giving up with `Full` or `Corrupt`
+//!    after losing a tail CAS: a live producer must announce no position
+//!    it did not claim, or consumers could never skip that position).
 //!
 //! # Pop (consumer at position `h`)
 //! 1. Stamp `FULL(h)` (Acquire): copy the value out speculatively, then CAS
