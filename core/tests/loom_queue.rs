@@ -332,3 +332,39 @@ fn mpmc_wrap_around_one_slot() {
         producer.join().unwrap();
     });
 }
+
+/// The invariant the dead-claimer skip relies on: a producer that is not
+/// inside a push announces no intent. Two producers race for the single
+/// slot of a capacity-1 queue (no consumer); the loser of the tail CAS
+/// finds the queue full. If it kept the intent of the position it lost,
+/// a consumer could never skip that position should its real claimer
+/// die: the loser is alive and "claims" it, and the queue is wedged for
+/// as long as the loser lives (its own retries return `Full` before
+/// they store a new intent).
+#[test]
+fn mpmc_losing_producer_leaves_no_intent() {
+    use shmkit_core::primitive::Ordering::SeqCst;
+    use shmkit_core::queue::mpmc::NO_INTENT;
+    model(|| {
+        let mem = QueueMem::new(1);
+        let handles: Vec<_> = (0..2u64)
+            .map(|p| {
+                let m = mem.clone();
+                thread::spawn(move || {
+                    let mut tx = m.queue().producer().unwrap();
+                    let r = tx.try_push(10 + p);
+                    assert!(matches!(r, Ok(()) | Err(TrySendError::Full(_))));
+                    // Still attached, as if it went on with other work:
+                    // skip the drop, which would clear the intent.
+                    std::mem::forget(tx);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        for (i, w) in mem.intents.iter().enumerate() {
+            assert_eq!(w.load(SeqCst), NO_INTENT, "producer {i} left an intent");
+        }
+    });
+}

@@ -29,7 +29,9 @@
 //!    (Release): the **commit**. If a consumer marked the position
 //!    `SKIPPED` (it judged us dead), the CAS fails and we push again at a
 //!    new position: nothing is lost or duplicated.
-//! 4. Clear the intent.
+//! 4. Clear the intent (also when giving up with `Full` or `Corrupt`
+//!    after losing a tail CAS: a live producer must announce no position
+//!    it did not claim, or consumers could never skip that position).
 //!
 //! # Pop (consumer at position `h`)
 //! 1. Stamp `FULL(h)` (Acquire): copy the value out speculatively, then CAS
@@ -424,6 +426,11 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         let cap = q.stamps.len() as u64;
         let intent = &q.intents[self.index];
         let mut stale = 0u32;
+        // Whether `intent` holds a position of a lost tail CAS: it must be
+        // cleared before we return without a claim, or consumers would
+        // take us (alive) for the claimer of a position another producer
+        // claimed, and never skip it should that one die.
+        let mut announced = false;
         loop {
             let t = q.ctl.tail.load(Ordering::SeqCst);
             let (i, view) = q.slot(t);
@@ -440,6 +447,9 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
                 // Our tail is stale: someone claimed and wrote past it.
                 stale += 1;
                 if stale > 1000 {
+                    if announced {
+                        intent.store(NO_INTENT, Ordering::SeqCst);
+                    }
                     return PushStep::Corrupt;
                 }
                 continue;
@@ -447,10 +457,14 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
                 false
             };
             if !free {
+                if announced {
+                    intent.store(NO_INTENT, Ordering::SeqCst);
+                }
                 return PushStep::Full;
             }
             // SYNC POINT MPMC-1, producer side: intent before the claim.
             intent.store(t, Ordering::SeqCst);
+            announced = true;
             if q.ctl
                 .tail
                 .compare_exchange(t, t.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)

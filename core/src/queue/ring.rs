@@ -212,10 +212,19 @@ impl<'a, T: Pod> Ring<'a, T> {
         self.ctl.roles.0[PRODUCER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
+        let tail = self.ctl.tail.load(Ordering::Acquire);
+        let head = self.ctl.head.load(Ordering::Acquire);
         Ok(Producer {
             ring: *self,
-            tail: self.ctl.tail.load(Ordering::Acquire),
-            head_cache: self.ctl.head.load(Ordering::Acquire),
+            tail,
+            // `free`'s fast path trusts the cache: an impossible shared head
+            // is cached as "full", so the first push refreshes and
+            // validates it (and reports `Corrupt`).
+            head_cache: if tail.wrapping_sub(head) > self.mask + 1 {
+                tail.wrapping_sub(self.mask + 1)
+            } else {
+                head
+            },
             spin: Spin::DEFAULT,
             idle: 0,
             _not_sync: PhantomData,
