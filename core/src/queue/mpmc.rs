@@ -425,7 +425,11 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         let q = &self.queue;
         let cap = q.stamps.len() as u64;
         let intent = &q.intents[self.index];
-        let mut stale = 0u32;
+        // Consecutive stale reads of an unchanged tail. Only a tail that
+        // does not move while its slot says it is stale is suspicious (a
+        // hostile stamp); under contention the tail moves and this resets,
+        // so a healthy queue never reports `Corrupt`.
+        let (mut stale, mut stale_at) = (0u32, u64::MAX);
         // Whether `intent` holds a position of a lost tail CAS: it must be
         // cleared before we return without a claim, or consumers would
         // take us (alive) for the claimer of a position another producer
@@ -445,6 +449,9 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
                 q.ctl.head.load(Ordering::SeqCst) > t - cap
             } else if s >> 2 > t || (s >> 2 == t && s & STATE_MASK != EMPTY) {
                 // Our tail is stale: someone claimed and wrote past it.
+                if t != stale_at {
+                    (stale, stale_at) = (0, t);
+                }
                 stale += 1;
                 if stale > 1000 {
                     if announced {
@@ -598,7 +605,8 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         let cap = q.stamps.len() as u64;
         self.idle = self.idle.wrapping_add(1);
         let slow = slow || self.idle % LIVENESS_POLL_EVERY == 0;
-        let mut stale = 0u32;
+        // Consecutive stale reads of an unchanged head (see `step`).
+        let (mut stale, mut stale_at) = (0u32, u64::MAX);
         // Skips per call are bounded: a hostile tail far ahead must not
         // keep us skipping "abandoned" positions forever.
         let mut skips = 0u64;
@@ -635,6 +643,9 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
             }
             if s >> 2 > h {
                 // Our head is stale (another consumer moved on).
+                if h != stale_at {
+                    (stale, stale_at) = (0, h);
+                }
                 stale += 1;
                 if stale > 1000 {
                     return Err(TryRecvError::Corrupt);

@@ -206,11 +206,19 @@ impl RoleSlot {
         }
     }
 
-    /// Detaches the calling process (it must hold the slot).
+    /// Detaches the calling process, if the slot still names it.
+    ///
+    /// A compare-exchange, not a store: a handle copied into a `fork` child
+    /// (whose pid differs), or a holder that was wrongly judged dead and
+    /// taken over, must not clear the slot of the live process that now
+    /// holds it.
     pub(crate) fn release(&self) {
+        let me = owner::current_process_id() & ID_MASK;
         // SeqCst: ordered before the waker's fence in `WaitPoint::notify`
         // that follows, so a sleeper that checks after sees `GONE`.
-        self.holder.store(GONE, Ordering::SeqCst);
+        let _ = self
+            .holder
+            .compare_exchange(me, GONE, Ordering::SeqCst, Ordering::Relaxed);
     }
 }
 
