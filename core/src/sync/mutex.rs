@@ -613,8 +613,10 @@ impl RawMutex {
     fn release_contended(&self, w: u32, wake_all: bool) {
         if w & SPINNER != 0 {
             // Reserve the free word for the spinner. Fails harmlessly if
-            // someone took the lock since our swap. Relaxed: the swap
-            // above already released the data.
+            // someone took the lock since our swap. Relaxed: an RMW, so it
+            // continues the release sequence of the swap above, and the
+            // spinner's Acquire CAS from `SPINNER` still synchronises with
+            // that swap (the loom model checks it).
             let _ = self
                 .word
                 .compare_exchange(0, SPINNER, Ordering::Relaxed, Ordering::Relaxed);
