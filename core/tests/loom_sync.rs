@@ -20,6 +20,7 @@ use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use shmkit_core::sync::{Barrier, Condvar, Event, Mutex, ReentrantMutex, RwLock, Semaphore};
+use shmkit_core::wait::Spin;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -45,6 +46,30 @@ fn mutex_mutual_exclusion_and_waiters_bit() {
         bump(&m, &n);
         t.join().unwrap();
         assert_eq!(n.load(Ordering::Relaxed), 2);
+        assert!(!m.raw().is_locked());
+    });
+}
+
+/// The spinning path: with a spin budget, a waiter marks the word
+/// SPINNER, the unlock leaves the free word reserved, and the releaser's
+/// second lock defers to the spinner, then competes. Mutual exclusion and
+/// the publishing orderings hold through all of it, and the lock ends free.
+#[test]
+fn mutex_spinner_reservation_excludes() {
+    model(|| {
+        let m = Arc::new(Mutex::new(0u32));
+        let n = Arc::new(AtomicU32::new(0));
+        let (m2, n2) = (m.clone(), n.clone());
+        let bump = |m: &Mutex<u32>, n: &AtomicU32| {
+            let _g = m.lock_spin(Spin { iterations: 2 }, None).unwrap();
+            let v = n.load(Ordering::Relaxed);
+            n.store(v + 1, Ordering::Relaxed);
+        };
+        let t = thread::spawn(move || bump(&m2, &n2));
+        bump(&m, &n);
+        bump(&m, &n);
+        t.join().unwrap();
+        assert_eq!(n.load(Ordering::Relaxed), 3);
         assert!(!m.raw().is_locked());
     });
 }

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 0..30 | owner id: the holder's TID, 0 when unlocked |
 //! | 30 | [`WAITERS`]: someone may sleep on the word; unlock must wake |
-//! | 31 | reserved, always 0 (ignored if a peer sets it) |
+//! | 31 | [`SPINNER`]: someone spins for the lock; unlock reserves the free word for it |
 //!
 //! The id [`NOT_RECOVERABLE`] (all 30 id bits set: no task has it, Linux ids
 //! stay below 2²²) marks a lock whose data was left inconsistent for good.
@@ -16,11 +16,30 @@
 //! | from | to | who | ordering |
 //! |---|---|---|---|
 //! | `0` | `me` | lock, fast path (one CAS) | Acquire |
-//! | `0` | `me\|WAITERS` | lock after having slept (others may sleep too) | Acquire |
-//! | `t` | `t\|WAITERS` | a waiter, before it sleeps | Relaxed |
-//! | `t[\|WAITERS]` | `0` | unlock (one swap); `FUTEX_WAKE` only if `WAITERS` was set | Release |
-//! | dead `t[\|W]` | `me\|WAITERS` | take-over by a waiter that found `t` dead (CAS from the exact value) | Acquire |
+//! | `0` or `SPINNER` | `me` | lock, slow path (a newcomer only after deferring to the spinner for its spin budget) | Acquire |
+//! | `0` or `SPINNER` | `me\|WAITERS` | lock after having slept (others may sleep too) | Acquire |
+//! | `t[\|W]` | `t\|SPINNER[\|W]` | a waiter, while it spins (a hint) | Relaxed |
+//! | `t[\|S][\|W]` | `t\|WAITERS` | a waiter, before it sleeps (it no longer spins) | Relaxed |
+//! | `t[\|S][\|W]` | `0` | unlock (one swap); the rest only if `S` or `W` was set: | Release |
+//! | `0` | `SPINNER` | ... unlock that swapped out `SPINNER` (a CAS: fails if the lock was taken meanwhile); then `FUTEX_WAKE` if `WAITERS` was | Relaxed |
+//! | dead `t[\|S][\|W]` | `me\|WAITERS` | take-over by a waiter that found `t` dead (CAS from the exact value) | Acquire |
 //! | `me[\|W]` | `NOT_RECOVERABLE` | unlock of a guard never marked consistent | Release |
+//!
+//! # Handing the lock over under contention
+//! When two processes pass the lock back and forth, the releaser usually
+//! re-locks within nanoseconds, long before a spinner on another CPU sees
+//! the free word: the spinner loses race after race and ends up asleep,
+//! paying for a `FUTEX_WAKE` and a cross-CPU wake-up (tens of µs) per
+//! turn. So a waiter that spins marks the word [`SPINNER`], and an unlock
+//! that swaps out `SPINNER` leaves the free word at `SPINNER` instead of
+//! `0`. The fast path (CAS from `0`) then fails for newcomers, who leave
+//! the word to the spinner for up to their own spin budget before taking
+//! it anyway; a waiter that has spun or slept takes it at once. This is
+//! the effect glibc gets from its contended unlock's `FUTEX_WAKE` (the
+//! releaser is held up in the syscall while the waiter takes the lock),
+//! without the syscall. `SPINNER` is only a hint: a spinner that dies or
+//! goes to sleep (which clears it) costs at most one newcomer one spin
+//! budget, and `try_lock` and [`Spin::NONE`] callers never defer.
 //!
 //! # Why an owner id in the word, not the kernel's robust-futex list
 //! The kernel releases a dead thread's robust futexes by walking a list whose
@@ -100,6 +119,11 @@ use crate::wait::{self, Deadline, Spin};
 
 /// Lock word bit: a waiter may be asleep; unlock must `FUTEX_WAKE`.
 pub const WAITERS: u32 = 1 << 30;
+/// Lock word bit: a waiter is spinning for the lock. Unlock then leaves
+/// the word at `SPINNER` (free, reserved for a spinner) instead of `0`, so
+/// a newcomer (typically the releaser re-locking at once) defers to the
+/// spinner for the rest of its own spin budget. See the module docs.
+pub const SPINNER: u32 = 1 << 31;
 /// Lock word owner id meaning "inconsistent for good" (no task has this id).
 pub const NOT_RECOVERABLE: u32 = ID_MASK;
 
@@ -406,23 +430,49 @@ impl RawMutex {
         self.acquire_slow(me, block, spin)
     }
 
+    /// The contended path: spin, then sleep, checking the owner's liveness
+    /// once per [`LIVENESS_SLICE`] of sleep.
+    ///
+    /// The spin budget counts the loads made while the lock is *held*, and
+    /// it is refilled after every sleep. A waiter that sees the lock free
+    /// but loses the race for it (the releaser re-locked first: the
+    /// common case when two processes hand a lock back and forth) keeps
+    /// spinning on what is left of its budget instead of going to sleep:
+    /// a sleep costs a `FUTEX_WAKE` from the next unlock plus a cross-CPU
+    /// wake-up (tens of µs), against the few hundred ns the releaser
+    /// holds the lock. The clock (slice, deadline) is read only once the
+    /// budget is spent, so none of that is on the spinning path. While it
+    /// spins, the waiter reserves the next unlock with [`SPINNER`] (module
+    /// docs, "Handing the lock over").
     #[cold]
     #[inline(never)]
     fn acquire_slow(&self, me: u32, block: Block, spin: Spin) -> Result<Acquired, RawError> {
-        let deadline = match block {
-            Block::Try => None,
-            Block::Until(d) => {
-                spin.spin_until(|| self.word.load(Ordering::Relaxed) & ID_MASK == 0);
-                d
-            }
+        // A try_lock never spins and checks the owner at once.
+        let (deadline, refill) = match block {
+            Block::Try => (None, 0),
+            Block::Until(d) => (d, spin.iterations),
         };
-        // A try_lock checks the owner at once; a sleeper after each slice.
+        let mut budget = refill;
+        // A sleeper checks the owner after each slice.
         let mut next_check: Option<Deadline> = None;
         let mut slept = false;
+        // Whether we spun while the lock was held (or slept): a word left
+        // reserved by an unlock is then ours to take at once.
+        let mut waited = false;
+        // How long a newcomer leaves a reserved word to its spinner: as
+        // long as it would spin on a held lock.
+        let mut defer = refill;
         loop {
             let w = self.word.load(Ordering::Relaxed);
             let owner = w & ID_MASK;
             if owner == 0 {
+                if w & SPINNER != 0 && !waited && defer > 0 {
+                    // Reserved for a spinner that waited longer than us:
+                    // leave it the lock for a while.
+                    defer -= 1;
+                    crate::primitive::spin_loop();
+                    continue;
+                }
                 // After sleeping, others may sleep too: keep WAITERS so
                 // our unlock wakes them.
                 let new = if slept { me | WAITERS } else { me };
@@ -453,6 +503,22 @@ impl RawMutex {
                 }
                 continue;
             }
+            if budget > 0 {
+                if w & SPINNER == 0 {
+                    // A hint: failure (the word moved) is retried on the
+                    // next load. Relaxed: orders nothing.
+                    let _ = self.word.compare_exchange(
+                        w,
+                        w | SPINNER,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                waited = true;
+                budget -= 1;
+                crate::primitive::spin_loop();
+                continue;
+            }
             let check_now = match (block, next_check) {
                 (Block::Try, _) => true,
                 (Block::Until(_), None) => {
@@ -476,16 +542,24 @@ impl RawMutex {
             if passed(deadline) {
                 return Err(RawError::TimedOut);
             }
-            if w & WAITERS == 0
+            // Going to sleep: we no longer spin, so drop SPINNER (another
+            // spinner sets it again) lest unlocks reserve the lock for us
+            // and make newcomers wait while we are asleep.
+            let sleeping = (w | WAITERS) & !SPINNER;
+            if w != sleeping
                 && self
                     .word
-                    .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(w, sleeping, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
             {
                 continue;
             }
-            park(&self.word, w | WAITERS, deadline, Some(LIVENESS_SLICE));
+            park(&self.word, sleeping, deadline, Some(LIVENESS_SLICE));
             slept = true;
+            waited = true;
+            // Woken (or the slice ended): compete for the lock with a
+            // fresh budget rather than sleeping again at the first loss.
+            budget = refill;
         }
     }
 
@@ -527,6 +601,26 @@ impl RawMutex {
         // SYNC POINT (unlock): Release publishes the protected data to the
         // next owner's Acquire CAS.
         let w = self.word.swap(0, Ordering::Release);
+        if w & (WAITERS | SPINNER) != 0 {
+            self.release_contended(w, wake_all);
+        }
+    }
+
+    /// The rest of an unlock that found `WAITERS` or `SPINNER` in the
+    /// word it swapped out (`w`).
+    #[cold]
+    #[inline(never)]
+    fn release_contended(&self, w: u32, wake_all: bool) {
+        if w & SPINNER != 0 {
+            // Reserve the free word for the spinner. Fails harmlessly if
+            // someone took the lock since our swap. Relaxed: an RMW, so it
+            // continues the release sequence of the swap above, and the
+            // spinner's Acquire CAS from `SPINNER` still synchronises with
+            // that swap (the loom model checks it).
+            let _ = self
+                .word
+                .compare_exchange(0, SPINNER, Ordering::Relaxed, Ordering::Relaxed);
+        }
         if w & WAITERS != 0 {
             if wake_all {
                 wait::wake_all(&self.word);
@@ -899,6 +993,50 @@ mod tests {
         live.join().unwrap();
     }
 
+    /// An unlock that swaps out SPINNER leaves the free word reserved; a
+    /// newcomer defers to the (here absent) spinner for its budget, then
+    /// takes the lock; `try_lock` takes it at once.
+    #[test]
+    fn unlock_reserves_for_a_spinner_and_newcomers_defer_boundedly() {
+        let m = RawMutex::new();
+        let g = m.lock().unwrap();
+        m.word.fetch_or(SPINNER, Ordering::Relaxed);
+        drop(g);
+        assert_eq!(m.word.load(Ordering::Relaxed), SPINNER);
+        assert!(!m.is_locked());
+        let g = m.lock_spin(Spin { iterations: 50 }, None).unwrap();
+        assert_eq!(m.word.load(Ordering::Relaxed) & !ID_MASK, 0);
+        drop(g);
+        assert_eq!(m.word.load(Ordering::Relaxed), 0);
+        m.word.store(SPINNER, Ordering::Relaxed);
+        drop(m.try_lock().unwrap());
+        assert_eq!(m.word.load(Ordering::Relaxed), 0);
+    }
+
+    /// A waiter that goes to sleep clears the SPINNER it set while it
+    /// spun, so unlocks do not keep the lock reserved for a sleeper.
+    #[test]
+    #[cfg(not(miri))]
+    fn a_sleeping_waiter_drops_its_spinner_bit() {
+        let m = RawMutex::new();
+        let g = m.lock().unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| drop(m.lock().unwrap()));
+            let t0 = std::time::Instant::now();
+            loop {
+                let w = m.word.load(Ordering::Relaxed);
+                if w & WAITERS != 0 && w & SPINNER == 0 {
+                    break;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(10), "word {w:#x}");
+                std::thread::yield_now();
+            }
+            drop(g);
+            waiter.join().unwrap();
+        });
+        assert!(!m.is_locked());
+    }
+
     #[test]
     #[cfg(not(miri))]
     fn garbage_lock_words_never_panic() {
@@ -909,6 +1047,8 @@ mod tests {
             WAITERS,
             NOT_RECOVERABLE | WAITERS,
             0x7fff_ffff,
+            SPINNER | WAITERS,
+            SPINNER | 12345,
         ] {
             m.word.store(w, Ordering::Relaxed);
             let _ = m.try_lock();

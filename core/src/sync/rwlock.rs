@@ -158,9 +158,15 @@ impl<T: Pod> RwLock<T> {
             Block::Until(d) => d,
         };
         let word = self.writer.word();
-        if matches!(block, Block::Until(_)) {
-            spin.spin_until(|| word.load(Ordering::Relaxed) & ID_MASK == 0);
-        }
+        // As in `RawMutex::acquire_slow`: the budget counts loads while a
+        // writer holds the lock and is refilled after every sleep, so a
+        // reader that sees the writer leave but loses the race to the next
+        // writer spins on instead of sleeping at once.
+        let refill = match block {
+            Block::Try => 0,
+            Block::Until(_) => spin.iterations,
+        };
+        let mut budget = refill;
         let mut next_check: Option<Deadline> = None;
         loop {
             let w = word.load(Ordering::Relaxed);
@@ -189,6 +195,11 @@ impl<T: Pod> RwLock<T> {
             }
             if self.writer.is_held_by_current_thread() {
                 return Err(LockError::WouldDeadlock);
+            }
+            if budget > 0 {
+                budget -= 1;
+                crate::primitive::spin_loop();
+                continue;
             }
             let check_now = match (block, next_check) {
                 (Block::Try, _) => true,
@@ -225,6 +236,7 @@ impl<T: Pod> RwLock<T> {
                 continue;
             }
             park(word, w | WAITERS, deadline, Some(LIVENESS_SLICE));
+            budget = refill;
         }
     }
 

@@ -163,13 +163,19 @@ impl Semaphore {
     }
 
     fn acquire_until(&self, deadline: Option<Deadline>, spin: Spin) -> Result<(), AcquireError> {
-        if self.try_acquire() {
-            return Ok(());
-        }
-        spin.spin_until(|| self.count.load(Ordering::Relaxed) > 0);
+        // The spin budget counts the loads that find no permit and is
+        // refilled after every sleep: an acquirer that sees a permit but
+        // loses it to another (as when a Semaphore(1) is handed back and
+        // forth like a lock) spins on rather than sleeping at once.
+        let mut budget = spin.iterations;
         loop {
             if self.try_acquire() {
                 return Ok(());
+            }
+            if budget > 0 {
+                budget -= 1;
+                crate::primitive::spin_loop();
+                continue;
             }
             if passed(deadline) {
                 return Err(AcquireError::TimedOut);
@@ -178,6 +184,7 @@ impl Semaphore {
             self.sleepers.fetch_add(1, Ordering::AcqRel);
             park(&self.count, 0, deadline, None);
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
+            budget = spin.iterations;
         }
     }
 
