@@ -311,6 +311,31 @@ impl<T> fmt::Debug for Consumer<'_, T> {
     }
 }
 
+/// A hint that the line holding `p` is about to be read. Not a memory
+/// access (no data race, no fault on any address): `prefetcht0` on x86_64,
+/// nothing elsewhere, under miri or under loom.
+///
+/// A consumer polling an empty ring calls it on the next slot before each
+/// load of `tail`. The producer writes the slot before it publishes
+/// `tail`, so a prefetch issued while `tail` is still old already fetches
+/// the new slot; without it, the slot's line is only requested once the
+/// new `tail` was seen, a second cross-core miss in series with the first.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
+    // SAFETY: `prefetcht0` only hints the cache; it reads no Rust-visible
+    // memory, writes nothing, never faults, and touches no stack or flags.
+    unsafe {
+        core::arch::asm!(
+            "prefetcht0 [{p}]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
+    let _ = p;
+}
+
 /// Whether the peer in `slot` is gone for good: the cheap check always, the
 /// liveness syscalls when `slow` or every `LIVENESS_POLL_EVERY` idle calls.
 fn peer_gone(slot: &RoleSlot, slow: bool, idle: &mut u32) -> bool {
@@ -628,6 +653,12 @@ impl<'a, T: Pod> Consumer<'a, T> {
         let ready = self.tail_cache.wrapping_sub(self.head);
         if ready >= want {
             return Ok(ready);
+        }
+        if ready == 0 {
+            // Polling an empty ring: ask for the next slot's line too, so
+            // that the miss on it overlaps the miss on `tail` instead of
+            // following it (see `prefetch`).
+            prefetch(self.ring.data.as_ptr().wrapping_add((self.head & self.ring.mask) as usize));
         }
         // SYNC POINT RING-1 (Acquire): the producer wrote the slots before
         // it published this tail.
