@@ -561,14 +561,21 @@ impl<'a, T: Pod> Producer<'a, T> {
         })
     }
 
-    /// Blocks (spin, then sleep) until `n` slots are free or the deadline.
+    /// The spin budget of blocking pushes.
+    pub(crate) fn spin(&self) -> Spin {
+        self.spin
+    }
+
+    /// Blocks (spin `spin`, then sleep) until `n` slots are free or the
+    /// deadline.
     pub(crate) fn wait_for_space(
         &mut self,
         n: usize,
+        spin: Spin,
         deadline: Option<Deadline>,
     ) -> Option<Result<(), TrySendError<()>>> {
         let ctl = self.ring.ctl;
-        ctl.space_ready.block_on(self.spin, deadline, |slow| {
+        ctl.space_ready.block_on(spin, deadline, |slow| {
             match self.write_chunk_inner(n, slow) {
                 Ok(_) => Some(Ok(())),
                 Err(TrySendError::Full(())) => None,
@@ -658,7 +665,12 @@ impl<'a, T: Pod> Consumer<'a, T> {
             // Polling an empty ring: ask for the next slot's line too, so
             // that the miss on it overlaps the miss on `tail` instead of
             // following it (see `prefetch`).
-            prefetch(self.ring.data.as_ptr().wrapping_add((self.head & self.ring.mask) as usize));
+            prefetch(
+                self.ring
+                    .data
+                    .as_ptr()
+                    .wrapping_add((self.head & self.ring.mask) as usize),
+            );
         }
         // SYNC POINT RING-1 (Acquire): the producer wrote the slots before
         // it published this tail.
@@ -832,14 +844,20 @@ impl<'a, T: Pod> Consumer<'a, T> {
         })
     }
 
-    /// Blocks (spin, then sleep) until at least one value is ready.
+    /// The spin budget of blocking pops.
+    pub(crate) fn spin(&self) -> Spin {
+        self.spin
+    }
+
+    /// Blocks (spin `spin`, then sleep) until at least one value is ready.
     pub(crate) fn wait_for_data(
         &mut self,
+        spin: Spin,
         deadline: Option<Deadline>,
     ) -> Option<Result<(), TryRecvError>> {
         let ctl = self.ring.ctl;
         ctl.data_ready
-            .block_on(self.spin, deadline, |slow| match self.ready(1) {
+            .block_on(spin, deadline, |slow| match self.ready(1) {
                 Ok(0) => match self.empty_error(slow) {
                     TryRecvError::Empty => None,
                     e => Some(Err(e)),
