@@ -233,6 +233,7 @@ enum Direction {
 /// # Safety
 /// Both ranges are valid for `len` bytes, aligned to `align`, and do not
 /// overlap; `len` is a multiple of `align` (true of every Rust type size).
+#[inline]
 unsafe fn copy_atomic(src: *const u8, dst: *mut u8, len: usize, align: usize, dir: Direction) {
     macro_rules! chunks {
         ($atomic:ty, $int:ty) => {{

@@ -2,25 +2,36 @@
 //!
 //! | case | impl | what it runs |
 //! |---|---|---|
-//! | `busy_rtt` | `shmkit_spsc`, `shmkit_mpmc`, `shmkit_pipe` | a `msg_size`-byte message bounced A→B→A through two queues between two pinned processes, busy-polling `try_` calls; one sample per round trip |
-//! | `blocking_rtt` | `shmkit_spsc_blocking`, `shmkit_mpmc_blocking`, `shmkit_pipe_blocking` | the same with blocking calls and `Spin::NONE`, so every receive parks |
-//! | `spsc_throughput` | `shmkit_spsc`, `shmkit_spsc_batched` | 8-byte messages one producer → one consumer process, one `try_push` per message or `push_slice`/`pop_into` batches of 64 |
-//! | `pipe_bytes` | `shmkit_pipe` | 64 KiB messages through a 1 MiB pipe, producer → consumer process |
+//! | `busy_rtt` | `shmkit_spsc`, `shmkit_mpmc`, `shmkit_pipe` | the floor's ping-pong with a `msg_size`-byte message through two queues: the parent sends and busy-polls for the echo, the peer echoes; one [`time_each`] sample per round trip |
+//! | `blocking_rtt` | `shmkit_spsc_blocking`, `shmkit_mpmc_blocking`, `shmkit_pipe_blocking` | [`floors::u32_pingpong`] (the futex floor's protocol) with blocking calls and `Spin::NONE`, so every receive parks |
+//! | `spsc_throughput` | `shmkit_spsc` | the raw ring floor's loop: one `try_push` per message in the producer process, one `try_pop` per message in the measuring consumer, each side spinning with [`spin_until`] while full/empty |
+//! | `spsc_throughput` | `shmkit_spsc_batched` | the same with `push_slice`/`pop_into` batches of 64 (no floor loop to match) |
+//! | `pipe_bytes` | `shmkit_pipe` | 64 KiB messages through a pipe of [`PIPE_BYTES_CAPACITY`] (16 messages), producer process → measuring consumer |
+//! | `pipe_bytes` | `raw_stream` | the same transfer with no pipe: `memcpy` into and out of 16 message slots in shared memory (the cross-core ceiling; see [`raw_stream`]) |
 //! | `mpmc_pxc` | `shmkit_mpmc` | `producers` × `consumers` processes through one queue of capacity 1024 |
 //!
 //! Messages for the `Pod` queues are `[u64; W]` with `W` the smallest of
-//! 1, 8, 64, 512 words that holds `msg_size` bytes. Samples are taken with
-//! `Instant` (≈20–30 ns per read on a VM, included in every sample alike).
+//! 1, 8, 64, 512 words that holds `msg_size` bytes. Every impl uses the
+//! clock and, where the floor has one, the loop of its floor
+//! ([`time_each`] over rdtsc, [`floors::u32_pingpong`], the rate clock
+//! from message `warmup` on), so ratios compare queues, not harnesses.
+//! Calls are static (no `dyn`), and busy waits are [`spin_until`], which
+//! reads the clock only every 4096 iterations.
 
-use std::time::{Duration, Instant};
+use std::cell::RefCell;
+use std::time::Instant;
 
-use shmkit_core::queue::pipe::{PipeReceiver, PipeRecvError, PipeSender};
-use shmkit_core::queue::{TryRecvError, TrySendError};
+use shmkit_core::queue::mpmc::{QueueConsumer, QueueProducer};
+use shmkit_core::queue::pipe::{PipeReceiver, PipeRecvError, PipeSendError, PipeSender};
+use shmkit_core::queue::ring::{Consumer, Producer};
+use shmkit_core::queue::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use shmkit_core::wait::Spin;
 use shmkit_core::Pod;
-use shmkit_posix::queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::queue::{SharedPipe, SharedQueue, SharedRing};
 
+use super::floors;
 use super::proc::{pin_index, spawn_peer, Scratch};
+use super::timing::{peer_guard, spin_until, time_each, STALL};
 use super::{Impl, Measurement, Params, RunResult};
 
 /// shmkit's queue impls, as `(case, impl)`.
@@ -40,208 +51,310 @@ pub fn impls() -> Vec<(&'static str, Impl)> {
             i("shmkit_spsc_batched", throughput_spsc_batched),
         ),
         ("pipe_bytes", i("shmkit_pipe", pipe_bytes)),
+        ("pipe_bytes", i("raw_stream", raw_stream)),
         ("mpmc_pxc", i("shmkit_mpmc", mpmc_pxc)),
     ]
 }
-
-/// A busy-poll loop gives up after this long without progress (a dead
-/// peer), instead of hanging the benchmark.
-const STALL: Duration = Duration::from_secs(10);
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
 }
 
-/// One direction of a message channel, as the round-trip loops see it.
+/// [`spin_until`] on a fallible poll: `Ok` once `f` gives `Ok(true)`, the
+/// first error `f` gives, or the stall error.
+#[inline]
+fn spin_ok(what: &str, mut f: impl FnMut() -> Result<bool, String>) -> Result<(), String> {
+    let mut failed = None;
+    spin_until(what, || match f() {
+        Ok(done) => done,
+        Err(e) => {
+            failed = Some(e);
+            true
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// The sending half of one direction of a round trip. A message carries a
+/// tag (the round-trip number) so the echo can be checked, as the floor
+/// checks its counter.
 trait Tx {
-    fn try_send(&mut self, msg: &[u8]) -> Result<bool, String>;
-    fn send(&mut self, msg: &[u8]) -> Result<(), String>;
+    /// `Ok(false)`: full, try again.
+    fn try_send(&mut self, tag: u64) -> Result<bool, String>;
+    fn send(&mut self, tag: u64) -> Result<(), String>;
 }
+
+/// The receiving half; returns the tag.
 trait Rx {
-    fn try_recv(&mut self, buf: &mut [u8]) -> Result<bool, String>;
-    fn recv(&mut self, buf: &mut [u8]) -> Result<(), String>;
+    /// `Ok(None)`: empty, try again.
+    fn try_recv(&mut self) -> Result<Option<u64>, String>;
+    fn recv(&mut self) -> Result<u64, String>;
 }
 
-/// Spins on `f` until it returns `Ok(true)`; an error after [`STALL`].
-fn spin(mut f: impl FnMut() -> Result<bool, String>) -> Result<(), String> {
-    let mut n = 0u32;
-    let mut since: Option<Instant> = None;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        n = n.wrapping_add(1);
-        if n % 4096 == 0 {
-            let t = *since.get_or_insert_with(Instant::now);
-            if t.elapsed() > STALL {
-                return Err("peer stalled".into());
-            }
-        }
-        std::hint::spin_loop();
-    }
-}
-
-fn to_words<const W: usize>(msg: &[u8]) -> [u64; W] {
+#[inline]
+fn tagged<const W: usize>(tag: u64) -> [u64; W] {
     let mut v = [0u64; W];
-    for (w, chunk) in v.iter_mut().zip(msg.chunks(8)) {
-        let mut b = [0u8; 8];
-        b[..chunk.len()].copy_from_slice(chunk);
-        *w = u64::from_le_bytes(b);
-    }
+    v[0] = tag;
     v
 }
 
-fn from_words(v: &[u64], buf: &mut [u8]) {
-    for (w, chunk) in v.iter().zip(buf.chunks_mut(8)) {
-        chunk.copy_from_slice(&w.to_le_bytes()[..chunk.len()]);
-    }
-}
-
-macro_rules! pod_endpoints {
-    ($tx:ty, $rx:ty) => {
-        impl<const W: usize> Tx for $tx
-        where
-            [u64; W]: Pod,
-        {
-            fn try_send(&mut self, msg: &[u8]) -> Result<bool, String> {
-                match self.try_push(to_words(msg)) {
-                    Ok(()) => Ok(true),
-                    Err(TrySendError::Full(_)) => Ok(false),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            fn send(&mut self, msg: &[u8]) -> Result<(), String> {
-                self.push(to_words(msg)).map_err(|e| e.to_string())
-            }
-        }
-        impl<const W: usize> Rx for $rx
-        where
-            [u64; W]: Pod,
-        {
-            fn try_recv(&mut self, buf: &mut [u8]) -> Result<bool, String> {
-                match self.try_pop() {
-                    Ok(v) => {
-                        from_words(&v, buf);
-                        Ok(true)
-                    }
-                    Err(TryRecvError::Empty) => Ok(false),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            fn recv(&mut self, buf: &mut [u8]) -> Result<(), String> {
-                let v = self.pop().map_err(|e| e.to_string())?;
-                from_words(&v, buf);
-                Ok(())
-            }
-        }
-    };
-}
-
-pod_endpoints!(
-    shmkit_core::queue::ring::Producer<'_, [u64; W]>,
-    shmkit_core::queue::ring::Consumer<'_, [u64; W]>
-);
-pod_endpoints!(
-    shmkit_core::queue::mpmc::QueueProducer<'_, [u64; W]>,
-    shmkit_core::queue::mpmc::QueueConsumer<'_, [u64; W]>
-);
-
-impl Tx for PipeSender<'_> {
-    fn try_send(&mut self, msg: &[u8]) -> Result<bool, String> {
-        match self.try_send_bytes(msg) {
-            Ok(()) => Ok(true),
-            Err(shmkit_core::queue::pipe::PipeSendError::Full) => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-    fn send(&mut self, msg: &[u8]) -> Result<(), String> {
-        self.send_bytes(msg).map_err(|e| e.to_string())
-    }
-}
-impl Rx for PipeReceiver<'_> {
-    fn try_recv(&mut self, buf: &mut [u8]) -> Result<bool, String> {
-        match self.try_recv_bytes_into(buf) {
-            Ok(_) => Ok(true),
-            Err(PipeRecvError::Empty) => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> Result<(), String> {
-        self.recv_bytes_into(buf)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// The round-trip protocol: the parent (pinned to `cpus[0]`) sends on
-/// `a_tx` and waits on `b_rx`; the peer (`cpus[1]`) echoes. Ends are
-/// attached by `attach_parent` / `attach_peer` in their own process.
-fn round_trips<P, Q>(
-    p: &Params,
-    busy: bool,
-    attach_parent: impl FnOnce() -> Result<P, String>,
-    attach_peer: impl FnOnce() -> Result<Q, String>,
-) -> RunResult
+impl<const W: usize> Tx for Producer<'_, [u64; W]>
 where
-    P: EndPair,
-    Q: EndPair,
+    [u64; W]: Pod,
 {
+    #[inline]
+    fn try_send(&mut self, tag: u64) -> Result<bool, String> {
+        match self.try_push(tagged(tag)) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn send(&mut self, tag: u64) -> Result<(), String> {
+        match self.push_timeout(tagged(tag), STALL) {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Timeout(_)) => Err("peer stalled".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl<const W: usize> Rx for Consumer<'_, [u64; W]>
+where
+    [u64; W]: Pod,
+{
+    #[inline]
+    fn try_recv(&mut self) -> Result<Option<u64>, String> {
+        match self.try_pop() {
+            Ok(v) => Ok(Some(v[0])),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn recv(&mut self) -> Result<u64, String> {
+        match self.pop_timeout(STALL) {
+            Ok(v) => Ok(v[0]),
+            Err(RecvTimeoutError::Timeout) => Err("peer stalled".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl<const W: usize> Tx for QueueProducer<'_, [u64; W]>
+where
+    [u64; W]: Pod,
+{
+    #[inline]
+    fn try_send(&mut self, tag: u64) -> Result<bool, String> {
+        match self.try_push(tagged(tag)) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn send(&mut self, tag: u64) -> Result<(), String> {
+        match self.push_timeout(tagged(tag), STALL) {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Timeout(_)) => Err("peer stalled".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl<const W: usize> Rx for QueueConsumer<'_, [u64; W]>
+where
+    [u64; W]: Pod,
+{
+    #[inline]
+    fn try_recv(&mut self) -> Result<Option<u64>, String> {
+        match self.try_pop() {
+            Ok(v) => Ok(Some(v[0])),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn recv(&mut self) -> Result<u64, String> {
+        match self.pop_timeout(STALL) {
+            Ok(v) => Ok(v[0]),
+            Err(RecvTimeoutError::Timeout) => Err("peer stalled".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// A pipe sender with its `msg_size`-byte message; the tag is in the first
+/// (up to) 8 bytes, little-endian.
+struct PipeTx<'a> {
+    tx: PipeSender<'a>,
+    msg: Vec<u8>,
+}
+
+/// A pipe receiver with its buffer.
+struct PipeRx<'a> {
+    rx: PipeReceiver<'a>,
+    buf: Vec<u8>,
+}
+
+impl PipeTx<'_> {
+    #[inline]
+    fn stamp(&mut self, tag: u64) {
+        let k = self.msg.len().min(8);
+        self.msg[..k].copy_from_slice(&tag.to_le_bytes()[..k]);
+    }
+}
+
+impl PipeRx<'_> {
+    #[inline]
+    fn tag(&self) -> u64 {
+        let mut b = [0u8; 8];
+        let k = self.buf.len().min(8);
+        b[..k].copy_from_slice(&self.buf[..k]);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// The tag as it arrives through a `size`-byte pipe message.
+fn pipe_tag(tag: u64, size: usize) -> u64 {
+    if size >= 8 {
+        tag
+    } else {
+        tag & ((1u64 << (8 * size)) - 1)
+    }
+}
+
+impl Tx for PipeTx<'_> {
+    #[inline]
+    fn try_send(&mut self, tag: u64) -> Result<bool, String> {
+        self.stamp(tag);
+        match self.tx.try_send_bytes(&self.msg) {
+            Ok(()) => Ok(true),
+            Err(PipeSendError::Full) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn send(&mut self, tag: u64) -> Result<(), String> {
+        self.stamp(tag);
+        match self.tx.send_bytes_timeout(&self.msg, STALL) {
+            Ok(()) => Ok(()),
+            Err(PipeSendError::Timeout) => Err("peer stalled".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Rx for PipeRx<'_> {
+    #[inline]
+    fn try_recv(&mut self) -> Result<Option<u64>, String> {
+        match self.rx.try_recv_bytes_into(&mut self.buf) {
+            Ok(_) => Ok(Some(self.tag())),
+            Err(PipeRecvError::Empty) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn recv(&mut self) -> Result<u64, String> {
+        match self.rx.recv_bytes_into_timeout(&mut self.buf, STALL) {
+            Ok(_) => Ok(self.tag()),
+            Err(PipeRecvError::Timeout) => Err("peer stalled".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The busy round trip, shaped as the `busy_rtt` floor: the parent
+/// (pinned to `cpus[0]`) sends tag `i + 1` on `a` and spins for its echo
+/// on `b`; the peer (`cpus[1]`) spins for `i` on `a` and sends it back on
+/// `b`. One [`time_each`] sample per round trip. `check` maps a tag to
+/// what arrives (the pipe truncates tags of messages under 8 bytes).
+fn busy_round_trips<T1: Tx, R1: Rx, T2: Tx, R2: Rx>(
+    p: &Params,
+    check: fn(u64, usize) -> u64,
+    attach_parent: impl FnOnce() -> Result<(T1, R1), String>,
+    attach_peer: impl FnOnce() -> Result<(T2, R2), String>,
+) -> RunResult {
     let total = p.warmup + p.ops;
     let size = p.msg_size;
-    let mut parent = attach_parent()?;
     let peer = spawn_peer(p.cpus.get(1).copied(), move || {
-        let Ok(mut ends) = attach_peer() else {
+        peer_guard();
+        let Ok((mut tx, mut rx)) = attach_peer() else {
             return 2;
         };
-        let mut buf = vec![0u8; size];
-        for _ in 0..total {
-            let r = if busy {
-                spin(|| ends.rx().try_recv(&mut buf))
-                    .and_then(|()| spin(|| ends.tx().try_send(&buf)))
-            } else {
-                ends.rx().recv(&mut buf).and_then(|()| ends.tx().send(&buf))
-            };
-            if r.is_err() {
+        for i in 1..=total {
+            let mut got = None;
+            if spin_ok("busy_rtt peer", || {
+                got = rx.try_recv()?;
+                Ok(got.is_some())
+            })
+            .is_err()
+                || got != Some(check(i, size))
+                || spin_ok("busy_rtt peer", || tx.try_send(i)).is_err()
+            {
                 return 3;
             }
         }
         0
     })
     .map_err(err("fork"))?;
+    let (mut tx, mut rx) = attach_parent()?;
     pin_index(&p.cpus, 0).map_err(err("pin"))?;
-    let msg = vec![0x5au8; size];
-    let mut buf = vec![0u8; size];
-    let mut samples = Vec::with_capacity(p.ops as usize);
-    for i in 0..total {
-        let t0 = Instant::now();
-        if busy {
-            spin(|| parent.tx().try_send(&msg))?;
-            spin(|| parent.rx().try_recv(&mut buf))?;
-        } else {
-            parent.tx().send(&msg)?;
-            parent.rx().recv(&mut buf)?;
+    let samples = time_each(p, |i| {
+        let i = i + 1;
+        spin_ok("busy_rtt", || tx.try_send(i))?;
+        let mut got = None;
+        spin_ok("busy_rtt", || {
+            got = rx.try_recv()?;
+            Ok(got.is_some())
+        })?;
+        if got != Some(check(i, size)) {
+            return Err(format!("busy_rtt: echo {got:?}, expected {i}"));
         }
-        if i >= p.warmup {
-            samples.push(t0.elapsed().as_nanos() as u64);
-        }
-    }
-    drop(parent);
+        Ok(())
+    })?;
+    drop((tx, rx));
     peer.join()?;
     Ok(Measurement::Latencies(samples))
 }
 
-/// A process's two ends in a round trip.
-trait EndPair {
-    fn tx(&mut self) -> &mut dyn Tx;
-    fn rx(&mut self) -> &mut dyn Rx;
+/// The blocking round trip: [`floors::u32_pingpong`], the futex floor's
+/// protocol, with `signal(d, i)` = a blocking send of `i` on direction `d`
+/// and `wait(d, i)` = a blocking receive on it. Each process attaches the
+/// ends it uses on first use (after the fork): the parent sends on 0 and
+/// receives on 1, the peer the reverse.
+fn blocking_round_trips<T: Tx, R: Rx>(
+    p: &Params,
+    check: fn(u64, usize) -> u64,
+    attach_tx: impl Fn(usize) -> Result<T, String>,
+    attach_rx: impl Fn(usize) -> Result<R, String>,
+) -> RunResult {
+    let txs: [RefCell<Option<T>>; 2] = Default::default();
+    let rxs: [RefCell<Option<R>>; 2] = Default::default();
+    let size = p.msg_size;
+    let r = floors::u32_pingpong(
+        p,
+        |d, i| {
+            let mut tx = txs[d].borrow_mut();
+            if tx.is_none() {
+                *tx = Some(attach_tx(d)?);
+            }
+            tx.as_mut().map_or(Ok(()), |tx| tx.send(u64::from(i)))
+        },
+        |d, i| {
+            let mut rx = rxs[d].borrow_mut();
+            if rx.is_none() {
+                *rx = Some(attach_rx(d)?);
+            }
+            let got = rx.as_mut().map_or(Ok(0), |rx| rx.recv())?;
+            if got != check(u64::from(i), size) {
+                return Err(format!("blocking_rtt: got {got}, expected {i}"));
+            }
+            Ok(())
+        },
+    );
+    drop((txs, rxs));
+    r
 }
-impl<A: Tx, B: Rx> EndPair for (A, B) {
-    fn tx(&mut self) -> &mut dyn Tx {
-        &mut self.0
-    }
-    fn rx(&mut self) -> &mut dyn Rx {
-        &mut self.1
-    }
+
+fn same(tag: u64, _size: usize) -> u64 {
+    tag
 }
 
 fn spin_mode<T: HasSpin>(mut x: T, busy: bool) -> T {
@@ -264,68 +377,100 @@ macro_rules! has_spin {
     )*};
 }
 has_spin!(
-    shmkit_core::queue::ring::Producer<'_, [u64; W]>,
-    shmkit_core::queue::ring::Consumer<'_, [u64; W]>,
-    shmkit_core::queue::mpmc::QueueProducer<'_, [u64; W]>,
-    shmkit_core::queue::mpmc::QueueConsumer<'_, [u64; W]>
+    Producer<'_, [u64; W]>,
+    Consumer<'_, [u64; W]>,
+    QueueProducer<'_, [u64; W]>,
+    QueueConsumer<'_, [u64; W]>
 );
+
+/// Ring capacity (messages) of the round-trip impls.
+const RTT_CAPACITY: usize = 64;
 
 fn spsc_rtt<const W: usize>(p: &Params, busy: bool) -> RunResult
 where
     [u64; W]: Pod,
 {
-    let a = SharedRing::<[u64; W]>::anonymous(64).map_err(err("ring"))?;
-    let b = SharedRing::<[u64; W]>::anonymous(64).map_err(err("ring"))?;
-    round_trips(
-        p,
-        busy,
-        || {
-            let tx = a.ring().producer().map_err(err("attach"))?;
-            let rx = b.ring().consumer().map_err(err("attach"))?;
-            Ok((spin_mode(tx, busy), spin_mode(rx, busy)))
-        },
-        || {
-            let tx = b.ring().producer().map_err(err("attach"))?;
-            let rx = a.ring().consumer().map_err(err("attach"))?;
-            Ok((spin_mode(tx, busy), spin_mode(rx, busy)))
-        },
-    )
+    let q = [
+        SharedRing::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
+        SharedRing::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
+    ];
+    let tx = |d: usize| {
+        let tx = q[d].ring().producer().map_err(err("attach"))?;
+        Ok(spin_mode(tx, busy))
+    };
+    let rx = |d: usize| {
+        let rx = q[d].ring().consumer().map_err(err("attach"))?;
+        Ok(spin_mode(rx, busy))
+    };
+    if busy {
+        busy_round_trips(p, same, || Ok((tx(0)?, rx(1)?)), || Ok((tx(1)?, rx(0)?)))
+    } else {
+        blocking_round_trips(p, same, tx, rx)
+    }
 }
 
 fn mpmc_rtt<const W: usize>(p: &Params, busy: bool) -> RunResult
 where
     [u64; W]: Pod,
 {
-    let a = SharedQueue::<[u64; W]>::anonymous(64).map_err(err("queue"))?;
-    let b = SharedQueue::<[u64; W]>::anonymous(64).map_err(err("queue"))?;
-    round_trips(
-        p,
-        busy,
-        || {
-            let tx = a.queue().producer().map_err(err("attach"))?;
-            let rx = b.queue().consumer().map_err(err("attach"))?;
-            Ok((spin_mode(tx, busy), spin_mode(rx, busy)))
-        },
-        || {
-            let tx = b.queue().producer().map_err(err("attach"))?;
-            let rx = a.queue().consumer().map_err(err("attach"))?;
-            Ok((spin_mode(tx, busy), spin_mode(rx, busy)))
-        },
-    )
+    let q = [
+        SharedQueue::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err("queue"))?,
+        SharedQueue::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err("queue"))?,
+    ];
+    let tx = |d: usize| {
+        let tx = q[d].queue().producer().map_err(err("attach"))?;
+        Ok(spin_mode(tx, busy))
+    };
+    let rx = |d: usize| {
+        let rx = q[d].queue().consumer().map_err(err("attach"))?;
+        Ok(spin_mode(rx, busy))
+    };
+    if busy {
+        busy_round_trips(p, same, || Ok((tx(0)?, rx(1)?)), || Ok((tx(1)?, rx(0)?)))
+    } else {
+        blocking_round_trips(p, same, tx, rx)
+    }
 }
 
 fn pipe_rtt(p: &Params, busy: bool) -> RunResult {
-    let cap = (p.msg_size + 4).next_power_of_two().max(4096);
-    let d = SharedDuplexPipe::anonymous(cap).map_err(err("pipe"))?;
-    let attach = |which| -> Result<_, String> {
-        let mut c = d.end(which).map_err(err("attach"))?;
+    let size = p.msg_size;
+    let cap = (size + 4).next_power_of_two().max(4096);
+    // Pipe 0 carries parent → peer, pipe 1 the echo (a duplex pipe is
+    // the same two rings in one segment).
+    let q = [
+        SharedPipe::anonymous(cap).map_err(err("pipe"))?,
+        SharedPipe::anonymous(cap).map_err(err("pipe"))?,
+    ];
+    let tx = |dir: usize| -> Result<PipeTx<'_>, String> {
+        let mut tx = q[dir].pipe().sender().map_err(err("attach"))?;
         if !busy {
-            c.tx.set_spin(Spin::NONE);
-            c.rx.set_spin(Spin::NONE);
+            tx.set_spin(Spin::NONE);
         }
-        Ok((c.tx, c.rx))
+        Ok(PipeTx {
+            tx,
+            msg: vec![0x5a; size],
+        })
     };
-    round_trips(p, busy, || attach(0), || attach(1))
+    let rx = |dir: usize| -> Result<PipeRx<'_>, String> {
+        let mut rx = q[dir].pipe().receiver().map_err(err("attach"))?;
+        if !busy {
+            rx.set_spin(Spin::NONE);
+        }
+        Ok(PipeRx {
+            rx,
+            buf: vec![0; size],
+        })
+    };
+    if busy {
+        busy_round_trips(
+            p,
+            pipe_tag,
+            || Ok((tx(0)?, rx(1)?)),
+            || Ok((tx(1)?, rx(0)?)),
+        )
+    } else {
+        blocking_round_trips(p, pipe_tag, tx, rx)
+    }
 }
 
 /// Dispatches on the message size: `[u64; W]` with the smallest W that fits.
@@ -362,60 +507,74 @@ fn blocking_pipe(p: &Params) -> RunResult {
     pipe_rtt(p, false)
 }
 
-/// One producer process → the measuring consumer; the clock runs from the
-/// first message after the warm-up to the last.
+/// Ring capacity (messages) of `spsc_throughput`: the raw floor's.
+const THROUGHPUT_CAPACITY: usize = 1024;
+
+/// `spsc_throughput`, shaped as the raw ring floor: the peer produces
+/// `0..warmup + ops`, spinning while full; the parent consumes, spinning
+/// while empty, checks each value, and times from message `warmup` to the
+/// last. `batched`: `push_slice`/`pop_into` of up to 64.
 fn throughput(p: &Params, batched: bool) -> RunResult {
-    let ring = SharedRing::<u64>::anonymous(4096).map_err(err("ring"))?;
+    let ring = SharedRing::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
     let total = p.warmup + p.ops;
-    let mut rx = ring.ring().consumer().map_err(err("attach"))?;
     let peer = spawn_peer(p.cpus.get(1).copied(), || {
+        peer_guard();
         let Ok(mut tx) = ring.ring().producer() else {
             return 2;
         };
-        let mut next = 0u64;
         let mut batch = [0u64; 64];
+        let mut next = 0u64;
         while next < total {
-            if batched {
+            let r = if batched {
                 let n = (total - next).min(64) as usize;
                 for (k, b) in batch[..n].iter_mut().enumerate() {
                     *b = next + k as u64;
                 }
-                match tx.push_slice(&batch[..n]) {
-                    Ok(k) => next += k as u64,
-                    Err(_) => return 3,
-                }
+                spin_ok("spsc producer", || {
+                    let k = tx.push_slice(&batch[..n]).map_err(|e| e.to_string())?;
+                    next += k as u64;
+                    Ok(k > 0)
+                })
             } else {
-                match tx.try_push(next) {
-                    Ok(()) => next += 1,
-                    Err(TrySendError::Full(_)) => std::hint::spin_loop(),
-                    Err(_) => return 3,
-                }
+                let r = spin_ok("spsc producer", || match tx.try_push(next) {
+                    Ok(()) => Ok(true),
+                    Err(TrySendError::Full(_)) => Ok(false),
+                    Err(e) => Err(e.to_string()),
+                });
+                next += 1;
+                r
+            };
+            if r.is_err() {
+                return 3;
             }
         }
         0
     })
     .map_err(err("fork"))?;
+    let mut rx = ring.ring().consumer().map_err(err("attach"))?;
     pin_index(&p.cpus, 0).map_err(err("pin"))?;
-    let mut got = 0u64;
-    let mut t0 = None;
     let mut out = [0u64; 64];
-    if p.warmup == 0 {
-        t0 = Some(Instant::now());
-    }
+    let mut got = 0u64;
+    // (clock start, messages received before it): batches may step over
+    // `warmup`.
+    let mut start = None;
     while got < total {
-        let n = if batched {
+        if start.is_none() && got >= p.warmup {
+            start = Some((Instant::now(), got));
+        }
+        if batched {
             let mut n = 0;
-            spin(|| {
+            spin_ok("spsc consumer", || {
                 n = rx.pop_into(&mut out).map_err(|e| e.to_string())?;
                 Ok(n > 0)
             })?;
-            if out[0] != got {
-                return Err(format!("out of order: {} != {got}", out[0]));
+            if out[0] != got || out[n - 1] != got + n as u64 - 1 {
+                return Err(format!("spsc: read {}, expected {got}", out[0]));
             }
-            n as u64
+            got += n as u64;
         } else {
             let mut v = 0;
-            spin(|| match rx.try_pop() {
+            spin_ok("spsc consumer", || match rx.try_pop() {
                 Ok(x) => {
                     v = x;
                     Ok(true)
@@ -424,20 +583,17 @@ fn throughput(p: &Params, batched: bool) -> RunResult {
                 Err(e) => Err(e.to_string()),
             })?;
             if v != got {
-                return Err(format!("out of order: {v} != {got}"));
+                return Err(format!("spsc: read {v}, expected {got}"));
             }
-            1
-        };
-        let before = got;
-        got += n;
-        if before < p.warmup && got >= p.warmup {
-            t0 = Some(Instant::now());
+            got += 1;
         }
     }
-    let elapsed = t0.map_or(Duration::ZERO, |t| t.elapsed());
+    let (start, got0) = start.ok_or("spsc: no measured messages")?;
+    let elapsed = start.elapsed();
+    drop(rx);
     peer.join()?;
     Ok(Measurement::Rate {
-        ops: p.ops,
+        ops: total - got0,
         bytes_per_op: 8,
         elapsed,
     })
@@ -450,40 +606,121 @@ fn throughput_spsc_batched(p: &Params) -> RunResult {
     throughput(p, true)
 }
 
-/// 64 KiB messages through a 1 MiB pipe, producer process → measuring
-/// consumer.
+/// Message size of `pipe_bytes` (the memcpy floor copies as much).
+const PIPE_MSG: usize = 64 * 1024;
+
+/// Ring capacity of `pipe_bytes`: 16 messages (1 MiB). A ring that holds
+/// only one message makes the two processes alternate instead of copying
+/// at the same time (≈0.14× memcpy here at 128 KiB, ≈0.38× at 4 messages,
+/// ≈0.44× from 8 messages on).
+pub const PIPE_BYTES_CAPACITY: usize = 16 * PIPE_MSG;
+
+/// 64 KiB messages through a pipe, producer process → measuring consumer;
+/// the rate clock runs from message `warmup` to the last, as the memcpy
+/// floor's.
 fn pipe_bytes(p: &Params) -> RunResult {
-    const MSG: usize = 64 * 1024;
-    let pipe = SharedPipe::anonymous(1 << 20).map_err(err("pipe"))?;
+    let pipe = SharedPipe::anonymous(PIPE_BYTES_CAPACITY).map_err(err("pipe"))?;
     let total = p.warmup + p.ops;
-    let mut rx = pipe.pipe().receiver().map_err(err("attach"))?;
     let peer = spawn_peer(p.cpus.get(1).copied(), || {
+        peer_guard();
         let Ok(mut tx) = pipe.pipe().sender() else {
             return 2;
         };
-        let msg = vec![7u8; MSG];
+        let msg = vec![7u8; PIPE_MSG];
         for _ in 0..total {
-            if tx.send_bytes(&msg).is_err() {
+            if tx.send_bytes_timeout(&msg, STALL).is_err() {
                 return 3;
             }
         }
         0
     })
     .map_err(err("fork"))?;
+    let mut rx = pipe.pipe().receiver().map_err(err("attach"))?;
     pin_index(&p.cpus, 0).map_err(err("pin"))?;
-    let mut buf = vec![0u8; MSG];
-    let mut t0 = Instant::now();
+    let mut buf = vec![0u8; PIPE_MSG];
+    let mut start = Instant::now();
     for i in 0..total {
         if i == p.warmup {
-            t0 = Instant::now();
+            start = Instant::now();
         }
-        rx.recv_bytes_into(&mut buf).map_err(err("recv"))?;
+        let n = rx
+            .recv_bytes_into_timeout(&mut buf, STALL)
+            .map_err(err("recv"))?;
+        if n != PIPE_MSG {
+            return Err(format!("pipe_bytes: got {n} bytes, expected {PIPE_MSG}"));
+        }
     }
-    let elapsed = t0.elapsed();
+    let elapsed = start.elapsed();
+    std::hint::black_box(&buf);
+    drop(rx);
     peer.join()?;
     Ok(Measurement::Rate {
         ops: p.ops,
-        bytes_per_op: MSG as u64,
+        bytes_per_op: PIPE_MSG as u64,
+        elapsed,
+    })
+}
+
+/// `pipe_bytes`/`raw_stream`: what moving 64 KiB messages between two
+/// processes costs with no pipe at all: a ring of 16 message-sized slots
+/// in shared memory, `memcpy` in (producer process) and `memcpy` out
+/// (measuring consumer), one Release index store per message per side.
+/// Sound only because both sides are this honest code (the indices order
+/// every copy); it shows how far below single-core `memcpy` the
+/// cross-core transfer alone puts any pipe.
+fn raw_stream(p: &Params) -> RunResult {
+    const SLOTS: u64 = 16;
+    let s = Scratch::new(256 + SLOTS as usize * PIPE_MSG).map_err(err("mmap"))?;
+    let (head, tail) = (s.atomic_u64(0), s.atomic_u64(128));
+    let slot = |i: u64| {
+        // SAFETY: slot `i % SLOTS` lies inside the mapping.
+        unsafe { s.ptr().as_ptr().add(256 + (i % SLOTS) as usize * PIPE_MSG) }
+    };
+    let total = p.warmup + p.ops;
+    let peer = spawn_peer(p.cpus.get(1).copied(), || {
+        peer_guard();
+        let msg = vec![7u8; PIPE_MSG];
+        for i in 0..total {
+            // SYNC POINT: Acquire pairs with the consumer's Release of
+            // `head`: it finished reading the slot we overwrite.
+            if spin_until("raw_stream producer", || {
+                i - head.load(std::sync::atomic::Ordering::Acquire) < SLOTS
+            })
+            .is_err()
+            {
+                return 1;
+            }
+            // SAFETY: the slot is ours until we publish `tail` (above);
+            // `msg` is private and PIPE_MSG bytes long.
+            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), slot(i), PIPE_MSG) };
+            // SYNC POINT: Release publishes the slot.
+            tail.store(i + 1, std::sync::atomic::Ordering::Release);
+        }
+        0
+    })
+    .map_err(err("fork"))?;
+    pin_index(&p.cpus, 0).map_err(err("pin"))?;
+    let mut buf = vec![0u8; PIPE_MSG];
+    let mut start = Instant::now();
+    for i in 0..total {
+        if i == p.warmup {
+            start = Instant::now();
+        }
+        // SYNC POINT: Acquire pairs with the producer's Release of `tail`.
+        spin_until("raw_stream consumer", || {
+            tail.load(std::sync::atomic::Ordering::Acquire) > i
+        })?;
+        // SAFETY: the producer published the slot and will not touch it
+        // until we release it below; `buf` is private.
+        unsafe { std::ptr::copy_nonoverlapping(slot(i), buf.as_mut_ptr(), PIPE_MSG) };
+        std::hint::black_box(&mut buf);
+        head.store(i + 1, std::sync::atomic::Ordering::Release);
+    }
+    let elapsed = start.elapsed();
+    peer.join()?;
+    Ok(Measurement::Rate {
+        ops: p.ops,
+        bytes_per_op: PIPE_MSG as u64,
         elapsed,
     })
 }
@@ -504,6 +741,7 @@ fn mpmc_pxc(p: &Params) -> RunResult {
         let cpu = p.cpus.get(i % n).copied();
         peers.push(
             spawn_peer(cpu, move || {
+                peer_guard();
                 let wait_go = || {
                     ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     while go.load(std::sync::atomic::Ordering::Acquire) == 0 {
@@ -549,4 +787,27 @@ fn mpmc_pxc(p: &Params) -> RunResult {
         bytes_per_op: 8,
         elapsed: t0.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every impl runs to completion on a tiny workload (no timing checks).
+    #[test]
+    fn every_impl_runs() {
+        let p = Params {
+            cpus: Vec::new(),
+            ops: 300,
+            warmup: 30,
+            ..Params::default()
+        };
+        for (case, imp) in impls() {
+            match (imp.run)(&p) {
+                Ok(Measurement::Latencies(s)) => assert!(!s.is_empty(), "{case}/{}", imp.name),
+                Ok(Measurement::Rate { ops, .. }) => assert!(ops > 0, "{case}/{}", imp.name),
+                Err(e) => panic!("{case}/{}: {e}", imp.name),
+            }
+        }
+    }
 }
