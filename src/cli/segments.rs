@@ -32,8 +32,12 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Maps the segment read-only and never waits on it. Exit status: 0 if the \
-header is valid, 2 if the segment is corrupt or not ready (the report is still printed), 1 on errors."
+    after_help = "Maps the segment read-only and never waits on it or writes to it. Prints the \
+header, then the object's state: a lock's owner (and whether it is alive) and waiters, a \
+semaphore's permits, a barrier's parties and generation, a queue's capacity, occupancy and \
+attached producers/consumers. Values no honest process can produce print as `corrupt: ...`.\n\
+Exit status: 0 if the segment is sound, 2 if its header or object state is corrupt or it is not \
+ready (the report is still printed), 1 on errors."
 )]
 pub struct InspectArgs {
     /// Segment name, with or without the leading '/' (see `shmkit ls`).
@@ -427,12 +431,16 @@ pub fn inspect(a: &InspectArgs) -> Result<ExitCode, String> {
             },
         ),
     ];
+    let mut payload_corrupt = false;
     if check.is_ok() {
         if let Some(m) = &p.mapping {
             let payload = inspect::Payload::new(m, &h);
             match payload {
                 Some(payload) => match inspect::details(&h, &payload) {
-                    Some(lines) => out.extend(lines),
+                    Some(lines) => {
+                        payload_corrupt = lines.iter().any(|(_, v)| v.starts_with("corrupt: "));
+                        out.extend(lines);
+                    }
                     None => out.push(("details", format!("no inspector for kind {} yet", h.kind))),
                 },
                 None => out.push(("details", "payload out of range".to_string())),
@@ -445,6 +453,15 @@ pub fn inspect(a: &InspectArgs) -> Result<ExitCode, String> {
     if let Err(e) = check {
         eprintln!(
             "shmkit: {} is not usable: {e}. If no process needs it, remove it with `shmkit rm {}`.",
+            name.as_str(),
+            name.as_str()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if payload_corrupt {
+        eprintln!(
+            "shmkit: {}: the object's shared state is corrupt (the `corrupt:` lines above); \
+             its users will get errors or nonsense. If no process needs it, remove it with `shmkit rm {}` and recreate it.",
             name.as_str(),
             name.as_str()
         );
