@@ -24,6 +24,17 @@ use shmkit::posix::sync::{
 use shmkit::{LockedValue, SharedArray};
 use shmkit_testkit::{fork, unique_name, Child};
 
+/// Runs the tests of this file one at a time. A child forked by one test
+/// thread inherits the pipes of a `Command` another thread is spawning
+/// (close-on-exec only acts on exec) and, if it then sleeps, keeps that
+/// command's output open: two such tests could wait on each other forever.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `shmkit inspect NAME`: exit code and stdout. Fails the test if the
 /// binary crashed (a signal, e.g. SIGSEGV from a write to the read-only
 /// mapping) or panicked.
@@ -122,6 +133,7 @@ fn this_task() -> String {
 
 #[test]
 fn mutex_owner_alive_waiters_then_dead_after_kill9() {
+    let _serial = serial();
     let name = unique_name("insp-mutex");
     let m = SharedMutex::create(&name, Mutex::new(41u64)).unwrap();
     let ready = Ready::new();
@@ -171,6 +183,7 @@ fn mutex_owner_alive_waiters_then_dead_after_kill9() {
 
 #[test]
 fn raw_mutex_and_a_locked_value_whose_holder_exited() {
+    let _serial = serial();
     let raw_name = unique_name("insp-raw");
     let raw = SharedRawMutex::create(&raw_name, RawMutex::new()).unwrap();
     let out = inspect_ok(&raw_name);
@@ -204,6 +217,7 @@ fn raw_mutex_and_a_locked_value_whose_holder_exited() {
 
 #[test]
 fn reentrant_and_rwlock_held_in_a_child() {
+    let _serial = serial();
     let rname = unique_name("insp-rlock");
     let r = SharedReentrantMutex::create(&rname, ReentrantMutex::new(5u32)).unwrap();
     let wname = unique_name("insp-rw");
@@ -236,6 +250,7 @@ fn reentrant_and_rwlock_held_in_a_child() {
 
 #[test]
 fn semaphore_event_and_condvar_with_sleepers_in_other_processes() {
+    let _serial = serial();
     let sname = unique_name("insp-sem");
     let s = SharedSemaphore::create(&sname, Semaphore::new(0)).unwrap();
     let ename = unique_name("insp-event");
@@ -288,6 +303,7 @@ fn semaphore_event_and_condvar_with_sleepers_in_other_processes() {
 
 #[test]
 fn barrier_parties_generation_and_a_waiting_child() {
+    let _serial = serial();
     let name = unique_name("insp-barrier");
     let b = SharedBarrier::create(&name, Barrier::new(2)).unwrap();
     let child = fork(|| {
@@ -326,6 +342,7 @@ fn barrier_parties_generation_and_a_waiting_child() {
 
 #[test]
 fn ring_and_queue_with_messages_and_attached_producers() {
+    let _serial = serial();
     let me = std::process::id();
     let rname = unique_name("insp-ring");
     let ring = SharedRing::<u64>::create(&rname, 8).unwrap();
@@ -385,6 +402,7 @@ fn ring_and_queue_with_messages_and_attached_producers() {
 
 #[test]
 fn pipes_count_pending_messages_per_direction() {
+    let _serial = serial();
     let me = std::process::id();
     let pname = unique_name("insp-pipe");
     let pipe = SharedPipe::create(&pname, 64).unwrap();
@@ -443,6 +461,7 @@ fn payload(off: u64) -> u64 {
 
 #[test]
 fn corrupt_ring_and_mutex_payloads_are_reported() {
+    let _serial = serial();
     // A ring whose tail (the control block's first word) ran 1000 ahead.
     let rname = unique_name("insp-bad-ring");
     let ring = SharedRing::<u64>::create(&rname, 8).unwrap();
@@ -490,6 +509,7 @@ fn corrupt_ring_and_mutex_payloads_are_reported() {
 /// `inspect` tests run many more garbage rounds in-process.)
 #[test]
 fn garbage_payloads_of_every_kind_never_crash_the_binary() {
+    let _serial = serial();
     let names: Vec<(String, Box<dyn std::any::Any>)> = vec![
         {
             let n = unique_name("insp-g-array");
@@ -576,4 +596,71 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
         assert!(code == 0 || code == 2, "{name}: exit {code}\n{out}");
         assert!(out.contains("header:      valid"), "{name}: {out}");
     }
+}
+
+#[test]
+fn mapped_by_names_the_creator_and_not_the_inspector() {
+    let _serial = serial();
+    let name = unique_name("insp-mapped");
+    let arr = SharedArray::<u8>::create(&name, 8).unwrap();
+    let out = inspect_ok(&name);
+    let me = std::process::id().to_string();
+    let mapped = value(&out, "mapped by");
+    assert!(
+        mapped.split(", ").any(|p| p == me),
+        "the creator maps it: {out}"
+    );
+    assert_eq!(mapped.split(", ").count(), 1, "only the creator: {out}");
+    drop(arr);
+}
+
+/// The creator died, but a child it forked after creating the segment
+/// still maps it (under the creator's temporary name, deleted): in use,
+/// so `gc` must leave it alone, and `inspect` names the child.
+#[test]
+fn gc_keeps_a_segment_mapped_by_a_dead_creators_child() {
+    let _serial = serial();
+    let name = unique_name("insp-gc-child");
+    let (mut rx, tx) = UnixStream::pair().unwrap();
+    let creator = {
+        let name = name.clone();
+        fork(move || {
+            let mut arr = SharedArray::<u8>::create(&name, 8).unwrap();
+            arr.persist();
+            let heir = fork(|| {
+                let _keep = &arr;
+                // The only message on the socket: the heir's pid, once
+                // it runs.
+                (&tx).write_all(&std::process::id().to_ne_bytes()).unwrap();
+                park_forever()
+            });
+            // Exit without reaping or killing the heir (`_exit` runs no
+            // destructors): it lives on, mapping the segment.
+            std::mem::forget(heir);
+            0
+        })
+    };
+    let mut buf = [0u8; 4];
+    rx.read_exact(&mut buf).unwrap();
+    let heir = u32::from_ne_bytes(buf);
+    assert!(creator.wait().success());
+    /// Kills the orphaned heir and removes the name, even on failure.
+    struct Heir(u32, String);
+    impl Drop for Heir {
+        fn drop(&mut self) {
+            // SAFETY: signalling a process this test started.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            let _ = std::fs::remove_file(format!("/dev/shm/{}", self.1.trim_start_matches('/')));
+        }
+    }
+    let _heir = Heir(heir, name.clone());
+
+    let out = inspect_ok(&name);
+    assert_eq!(value(&out, "mapped by"), heir.to_string(), "{out}");
+    let o = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(["gc", "--prefix", &name])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("no garbage"), "{out}");
 }
