@@ -30,6 +30,7 @@
 
 pub mod array;
 pub mod error;
+pub mod inspect;
 pub mod locked;
 pub mod name;
 pub mod queue;

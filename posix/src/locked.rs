@@ -42,7 +42,13 @@ use crate::segment::{Expect, ObjectSpec, Segment, SegmentOptions};
 
 /// Offset of the data after the mutex, for element type `T`.
 fn data_offset<T>() -> usize {
-    size_of::<RawMutex>().next_multiple_of(align_of::<T>())
+    data_offset_for(align_of::<T>())
+}
+
+/// Offset of the data after the mutex, for elements aligned to `align` (a
+/// power of two; also read by [`crate::inspect`]).
+pub(crate) fn data_offset_for(align: usize) -> usize {
+    size_of::<RawMutex>().next_multiple_of(align)
 }
 
 /// The shared part of both handles: a segment holding a mutex and `len` Ts.

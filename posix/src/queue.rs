@@ -66,7 +66,7 @@ pub const MAX_REGISTRY: usize = 4096;
 /// Registry size of [`SharedQueue::create`] and friends, per role.
 pub const DEFAULT_REGISTRY: usize = 32;
 
-const RING_CONTROL: usize = size_of::<RingControl>();
+pub(crate) const RING_CONTROL: usize = size_of::<RingControl>();
 const QUEUE_CONTROL: usize = size_of::<QueueControl>();
 const ROLE: usize = size_of::<RoleSlot>();
 
@@ -84,28 +84,49 @@ fn corrupt(what: &str) -> OpenError {
     }
 }
 
-/// Where the parts of an MPMC queue sit in its payload.
+/// Where the parts of an MPMC queue sit in its payload (offsets in bytes;
+/// also read by [`crate::inspect`]).
 #[derive(Clone, Copy, Debug)]
-struct QueueLayout {
-    capacity: usize,
-    producers: usize,
-    consumers: usize,
-    producer_roles: usize,
-    intents: usize,
-    consumer_roles: usize,
-    stamps: usize,
-    data: usize,
-    total: usize,
+pub(crate) struct QueueLayout {
+    pub(crate) capacity: usize,
+    pub(crate) producers: usize,
+    pub(crate) consumers: usize,
+    pub(crate) producer_roles: usize,
+    pub(crate) intents: usize,
+    pub(crate) consumer_roles: usize,
+    pub(crate) stamps: usize,
+    pub(crate) data: usize,
+    pub(crate) total: usize,
 }
 
 impl QueueLayout {
     fn of<T>(capacity: usize, producers: usize, consumers: usize) -> Option<QueueLayout> {
+        Self::for_element(
+            capacity,
+            producers,
+            consumers,
+            size_of::<T>(),
+            align_of::<T>(),
+        )
+    }
+
+    /// The layout for elements of `size` bytes aligned to `align`; `None`
+    /// for impossible parameters (any of them may come from a hostile
+    /// header: `align` is checked to be a power of two).
+    pub(crate) fn for_element(
+        capacity: usize,
+        producers: usize,
+        consumers: usize,
+        size: usize,
+        align: usize,
+    ) -> Option<QueueLayout> {
         if capacity == 0
             || producers == 0
             || consumers == 0
             || producers > MAX_REGISTRY
             || consumers > MAX_REGISTRY
-            || align_of::<T>() > PAYLOAD_ALIGN
+            || !align.is_power_of_two()
+            || align > PAYLOAD_ALIGN
         {
             return None;
         }
@@ -113,11 +134,8 @@ impl QueueLayout {
         let intents = producer_roles + ROLE * producers;
         let consumer_roles = intents + 8 * producers;
         let stamps = align_up(consumer_roles + ROLE * consumers, 8)?;
-        let data = align_up(
-            stamps.checked_add(capacity.checked_mul(8)?)?,
-            align_of::<T>(),
-        )?;
-        let total = data.checked_add(capacity.checked_mul(size_of::<T>())?)?;
+        let data = align_up(stamps.checked_add(capacity.checked_mul(8)?)?, align)?;
+        let total = data.checked_add(capacity.checked_mul(size)?)?;
         Some(QueueLayout {
             capacity,
             producers,
@@ -140,14 +158,21 @@ impl QueueLayout {
 }
 
 fn ring_payload<T>(capacity: usize) -> Option<usize> {
+    ring_payload_for(capacity, size_of::<T>(), align_of::<T>())
+}
+
+/// The payload length of a ring of `capacity` elements of `size` bytes
+/// aligned to `align`; `None` for impossible parameters.
+pub(crate) fn ring_payload_for(capacity: usize, size: usize, align: usize) -> Option<usize> {
     if capacity == 0
         || capacity > MAX_CAPACITY as usize
         || !capacity.is_power_of_two()
-        || align_of::<T>() > PAYLOAD_ALIGN
+        || !align.is_power_of_two()
+        || align > PAYLOAD_ALIGN
     {
         return None;
     }
-    RING_CONTROL.checked_add(capacity.checked_mul(size_of::<T>())?)
+    RING_CONTROL.checked_add(capacity.checked_mul(size)?)
 }
 
 /// How a handle's segment comes to be.
@@ -556,7 +581,7 @@ impl<T: Pod> SharedQueue<T> {
 
 // ---------------------------------------------------------------- pipes
 
-fn pipe_payload(capacity: usize, rings: usize) -> Option<usize> {
+pub(crate) fn pipe_payload(capacity: usize, rings: usize) -> Option<usize> {
     if !(8..=MAX_CAPACITY as usize).contains(&capacity) || !capacity.is_power_of_two() {
         return None;
     }
@@ -565,7 +590,7 @@ fn pipe_payload(capacity: usize, rings: usize) -> Option<usize> {
 
 /// Bytes from one ring's control to the next: rounded up to 128 so every
 /// control block stays aligned.
-fn pipe_stride(capacity: usize) -> usize {
+pub(crate) fn pipe_stride(capacity: usize) -> usize {
     (RING_CONTROL + capacity).next_multiple_of(PAYLOAD_ALIGN)
 }
 

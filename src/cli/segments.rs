@@ -32,8 +32,12 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Maps the segment read-only and never waits on it. Exit status: 0 if the \
-header is valid, 2 if the segment is corrupt or not ready (the report is still printed), 1 on errors."
+    after_help = "Maps the segment read-only and never waits on it or writes to it. Prints the \
+header, then the object's state: a lock's owner (and whether it is alive) and waiters, a \
+semaphore's permits, a barrier's parties and generation, a queue's capacity, occupancy and \
+attached producers/consumers. Values no honest process can produce print as `corrupt: ...`.\n\
+Exit status: 0 if the segment is sound, 2 if its header or object state is corrupt or it is not \
+ready (the report is still printed), 1 on errors."
 )]
 pub struct InspectArgs {
     /// Segment name, with or without the leading '/' (see `shmkit ls`).
@@ -230,11 +234,26 @@ fn state_str(s: u32) -> &'static str {
     }
 }
 
-/// Pids whose /proc/PID/maps map `/dev/shm/body`, and the pids whose maps
-/// could not be read (so the answer may be incomplete for them).
-pub fn mapped_by(body: &str) -> (Vec<u32>, Vec<u32>) {
-    let needle = format!(" {}", shm_path(body));
-    let deleted = format!("{needle} (deleted)");
+/// Pids other than this one whose /proc/PID/maps map the object `(dev,
+/// ino)` (a `Probe`'s), and the pids whose maps could not be read (so the
+/// answer may be incomplete for them).
+///
+/// The object is matched by device and inode, not by name: a creator maps
+/// it under its temporary name, which its maps show as
+/// `/dev/shm/.shmkit-tmp.PID.N (deleted)` once the object is linked to its
+/// real name, and so do the children it forks afterwards. An inode is not
+/// reused while anything maps it, so an old object of the same name never
+/// matches.
+pub fn mapped_by(dev: u64, ino: u64) -> (Vec<u32>, Vec<u32>) {
+    let me = std::process::id();
+    // The `MAJ:MIN` field of a maps line, in hex as the kernel prints it.
+    let want_dev = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
+    let want_ino = ino.to_string();
+    let maps_it = |line: &str| {
+        // address perms offset dev inode [path]
+        let mut fields = line.split_ascii_whitespace().skip(3);
+        fields.next() == Some(want_dev.as_str()) && fields.next() == Some(want_ino.as_str())
+    };
     let mut pids = Vec::new();
     let mut unreadable = Vec::new();
     let Ok(proc_dir) = std::fs::read_dir("/proc") else {
@@ -244,12 +263,12 @@ pub fn mapped_by(body: &str) -> (Vec<u32>, Vec<u32>) {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
+        if pid == me {
+            continue;
+        }
         match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
             Ok(maps) => {
-                if maps
-                    .lines()
-                    .any(|l| l.ends_with(&needle) && !l.ends_with(&deleted))
-                {
+                if maps.lines().any(maps_it) {
                     pids.push(pid);
                 }
             }
@@ -366,7 +385,7 @@ pub fn inspect(a: &InspectArgs) -> Result<ExitCode, String> {
         ));
     }
     let check = p.check();
-    let (pids, unreadable) = mapped_by(name.body());
+    let (pids, unreadable) = mapped_by(p.dev, p.ino);
     let mut out = vec![
         ("name", name.as_str().to_string()),
         ("path", shm_path(name.body())),
@@ -427,12 +446,16 @@ pub fn inspect(a: &InspectArgs) -> Result<ExitCode, String> {
             },
         ),
     ];
+    let mut payload_corrupt = false;
     if check.is_ok() {
         if let Some(m) = &p.mapping {
             let payload = inspect::Payload::new(m, &h);
             match payload {
                 Some(payload) => match inspect::details(&h, &payload) {
-                    Some(lines) => out.extend(lines),
+                    Some(lines) => {
+                        payload_corrupt = lines.iter().any(|(_, v)| v.starts_with("corrupt: "));
+                        out.extend(lines);
+                    }
                     None => out.push(("details", format!("no inspector for kind {} yet", h.kind))),
                 },
                 None => out.push(("details", "payload out of range".to_string())),
@@ -445,6 +468,15 @@ pub fn inspect(a: &InspectArgs) -> Result<ExitCode, String> {
     if let Err(e) = check {
         eprintln!(
             "shmkit: {} is not usable: {e}. If no process needs it, remove it with `shmkit rm {}`.",
+            name.as_str(),
+            name.as_str()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if payload_corrupt {
+        eprintln!(
+            "shmkit: {}: the object's shared state is corrupt (the `corrupt:` lines above); \
+             its users will get errors or nonsense. If no process needs it, remove it with `shmkit rm {}` and recreate it.",
             name.as_str(),
             name.as_str()
         );
@@ -478,7 +510,7 @@ fn garbage_reason(body: &str) -> Option<(String, u64, u64)> {
             return None;
         }
         let p = probe(body, false).ok()?;
-        if !mapped_by(body).0.is_empty() {
+        if !mapped_by(p.dev, p.ino).0.is_empty() {
             return None;
         }
         return Some((format!("temporary name of dead pid {pid}"), p.dev, p.ino));
@@ -491,7 +523,7 @@ fn garbage_reason(body: &str) -> Option<(String, u64, u64)> {
     if pid == 0 || l != Liveness::Dead {
         return None;
     }
-    if !mapped_by(body).0.is_empty() {
+    if !mapped_by(p.dev, p.ino).0.is_empty() {
         return None;
     }
     let state = match p.check() {
@@ -541,7 +573,8 @@ pub fn gc(a: &GcArgs) -> Result<ExitCode, String> {
         }
     }
     if found > 0 {
-        let (_, unreadable) = mapped_by("");
+        // Inode 0 names no object: this only collects the unreadable maps.
+        let (_, unreadable) = mapped_by(0, 0);
         if !unreadable.is_empty() {
             println!(
                 "note: /proc/PID/maps of pids {unreadable:?} is not readable; if one of them maps an object \

@@ -373,6 +373,59 @@ impl Barrier {
     }
 }
 
+/// A party in a [`Barrier`]'s tracking table, as
+/// [`Barrier::tracked_parties`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackedParty {
+    /// The party's thread id.
+    pub tid: u32,
+    /// Whether it arrived in the current generation (it is waiting, or the
+    /// round it arrived in has not completed).
+    pub arrived: bool,
+    /// Whether it is dead (or its id was reused by a newer task). A dead
+    /// party that has not arrived breaks the barrier at the next liveness
+    /// check of a waiter.
+    pub dead: bool,
+}
+
+/// Diagnostics: loads only (plus liveness syscalls), safe on a read-only
+/// mapping, never waits.
+impl Barrier {
+    /// The generation: the number of completed rounds (15 bits, wrapping;
+    /// a [`reset`](Self::reset) adds 2).
+    ///
+    /// ```
+    /// use shmkit_core::sync::Barrier;
+    /// let b = Barrier::new(1);
+    /// b.wait().unwrap();
+    /// assert_eq!(b.generation(), 1);
+    /// ```
+    #[must_use]
+    pub fn generation(&self) -> u32 {
+        // Relaxed: a picture for a human.
+        generation(self.state.load(Ordering::Relaxed))
+    }
+
+    /// The registered parties (those the barrier can tell are dead), in
+    /// table order. Asks the OS about each one's liveness.
+    pub fn tracked_parties(&self) -> impl Iterator<Item = TrackedParty> + '_ {
+        let gen = self.generation();
+        self.slots.iter().filter_map(move |slot| {
+            // Relaxed: a picture for a human.
+            let tid = slot.tid.load(Ordering::Relaxed);
+            if tid == 0 {
+                return None;
+            }
+            let start = slot.start.load(Ordering::Relaxed);
+            Some(TrackedParty {
+                tid,
+                arrived: slot.arrived.load(Ordering::Relaxed) == gen | ARRIVED,
+                dead: is_dead(tid) || is_reused(tid, start),
+            })
+        })
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     extern crate std;

@@ -187,3 +187,20 @@ impl Condvar {
         }
     }
 }
+
+/// Diagnostics: loads only, safe on a read-only mapping.
+impl Condvar {
+    /// How many waiters may be asleep (a hint: one that died asleep stays
+    /// counted).
+    #[must_use]
+    pub fn sleepers(&self) -> u32 {
+        // Relaxed: a picture for a human.
+        self.sleepers.load(Ordering::Relaxed)
+    }
+
+    /// The notify sequence: bumped (wrapping) by every `notify_*`.
+    #[must_use]
+    pub fn sequence(&self) -> u32 {
+        self.seq.load(Ordering::Relaxed)
+    }
+}

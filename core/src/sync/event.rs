@@ -142,6 +142,24 @@ impl Event {
     }
 }
 
+/// Diagnostics: loads only, safe on a read-only mapping.
+impl Event {
+    /// Whether the `WAITERS` bit is set: a waiter may be asleep (a flag,
+    /// not a count; it stays set until the next `set`).
+    #[must_use]
+    pub fn has_waiters(&self) -> bool {
+        // Relaxed: a picture for a human.
+        self.word.load(Ordering::Relaxed) & WAITERS != 0
+    }
+
+    /// The event word as read: [`SET`] and [`WAITERS`]; any other bit
+    /// means a peer scribbled on it (the event ignores such bits).
+    #[must_use]
+    pub fn raw_word(&self) -> u32 {
+        self.word.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     extern crate std;

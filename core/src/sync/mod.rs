@@ -34,17 +34,19 @@
 pub mod barrier;
 pub mod condvar;
 pub mod event;
+mod inspect;
 pub mod mutex;
 pub mod reentrant;
 pub mod rwlock;
 pub mod semaphore;
 
-pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
+pub use barrier::{Barrier, BarrierError, BarrierWaitResult, TrackedParty};
 pub use condvar::Condvar;
 pub use event::Event;
+pub use inspect::{MutexSnapshot, MutexState};
 pub use mutex::{LockError, Mutex, MutexGuard, RawMutex, RawMutexGuard};
-pub use reentrant::{ReentrantMutex, ReentrantMutexGuard};
-pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use reentrant::{ReentrantMutex, ReentrantMutexGuard, ReentrantSnapshot};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockSnapshot, RwLockWriteGuard};
 pub use semaphore::{AcquireError, ReleaseError, Semaphore};
 
 use core::time::Duration;

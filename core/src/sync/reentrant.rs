@@ -31,6 +31,7 @@ use core::time::Duration;
 use bytemuck::Pod;
 
 use super::mutex::{Acquired, Block, LockError, RawMutex};
+use super::MutexSnapshot;
 use super::DEFAULT_SPIN;
 use crate::primitive::{AtomicU32, Ordering};
 use crate::shared::SharedSlice;
@@ -201,6 +202,41 @@ impl<T: Pod> Drop for ReentrantMutexGuard<'_, T> {
             } else {
                 self.lock.raw.release_unrecoverable();
             }
+        }
+    }
+}
+
+/// A [`ReentrantMutex`]'s shared state, read once. See
+/// [`ReentrantMutex::snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReentrantSnapshot {
+    /// The lock word.
+    pub lock: MutexSnapshot,
+    /// The recursion depth the owner recorded (meaningful while held).
+    pub count: u32,
+    /// The owner took the lock over from a dead one and has not marked the
+    /// data consistent yet (meaningful while held).
+    pub inconsistent: bool,
+}
+
+impl<T: Pod> ReentrantMutex<T> {
+    /// The lock word, recursion count and consistency flag, for
+    /// diagnostics. Loads only (see [`RawMutex::snapshot`]): safe on a
+    /// read-only mapping, never waits.
+    ///
+    /// ```
+    /// use shmkit_core::sync::ReentrantMutex;
+    /// let m = ReentrantMutex::new(0u8);
+    /// let (_a, _b) = (m.lock().unwrap(), m.lock().unwrap());
+    /// assert_eq!(m.snapshot().count, 2);
+    /// ```
+    #[must_use]
+    pub fn snapshot(&self) -> ReentrantSnapshot {
+        // Relaxed: a picture for a human, read without the lock.
+        ReentrantSnapshot {
+            lock: self.raw.snapshot(),
+            count: self.count.load(Ordering::Relaxed),
+            inconsistent: self.inconsistent.load(Ordering::Relaxed) != 0,
         }
     }
 }

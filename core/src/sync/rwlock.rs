@@ -56,7 +56,7 @@ use core::time::Duration;
 use bytemuck::Pod;
 
 use super::mutex::{Acquired, Block, LockError, RawError, RawMutex, NOT_RECOVERABLE, WAITERS};
-use super::{current_id, park, passed, DEFAULT_SPIN, LIVENESS_SLICE};
+use super::{current_id, park, passed, MutexSnapshot, DEFAULT_SPIN, LIVENESS_SLICE};
 use crate::owner::ID_MASK;
 use crate::primitive::{AtomicU32, Ordering};
 use crate::shared::SharedSlice;
@@ -369,6 +369,41 @@ impl<T: Pod> Drop for RwLockWriteGuard<'_, T> {
         // SAFETY: the guard exists only while this thread holds the writer
         // lock. Wake all: readers sleep on the writer word too.
         unsafe { self.lock.writer.release(true) };
+    }
+}
+
+/// An [`RwLock`]'s shared state, read once. See [`RwLock::snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RwLockSnapshot {
+    /// The writer lock's word: held by the writer, or by a writer waiting
+    /// for readers to drain.
+    pub writer: MutexSnapshot,
+    /// Readers inside (plus readers briefly checking the writer word). A
+    /// reader that died holding a read lock stays counted.
+    pub readers: u32,
+    /// A writer died holding the lock and no writer has repaired the data.
+    pub inconsistent: bool,
+}
+
+impl<T: Pod> RwLock<T> {
+    /// The writer word, reader count and consistency flag, for
+    /// diagnostics. Loads only (see [`RawMutex::snapshot`]): safe on a
+    /// read-only mapping, never waits.
+    ///
+    /// ```
+    /// use shmkit_core::sync::RwLock;
+    /// let l = RwLock::new(0u8);
+    /// let _r = l.read().unwrap();
+    /// assert_eq!(l.snapshot().readers, 1);
+    /// ```
+    #[must_use]
+    pub fn snapshot(&self) -> RwLockSnapshot {
+        // Relaxed: a picture for a human, read without the lock.
+        RwLockSnapshot {
+            writer: self.writer.snapshot(),
+            readers: self.readers.load(Ordering::Relaxed),
+            inconsistent: self.inconsistent.load(Ordering::Relaxed) != 0,
+        }
     }
 }
 

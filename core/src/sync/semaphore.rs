@@ -217,6 +217,17 @@ impl Semaphore {
     }
 }
 
+/// Diagnostics: loads only, safe on a read-only mapping.
+impl Semaphore {
+    /// How many acquirers may be asleep (a hint: one that died asleep stays
+    /// counted).
+    #[must_use]
+    pub fn sleepers(&self) -> u32 {
+        // Relaxed: a picture for a human.
+        self.sleepers.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     extern crate std;

@@ -1,0 +1,413 @@
+//! `inspect::describe` in-process, on every kind: the lines for known
+//! states, and garbage payloads and header parameters, which must come out
+//! as `corrupt: …` lines, never as a panic or an out-of-bounds read.
+//! (The `shmkit inspect` tests in the root package cover the same against
+//! real processes holding and dying with the objects.)
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use shmkit_core::sync::{Barrier, Condvar, Event, Mutex, ReentrantMutex, RwLock, Semaphore};
+use shmkit_posix::inspect::{describe, Lines, PayloadView};
+use shmkit_posix::queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::sync::{
+    SharedBarrier, SharedCondvar, SharedEvent, SharedMutex, SharedRawMutex, SharedReentrantMutex,
+    SharedRwLock, SharedSemaphore,
+};
+use shmkit_posix::{LockedArray, LockedValue, Segment, SharedArray, SharedValue};
+
+fn view(seg: &Segment) -> PayloadView<'_> {
+    // SAFETY: the payload stays mapped while `seg` lives; it is written
+    // only atomically (by the objects, and by `scribble`).
+    unsafe { PayloadView::new(seg.payload(), seg.payload_len()) }
+}
+
+fn lines(seg: &Segment) -> Lines {
+    describe(seg.header(), &view(seg)).expect("a known kind")
+}
+
+/// The value of the first line labelled `label`.
+fn value<'a>(lines: &'a Lines, label: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|(l, _)| *l == label)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {label:?} line in {lines:#?}"))
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Mostly small numbers, sometimes huge or extreme ones: what breaks
+    /// layout arithmetic.
+    fn param(&mut self) -> u64 {
+        match self.next() % 6 {
+            0 => 0,
+            1 => self.next() % 64,
+            2 => 1 << (self.next() % 64),
+            3 => u64::MAX - self.next() % 4,
+            4 => self.next() % 100_000,
+            _ => self.next(),
+        }
+    }
+}
+
+/// Overwrites the whole payload with bytes from `rng` (atomically, so the
+/// object's own atomics are never raced non-atomically).
+fn scribble(seg: &Segment, rng: &mut Rng) {
+    let p = seg.payload().as_ptr();
+    for i in 0..seg.payload_len() {
+        // SAFETY: `i` < payload_len, inside the writable mapping of `seg`.
+        unsafe { AtomicU8::from_ptr(p.add(i)) }.store(rng.next() as u8, Ordering::Relaxed);
+    }
+}
+
+/// One segment of every kind (anonymous), fresh.
+fn every_kind() -> Vec<(&'static str, Box<dyn AsSegment>)> {
+    vec![
+        (
+            "array",
+            Box::new(SharedArray::<u32>::anonymous_from(&[1, 2, 3]).unwrap()),
+        ),
+        (
+            "value",
+            Box::new(SharedValue::<f64>::anonymous(2.5).unwrap()),
+        ),
+        (
+            "locked array",
+            Box::new(LockedArray::<u16>::anonymous_from(&[4, 5]).unwrap()),
+        ),
+        (
+            "locked value",
+            Box::new(LockedValue::<i64>::anonymous(-7).unwrap()),
+        ),
+        (
+            "raw mutex",
+            Box::new(SharedRawMutex::anonymous(Default::default()).unwrap()),
+        ),
+        (
+            "mutex",
+            Box::new(SharedMutex::anonymous(Mutex::new(41u64)).unwrap()),
+        ),
+        (
+            "rlock",
+            Box::new(SharedReentrantMutex::anonymous(ReentrantMutex::new(9u32)).unwrap()),
+        ),
+        (
+            "rwlock",
+            Box::new(SharedRwLock::anonymous(RwLock::new([1u8; 3])).unwrap()),
+        ),
+        (
+            "semaphore",
+            Box::new(SharedSemaphore::anonymous(Semaphore::bounded(3)).unwrap()),
+        ),
+        (
+            "event",
+            Box::new(SharedEvent::anonymous(Event::new()).unwrap()),
+        ),
+        (
+            "condvar",
+            Box::new(SharedCondvar::anonymous(Condvar::new()).unwrap()),
+        ),
+        (
+            "barrier",
+            Box::new(SharedBarrier::anonymous(Barrier::new(3)).unwrap()),
+        ),
+        ("ring", Box::new(SharedRing::<u64>::anonymous(8).unwrap())),
+        (
+            "queue",
+            Box::new(SharedQueue::<u32>::anonymous_with(16, 3, 2).unwrap()),
+        ),
+        ("pipe", Box::new(SharedPipe::anonymous(64).unwrap())),
+        ("duplex", Box::new(SharedDuplexPipe::anonymous(64).unwrap())),
+    ]
+}
+
+trait AsSegment {
+    fn seg(&self) -> &Segment;
+}
+
+macro_rules! as_segment {
+    ($($t:ty),+ $(,)?) => {$(
+        impl AsSegment for $t {
+            fn seg(&self) -> &Segment {
+                self.segment()
+            }
+        }
+    )+};
+}
+
+as_segment!(
+    SharedArray<u32>,
+    SharedValue<f64>,
+    LockedArray<u16>,
+    LockedValue<i64>,
+    SharedRawMutex,
+    SharedMutex<u64>,
+    SharedReentrantMutex<u32>,
+    SharedRwLock<[u8; 3]>,
+    SharedSemaphore,
+    SharedEvent,
+    SharedCondvar,
+    SharedBarrier,
+    SharedRing<u64>,
+    SharedQueue<u32>,
+    SharedPipe,
+    SharedDuplexPipe,
+);
+
+#[test]
+fn fresh_objects_of_every_kind() {
+    let all = every_kind();
+    let get = |name: &str| {
+        lines(
+            all.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| s.seg())
+                .unwrap(),
+        )
+    };
+    let l = get("array");
+    assert_eq!(value(&l, "elements"), "[1, 2, 3]");
+    assert_eq!(value(&get("value"), "elements"), "[2.5]");
+    let l = get("locked array");
+    assert!(value(&l, "lock").starts_with("unlocked"), "{l:?}");
+    assert_eq!(value(&l, "elements"), "[4, 5]");
+    assert_eq!(value(&get("locked value"), "elements"), "[-7]");
+    let l = get("raw mutex");
+    assert_eq!(value(&l, "owner"), "none");
+    assert_eq!(value(&l, "waiters"), "none");
+    assert!(
+        !l.iter().any(|(k, _)| *k == "data"),
+        "a RawMutex has no data: {l:?}"
+    );
+    assert_eq!(
+        value(&get("mutex"), "data"),
+        "41 (u64), read without the lock"
+    );
+    let l = get("rlock");
+    assert!(value(&l, "data").starts_with("9 (u32)"), "{l:?}");
+    let l = get("rwlock");
+    assert!(value(&l, "readers").starts_with("0 inside"), "{l:?}");
+    assert_eq!(value(&l, "consistent"), "yes");
+    // Not a primitive: shown as bytes.
+    assert!(value(&l, "data").contains("010101"), "{l:?}");
+    let l = get("semaphore");
+    assert_eq!(value(&l, "permits"), "3 available, bound 3");
+    assert!(value(&l, "sleepers").starts_with('0'));
+    assert_eq!(value(&get("event"), "event"), "clear");
+    assert!(value(&get("condvar"), "sleepers").starts_with('0'));
+    let l = get("barrier");
+    assert_eq!(value(&l, "parties"), "3");
+    assert!(value(&l, "generation").starts_with("0 "), "{l:?}");
+    assert_eq!(value(&l, "waiting"), "0 of 3 arrived this round");
+    assert_eq!(value(&l, "party"), "none registered yet");
+    let l = get("ring");
+    assert_eq!(value(&l, "capacity"), "8 slot(s) of 8 byte(s)");
+    assert_eq!(value(&l, "occupancy"), "0 of 8 (head 0, tail 0)");
+    assert_eq!(value(&l, "producer"), "none (never attached)");
+    let l = get("queue");
+    assert_eq!(
+        value(&l, "occupancy"),
+        "0 of 16 (0 committed, head 0, tail 0)"
+    );
+    assert_eq!(value(&l, "producers"), "0 attached, of 3 slot(s)");
+    assert_eq!(value(&l, "consumers"), "0 attached, of 2 slot(s)");
+    let l = get("pipe");
+    assert_eq!(value(&l, "capacity"), "64 bytes per direction");
+    assert_eq!(
+        value(&l, "pending"),
+        "0 message(s), 0 byte(s) (head 0, tail 0)"
+    );
+    let l = get("duplex");
+    assert!(
+        value(&l, "1→0 pending").starts_with("0 message(s)"),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn states_set_in_process_are_read_back() {
+    let me = std::process::id();
+    let q = SharedQueue::<u32>::anonymous_with(4, 2, 2).unwrap();
+    let mut tx = q.queue().producer().unwrap();
+    let mut rx = q.queue().consumer().unwrap();
+    for i in 0..3 {
+        tx.try_push(i).unwrap();
+    }
+    assert_eq!(rx.try_pop(), Ok(0));
+    let l = lines(q.segment());
+    assert_eq!(
+        value(&l, "occupancy"),
+        "2 of 4 (2 committed, head 1, tail 3)"
+    );
+    assert_eq!(
+        value(&l, "producers"),
+        format!("1 attached, of 2 slot(s): pid {me} (alive)")
+    );
+    assert!(value(&l, "in flight").starts_with("0 "), "{l:?}");
+    drop(tx);
+    let l = lines(q.segment());
+    assert_eq!(value(&l, "producers"), "0 attached, of 2 slot(s)");
+
+    let pipe = SharedPipe::anonymous(32).unwrap();
+    let mut tx = pipe.pipe().sender().unwrap();
+    for m in [&b"hello"[..], b"", b"abc"] {
+        tx.try_send_bytes(m).unwrap();
+    }
+    let l = lines(pipe.segment());
+    assert_eq!(
+        value(&l, "pending"),
+        "3 message(s), 20 byte(s) (head 0, tail 20)"
+    );
+    assert_eq!(value(&l, "sender"), format!("pid {me}, alive"));
+    assert_eq!(value(&l, "receiver"), "none (never attached)");
+
+    let sem = SharedSemaphore::anonymous(Semaphore::new(5)).unwrap();
+    assert!(sem.try_acquire());
+    assert_eq!(
+        value(&lines(sem.segment()), "permits"),
+        "4 available, unbounded"
+    );
+
+    let e = SharedEvent::anonymous(Event::new()).unwrap();
+    e.set();
+    assert_eq!(value(&lines(e.segment()), "event"), "set");
+
+    let m = SharedReentrantMutex::anonymous(ReentrantMutex::new(0u8)).unwrap();
+    let (_a, _b) = (m.lock().unwrap(), m.lock().unwrap());
+    // Lock words and barrier tables name threads; tests run on threads of
+    // their own, so this one is not the process's leader.
+    let tid = shmkit_core::owner::current_thread_id();
+    let task = if tid == me {
+        format!("pid {me}")
+    } else {
+        format!("tid {tid} of pid {me}")
+    };
+    let l = lines(m.segment());
+    assert!(value(&l, "lock").starts_with("held"), "{l:?}");
+    assert_eq!(value(&l, "owner"), format!("{task}, alive"));
+    assert!(value(&l, "depth").starts_with("2 "), "{l:?}");
+
+    let b = SharedBarrier::anonymous(Barrier::new(1)).unwrap();
+    b.wait().unwrap();
+    b.wait().unwrap();
+    let l = lines(b.segment());
+    assert!(value(&l, "generation").starts_with("2 "), "{l:?}");
+    assert_eq!(value(&l, "party"), format!("{task}, alive, not arrived"));
+}
+
+/// The payload of `seg` at byte `off`, as a u32, overwritten.
+fn poke_u32(seg: &Segment, off: usize, v: u32) {
+    assert!(off + 4 <= seg.payload_len());
+    // SAFETY: in range, 4-aligned by the callers' offsets, atomic store.
+    unsafe { shmkit_core::primitive::AtomicU32::from_ptr(seg.payload().as_ptr().add(off).cast()) }
+        .store(v, Ordering::Relaxed);
+}
+
+#[test]
+fn known_corruptions_are_named() {
+    // A ring whose tail ran 1000 ahead of its head (the tail is the
+    // RingControl's first word).
+    let ring = SharedRing::<u64>::anonymous(8).unwrap();
+    poke_u32(ring.segment(), 0, 1000);
+    let l = lines(ring.segment());
+    assert!(
+        value(&l, "occupancy").starts_with("corrupt: tail - head = 1000 exceeds the capacity 8"),
+        "{l:?}"
+    );
+
+    // A mutex word with the reserved bit and an owner id no task has.
+    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    poke_u32(m.segment(), 0, (1 << 31) | (1 << 23));
+    let l = lines(m.segment());
+    assert!(value(&l, "owner").contains("dead"), "{l:?}");
+    assert!(
+        value(&l, "lock word").starts_with("corrupt: reserved bit"),
+        "{l:?}"
+    );
+
+    // A pipe frame claiming more than the pipe can carry.
+    let pipe = SharedPipe::anonymous(64).unwrap();
+    let mut tx = pipe.pipe().sender().unwrap();
+    tx.try_send_bytes(b"hi").unwrap();
+    // The frame's length word is the first data byte, after the control.
+    let data = std::mem::size_of::<shmkit_core::queue::ring::RingControl>();
+    poke_u32(pipe.segment(), data, 1000);
+    let l = lines(pipe.segment());
+    assert!(
+        value(&l, "pending").starts_with("corrupt: a 1000-byte message at 0 exceeds"),
+        "{l:?}"
+    );
+
+    // A barrier with no parties, and a semaphore past its bound.
+    let b = SharedBarrier::anonymous(Barrier::new(2)).unwrap();
+    poke_u32(b.segment(), 4, 0);
+    assert!(value(&lines(b.segment()), "parties").starts_with("corrupt: 0"));
+    let s = SharedSemaphore::anonymous(Semaphore::bounded(2)).unwrap();
+    poke_u32(s.segment(), 0, 3);
+    assert!(value(&lines(s.segment()), "permits").starts_with("corrupt: 3 available exceed"));
+
+    // Header parameters that do not fit the payload.
+    let q = SharedQueue::<u32>::anonymous_with(16, 3, 2).unwrap();
+    let mut h = *q.segment().header();
+    h.fingerprint.params[0] = 1 << 40;
+    let l = describe(&h, &view(q.segment())).unwrap();
+    assert!(value(&l, "layout").starts_with("corrupt: "), "{l:?}");
+    let mut h = *ring.segment().header();
+    h.fingerprint.params[0] = 3;
+    let l = describe(&h, &view(ring.segment())).unwrap();
+    assert!(
+        value(&l, "capacity").starts_with("corrupt: 3 is impossible"),
+        "{l:?}"
+    );
+    let mut h = *m.segment().header();
+    h.fingerprint.align = 3;
+    let l = describe(&h, &view(m.segment())).unwrap();
+    assert!(
+        value(&l, "layout").starts_with("corrupt: element alignment 3"),
+        "{l:?}"
+    );
+}
+
+/// Every kind, its payload overwritten with garbage and its header
+/// parameters replaced by nonsense, many times: `describe` must answer
+/// (lines, some of them `corrupt: …`) and never panic. Reads outside the
+/// payload would show up as a crash or, under the bounds checks, never
+/// happen.
+#[test]
+fn garbage_never_panics() {
+    let rounds = if std::env::var_os("SHMKIT_LONG_TESTS").is_some() {
+        2000
+    } else {
+        100
+    };
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let all = every_kind();
+    let mut corrupt_seen = 0;
+    for (name, obj) in &all {
+        let seg = obj.seg();
+        for round in 0..rounds {
+            scribble(seg, &mut rng);
+            let mut h = *seg.header();
+            if round % 2 == 1 {
+                h.fingerprint.params = [rng.param(), rng.param()];
+                h.fingerprint.size = rng.param();
+                h.fingerprint.align = rng.param();
+                h.fingerprint.type_hash = rng.next();
+                h.payload_len = rng.param();
+            }
+            let l = describe(&h, &view(seg)).unwrap_or_else(|| panic!("{name}: no lines"));
+            assert!(!l.is_empty(), "{name}");
+            corrupt_seen += l.iter().filter(|(_, v)| v.starts_with("corrupt: ")).count();
+        }
+    }
+    assert!(corrupt_seen > rounds, "garbage was reported as corrupt");
+}
