@@ -9,6 +9,17 @@ use std::process::{Command, Output};
 use shmkit::SharedArray;
 use shmkit_testkit::{fork, own_prefix, unique_name};
 
+/// Runs the tests of this file one at a time. A child forked by one test
+/// thread inherits the pipes of a `Command` another thread is spawning
+/// (close-on-exec only acts on exec) and, while it lives, keeps that
+/// command's output open: a test could wait on another test's child.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn shmkit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shmkit"))
         .args(args)
@@ -38,6 +49,7 @@ impl Drop for Cleanup {
 
 #[test]
 fn every_command_has_help() {
+    let _serial = serial();
     for cmd in [&[][..], &["bench"], &["ls"], &["inspect"], &["rm"], &["gc"]] {
         let mut args: Vec<&str> = cmd.to_vec();
         args.push("--help");
@@ -50,6 +62,7 @@ fn every_command_has_help() {
 
 #[test]
 fn ls_and_inspect_show_a_live_array() {
+    let _serial = serial();
     let name = unique_name("cli-ls");
     let arr = SharedArray::<u32>::create_from(&name, &[7, 8, 9]).unwrap();
     let o = shmkit(&["ls"]);
@@ -87,6 +100,7 @@ fn ls_and_inspect_show_a_live_array() {
 
 #[test]
 fn a_corrupt_segment_is_reported_not_crashed_on() {
+    let _serial = serial();
     let name = unique_name("cli-corrupt");
     let _cleanup = Cleanup(name.clone());
     let mut arr = SharedArray::<u64>::create(&name, 4).unwrap();
@@ -129,6 +143,7 @@ fn a_corrupt_segment_is_reported_not_crashed_on() {
 
 #[test]
 fn gc_removes_the_segment_of_a_killed_creator() {
+    let _serial = serial();
     let name = unique_name("cli-gc");
     let _cleanup = Cleanup(name.clone());
     let (mut rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -175,6 +190,7 @@ fn gc_removes_the_segment_of_a_killed_creator() {
 
 #[test]
 fn gc_keeps_a_mapped_segment_and_removes_dead_temp_names() {
+    let _serial = serial();
     // Creator dead but still mapped by us: not garbage.
     let name = unique_name("cli-mapped");
     let _cleanup = Cleanup(name.clone());
@@ -213,6 +229,7 @@ fn gc_keeps_a_mapped_segment_and_removes_dead_temp_names() {
 
 #[test]
 fn errors_say_what_to_do() {
+    let _serial = serial();
     let o = shmkit(&["inspect", "/shmkit-test-no-such-segment"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("shmkit ls"), "{}", text(&o).1);
@@ -230,6 +247,7 @@ const METRICS: &[&str] = &["rtt_ns", "ns_per_op", "msgs_per_s", "bytes_per_s"];
 
 #[test]
 fn bench_json_matches_the_documented_schema() {
+    let _serial = serial();
     let o = Command::new(env!("CARGO_BIN_EXE_shmkit"))
         .args(["bench", "--quick", "--format", "json", "--rounds", "2"])
         .env("SHMKIT_BENCH_OPS_SCALE", "0.005")
