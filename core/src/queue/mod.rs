@@ -117,7 +117,7 @@ impl WaitPoint {
 
     /// Wakes every sleeper after the caller made a condition true. Costs a
     /// load (and, without `membarrier`, a fence) when nobody sleeps.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn notify(&self) {
         // SYNC POINT WAIT-1, waker side (see the type docs): the light
         // half of an asymmetric fence pair.
@@ -377,7 +377,7 @@ pub(crate) mod asym {
             STATE.store(if ok { READY } else { UNAVAILABLE }, Ordering::Relaxed);
         }
 
-        #[inline]
+        #[inline(always)]
         pub(crate) fn light() {
             if STATE.load(Ordering::Relaxed) == READY {
                 // The heavy side's membarrier supplies the hardware barrier.
