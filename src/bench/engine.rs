@@ -346,6 +346,52 @@ impl Progress {
     }
 }
 
+/// The `main` of a `cargo bench` target (`benches/*.rs`, `harness = false`):
+/// runs `cases` through this engine with every provider and prints the
+/// table.
+///
+/// `cargo bench` passes `--bench`; `cargo test --benches` does not, and
+/// then one tiny round runs as a smoke test. Environment:
+/// `SHMKIT_BENCH_QUICK=1` for quick sizes, `SHMKIT_BENCH_ROUNDS` (default
+/// 5), `SHMKIT_BENCH_OPS_SCALE` (default 1).
+pub fn cargo_bench_main(cases: &[&str]) {
+    fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let opts = Options {
+        settings: super::cases::Settings {
+            cpus: vec![0, 1],
+            quick: smoke || env_or("SHMKIT_BENCH_QUICK", 0u8) == 1,
+            ops_scale: if smoke {
+                0.01
+            } else {
+                env_or("SHMKIT_BENCH_OPS_SCALE", 1.0)
+            },
+            producers: 1,
+            consumers: 1,
+        },
+        rounds: if smoke {
+            1
+        } else {
+            env_or("SHMKIT_BENCH_ROUNDS", 5)
+        },
+        cases: cases.iter().map(|s| (*s).to_string()).collect(),
+        progress: !smoke,
+        watchdog_secs: 120,
+    };
+    match run(&opts, &super::cases::providers()) {
+        Ok(r) => print!("{}", super::report::table(&r)),
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
