@@ -98,89 +98,57 @@ fn tagged<const W: usize>(tag: u64) -> [u64; W] {
     v
 }
 
-impl<const W: usize> Tx for Producer<'_, [u64; W]>
-where
-    [u64; W]: Pod,
-{
-    #[inline]
-    fn try_send(&mut self, tag: u64) -> Result<bool, String> {
-        match self.try_push(tagged(tag)) {
-            Ok(()) => Ok(true),
-            Err(TrySendError::Full(_)) => Ok(false),
-            Err(e) => Err(e.to_string()),
+/// `Tx`/`Rx` for a producer/consumer pair of handles with the queue method
+/// names (`try_push`, `push_timeout`, `try_pop`, `pop_timeout`): the SPSC
+/// ring's and the MPMC queue's.
+macro_rules! queue_adapters {
+    ($producer:ident, $consumer:ident) => {
+        impl<const W: usize> Tx for $producer<'_, [u64; W]>
+        where
+            [u64; W]: Pod,
+        {
+            #[inline]
+            fn try_send(&mut self, tag: u64) -> Result<bool, String> {
+                match self.try_push(tagged(tag)) {
+                    Ok(()) => Ok(true),
+                    Err(TrySendError::Full(_)) => Ok(false),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            fn send(&mut self, tag: u64) -> Result<(), String> {
+                match self.push_timeout(tagged(tag), STALL) {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => Err("peer stalled".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         }
-    }
-    fn send(&mut self, tag: u64) -> Result<(), String> {
-        match self.push_timeout(tagged(tag), STALL) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(_)) => Err("peer stalled".into()),
-            Err(e) => Err(e.to_string()),
+
+        impl<const W: usize> Rx for $consumer<'_, [u64; W]>
+        where
+            [u64; W]: Pod,
+        {
+            #[inline]
+            fn try_recv(&mut self) -> Result<Option<u64>, String> {
+                match self.try_pop() {
+                    Ok(v) => Ok(Some(v[0])),
+                    Err(TryRecvError::Empty) => Ok(None),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            fn recv(&mut self) -> Result<u64, String> {
+                match self.pop_timeout(STALL) {
+                    Ok(v) => Ok(v[0]),
+                    Err(RecvTimeoutError::Timeout) => Err("peer stalled".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         }
-    }
+    };
 }
 
-impl<const W: usize> Rx for Consumer<'_, [u64; W]>
-where
-    [u64; W]: Pod,
-{
-    #[inline]
-    fn try_recv(&mut self) -> Result<Option<u64>, String> {
-        match self.try_pop() {
-            Ok(v) => Ok(Some(v[0])),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-    fn recv(&mut self) -> Result<u64, String> {
-        match self.pop_timeout(STALL) {
-            Ok(v) => Ok(v[0]),
-            Err(RecvTimeoutError::Timeout) => Err("peer stalled".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
-impl<const W: usize> Tx for QueueProducer<'_, [u64; W]>
-where
-    [u64; W]: Pod,
-{
-    #[inline]
-    fn try_send(&mut self, tag: u64) -> Result<bool, String> {
-        match self.try_push(tagged(tag)) {
-            Ok(()) => Ok(true),
-            Err(TrySendError::Full(_)) => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-    fn send(&mut self, tag: u64) -> Result<(), String> {
-        match self.push_timeout(tagged(tag), STALL) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(_)) => Err("peer stalled".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
-impl<const W: usize> Rx for QueueConsumer<'_, [u64; W]>
-where
-    [u64; W]: Pod,
-{
-    #[inline]
-    fn try_recv(&mut self) -> Result<Option<u64>, String> {
-        match self.try_pop() {
-            Ok(v) => Ok(Some(v[0])),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-    fn recv(&mut self) -> Result<u64, String> {
-        match self.pop_timeout(STALL) {
-            Ok(v) => Ok(v[0]),
-            Err(RecvTimeoutError::Timeout) => Err("peer stalled".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
+queue_adapters!(Producer, Consumer);
+queue_adapters!(QueueProducer, QueueConsumer);
 
 /// A pipe sender with its `msg_size`-byte message; the tag is in the first
 /// (up to) 8 bytes, little-endian.
