@@ -9,7 +9,7 @@ use crate::primitive::AtomicU32;
 /// until the absolute `CLOCK_MONOTONIC` time `deadline` passes.
 ///
 /// `FUTEX_WAIT_BITSET` takes an absolute deadline, so retrying after `EINTR`
-/// never stretches a timeout. No `FUTEX_PRIVATE_FLAG`: the word may be in a
+/// never stretches a timeout. Never the private-futex flag: the word may be in a
 /// segment mapped at different addresses in different processes, and only a
 /// shared futex is keyed by the backing page rather than the address.
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Duration>) {
