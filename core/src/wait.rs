@@ -155,18 +155,35 @@ impl Spin {
     /// `spin_loop` (x86 `pause`) costs ≈25 ns, as on current AMD and Intel
     /// cores.
     pub const DEFAULT: Spin = Spin { iterations: 200 };
+    /// Every this many iterations the spinner yields its CPU instead of
+    /// spinning: if the peer it waits for shares the CPU, that lets the peer
+    /// run at once; if not, the yield returns at once (nothing else is
+    /// runnable) and costs about one null syscall.
+    pub const YIELD_EVERY: u32 = 64;
 
     /// Spins until `ready()` returns true or the budget runs out; returns
     /// the last value of `ready()`. Only loads belong in `ready`.
     #[inline]
     pub fn spin_until(self, mut ready: impl FnMut() -> bool) -> bool {
-        for _ in 0..self.iterations {
+        for i in 0..self.iterations {
             if ready() {
                 return true;
             }
-            crate::primitive::spin_loop();
+            Spin::pause(i);
         }
         ready()
+    }
+
+    /// One iteration's pause of a spin loop: a `spin_loop` hint, or every
+    /// [`YIELD_EVERY`](Spin::YIELD_EVERY)th iteration a yield of the CPU.
+    /// Primitives with their own spin loops call this with their count.
+    #[inline]
+    pub fn pause(iteration: u32) {
+        if iteration % Spin::YIELD_EVERY == Spin::YIELD_EVERY - 1 {
+            crate::sys::yield_now();
+        } else {
+            crate::primitive::spin_loop();
+        }
     }
 }
 

@@ -174,7 +174,7 @@ impl Semaphore {
             }
             if budget > 0 {
                 budget -= 1;
-                crate::primitive::spin_loop();
+                Spin::pause(budget);
                 continue;
             }
             if passed(deadline) {

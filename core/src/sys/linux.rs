@@ -196,6 +196,12 @@ fn parse_stat(line: &[u8]) -> Option<(u8, u64)> {
     Some((state, value))
 }
 
+/// Gives up the CPU to another runnable task, if there is one.
+pub(crate) fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_stat;
