@@ -260,6 +260,30 @@ impl<T> TrySendError<T> {
     }
 }
 
+impl<T> TrySendError<T> {
+    /// What a blocking push makes of a failed attempt: `Err(value)` to
+    /// keep waiting (full), or the error to return.
+    pub(crate) fn blocking(self) -> Result<SendTimeoutError<T>, T> {
+        match self {
+            TrySendError::Full(v) => Err(v),
+            TrySendError::Disconnected(v) => Ok(SendTimeoutError::Disconnected(v)),
+            TrySendError::Corrupt(v) => Ok(SendTimeoutError::Corrupt(v)),
+        }
+    }
+}
+
+impl<T> SendTimeoutError<T> {
+    /// The error of a push without a deadline (which cannot time out).
+    pub(crate) fn untimed(self) -> SendError<T> {
+        match self {
+            SendTimeoutError::Corrupt(v) => SendError::Corrupt(v),
+            SendTimeoutError::Disconnected(v) | SendTimeoutError::Timeout(v) => {
+                SendError::Disconnected(v)
+            }
+        }
+    }
+}
+
 /// Why a non-blocking pop returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[doc(alias = "get_nowait")]
@@ -291,6 +315,28 @@ pub enum RecvError {
     Disconnected,
     /// The shared indices are impossible: a peer corrupted the queue.
     Corrupt,
+}
+
+impl TryRecvError {
+    /// What a blocking pop makes of a failed attempt: `None` to keep
+    /// waiting (empty), or the error to return.
+    pub(crate) fn blocking(self) -> Option<RecvTimeoutError> {
+        match self {
+            TryRecvError::Empty => None,
+            TryRecvError::Disconnected => Some(RecvTimeoutError::Disconnected),
+            TryRecvError::Corrupt => Some(RecvTimeoutError::Corrupt),
+        }
+    }
+}
+
+impl RecvTimeoutError {
+    /// The error of a pop without a deadline (which cannot time out).
+    pub(crate) fn untimed(self) -> RecvError {
+        match self {
+            RecvTimeoutError::Corrupt => RecvError::Corrupt,
+            RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout => RecvError::Disconnected,
+        }
+    }
 }
 
 const EMPTY_MSG: &str = "the queue is empty; retry later or use a blocking pop";

@@ -541,13 +541,8 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
     /// `Disconnected`, `Corrupt`; the value comes back.
     #[doc(alias = "put")]
     pub fn push(&mut self, value: T) -> Result<(), SendError<T>> {
-        match self.push_deadline(value, None) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Corrupt(v)) => Err(SendError::Corrupt(v)),
-            Err(SendTimeoutError::Disconnected(v) | SendTimeoutError::Timeout(v)) => {
-                Err(SendError::Disconnected(v))
-            }
-        }
+        self.push_deadline(value, None)
+            .map_err(SendTimeoutError::untimed)
     }
 
     /// Pushes `value`, waiting at most `timeout` for room.
@@ -571,9 +566,7 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         let r = ctl.space_ready.block_on(self.spin, deadline, |slow| {
             match self.push_inner(value, slow) {
                 Ok(()) => Some(Ok(())),
-                Err(TrySendError::Full(_)) => None,
-                Err(TrySendError::Disconnected(v)) => Some(Err(SendTimeoutError::Disconnected(v))),
-                Err(TrySendError::Corrupt(v)) => Some(Err(SendTimeoutError::Corrupt(v))),
+                Err(e) => e.blocking().ok().map(Err),
             }
         });
         r.unwrap_or(Err(SendTimeoutError::Timeout(value)))
@@ -695,10 +688,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
     /// `Disconnected` once drained with every producer gone; `Corrupt`.
     #[doc(alias = "get")]
     pub fn pop(&mut self) -> Result<T, RecvError> {
-        self.pop_deadline(None).map_err(|e| match e {
-            RecvTimeoutError::Corrupt => RecvError::Corrupt,
-            _ => RecvError::Disconnected,
-        })
+        self.pop_deadline(None).map_err(RecvTimeoutError::untimed)
     }
 
     /// Pops a message, waiting at most `timeout`.
@@ -718,9 +708,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         ctl.data_ready
             .block_on(self.spin, deadline, |slow| match self.pop_inner(slow) {
                 Ok(v) => Some(Ok(v)),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-                Err(TryRecvError::Corrupt) => Some(Err(RecvTimeoutError::Corrupt)),
+                Err(e) => e.blocking().map(Err),
             })
             .unwrap_or(Err(RecvTimeoutError::Timeout))
     }

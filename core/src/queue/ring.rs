@@ -488,13 +488,8 @@ impl<'a, T: Pod> Producer<'a, T> {
     /// `Corrupt` on impossible shared indices. The value comes back.
     #[doc(alias = "put")]
     pub fn push(&mut self, value: T) -> Result<(), SendError<T>> {
-        match self.push_deadline(value, None) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Disconnected(v) | SendTimeoutError::Timeout(v)) => {
-                Err(SendError::Disconnected(v))
-            }
-            Err(SendTimeoutError::Corrupt(v)) => Err(SendError::Corrupt(v)),
-        }
+        self.push_deadline(value, None)
+            .map_err(SendTimeoutError::untimed)
     }
 
     /// Pushes `value`, waiting at most `timeout` for room.
@@ -521,12 +516,13 @@ impl<'a, T: Pod> Producer<'a, T> {
             let v = value.take()?;
             match self.push_inner(v, slow) {
                 Ok(()) => Some(Ok(())),
-                Err(TrySendError::Full(v)) => {
-                    value = Some(v);
-                    None
-                }
-                Err(TrySendError::Disconnected(v)) => Some(Err(SendTimeoutError::Disconnected(v))),
-                Err(TrySendError::Corrupt(v)) => Some(Err(SendTimeoutError::Corrupt(v))),
+                Err(e) => match e.blocking() {
+                    Ok(err) => Some(Err(err)),
+                    Err(v) => {
+                        value = Some(v);
+                        None
+                    }
+                },
             }
         });
         match (r, value) {
@@ -789,10 +785,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// `Corrupt` on impossible shared indices.
     #[doc(alias = "get")]
     pub fn pop(&mut self) -> Result<T, RecvError> {
-        self.pop_deadline(None).map_err(|e| match e {
-            RecvTimeoutError::Corrupt => RecvError::Corrupt,
-            _ => RecvError::Disconnected,
-        })
+        self.pop_deadline(None).map_err(RecvTimeoutError::untimed)
     }
 
     /// Pops a value, waiting at most `timeout`.
@@ -812,9 +805,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
         ctl.data_ready
             .block_on(self.spin, deadline, |slow| match self.pop_inner(slow) {
                 Ok(v) => Some(Ok(v)),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-                Err(TryRecvError::Corrupt) => Some(Err(RecvTimeoutError::Corrupt)),
+                Err(e) => e.blocking().map(Err),
             })
             .unwrap_or(Err(RecvTimeoutError::Timeout))
     }
