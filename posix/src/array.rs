@@ -81,24 +81,36 @@ struct Elements<T> {
     _type: PhantomData<fn() -> T>,
 }
 
+/// The spec of a segment holding `len` elements of `T` after `prefix`
+/// bytes (0 for plain arrays and values; a mutex for the `lock=True`
+/// forms), its fingerprint recording the length.
+pub(crate) fn elements_spec<T: Pod>(
+    kind: Kind,
+    len: usize,
+    prefix: usize,
+) -> Result<ObjectSpec<'static>, CreateError> {
+    if align_of::<T>() > PAYLOAD_ALIGN {
+        return Err(CreateError::InvalidLayout {
+            reason: "element type is aligned beyond the 128-byte payload alignment",
+        });
+    }
+    let bytes = len
+        .checked_mul(size_of::<T>())
+        .and_then(|b| b.checked_add(prefix))
+        .ok_or(CreateError::InvalidLayout {
+            reason: "array length times element size overflows",
+        })?;
+    Ok(ObjectSpec {
+        kind,
+        fingerprint: Fingerprint::of::<T>([len as u64, 0]),
+        type_name: std::any::type_name::<T>(),
+        payload_len: bytes as u64,
+    })
+}
+
 impl<T: Pod> Elements<T> {
     fn spec(kind: Kind, len: usize) -> Result<ObjectSpec<'static>, CreateError> {
-        if align_of::<T>() > PAYLOAD_ALIGN {
-            return Err(CreateError::InvalidLayout {
-                reason: "element type is aligned beyond the 128-byte payload alignment",
-            });
-        }
-        let bytes = len
-            .checked_mul(size_of::<T>())
-            .ok_or(CreateError::InvalidLayout {
-                reason: "array length times element size overflows",
-            })?;
-        Ok(ObjectSpec {
-            kind,
-            fingerprint: Fingerprint::of::<T>([len as u64, 0]),
-            type_name: std::any::type_name::<T>(),
-            payload_len: bytes as u64,
-        })
+        elements_spec::<T>(kind, len, 0)
     }
 
     /// An init function writing `values` (or leaving zeros if empty).

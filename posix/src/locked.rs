@@ -33,7 +33,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use bytemuck::Pod;
-use shmkit_core::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
+use shmkit_core::header::Kind;
 use shmkit_core::shared::{OutOfBounds, SharedSlice};
 use shmkit_core::sync::{LockError, RawMutex, RawMutexGuard};
 
@@ -60,23 +60,7 @@ struct Locked<T> {
 
 impl<T: Pod> Locked<T> {
     fn spec(kind: Kind, len: usize) -> Result<ObjectSpec<'static>, CreateError> {
-        if align_of::<T>() > PAYLOAD_ALIGN {
-            return Err(CreateError::InvalidLayout {
-                reason: "element type is aligned beyond the 128-byte payload alignment",
-            });
-        }
-        let bytes = len
-            .checked_mul(size_of::<T>())
-            .and_then(|b| b.checked_add(data_offset::<T>()))
-            .ok_or(CreateError::InvalidLayout {
-                reason: "array length times element size overflows",
-            })?;
-        Ok(ObjectSpec {
-            kind,
-            fingerprint: Fingerprint::of::<T>([len as u64, 0]),
-            type_name: std::any::type_name::<T>(),
-            payload_len: bytes as u64,
-        })
+        crate::array::elements_spec::<T>(kind, len, data_offset::<T>())
     }
 
     fn writer(values: &[T]) -> impl FnMut(NonNull<u8>, usize) + '_ {
