@@ -210,6 +210,28 @@ impl Case {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::Measurement;
+
+    /// Every impl of every provider (floors, peers, shmkit) runs to
+    /// completion on a tiny workload and returns samples (no timing checks).
+    #[test]
+    fn every_provided_impl_runs() {
+        let p = Params {
+            cpus: Vec::new(),
+            ops: 300,
+            warmup: 30,
+            ..Params::default()
+        };
+        for provider in providers() {
+            for (case, imp) in provider() {
+                match (imp.run)(&p) {
+                    Ok(Measurement::Latencies(s)) => assert!(!s.is_empty(), "{case}/{}", imp.name),
+                    Ok(Measurement::Rate { ops, .. }) => assert!(ops > 0, "{case}/{}", imp.name),
+                    Err(e) => panic!("{case}/{}: {e}", imp.name),
+                }
+            }
+        }
+    }
 
     #[test]
     fn params_follow_layout_and_scale() {
