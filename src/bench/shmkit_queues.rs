@@ -354,51 +354,38 @@ has_spin!(
 /// Ring capacity (messages) of the round-trip impls.
 const RTT_CAPACITY: usize = 64;
 
-fn spsc_rtt<const W: usize>(p: &Params, busy: bool) -> RunResult
-where
-    [u64; W]: Pod,
-{
-    let q = [
-        SharedRing::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
-        SharedRing::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
-    ];
-    let tx = |d: usize| {
-        let tx = q[d].ring().producer().map_err(err("attach"))?;
-        Ok(spin_mode(tx, busy))
+/// `$name(p, busy)`: two `$handle`s of [`RTT_CAPACITY`] (one per
+/// direction), their ends attached through `.$view()` in the process that
+/// uses them, bounced by [`busy_round_trips`] or [`blocking_round_trips`].
+macro_rules! rtt_impl {
+    ($name:ident, $handle:ident, $view:ident, $what:literal) => {
+        fn $name<const W: usize>(p: &Params, busy: bool) -> RunResult
+        where
+            [u64; W]: Pod,
+        {
+            let q = [
+                $handle::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err($what))?,
+                $handle::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err($what))?,
+            ];
+            let tx = |d: usize| {
+                let tx = q[d].$view().producer().map_err(err("attach"))?;
+                Ok(spin_mode(tx, busy))
+            };
+            let rx = |d: usize| {
+                let rx = q[d].$view().consumer().map_err(err("attach"))?;
+                Ok(spin_mode(rx, busy))
+            };
+            if busy {
+                busy_round_trips(p, same, || Ok((tx(0)?, rx(1)?)), || Ok((tx(1)?, rx(0)?)))
+            } else {
+                blocking_round_trips(p, same, tx, rx)
+            }
+        }
     };
-    let rx = |d: usize| {
-        let rx = q[d].ring().consumer().map_err(err("attach"))?;
-        Ok(spin_mode(rx, busy))
-    };
-    if busy {
-        busy_round_trips(p, same, || Ok((tx(0)?, rx(1)?)), || Ok((tx(1)?, rx(0)?)))
-    } else {
-        blocking_round_trips(p, same, tx, rx)
-    }
 }
 
-fn mpmc_rtt<const W: usize>(p: &Params, busy: bool) -> RunResult
-where
-    [u64; W]: Pod,
-{
-    let q = [
-        SharedQueue::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err("queue"))?,
-        SharedQueue::<[u64; W]>::anonymous(RTT_CAPACITY).map_err(err("queue"))?,
-    ];
-    let tx = |d: usize| {
-        let tx = q[d].queue().producer().map_err(err("attach"))?;
-        Ok(spin_mode(tx, busy))
-    };
-    let rx = |d: usize| {
-        let rx = q[d].queue().consumer().map_err(err("attach"))?;
-        Ok(spin_mode(rx, busy))
-    };
-    if busy {
-        busy_round_trips(p, same, || Ok((tx(0)?, rx(1)?)), || Ok((tx(1)?, rx(0)?)))
-    } else {
-        blocking_round_trips(p, same, tx, rx)
-    }
-}
+rtt_impl!(spsc_rtt, SharedRing, ring, "ring");
+rtt_impl!(mpmc_rtt, SharedQueue, queue, "queue");
 
 fn pipe_rtt(p: &Params, busy: bool) -> RunResult {
     let size = p.msg_size;
