@@ -8,6 +8,3 @@
 pub use shmkit_core as core;
 pub use shmkit_posix as posix;
 pub use shmkit_posix::*;
-
-#[doc(hidden)]
-pub mod bench;

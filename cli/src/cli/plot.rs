@@ -11,9 +11,9 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use shmkit::bench::engine::{CaseReport, ImplReport};
-use shmkit::bench::report::human;
-use shmkit::bench::Metric;
+use shmkit_cli::bench::engine::{CaseReport, ImplReport};
+use shmkit_cli::bench::report::human;
+use shmkit_cli::bench::Metric;
 
 const WIDTH: u32 = 1200;
 const ROW: u32 = 34;

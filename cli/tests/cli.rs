@@ -258,7 +258,10 @@ fn bench_json_matches_the_documented_schema() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
     let rows = doc.as_array().expect("an array");
     assert!(!rows.is_empty());
-    let cases: Vec<&str> = shmkit::bench::cases::CASES.iter().map(|c| c.name).collect();
+    let cases: Vec<&str> = shmkit_cli::bench::cases::CASES
+        .iter()
+        .map(|c| c.name)
+        .collect();
     for r in rows {
         let obj = r.as_object().expect("objects");
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();

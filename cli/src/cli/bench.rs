@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::plot;
-use shmkit::bench::cases::{providers, Settings, CASES};
-use shmkit::bench::{engine, report};
+use shmkit_cli::bench::cases::{providers, Settings, CASES};
+use shmkit_cli::bench::{engine, report};
 
 /// Output format of `shmkit bench`.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

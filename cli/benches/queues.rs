@@ -1,11 +1,11 @@
-//! `cargo bench --bench queues`: issue 4's cases (busy and blocking round trips, SPSC
+//! `cargo bench -p shmkit-cli --bench queues`: issue 4's cases (busy and blocking round trips, SPSC
 //! throughput, Pipe bytes per second, MPMC P×C), through the same engine,
 //! floors, peers and shmkit impls as `shmkit bench`, interleaved round by
 //! round (see `docs/bench.md`). `SHMKIT_BENCH_QUICK=1`,
 //! `SHMKIT_BENCH_ROUNDS` and `SHMKIT_BENCH_OPS_SCALE` adjust the run.
 
 fn main() {
-    shmkit::bench::engine::cargo_bench_main(&[
+    shmkit_cli::bench::engine::cargo_bench_main(&[
         "busy_rtt",
         "blocking_rtt",
         "blocking_rtt_same_core",
