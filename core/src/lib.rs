@@ -48,6 +48,7 @@
 extern crate std;
 
 pub mod header;
+pub mod object;
 pub mod owner;
 pub mod primitive;
 pub mod queue;

@@ -32,6 +32,9 @@ use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
 
 use bytemuck::Pod;
 
+use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
+use crate::object::{LayoutError, Object};
+
 /// An index past the end of a [`SharedSlice`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfBounds {
@@ -215,6 +218,122 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
                 len: self.len,
             }),
         }
+    }
+}
+
+/// An array of `len` elements of `T` as the payload of a segment (kind
+/// `array`): Python's `multiprocessing.Array`. Its view is a
+/// [`SharedSlice`]. Never constructed: it names the [`Object`].
+///
+/// A length of zero is refused, as Python's `Array('i', 0)` would be useless
+/// and a zero-length payload would make every access an error.
+#[derive(Debug)]
+pub enum Array<T> {
+    #[doc(hidden)]
+    _Never(core::convert::Infallible, PhantomData<fn() -> T>),
+}
+
+/// One `T` as the payload of a segment (kind `value`): Python's
+/// `multiprocessing.Value`. Its view is a one-element [`SharedSlice`].
+/// Never constructed: it names the [`Object`].
+#[derive(Debug)]
+pub enum Value<T> {
+    #[doc(hidden)]
+    _Never(core::convert::Infallible, PhantomData<fn() -> T>),
+}
+
+/// The payload length of `len` elements of `T`, checked.
+fn elements_len<T>(len: usize) -> Result<usize, LayoutError> {
+    if len == 0 {
+        return Err(LayoutError::new(
+            "an array needs at least one element (Python refuses Array(t, 0) too)",
+        ));
+    }
+    if align_of::<T>() > PAYLOAD_ALIGN {
+        return Err(LayoutError::new(
+            "the element type is aligned beyond the 128-byte payload alignment",
+        ));
+    }
+    match len.checked_mul(size_of::<T>()) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(bytes),
+        _ => Err(LayoutError::new(
+            "array length times element size does not fit in memory",
+        )),
+    }
+}
+
+// SAFETY: the view is a `SharedSlice` of exactly `len` elements, which is
+// `payload_len` bytes; it copies elements with atomic accesses only and
+// indexes nothing with a value read from the payload. `T: Pod` is aligned
+// to at most PAYLOAD_ALIGN (checked by `payload_len`). `init` writes
+// nothing (zero is every element's initial value). Reading through the
+// view never writes, so a read-only mapping is fine as long as the setters
+// are not called (posix hands read-only mappings out without them).
+unsafe impl<T: Pod> Object for Array<T> {
+    const KIND: Kind = Kind::ARRAY;
+    type Params = usize;
+    type View<'a> = SharedSlice<'a, T>;
+
+    fn fingerprint(len: &usize) -> Fingerprint {
+        Fingerprint::of::<T>([*len as u64, 0])
+    }
+
+    fn type_name() -> &'static str {
+        core::any::type_name::<T>()
+    }
+
+    fn params_from(fingerprint: &Fingerprint) -> Result<usize, LayoutError> {
+        if fingerprint.params[1] != 0 {
+            return Err(LayoutError::new("an array records no second parameter"));
+        }
+        usize::try_from(fingerprint.params[0])
+            .map_err(|_| LayoutError::new("the recorded array length does not fit in memory"))
+    }
+
+    fn payload_len(len: &usize) -> Result<usize, LayoutError> {
+        elements_len::<T>(*len)
+    }
+
+    unsafe fn init(_payload: NonNull<u8>, _len: &usize) {}
+
+    unsafe fn attach<'a>(payload: NonNull<u8>, len: &usize) -> SharedSlice<'a, T> {
+        // SAFETY: the caller guarantees `payload_len(len)` = `len *
+        // size_of::<T>()` bytes, aligned to PAYLOAD_ALIGN >= align_of::<T>(),
+        // mapped for 'a and only accessed atomically.
+        unsafe { SharedSlice::from_raw(payload.cast(), *len) }
+    }
+}
+
+// SAFETY: as for `Array<T>` with a length of one.
+unsafe impl<T: Pod> Object for Value<T> {
+    const KIND: Kind = Kind::VALUE;
+    type Params = ();
+    type View<'a> = SharedSlice<'a, T>;
+
+    fn fingerprint(_: &()) -> Fingerprint {
+        Fingerprint::of::<T>([1, 0])
+    }
+
+    fn type_name() -> &'static str {
+        core::any::type_name::<T>()
+    }
+
+    fn params_from(fingerprint: &Fingerprint) -> Result<(), LayoutError> {
+        if fingerprint.params != [1, 0] {
+            return Err(LayoutError::new("a value segment must hold exactly one element"));
+        }
+        Ok(())
+    }
+
+    fn payload_len(_: &()) -> Result<usize, LayoutError> {
+        elements_len::<T>(1)
+    }
+
+    unsafe fn init(_payload: NonNull<u8>, _: &()) {}
+
+    unsafe fn attach<'a>(payload: NonNull<u8>, _: &()) -> SharedSlice<'a, T> {
+        // SAFETY: as for `Array<T>::attach` with one element.
+        unsafe { SharedSlice::from_raw(payload.cast(), 1) }
     }
 }
 
