@@ -187,6 +187,7 @@ impl ObjectSpec<'_> {
             kind: self.kind,
             fingerprint: self.fingerprint,
             match_params: true,
+            payload_len: Some(self.payload_len),
             type_name: self.type_name.to_owned(),
         }
     }
@@ -202,6 +203,11 @@ pub struct Expect {
     pub fingerprint: Fingerprint,
     /// Whether `fingerprint.params` must match too.
     pub match_params: bool,
+    /// The payload length these parameters need, if the opener knows it
+    /// (`open_or_create` does): a header whose parameters match but whose
+    /// payload length differs was forged, and a handle trusting the
+    /// parameters would read past the payload.
+    pub payload_len: Option<u64>,
     /// The expected type name, for messages.
     pub type_name: String,
 }
@@ -214,6 +220,7 @@ impl Expect {
             kind,
             fingerprint: Fingerprint::of::<T>([0, 0]),
             match_params: false,
+            payload_len: None,
             type_name: std::any::type_name::<T>().to_owned(),
         }
     }
@@ -234,6 +241,16 @@ impl Expect {
                 found_type: found.type_name().to_owned(),
                 found: found.fingerprint,
             })));
+        }
+        if let Some(needed) = self.payload_len {
+            if needed != found.payload_len {
+                return Err(OpenError::Corrupt {
+                    what: format!(
+                        "its recorded parameters {:?} need a payload of {needed} bytes, but the header says {}",
+                        found.fingerprint.params, found.payload_len
+                    ),
+                });
+            }
         }
         Ok(())
     }
