@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::process::{Command, Output};
 
-use shmkit::SharedArray;
+use shmkit::Array;
 use shmkit_testkit::{fork, own_prefix, unique_name};
 
 /// Runs the tests of this file one at a time. A child forked by one test
@@ -64,7 +64,7 @@ fn every_command_has_help() {
 fn ls_and_inspect_show_a_live_array() {
     let _serial = serial();
     let name = unique_name("cli-ls");
-    let arr = SharedArray::<u32>::create_from(&name, &[7, 8, 9]).unwrap();
+    let arr = Array::<u32>::create(&name, [7, 8, 9]).unwrap();
     let o = shmkit(&["ls"]);
     let (out, _) = text(&o);
     assert!(o.status.success());
@@ -103,7 +103,7 @@ fn a_corrupt_segment_is_reported_not_crashed_on() {
     let _serial = serial();
     let name = unique_name("cli-corrupt");
     let _cleanup = Cleanup(name.clone());
-    let mut arr = SharedArray::<u64>::create(&name, 4).unwrap();
+    let arr = Array::<u64>::create(&name, 4).unwrap();
     arr.persist();
     drop(arr);
     let f = std::fs::OpenOptions::new()
@@ -150,7 +150,7 @@ fn gc_removes_the_segment_of_a_killed_creator() {
     let child = {
         let name = name.clone();
         fork(move || {
-            let mut arr = SharedArray::<u8>::create(&name, 64).unwrap();
+            let arr = Array::<u8>::create(&name, 64).unwrap();
             arr.persist();
             drop(arr);
             tx.write_all(b"k").unwrap();
@@ -198,7 +198,7 @@ fn gc_keeps_a_mapped_segment_and_removes_dead_temp_names() {
     let child = {
         let name = name.clone();
         fork(move || {
-            let mut arr = SharedArray::<u8>::create(&name, 8).unwrap();
+            let arr = Array::<u8>::create(&name, 8).unwrap();
             arr.persist();
             drop(arr);
             tx.write_all(b"k").unwrap();
@@ -208,7 +208,7 @@ fn gc_keeps_a_mapped_segment_and_removes_dead_temp_names() {
     let mut b = [0u8; 1];
     rx.read_exact(&mut b).unwrap();
     assert!(child.wait().success());
-    let mut held = SharedArray::<u8>::open(&name).unwrap();
+    let held = Array::<u8>::open(&name).unwrap();
     let o = shmkit(&["gc", "--prefix", &name]);
     assert!(text(&o).0.contains("no garbage"), "{}", text(&o).0);
     held.take_ownership();

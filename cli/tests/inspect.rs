@@ -21,7 +21,7 @@ use shmkit::posix::sync::{
     SharedBarrier, SharedCondvar, SharedEvent, SharedMutex, SharedRawMutex, SharedReentrantMutex,
     SharedRwLock, SharedSemaphore,
 };
-use shmkit::{LockedValue, SharedArray};
+use shmkit::{Array, LockedValue};
 use shmkit_testkit::{fork, unique_name, Child};
 
 /// Runs the tests of this file one at a time. A child forked by one test
@@ -513,7 +513,7 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
     let names: Vec<(String, Box<dyn std::any::Any>)> = vec![
         {
             let n = unique_name("insp-g-array");
-            let h = SharedArray::<u32>::create(&n, 5).unwrap();
+            let h = Array::<u32>::create(&n, 5).unwrap();
             (n, Box::new(h))
         },
         {
@@ -602,7 +602,7 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
 fn mapped_by_names_the_creator_and_not_the_inspector() {
     let _serial = serial();
     let name = unique_name("insp-mapped");
-    let arr = SharedArray::<u8>::create(&name, 8).unwrap();
+    let arr = Array::<u8>::create(&name, 8).unwrap();
     let out = inspect_ok(&name);
     let me = std::process::id().to_string();
     let mapped = value(&out, "mapped by");
@@ -625,7 +625,7 @@ fn gc_keeps_a_segment_mapped_by_a_dead_creators_child() {
     let creator = {
         let name = name.clone();
         fork(move || {
-            let mut arr = SharedArray::<u8>::create(&name, 8).unwrap();
+            let arr = Array::<u8>::create(&name, 8).unwrap();
             arr.persist();
             let heir = fork(|| {
                 let _keep = &arr;

@@ -8,7 +8,7 @@
 //!     16     4  kind             which object the payload holds (Kind)
 //!     20     4  creator_pid      process that initialised the segment
 //!     24     4  payload_offset   always HEADER_LEN in this version
-//!     28     4  flags            0 (reserved)
+//!     28     4  flags            header_flags (PERSISTENT), changed atomically
 //!     32     8  total_len        HEADER_LEN + payload_len
 //!     40     8  payload_len      bytes of the object after the header
 //!     48    40  fingerprint      payload type: hash, size, align, 2 params
@@ -94,6 +94,27 @@ pub mod init_state {
     pub const fn is_pending(state: u32) -> bool {
         matches!(state & !WAITERS, UNINIT | INITIALIZING)
     }
+}
+
+/// Bits of the header's `flags` word, changed atomically after creation
+/// (see [`flags`]).
+pub mod header_flags {
+    /// The name was made to outlive its creator (`persist`): nobody may
+    /// reclaim it as a dead creator's leftover, even when no process maps it.
+    pub const PERSISTENT: u32 = 1;
+}
+
+/// The `flags` word of the header at `base` ([`header_flags`]).
+///
+/// # Safety
+/// `base` must point at a mapping of at least [`HEADER_LEN`] bytes, aligned
+/// to 8, that stays mapped for `'a`.
+#[must_use]
+pub unsafe fn flags<'a>(base: NonNull<u8>) -> &'a AtomicU32 {
+    // SAFETY: the caller guarantees the header is mapped and aligned for
+    // 'a; `flags` is at offset 28, so 4-aligned, and an AtomicU32 may alias
+    // memory other processes access atomically.
+    unsafe { &*base.as_ptr().add(28).cast::<AtomicU32>() }
 }
 
 /// What kind of object a segment holds. An open set: unknown values read
@@ -258,6 +279,7 @@ const_assert_eq!(core::mem::align_of::<Header>(), 8);
 const_assert_eq!(core::mem::offset_of!(Header, init_state), 12);
 const_assert_eq!(core::mem::offset_of!(Header, kind), 16);
 const_assert_eq!(core::mem::offset_of!(Header, creator_pid), 20);
+const_assert_eq!(core::mem::offset_of!(Header, flags), 28);
 const_assert_eq!(core::mem::offset_of!(Header, total_len), 32);
 const_assert_eq!(core::mem::offset_of!(Header, payload_len), 40);
 const_assert_eq!(core::mem::offset_of!(Header, fingerprint), 48);

@@ -12,7 +12,7 @@
 //! | size | creator | [`Object::payload_len`] checks the parameters and gives the exact payload length |
 //! | record | creator | [`Object::fingerprint`] goes into the header: element type and parameters |
 //! | initialise | creator | [`Object::init`] writes the initial state into the zero-filled payload, before anyone can attach |
-//! | recover | opener | [`Object::params_from`] reads the parameters back out of a header it does not trust |
+//! | recover | opener | [`Object::decode`] reads the parameters back out of a header it does not trust |
 //! | check | opener | [`Object::payload_len`] of those parameters must equal the header's payload length, which was checked against the mapping |
 //! | attach | anyone | [`Object::attach`] gives the view (`Ring`, `Queue`, `&Mutex<T>`, `SharedSlice<T>`...) |
 //!
@@ -96,7 +96,9 @@ impl core::error::Error for LayoutError {}
 ///   or length before it is checked;
 /// - [`init`](Object::init) writes only those `n` bytes;
 /// - the view needs no alignment beyond [`PAYLOAD_ALIGN`](crate::header::PAYLOAD_ALIGN);
-/// - `params_from(&fingerprint(p)) == Ok(p)`.
+/// - views may be made in any thread and used from any number of threads
+///   and processes at once (every shared access is atomic);
+/// - `decode(encode(p)) == Ok(p)`.
 pub unsafe trait Object {
     /// The kind recorded in the segment header.
     const KIND: Kind;
@@ -108,21 +110,41 @@ pub unsafe trait Object {
     /// What a process works with once attached, borrowing the payload.
     type View<'a>;
 
-    /// The header fingerprint: the element type (name hash, size, align)
-    /// and `params`, encoded so that [`params_from`](Object::params_from)
-    /// gives them back.
-    fn fingerprint(params: &Self::Params) -> Fingerprint;
+    /// The type whose name, size and alignment the header records and
+    /// openers compare: the element type of arrays and queues, the object
+    /// itself for locks and signals, `u8` for byte pipes.
+    type Element;
 
-    /// The element type's name, for the header and for messages.
-    fn type_name() -> &'static str;
+    /// `params` as the header's two parameter words, such that
+    /// [`decode`](Object::decode) gives them back.
+    fn encode(params: &Self::Params) -> [u64; 2];
 
-    /// The parameters recorded in `fingerprint`, which comes from a header
-    /// nobody vouches for. The element type was already compared; this
-    /// decodes and range-checks the parameters.
+    /// The parameters recorded in a header nobody vouches for. The element
+    /// type was already compared; this decodes and range-checks the words.
     ///
     /// # Errors
     /// The recorded parameters are impossible.
-    fn params_from(fingerprint: &Fingerprint) -> Result<Self::Params, LayoutError>;
+    fn decode(recorded: [u64; 2]) -> Result<Self::Params, LayoutError>;
+
+    /// The header fingerprint: the element type (name hash, size, align)
+    /// and the encoded parameters.
+    fn fingerprint(params: &Self::Params) -> Fingerprint {
+        Fingerprint::of::<Self::Element>(Self::encode(params))
+    }
+
+    /// The element type's name, for the header and for messages.
+    fn type_name() -> &'static str {
+        core::any::type_name::<Self::Element>()
+    }
+
+    /// The parameters recorded in `fingerprint` ([`decode`](Object::decode)
+    /// of its parameter words).
+    ///
+    /// # Errors
+    /// The recorded parameters are impossible.
+    fn params_from(fingerprint: &Fingerprint) -> Result<Self::Params, LayoutError> {
+        Self::decode(fingerprint.params)
+    }
 
     /// The exact payload length of an object with `params`.
     ///

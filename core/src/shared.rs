@@ -32,7 +32,7 @@ use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
 
 use bytemuck::Pod;
 
-use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
+use crate::header::{Kind, PAYLOAD_ALIGN};
 use crate::object::{LayoutError, Object};
 
 /// An index past the end of a [`SharedSlice`].
@@ -273,20 +273,17 @@ unsafe impl<T: Pod> Object for Array<T> {
     const KIND: Kind = Kind::ARRAY;
     type Params = usize;
     type View<'a> = SharedSlice<'a, T>;
+    type Element = T;
 
-    fn fingerprint(len: &usize) -> Fingerprint {
-        Fingerprint::of::<T>([*len as u64, 0])
+    fn encode(len: &usize) -> [u64; 2] {
+        [*len as u64, 0]
     }
 
-    fn type_name() -> &'static str {
-        core::any::type_name::<T>()
-    }
-
-    fn params_from(fingerprint: &Fingerprint) -> Result<usize, LayoutError> {
-        if fingerprint.params[1] != 0 {
+    fn decode(recorded: [u64; 2]) -> Result<usize, LayoutError> {
+        if recorded[1] != 0 {
             return Err(LayoutError::new("an array records no second parameter"));
         }
-        usize::try_from(fingerprint.params[0])
+        usize::try_from(recorded[0])
             .map_err(|_| LayoutError::new("the recorded array length does not fit in memory"))
     }
 
@@ -309,17 +306,14 @@ unsafe impl<T: Pod> Object for Value<T> {
     const KIND: Kind = Kind::VALUE;
     type Params = ();
     type View<'a> = SharedSlice<'a, T>;
+    type Element = T;
 
-    fn fingerprint(_: &()) -> Fingerprint {
-        Fingerprint::of::<T>([1, 0])
+    fn encode(_: &()) -> [u64; 2] {
+        [1, 0]
     }
 
-    fn type_name() -> &'static str {
-        core::any::type_name::<T>()
-    }
-
-    fn params_from(fingerprint: &Fingerprint) -> Result<(), LayoutError> {
-        if fingerprint.params != [1, 0] {
+    fn decode(recorded: [u64; 2]) -> Result<(), LayoutError> {
+        if recorded != [1, 0] {
             return Err(LayoutError::new(
                 "a value segment must hold exactly one element",
             ));

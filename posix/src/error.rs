@@ -115,6 +115,29 @@ pub enum OpenError {
         /// Bytes present.
         actual: u64,
     },
+    /// The object belongs to another user than the options accept (by
+    /// default the caller's effective uid): someone else may have created
+    /// the name first, to read and write what we would put in it.
+    NotOwner {
+        /// The canonical name, or `"(fd)"`.
+        name: String,
+        /// The object's owner.
+        owner: u32,
+        /// The owner the options accept.
+        expected: u32,
+    },
+    /// The segment holds the right kind and element type, created with
+    /// other parameters (length, capacity) than `open_or_create` asked for.
+    ParamsMismatch {
+        /// The kind of object, e.g. `array`.
+        kind: Kind,
+        /// Its element type.
+        type_name: String,
+        /// What the segment records.
+        recorded: String,
+        /// What the caller asked for.
+        asked: String,
+    },
     /// A header or payload field is impossible.
     Corrupt {
         /// What is wrong.
@@ -174,12 +197,20 @@ impl fmt::Display for OpenError {
             ),
             OpenError::TypeMismatch(m) => write!(
                 f,
-                "segment holds {} with parameters {:?}, not {} with parameters {:?}; open it with the creator's type",
-                m.found_type, m.found.params, m.expected_type, m.expected.params
+                "segment holds elements of type {} ({} bytes, align {}), not {} ({} bytes, align {}); open it with the creator's element type",
+                m.found_type, m.found.size, m.found.align, m.expected_type, m.expected.size, m.expected.align
             ),
             OpenError::Truncated { expected, actual } => write!(
                 f,
                 "segment truncated: needs {expected} bytes, has {actual}; remove it and create it again"
+            ),
+            OpenError::NotOwner { name, owner, expected } => write!(
+                f,
+                "segment {name} belongs to uid {owner}, not uid {expected}: another user may have created it first; remove it, or accept that owner with Options::owner"
+            ),
+            OpenError::ParamsMismatch { kind, type_name, recorded, asked } => write!(
+                f,
+                "the segment holds a {kind} of {type_name} created with parameters {recorded}, not the {asked} asked for; open it as it is (open), or remove it first"
             ),
             OpenError::Corrupt { what } => {
                 write!(f, "segment is corrupt ({what}); remove it and create it again")

@@ -25,10 +25,9 @@
 //!
 //! ```
 //! use shmkit_posix::inspect::{describe, PayloadView};
-//! use shmkit_posix::sync::SharedSemaphore;
-//! use shmkit_core::sync::Semaphore;
+//! use shmkit_posix::sync::Semaphore;
 //!
-//! let sem = SharedSemaphore::anonymous(Semaphore::bounded(3))?;
+//! let sem = Semaphore::anonymous(shmkit_core::sync::Semaphore::bounded(3))?;
 //! sem.acquire();
 //! let seg = sem.segment();
 //! // SAFETY: the payload stays mapped while `sem` lives; peers write it

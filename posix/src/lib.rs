@@ -1,27 +1,59 @@
 //! # shmkit-posix
 //!
 //! Creating, naming and mapping the shared-memory segments that hold
-//! [`shmkit_core`] objects: named POSIX segments (`shm_open`), anonymous
-//! segments inherited across `fork`, and memfd segments whose descriptor can
-//! be passed to another process. Typed handles place objects in them:
-//! [`SharedArray`] and [`SharedValue`] are Python's `Array` and `Value`.
+//! [`shmkit_core`] objects — named POSIX segments (`shm_open`), anonymous
+//! segments inherited across `fork`, memfd segments whose descriptor can be
+//! passed to another process — and the owned handles users hold.
+//!
+//! Every kind has the same handle, [`Shared<O>`], with the same
+//! constructors (`create`, `open`, `open_or_create`, `anonymous`, `memfd`,
+//! `from_fd`, their `_with(.., &Options)` forms, and `new()` for kinds with
+//! a default state); the aliases give the Python names: [`Array`],
+//! [`Value`], [`sync::Lock`], [`sync::Event`], ... Handles are `Clone`,
+//! `Send`, `Sync` and `'static`; [`process::spawn`] runs a closure in a
+//! child process.
 //!
 //! ```
-//! use shmkit_posix::SharedArray;
+//! use shmkit_posix::{process, Array};
 //!
 //! # let name = format!("/shmkit-doc-posix-{}", std::process::id());
 //! // Process A creates a named array of ten f64 (zero-filled)...
-//! let a = SharedArray::<f64>::create(&name, 10)?;
+//! let a = Array::<f64>::create(&name, 10)?;
 //! a.set(3, 2.5)?;
-//! // ...process B (here the same process, for the example) attaches by name;
-//! // the element type is checked against the one A created it with.
-//! let b = SharedArray::<f64>::open(&name)?;
-//! assert_eq!(b.get(3), Some(2.5));
-//! assert!(SharedArray::<u32>::open(&name).is_err());
-//! // A created it, so dropping A removes the name.
-//! drop(b);
+//! // ...process B attaches by name; the element type is checked against
+//! // the one A created it with.
+//! let child = process::spawn({
+//!     let name = name.clone();
+//!     move || {
+//!         let b = Array::<f64>::open(&name).unwrap();
+//!         b.set(4, b.get(3).unwrap() * 2.0).unwrap();
+//!         Array::<u32>::open(&name).is_err() as u8 // wrong element type
+//!     }
+//! })?;
+//! assert_eq!(child.join()?, 1);
+//! assert_eq!(a.get(4), Some(5.0));
+//! // A created it, so dropping A (its process's last handle) removes the name.
 //! drop(a);
-//! assert!(SharedArray::<f64>::open(&name).is_err());
+//! assert!(Array::<f64>::open(&name).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Your own `#[repr(C)]` structs travel through arrays, values and queues
+//! once they are `Pod`; the derive needs no direct dependency:
+//!
+//! ```
+//! use shmkit_posix::{Pod, Value, Zeroable};
+//!
+//! #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+//! #[bytemuck(crate = "shmkit_posix::bytemuck")]
+//! #[repr(C)]
+//! struct Point {
+//!     x: f64,
+//!     y: f64,
+//! }
+//!
+//! let p = Value::<Point>::anonymous(Point { x: 1.0, y: 2.0 })?;
+//! assert_eq!(p.get().y, 2.0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -30,17 +62,28 @@
 
 pub mod array;
 pub mod error;
+pub mod handle;
 pub mod inspect;
 pub mod locked;
 pub mod name;
+pub mod process;
 pub mod queue;
 pub mod segment;
 pub mod sync;
 
-pub use array::{ReadOnly, ReadWrite, SharedArray, SharedValue};
+pub use array::{Array, ArrayInit, Value};
+pub use bytemuck;
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
+pub use handle::{Access, Create, IntoInit, ReadOnly, ReadOnlyView, ReadWrite, Shared};
 pub use locked::{LockedArray, LockedValue};
 pub use name::{InvalidName, SegmentName};
 pub use queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
-pub use segment::{Expect, ObjectSpec, Segment, SegmentOptions};
+pub use segment::{Expect, ObjectSpec, Options, Owner, Segment};
 pub use shmkit_core::{Pod, Zeroable};
+
+/// The names most programs use: `use shmkit_posix::prelude::*;`.
+pub mod prelude {
+    pub use crate::process;
+    pub use crate::sync::{Barrier, Condvar, Event, Lock, Mutex, RLock, RwLock, Semaphore};
+    pub use crate::{Array, Options, Pod, Shared, Value, Zeroable};
+}

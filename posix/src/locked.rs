@@ -38,7 +38,7 @@ use shmkit_core::shared::{OutOfBounds, SharedSlice};
 use shmkit_core::sync::{LockError, RawMutex, RawMutexGuard};
 
 use crate::error::{CreateError, OpenError, OpenOrCreateError};
-use crate::segment::{Expect, ObjectSpec, Segment, SegmentOptions};
+use crate::segment::{Expect, ObjectSpec, Options, Segment};
 
 /// Offset of the data after the mutex, for element type `T`.
 fn data_offset<T>() -> usize {
@@ -60,7 +60,28 @@ struct Locked<T> {
 
 impl<T: Pod> Locked<T> {
     fn spec(kind: Kind, len: usize) -> Result<ObjectSpec<'static>, CreateError> {
-        crate::array::elements_spec::<T>(kind, len, data_offset::<T>())
+        if align_of::<T>() > shmkit_core::header::PAYLOAD_ALIGN {
+            return Err(CreateError::InvalidLayout {
+                reason: "element type is aligned beyond the 128-byte payload alignment",
+            });
+        }
+        if len == 0 {
+            return Err(CreateError::InvalidLayout {
+                reason: "an array needs at least one element (Python refuses Array(t, 0) too)",
+            });
+        }
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .and_then(|b| b.checked_add(data_offset::<T>()))
+            .ok_or(CreateError::InvalidLayout {
+                reason: "array length times element size overflows",
+            })?;
+        Ok(ObjectSpec {
+            kind,
+            fingerprint: shmkit_core::header::Fingerprint::of::<T>([len as u64, 0]),
+            type_name: std::any::type_name::<T>(),
+            payload_len: bytes as u64,
+        })
     }
 
     fn writer(values: &[T]) -> impl FnMut(NonNull<u8>, usize) + '_ {
@@ -113,17 +134,12 @@ impl<T: Pod> Locked<T> {
 
     fn create(kind: Kind, name: &str, values: &[T], len: usize) -> Result<Self, CreateError> {
         let spec = Self::spec(kind, len)?;
-        let segment = Segment::create(
-            name,
-            &spec,
-            &SegmentOptions::default(),
-            &mut Self::writer(values),
-        )?;
+        let segment = Segment::create(name, &spec, &Options::default(), &mut Self::writer(values))?;
         Ok(Self::trusted(segment, len))
     }
 
     fn open(kind: Kind, name: &str) -> Result<Self, OpenError> {
-        let options = SegmentOptions::default().read_only(false);
+        let options = Options::default().read_only(false);
         Self::from_segment(Segment::open(name, &Expect::of::<T>(kind), &options)?)
     }
 
@@ -134,12 +150,8 @@ impl<T: Pod> Locked<T> {
         len: usize,
     ) -> Result<Self, OpenOrCreateError> {
         let spec = Self::spec(kind, len).map_err(OpenOrCreateError::Create)?;
-        let (segment, _created) = Segment::open_or_create(
-            name,
-            &spec,
-            &SegmentOptions::default(),
-            &mut Self::writer(values),
-        )?;
+        let (segment, _created) =
+            Segment::open_or_create(name, &spec, &Options::default(), &mut Self::writer(values))?;
         Ok(Self::trusted(segment, len))
     }
 
@@ -155,7 +167,7 @@ impl<T: Pod> Locked<T> {
     }
 
     fn from_fd(kind: Kind, fd: OwnedFd) -> Result<Self, OpenError> {
-        let segment = Segment::from_fd(fd, &Expect::of::<T>(kind), &SegmentOptions::default())?;
+        let segment = Segment::from_fd(fd, &Expect::of::<T>(kind), &Options::default())?;
         Self::from_segment(segment)
     }
 

@@ -54,7 +54,7 @@ use shmkit_core::queue::roles::{AttachError, RoleSlot};
 use shmkit_core::wait::Deadline;
 
 use crate::error::{CreateError, OpenError, OpenOrCreateError};
-use crate::segment::{Expect, ObjectSpec, Segment, SegmentOptions};
+use crate::segment::{Expect, ObjectSpec, Options, Segment};
 
 pub use shmkit_core::queue::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -177,8 +177,8 @@ pub(crate) fn ring_payload_for(capacity: usize, size: usize, align: usize) -> Op
 
 /// How a handle's segment comes to be.
 enum Make<'n> {
-    Create(&'n str, &'n SegmentOptions),
-    OpenOrCreate(&'n str, &'n SegmentOptions),
+    Create(&'n str, &'n Options),
+    OpenOrCreate(&'n str, &'n Options),
     Anonymous,
     Memfd,
 }
@@ -289,7 +289,7 @@ impl<T: Pod> SharedRing<T> {
     /// # Errors
     /// See [`CreateError`]; `InvalidLayout` for a bad capacity.
     pub fn create(name: &str, capacity: usize) -> Result<Self, CreateError> {
-        Self::build(capacity, Make::Create(name, &SegmentOptions::default())).map_err(only_create)
+        Self::build(capacity, Make::Create(name, &Options::default())).map_err(only_create)
     }
 
     /// Opens the named ring `name` of element type `T`.
@@ -297,7 +297,7 @@ impl<T: Pod> SharedRing<T> {
     /// # Errors
     /// See [`OpenError`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
-        let options = SegmentOptions::default();
+        let options = Options::default();
         Self::from_segment(Segment::open(name, &Expect::of::<T>(Kind::RING), &options)?)
     }
 
@@ -306,10 +306,7 @@ impl<T: Pod> SharedRing<T> {
     /// # Errors
     /// See [`OpenOrCreateError`].
     pub fn open_or_create(name: &str, capacity: usize) -> Result<Self, OpenOrCreateError> {
-        Self::build(
-            capacity,
-            Make::OpenOrCreate(name, &SegmentOptions::default()),
-        )
+        Self::build(capacity, Make::OpenOrCreate(name, &Options::default()))
     }
 
     /// An unnamed ring shared with children forked after this call.
@@ -337,7 +334,7 @@ impl<T: Pod> SharedRing<T> {
         Self::from_segment(Segment::from_fd(
             fd,
             &Expect::of::<T>(Kind::RING),
-            &SegmentOptions::default(),
+            &Options::default(),
         )?)
     }
 
@@ -456,7 +453,7 @@ impl<T: Pod> SharedQueue<T> {
             capacity,
             producers,
             consumers,
-            Make::Create(name, &SegmentOptions::default()),
+            Make::Create(name, &Options::default()),
         )
         .map_err(only_create)
     }
@@ -466,7 +463,7 @@ impl<T: Pod> SharedQueue<T> {
     /// # Errors
     /// See [`OpenError`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
-        let options = SegmentOptions::default();
+        let options = Options::default();
         Self::from_segment(Segment::open(
             name,
             &Expect::of::<T>(Kind::QUEUE),
@@ -483,7 +480,7 @@ impl<T: Pod> SharedQueue<T> {
             capacity,
             DEFAULT_REGISTRY,
             DEFAULT_REGISTRY,
-            Make::OpenOrCreate(name, &SegmentOptions::default()),
+            Make::OpenOrCreate(name, &Options::default()),
         )
     }
 
@@ -523,7 +520,7 @@ impl<T: Pod> SharedQueue<T> {
         Self::from_segment(Segment::from_fd(
             fd,
             &Expect::of::<T>(Kind::QUEUE),
-            &SegmentOptions::default(),
+            &Options::default(),
         )?)
     }
 
@@ -689,7 +686,7 @@ macro_rules! pipe_handle {
             /// # Errors
             /// See [`CreateError`].
             pub fn create(name: &str, capacity: usize) -> Result<Self, CreateError> {
-                Self::build(capacity, Make::Create(name, &SegmentOptions::default()))
+                Self::build(capacity, Make::Create(name, &Options::default()))
                     .map_err(only_create)
             }
 
@@ -701,7 +698,7 @@ macro_rules! pipe_handle {
                 Self::from_segment(Segment::open(
                     name,
                     &Expect::of::<u8>($kind),
-                    &SegmentOptions::default(),
+                    &Options::default(),
                 )?)
             }
 
@@ -710,7 +707,7 @@ macro_rules! pipe_handle {
             /// # Errors
             /// See [`OpenOrCreateError`].
             pub fn open_or_create(name: &str, capacity: usize) -> Result<Self, OpenOrCreateError> {
-                Self::build(capacity, Make::OpenOrCreate(name, &SegmentOptions::default()))
+                Self::build(capacity, Make::OpenOrCreate(name, &Options::default()))
             }
 
             #[doc = concat!("An unnamed ", $what, " shared with children forked after this call.")]
@@ -737,7 +734,7 @@ macro_rules! pipe_handle {
                 Self::from_segment(Segment::from_fd(
                     fd,
                     &Expect::of::<u8>($kind),
-                    &SegmentOptions::default(),
+                    &Options::default(),
                 )?)
             }
 

@@ -1,6 +1,6 @@
 //! Shared arrays and values between real processes.
 
-use shmkit_posix::{SharedArray, SharedValue};
+use shmkit_posix::{Array, Value};
 use shmkit_testkit::{fork, unique_name, Exit};
 
 /// Python's Value/Array example: a child created by fork sets
@@ -8,8 +8,8 @@ use shmkit_testkit::{fork, unique_name, Exit};
 #[test]
 #[allow(clippy::approx_constant)] // Python's example value, not π.
 fn fork_inherited_value_and_array_are_shared() {
-    let num = SharedValue::<f64>::anonymous(0.0).unwrap();
-    let arr = SharedArray::<i32>::anonymous_from(&(0..10).collect::<Vec<_>>()).unwrap();
+    let num = Value::<f64>::anonymous(0.0).unwrap();
+    let arr = Array::<i32>::anonymous((0..10).collect::<Vec<_>>()).unwrap();
     let child = fork(|| {
         num.set(3.14);
         for i in 0..arr.len() {
@@ -29,10 +29,10 @@ fn fork_inherited_value_and_array_are_shared() {
 #[test]
 fn named_array_written_by_a_child_process() {
     let name = unique_name("named-array");
-    let arr = SharedArray::<u64>::create(&name, 4).unwrap();
+    let arr = Array::<u64>::create(&name, 4).unwrap();
     let child_name = name.clone();
     let child = fork(move || {
-        let Ok(mine) = SharedArray::<u64>::open(&child_name) else {
+        let Ok(mine) = Array::<u64>::open(&child_name) else {
             return 2;
         };
         if mine.len() != 4 {

@@ -11,7 +11,7 @@ mod common;
 use common::{poke, shm_path};
 use shmkit_posix::locked::LockedArray;
 use shmkit_posix::queue::{SharedDuplexPipe, SharedQueue, SharedRing};
-use shmkit_posix::SharedArray;
+use shmkit_posix::Array;
 use shmkit_testkit::{fork, unique_name, Exit};
 
 /// Offset of the first kind parameter in the header (see
@@ -43,9 +43,9 @@ fn forged_param0(tag: &str, create: impl FnOnce(&str), attack: impl FnOnce(&str)
 fn array_open_or_create_with_forged_length() {
     forged_param0(
         "forged-array",
-        |n| SharedArray::<u64>::create(n, 4).unwrap().persist(),
+        |n| Array::<u64>::create(n, 4).unwrap().persist(),
         |n| {
-            if let Ok(a) = SharedArray::<u64>::open_or_create(n, FORGED as usize) {
+            if let Ok(a) = Array::<u64>::open_or_create(n, FORGED as usize) {
                 let last = a.len() - 1;
                 let _ = a.set(last, 1);
                 let _ = a.get(last);

@@ -13,7 +13,7 @@ use shmkit_posix::sync::{
     SharedBarrier, SharedCondvar, SharedEvent, SharedMutex, SharedRawMutex, SharedReentrantMutex,
     SharedRwLock, SharedSemaphore,
 };
-use shmkit_posix::{LockedArray, LockedValue, Segment, SharedArray, SharedValue};
+use shmkit_posix::{Array, LockedArray, LockedValue, Segment, Value};
 
 fn view(seg: &Segment) -> PayloadView<'_> {
     // SAFETY: the payload stays mapped while `seg` lives; it is written
@@ -74,12 +74,9 @@ fn every_kind() -> Vec<(&'static str, Box<dyn AsSegment>)> {
     vec![
         (
             "array",
-            Box::new(SharedArray::<u32>::anonymous_from(&[1, 2, 3]).unwrap()),
+            Box::new(Array::<u32>::anonymous([1, 2, 3]).unwrap()),
         ),
-        (
-            "value",
-            Box::new(SharedValue::<f64>::anonymous(2.5).unwrap()),
-        ),
+        ("value", Box::new(Value::<f64>::anonymous(2.5).unwrap())),
         (
             "locked array",
             Box::new(LockedArray::<u16>::anonymous_from(&[4, 5]).unwrap()),
@@ -90,7 +87,7 @@ fn every_kind() -> Vec<(&'static str, Box<dyn AsSegment>)> {
         ),
         (
             "raw mutex",
-            Box::new(SharedRawMutex::anonymous(Default::default()).unwrap()),
+            Box::new(SharedRawMutex::anonymous(()).unwrap()),
         ),
         (
             "mutex",
@@ -145,8 +142,8 @@ macro_rules! as_segment {
 }
 
 as_segment!(
-    SharedArray<u32>,
-    SharedValue<f64>,
+    Array<u32>,
+    Value<f64>,
     LockedArray<u16>,
     LockedValue<i64>,
     SharedRawMutex,

@@ -16,7 +16,7 @@ use common::{tag, untag, Rng, CHILD_TIMEOUT};
 use shmkit_core::queue::pipe::PipeRecvError;
 use shmkit_core::queue::{RecvTimeoutError, SendError};
 use shmkit_posix::queue::{RecvBytes, SharedPipe, SharedQueue, SharedRing};
-use shmkit_posix::SharedArray;
+use shmkit_posix::Array;
 use shmkit_testkit::{fork, Exit};
 
 fn trials() -> usize {
@@ -46,7 +46,7 @@ fn mpmc_producer_killed_at_random_points() {
     for trial in 0..trials() {
         let capacity = if trial % 2 == 0 { 2 } else { 16 };
         let q = SharedQueue::<u64>::anonymous_with(capacity, 4, 2).unwrap();
-        let last = SharedArray::<u64>::anonymous(2).unwrap();
+        let last = Array::<u64>::anonymous(2).unwrap();
         let mut rx = q.queue().consumer().unwrap();
         let start = common::StartLine::new(2);
         let producers: Vec<_> = (0..2u64)
@@ -119,7 +119,7 @@ fn mpmc_consumer_killed_at_random_points() {
     for trial in 0..trials() {
         let capacity = if trial % 2 == 0 { 2 } else { 16 };
         let q = SharedQueue::<u64>::anonymous_with(capacity, 2, 4).unwrap();
-        let got = SharedArray::<u64>::anonymous(2 * (total + 1)).unwrap();
+        let got = Array::<u64>::anonymous(2 * (total + 1)).unwrap();
         let start = common::StartLine::new(4);
         let consumers: Vec<_> = (0..2usize)
             .map(|c| {
@@ -203,7 +203,7 @@ fn spsc_producer_killed_at_random_points() {
     let n = 5000u64;
     for trial in 0..trials() {
         let ring = SharedRing::<u64>::anonymous(if trial % 2 == 0 { 2 } else { 64 }).unwrap();
-        let last = SharedArray::<u64>::anonymous(1).unwrap();
+        let last = Array::<u64>::anonymous(1).unwrap();
         let mut rx = ring.ring().consumer().unwrap();
         let child = fork(|| {
             let Ok(mut tx) = ring.ring().producer() else {
@@ -250,7 +250,7 @@ fn spsc_consumer_killed_then_taken_over() {
     let n = 5000u64;
     for trial in 0..trials() {
         let ring = SharedRing::<u64>::anonymous(if trial % 2 == 0 { 2 } else { 64 }).unwrap();
-        let got = SharedArray::<u64>::anonymous(n as usize + 1).unwrap();
+        let got = Array::<u64>::anonymous(n as usize + 1).unwrap();
         let consumer = fork(|| {
             let Ok(mut rx) = ring.ring().consumer() else {
                 return 2;

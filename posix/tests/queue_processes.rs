@@ -10,7 +10,7 @@ use shmkit_core::queue::pipe::{PipeRecvError, PipeSendError};
 use shmkit_core::queue::roles::AttachError;
 use shmkit_core::queue::{RecvError, RecvTimeoutError, TryRecvError, TrySendError};
 use shmkit_posix::queue::{RecvBytes, SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
-use shmkit_posix::SharedArray;
+use shmkit_posix::Array;
 use shmkit_testkit::{fork, unique_name, Exit};
 
 fn per_producer(long_n: u64, n: u64) -> u64 {
@@ -89,7 +89,7 @@ fn mpmc_run(producers: u64, consumers: u64, capacity: usize, n: u64) {
     let q = SharedQueue::<u64>::anonymous(capacity).unwrap();
     let total = (producers * n) as usize;
     // Region of consumer c: [count, values...] of total + 1 slots.
-    let got = SharedArray::<u64>::anonymous((total + 1) * consumers as usize).unwrap();
+    let got = Array::<u64>::anonymous((total + 1) * consumers as usize).unwrap();
     let start = common::StartLine::new((producers + consumers) as usize);
     let mut children = Vec::new();
     for c in 0..consumers {

@@ -9,10 +9,9 @@ use std::os::unix::fs::FileExt;
 
 use common::{assert_no_leftovers, poke, shm_path, truncate, Junk};
 use shmkit_core::header::{init_state, Kind, FORMAT_VERSION, HEADER_LEN, MAGIC};
-use shmkit_posix::segment::{Expect, ObjectSpec, Segment, SegmentOptions};
+use shmkit_posix::segment::{Expect, ObjectSpec, Options, Segment};
 use shmkit_posix::{
-    CreateError, InvalidName, OpenError, OpenOrCreateError, ReadOnly, SharedArray, SharedValue,
-    UnlinkError,
+    Array, CreateError, InvalidName, OpenError, OpenOrCreateError, ReadOnly, UnlinkError, Value,
 };
 use shmkit_testkit::{fork, unique_name, Exit};
 
@@ -36,7 +35,7 @@ fn header_bytes(name: &str) -> Vec<u8> {
 #[test]
 fn missing_segment_is_not_found() {
     let name = unique_name("err-missing");
-    let e = SharedArray::<u32>::open(&name).unwrap_err();
+    let e = Array::<u32>::open(&name).unwrap_err();
     assert!(matches!(e, OpenError::NotFound { .. }), "{e:?}");
     assert!(e.to_string().contains("create it first"), "{e}");
     let e = Segment::unlink(&name).unwrap_err();
@@ -47,13 +46,13 @@ fn missing_segment_is_not_found() {
 fn duplicate_create_is_already_exists_and_leaves_the_first_intact() {
     let tag = "err-dup";
     let name = unique_name(tag);
-    let first = SharedArray::<u32>::create_from(&name, &[7, 8, 9]).unwrap();
-    let e = SharedArray::<u32>::create(&name, 100).unwrap_err();
+    let first = Array::<u32>::create(&name, [7, 8, 9]).unwrap();
+    let e = Array::<u32>::create(&name, 100).unwrap_err();
     assert!(matches!(e, CreateError::AlreadyExists { .. }), "{e:?}");
     // Another type or kind does not matter: the name is taken.
-    let e = SharedValue::<f64>::create(&name, 1.0).unwrap_err();
+    let e = Value::<f64>::create(&name, 1.0).unwrap_err();
     assert!(matches!(e, CreateError::AlreadyExists { .. }), "{e:?}");
-    let again = SharedArray::<u32>::open(&name).unwrap();
+    let again = Array::<u32>::open(&name).unwrap();
     assert_eq!(again.to_vec(), vec![7, 8, 9]);
     assert_eq!(first.to_vec(), vec![7, 8, 9]);
     drop(again);
@@ -73,15 +72,15 @@ fn invalid_names_are_refused_by_every_operation() {
         (&long, InvalidName::TooLong { len: 256 }),
     ];
     for (name, why) in cases {
-        match SharedArray::<u8>::create(name, 1) {
+        match Array::<u8>::create(name, 1) {
             Err(CreateError::InvalidName(w)) => assert_eq!(w, why, "{name:?}"),
             other => panic!("create {name:?}: {other:?}"),
         }
-        match SharedArray::<u8>::open(name) {
+        match Array::<u8>::open(name) {
             Err(OpenError::InvalidName(w)) => assert_eq!(w, why, "{name:?}"),
             other => panic!("open {name:?}: {other:?}"),
         }
-        match SharedArray::<u8>::open_or_create(name, 1) {
+        match Array::<u8>::open_or_create(name, 1) {
             Err(OpenOrCreateError::Create(CreateError::InvalidName(w))) => {
                 assert_eq!(w, why, "{name:?}");
             }
@@ -98,9 +97,9 @@ fn invalid_names_are_refused_by_every_operation() {
 fn wrong_element_type_is_a_type_mismatch() {
     let tag = "err-type";
     let name = unique_name(tag);
-    let _arr = SharedArray::<u32>::create(&name, 4).unwrap();
+    let _arr = Array::<u32>::create(&name, 4).unwrap();
     // Same size and alignment, another type.
-    match SharedArray::<f32>::open(&name) {
+    match Array::<f32>::open(&name) {
         Err(OpenError::TypeMismatch(m)) => {
             assert_eq!(m.found_type, "u32");
             assert_eq!(m.expected_type, "f32");
@@ -108,14 +107,18 @@ fn wrong_element_type_is_a_type_mismatch() {
         other => panic!("{other:?}"),
     }
     // Another size.
-    let e = SharedArray::<u64>::open(&name).unwrap_err();
+    let e = Array::<u64>::open(&name).unwrap_err();
     assert!(matches!(e, OpenError::TypeMismatch(_)), "{e:?}");
     assert!(e.to_string().contains("u32"), "{e}");
     // Another length through open_or_create (parameters must match).
-    match SharedArray::<u32>::open_or_create(&name, 5) {
-        Err(OpenOrCreateError::Open(OpenError::TypeMismatch(m))) => {
-            assert_eq!(m.found.params[0], 4);
-            assert_eq!(m.expected.params[0], 5);
+    // The message says what differs: the recorded and the asked length,
+    // and what the segment holds (issue 8 item 7).
+    match Array::<u32>::open_or_create(&name, 5) {
+        Err(OpenOrCreateError::Open(e @ OpenError::ParamsMismatch { .. })) => {
+            let msg = e.to_string();
+            for part in ["array", "u32", "4", "5"] {
+                assert!(msg.contains(part), "{msg}");
+            }
         }
         other => panic!("{other:?}"),
     }
@@ -127,8 +130,8 @@ fn wrong_element_type_is_a_type_mismatch() {
 fn wrong_kind_is_a_kind_mismatch() {
     let tag = "err-kind";
     let name = unique_name(tag);
-    let arr = SharedArray::<u64>::create(&name, 1).unwrap();
-    match SharedValue::<u64>::open(&name) {
+    let arr = Array::<u64>::create(&name, 1).unwrap();
+    match Value::<u64>::open(&name) {
         Err(OpenError::KindMismatch { expected, found }) => {
             assert_eq!(expected, Kind::VALUE);
             assert_eq!(found, Kind::ARRAY);
@@ -136,8 +139,8 @@ fn wrong_kind_is_a_kind_mismatch() {
         other => panic!("{other:?}"),
     }
     drop(arr);
-    let value = SharedValue::<u64>::create(&name, 3).unwrap();
-    let e = SharedArray::<u64>::open(&name).unwrap_err();
+    let value = Value::<u64>::create(&name, 3).unwrap();
+    let e = Array::<u64>::open(&name).unwrap_err();
     assert!(matches!(e, OpenError::KindMismatch { .. }), "{e:?}");
     drop(value);
     assert_no_leftovers(tag);
@@ -147,9 +150,9 @@ fn wrong_kind_is_a_kind_mismatch() {
 fn another_format_version_is_a_version_mismatch() {
     let tag = "err-version";
     let name = unique_name(tag);
-    let arr = SharedArray::<u8>::create(&name, 16).unwrap();
+    let arr = Array::<u8>::create(&name, 16).unwrap();
     poke(&name, VERSION, &(FORMAT_VERSION + 1).to_ne_bytes());
-    match SharedArray::<u8>::open(&name) {
+    match Array::<u8>::open(&name) {
         Err(OpenError::VersionMismatch { found, supported }) => {
             assert_eq!(found, FORMAT_VERSION + 1);
             assert_eq!(supported, FORMAT_VERSION);
@@ -164,11 +167,11 @@ fn another_format_version_is_a_version_mismatch() {
 fn truncated_objects_are_refused_before_mapping() {
     let tag = "err-trunc";
     let name = unique_name(tag);
-    let arr = SharedArray::<u64>::create(&name, 1024).unwrap();
+    let arr = Array::<u64>::create(&name, 1024).unwrap();
     let full = (HEADER_LEN + 1024 * 8) as u64;
     // Shorter than the header says.
     truncate(&name, HEADER_LEN as u64 + 8);
-    match SharedArray::<u64>::open(&name) {
+    match Array::<u64>::open(&name) {
         Err(OpenError::Truncated { expected, actual }) => {
             assert_eq!(expected, full);
             assert_eq!(actual, HEADER_LEN as u64 + 8);
@@ -177,7 +180,7 @@ fn truncated_objects_are_refused_before_mapping() {
     }
     // Shorter than a header.
     truncate(&name, 100);
-    match SharedArray::<u64>::open(&name) {
+    match Array::<u64>::open(&name) {
         Err(OpenError::Truncated { expected, actual }) => {
             assert_eq!((expected, actual), (HEADER_LEN as u64, 100));
         }
@@ -185,7 +188,7 @@ fn truncated_objects_are_refused_before_mapping() {
     }
     // Empty.
     truncate(&name, 0);
-    let e = SharedArray::<u64>::open(&name).unwrap_err();
+    let e = Array::<u64>::open(&name).unwrap_err();
     assert!(matches!(e, OpenError::Truncated { actual: 0, .. }), "{e:?}");
     // `arr`'s mapping now lies past the end of the object: never touch it
     // again; dropping only unmaps and unlinks.
@@ -199,13 +202,13 @@ fn foreign_objects_and_garbage_headers_are_not_shmkit() {
     let name = unique_name(tag);
     // An object some other program made under the name.
     std::fs::write(shm_path(&name), vec![0xAB; 4096]).unwrap();
-    let e = SharedArray::<u8>::open(&name).unwrap_err();
+    let e = Array::<u8>::open(&name).unwrap_err();
     assert!(matches!(e, OpenError::NotShmkit { .. }), "{e:?}");
     assert!(e.to_string().contains("not a shmkit segment"), "{e}");
     Segment::unlink(&name).unwrap();
 
     // A real segment whose whole header is overwritten with junk.
-    let arr = SharedArray::<u32>::create(&name, 64).unwrap();
+    let arr = Array::<u32>::create(&name, 64).unwrap();
     let mut junk = Junk(0x9e37_79b9_7f4a_7c15);
     for _ in 0..50 {
         let mut bytes = junk.bytes(HEADER_LEN);
@@ -213,7 +216,7 @@ fn foreign_objects_and_garbage_headers_are_not_shmkit() {
             bytes[0] ^= 1;
         }
         poke(&name, 0, &bytes);
-        let e = SharedArray::<u32>::open(&name).unwrap_err();
+        let e = Array::<u32>::open(&name).unwrap_err();
         assert!(matches!(e, OpenError::NotShmkit { .. }), "{e:?}");
     }
     drop(arr);
@@ -226,10 +229,10 @@ fn foreign_objects_and_garbage_headers_are_not_shmkit() {
 fn hostile_header_fields_are_reported() {
     let tag = "err-fields";
     let name = unique_name(tag);
-    let arr = SharedArray::<u64>::create(&name, 4).unwrap();
+    let arr = Array::<u64>::create(&name, 4).unwrap();
     let good = header_bytes(&name);
     let reset = || poke(&name, 0, &good);
-    let open = || SharedArray::<u64>::open(&name).map(|_| ());
+    let open = || Array::<u64>::open(&name).map(|_| ());
     let corrupt = |r: Result<(), OpenError>| match r {
         Err(OpenError::Corrupt { what }) => what,
         other => panic!("expected Corrupt, got {other:?}"),
@@ -263,7 +266,7 @@ fn hostile_header_fields_are_reported() {
     reset();
     // An array length that disagrees with the payload length.
     poke(&name, PARAM0, &5u64.to_ne_bytes());
-    assert!(corrupt(open()).contains("array length"));
+    assert!(corrupt(open()).contains("need a payload of 40 bytes"));
     poke(&name, PARAM0, &u64::MAX.to_ne_bytes());
     let _ = corrupt(open());
     reset();
@@ -272,7 +275,7 @@ fn hostile_header_fields_are_reported() {
     poke(&name, PARAM0, &2u64.to_ne_bytes());
     poke(&name, PAYLOAD_LEN, &16u64.to_ne_bytes());
     poke(&name, TOTAL_LEN, &(16 + HEADER_LEN as u64).to_ne_bytes());
-    assert!(corrupt(SharedValue::<u64>::open(&name).map(|_| ())).contains("exactly one"));
+    assert!(corrupt(Value::<u64>::open(&name).map(|_| ())).contains("exactly one"));
     reset();
     // Marked abandoned by an opener that found the creator dead.
     poke(&name, STATE, &init_state::ABANDONED.to_ne_bytes());
@@ -290,7 +293,7 @@ fn hostile_header_fields_are_reported() {
 fn random_header_bytes_never_panic_or_escape_the_mapping() {
     let tag = "err-fuzz";
     let name = unique_name(tag);
-    let arr = SharedArray::<u64>::create(&name, 16).unwrap();
+    let arr = Array::<u64>::create(&name, 16).unwrap();
     let good = header_bytes(&name);
     let file_len = (HEADER_LEN + 16 * 8) as u64;
     let mut junk = Junk(0x2545_f491_4f6c_dd1d);
@@ -310,12 +313,12 @@ fn random_header_bytes_never_panic_or_escape_the_mapping() {
         poke(&name, 0, &bytes);
         for kind_value in [false, true] {
             let result = if kind_value {
-                SharedValue::<u64>::open(&name).map(|v| {
+                Value::<u64>::open(&name).map(|v| {
                     let _ = v.get();
                     1
                 })
             } else {
-                SharedArray::<u64>::open(&name).map(|a| {
+                Array::<u64>::open(&name).map(|a| {
                     let len = a.len();
                     assert!(HEADER_LEN as u64 + len as u64 * 8 <= file_len);
                     assert_eq!(a.to_vec().len(), len);
@@ -344,7 +347,7 @@ fn random_header_bytes_never_panic_or_escape_the_mapping() {
 fn an_unprivileged_process_gets_permission_denied() {
     let tag = "err-perm";
     let name = unique_name(tag);
-    let arr = SharedArray::<u32>::create(&name, 4).unwrap();
+    let arr = Array::<u32>::create(&name, 4).unwrap();
     // SAFETY: plain getter.
     if unsafe { libc::geteuid() } != 0 {
         // Not root: the test cannot switch users; another user's segment
@@ -365,11 +368,11 @@ fn an_unprivileged_process_gets_permission_denied() {
             }
         }
         let rw = matches!(
-            SharedArray::<u32>::open(&child_name),
+            Array::<u32>::open(&child_name),
             Err(OpenError::PermissionDenied { .. })
         );
         let ro = matches!(
-            SharedArray::<u32>::open_read_only(&child_name),
+            Array::<u32>::open_read_only(&child_name),
             Err(OpenError::PermissionDenied { .. })
         );
         let rm = matches!(
@@ -385,7 +388,7 @@ fn an_unprivileged_process_gets_permission_denied() {
     });
     assert_eq!(child.wait(), Exit::Code(0));
     // The segment is intact for its owner.
-    assert_eq!(SharedArray::<u32>::open(&name).unwrap().len(), 4);
+    assert_eq!(Array::<u32>::open(&name).unwrap().len(), 4);
     drop(arr);
     assert_no_leftovers(tag);
 }
@@ -434,7 +437,7 @@ fn a_refused_create_names_the_segment() {
                 return 2;
             }
         }
-        match SharedArray::<u32>::create(&child_name, 4) {
+        match Array::<u32>::create(&child_name, 4) {
             Err(CreateError::PermissionDenied { name }) if name == child_name => 0,
             Err(CreateError::PermissionDenied { name }) => {
                 eprintln!("permission error names {name:?}, not {child_name:?}");
@@ -459,12 +462,12 @@ fn a_refused_create_names_the_segment() {
 fn read_only_mappings_cannot_be_written() {
     let tag = "err-ro";
     let name = unique_name(tag);
-    let writer = SharedArray::<u32>::create(&name, 8).unwrap();
-    let reader: SharedArray<u32, ReadOnly> = SharedArray::<u32>::open_read_only(&name).unwrap();
+    let writer = Array::<u32>::create(&name, 8).unwrap();
+    let reader: Array<u32, ReadOnly> = Array::<u32>::open_read_only(&name).unwrap();
     assert!(!reader.segment().is_writable());
     writer.set(3, 42).unwrap();
     assert_eq!(reader.get(3), Some(42));
-    let value = SharedValue::<u32>::open_read_only(&name);
+    let value = Value::<u32>::open_read_only(&name);
     assert!(matches!(value, Err(OpenError::KindMismatch { .. })));
 
     let target = reader.segment().payload().as_ptr();
@@ -492,14 +495,14 @@ fn segment_level_open_checks_expectations() {
         type_name: "[u8; 3]",
         payload_len: 300,
     };
-    let seg = Segment::create(&name, &spec, &SegmentOptions::new(), &mut |p, len| {
+    let seg = Segment::create(&name, &spec, &Options::new(), &mut |p, len| {
         assert_eq!(len, 300);
         // SAFETY: the payload is `len` writable bytes nobody else sees yet.
         unsafe { p.as_ptr().write_bytes(0x11, len) };
     })
     .unwrap();
     assert!(seg.is_owner());
-    let opened = Segment::open(&name, &spec.expect(), &SegmentOptions::new()).unwrap();
+    let opened = Segment::open(&name, &spec.expect(), &Options::new()).unwrap();
     assert!(!opened.is_owner());
     assert_eq!(opened.payload_len(), 300);
     assert_eq!(opened.header().kind, Kind::USER);
@@ -510,16 +513,11 @@ fn segment_level_open_checks_expectations() {
     );
     let mut other = spec.expect();
     other.fingerprint.params = [3, 10];
-    let e = Segment::open(&name, &other, &SegmentOptions::new()).unwrap_err();
+    let e = Segment::open(&name, &other, &Options::new()).unwrap_err();
     assert!(matches!(e, OpenError::TypeMismatch(_)), "{e:?}");
     other.match_params = false;
-    assert!(Segment::open(&name, &other, &SegmentOptions::new()).is_ok());
-    let e = Segment::open(
-        &name,
-        &Expect::of::<[u8; 3]>(Kind::RING),
-        &SegmentOptions::new(),
-    )
-    .unwrap_err();
+    assert!(Segment::open(&name, &other, &Options::new()).is_ok());
+    let e = Segment::open(&name, &Expect::of::<[u8; 3]>(Kind::RING), &Options::new()).unwrap_err();
     assert!(matches!(e, OpenError::KindMismatch { .. }), "{e:?}");
     drop(opened);
     drop(seg);
@@ -533,7 +531,7 @@ fn segment_level_open_checks_expectations() {
 fn a_peer_flipping_the_state_word_cannot_hang_openers() {
     let tag = "err-flip";
     let name = unique_name(tag);
-    let arr = SharedArray::<u32>::create(&name, 4).unwrap();
+    let arr = Array::<u32>::create(&name, 4).unwrap();
     let state = arr.segment().base();
     let flipper = fork(move || {
         // SAFETY: the header of `arr`'s mapping, inherited across fork.
@@ -548,9 +546,9 @@ fn a_peer_flipping_the_state_word_cannot_hang_openers() {
     });
     let opener_name = name.clone();
     let opener = fork(move || {
-        let options = SegmentOptions::new().init_timeout(std::time::Duration::from_millis(20));
+        let options = Options::new().init_timeout(std::time::Duration::from_millis(20));
         for _ in 0..50 {
-            match SharedArray::<u32>::open_with(&opener_name, &options) {
+            match Array::<u32>::open_with(&opener_name, &options) {
                 Ok(a) if a.len() == 4 => {}
                 Err(OpenError::CreatorDied { .. } | OpenError::InitTimedOut { .. }) => {}
                 Ok(_) => return 2,
@@ -577,7 +575,7 @@ fn over_aligned_element_types_are_refused_even_with_a_forged_header() {
 
     let tag = "err-align";
     let name = unique_name(tag);
-    let e = SharedArray::<Page>::create(&name, 1).unwrap_err();
+    let e = Array::<Page>::create(&name, 1).unwrap_err();
     assert!(matches!(e, CreateError::InvalidLayout { .. }), "{e:?}");
     // Forge: a segment whose fingerprint is exactly Page's.
     let spec = ObjectSpec {
@@ -586,8 +584,8 @@ fn over_aligned_element_types_are_refused_even_with_a_forged_header() {
         type_name: std::any::type_name::<Page>(),
         payload_len: 4096,
     };
-    let seg = Segment::create(&name, &spec, &SegmentOptions::new(), &mut |_, _| {}).unwrap();
-    match SharedArray::<Page>::open(&name) {
+    let seg = Segment::create(&name, &spec, &Options::new(), &mut |_, _| {}).unwrap();
+    match Array::<Page>::open(&name) {
         Err(OpenError::Corrupt { what }) => assert!(what.contains("aligned"), "{what}"),
         other => panic!("{other:?}"),
     }
@@ -606,8 +604,8 @@ fn a_fifo_under_the_name_is_refused_without_blocking() {
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o666) }, 0);
     let child_name = name.clone();
     let child = fork(move || {
-        let ro = SharedArray::<u32>::open_read_only(&child_name);
-        let rw = SharedArray::<u32>::open(&child_name);
+        let ro = Array::<u32>::open_read_only(&child_name);
+        let rw = Array::<u32>::open(&child_name);
         match (ro, rw) {
             (Err(OpenError::Truncated { actual: 0, .. }), Err(OpenError::Truncated { .. })) => 0,
             _ => 2,
@@ -632,8 +630,8 @@ fn create_applies_the_mode_exactly_whatever_the_umask() {
         // SAFETY: plain umask call in a single-threaded child.
         unsafe { libc::umask(0o077) };
         for (name, mode) in child_names.iter().zip([0o644, 0o600]) {
-            let options = SegmentOptions::new().mode(mode);
-            let Ok(arr) = SharedArray::<u8>::create_with(name, 4, &options) else {
+            let options = Options::new().mode(mode);
+            let Ok(arr) = Array::<u8>::create_with(name, 4, &options) else {
                 return 2;
             };
             let Ok(meta) = std::fs::metadata(shm_path(name)) else {

@@ -8,15 +8,15 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use shmkit_core::header::Kind;
-use shmkit_posix::segment::{Expect, Segment, SegmentOptions};
-use shmkit_posix::{OpenError, SharedArray};
+use shmkit_posix::segment::{Expect, Options, Segment};
+use shmkit_posix::{Array, OpenError};
 use shmkit_testkit::{fork, unique_name, Exit};
 
 const VALUES: [u64; 4] = [11, 22, 33, 44];
 
 /// The bytes of a valid, READY array segment holding `VALUES`.
 fn segment_image() -> Vec<u8> {
-    let arr = SharedArray::<u64>::anonymous_from(&VALUES).unwrap();
+    let arr = Array::<u64>::anonymous(VALUES).unwrap();
     let seg = arr.segment();
     // SAFETY: `seg.len()` bytes are mapped at `seg.base()` while `arr`
     // lives; nobody else writes them.
@@ -57,11 +57,11 @@ fn try_shrink(file: &File) -> std::io::Result<()> {
 
 #[test]
 fn a_sealed_memfd_is_attached_as_it_is() {
-    let sender = SharedArray::<u64>::memfd(4).unwrap();
+    let sender = Array::<u64>::memfd(4).unwrap();
     sender.write_from(0, &VALUES).unwrap();
     let fd = sender.segment().fd().unwrap().try_clone_to_owned().unwrap();
     let file = File::from(fd.try_clone().unwrap());
-    let receiver = SharedArray::<u64>::from_fd(fd).unwrap();
+    let receiver = Array::<u64>::from_fd(fd).unwrap();
     assert_eq!(receiver.to_vec(), VALUES);
     assert_ne!(seals(&file) & libc::F_SEAL_SHRINK, 0);
     assert!(try_shrink(&file).is_err());
@@ -74,7 +74,7 @@ fn a_sealed_memfd_is_attached_as_it_is() {
 fn an_unsealed_memfd_is_sealed_against_shrinking_before_mapping() {
     let sender = unsealed_memfd(true);
     assert_eq!(seals(&sender) & libc::F_SEAL_SHRINK, 0);
-    let receiver = SharedArray::<u64>::from_fd(dup(&sender)).unwrap();
+    let receiver = Array::<u64>::from_fd(dup(&sender)).unwrap();
     assert_ne!(seals(&sender) & libc::F_SEAL_SHRINK, 0);
     // The sender, a separate process holding the descriptor, tries to
     // shrink it.
@@ -96,15 +96,15 @@ fn an_unsealed_memfd_is_sealed_against_shrinking_before_mapping() {
 #[test]
 fn a_memfd_that_cannot_be_sealed_is_refused_unless_allowed() {
     let sender = unsealed_memfd(false);
-    let e = SharedArray::<u64>::from_fd(dup(&sender)).unwrap_err();
+    let e = Array::<u64>::from_fd(dup(&sender)).unwrap_err();
     assert!(matches!(e, OpenError::Unsealed { .. }), "{e:?}");
     assert!(e.to_string().contains("allow_unsealed"), "{e}");
     let expect = Expect::of::<u64>(Kind::ARRAY);
-    let e = Segment::from_fd(dup(&sender), &expect, &SegmentOptions::new()).unwrap_err();
+    let e = Segment::from_fd(dup(&sender), &expect, &Options::new()).unwrap_err();
     assert!(matches!(e, OpenError::Unsealed { .. }), "{e:?}");
 
-    let allowed = SegmentOptions::new().allow_unsealed(true);
-    let arr = SharedArray::<u64>::from_fd_with(dup(&sender), &allowed).unwrap();
+    let allowed = Options::new().allow_unsealed(true);
+    let arr = Array::<u64>::from_fd_with(dup(&sender), &allowed).unwrap();
     assert_eq!(arr.to_vec(), VALUES);
 }
 
@@ -114,7 +114,7 @@ fn a_memfd_that_cannot_be_sealed_is_refused_unless_allowed() {
 fn a_read_only_descriptor_of_an_unsealed_memfd_is_refused() {
     let sender = unsealed_memfd(true);
     let read_only = File::open(format!("/proc/self/fd/{}", sender.as_raw_fd())).unwrap();
-    let options = SegmentOptions::new().read_only(true);
+    let options = Options::new().read_only(true);
     let expect = Expect::of::<u64>(Kind::ARRAY);
     let e = Segment::from_fd(read_only.into(), &expect, &options).unwrap_err();
     match &e {
@@ -129,14 +129,14 @@ fn a_read_only_descriptor_of_an_unsealed_memfd_is_refused() {
 #[test]
 fn a_named_segments_descriptor_is_refused_unless_allowed() {
     let name = unique_name("fd-named");
-    let arr = SharedArray::<u64>::create_from(&name, &VALUES).unwrap();
+    let arr = Array::<u64>::create(&name, VALUES).unwrap();
     let fd = || arr.segment().fd().unwrap().try_clone_to_owned().unwrap();
-    let e = SharedArray::<u64>::from_fd(fd()).unwrap_err();
+    let e = Array::<u64>::from_fd(fd()).unwrap_err();
     match &e {
         OpenError::Unsealed { reason } => assert!(reason.contains("named"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    let allowed = SegmentOptions::new().allow_unsealed(true);
-    let again = SharedArray::<u64>::from_fd_with(fd(), &allowed).unwrap();
+    let allowed = Options::new().allow_unsealed(true);
+    let again = Array::<u64>::from_fd_with(fd(), &allowed).unwrap();
     assert_eq!(again.to_vec(), VALUES);
 }

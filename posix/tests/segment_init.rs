@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::{assert_no_leftovers, Pipe};
 use shmkit_core::header::{Fingerprint, Kind};
-use shmkit_posix::segment::{ObjectSpec, Segment, SegmentOptions};
-use shmkit_posix::{OpenError, OpenOrCreateError, SharedArray};
+use shmkit_posix::segment::{ObjectSpec, Options, Segment};
+use shmkit_posix::{Array, OpenError, OpenOrCreateError};
 use shmkit_testkit::{fork, unique_name, Child, Exit};
 
-/// The spec of a `SharedArray<u64>` of 8 elements, so typed handles can
+/// The spec of a `Array<u64>` of 8 elements, so typed handles can
 /// open what these raw creators make.
 fn spec() -> ObjectSpec<'static> {
     ObjectSpec {
@@ -39,7 +39,7 @@ fn creator_stuck_in_init(name: &str) -> Child {
             }
         };
         // Never returns: init blocks until the parent kills us.
-        let _ = Segment::create(&child_name, &spec(), &SegmentOptions::new(), &mut init);
+        let _ = Segment::create(&child_name, &spec(), &Options::new(), &mut init);
         3
     });
     assert!(
@@ -61,9 +61,9 @@ fn a_creator_killed_mid_init_is_reported_and_recoverable() {
 
         // A generous timeout: CreatorDied must come from the dead lock,
         // long before it.
-        let options = SegmentOptions::new().init_timeout(Duration::from_secs(30));
+        let options = Options::new().init_timeout(Duration::from_secs(30));
         let t0 = Instant::now();
-        let e = SharedArray::<u64>::open_with(&name, &options).unwrap_err();
+        let e = Array::<u64>::open_with(&name, &options).unwrap_err();
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "took {:?}",
@@ -75,21 +75,14 @@ fn a_creator_killed_mid_init_is_reported_and_recoverable() {
         }
         assert!(e.to_string().contains("create it again"), "{e}");
         // Marked ABANDONED: later openers (read-only too) are told at once.
-        let e = SharedArray::<u64>::open_read_only(&name).unwrap_err();
+        let e = Array::<u64>::open_read_only(&name).unwrap_err();
         assert!(matches!(e, OpenError::CreatorDied { .. }), "{e:?}");
-        let e = SharedArray::<u64>::open_or_create(&name, 8).unwrap_err();
-        assert!(
-            matches!(e, OpenOrCreateError::Open(OpenError::CreatorDied { .. })),
-            "{e:?}"
-        );
 
-        // Recovery, as documented: remove and create again.
-        Segment::unlink(&name).unwrap();
-        let fresh = SharedArray::<u64>::create_from(&name, &[1; 8]).unwrap();
-        assert_eq!(
-            SharedArray::<u64>::open(&name).unwrap().to_vec(),
-            vec![1; 8]
-        );
+        // Recovery: nobody maps the dead creator's segment and nobody made
+        // it persistent, so creating under the name reclaims it (issue 8
+        // item 7); `open` alone never does.
+        let fresh = Array::<u64>::create(&name, [1; 8]).unwrap();
+        assert_eq!(Array::<u64>::open(&name).unwrap().to_vec(), vec![1; 8]);
         drop(fresh);
     }
     assert_no_leftovers(tag);
@@ -104,8 +97,8 @@ fn a_waiting_opener_learns_of_the_creators_death() {
     let creator = creator_stuck_in_init(&name);
     let opener_name = name.clone();
     let opener = fork(move || {
-        let options = SegmentOptions::new().init_timeout(Duration::from_secs(60));
-        match SharedArray::<u64>::open_with(&opener_name, &options) {
+        let options = Options::new().init_timeout(Duration::from_secs(60));
+        match Array::<u64>::open_with(&opener_name, &options) {
             Err(OpenError::CreatorDied { .. }) => 0,
             Err(_) => 2,
             Ok(_) => 3,
@@ -129,10 +122,10 @@ fn openers_time_out_against_a_live_creator_stuck_in_init() {
     let name = unique_name(tag);
     let creator = creator_stuck_in_init(&name);
     let timeout = Duration::from_millis(150);
-    let options = SegmentOptions::new().init_timeout(timeout);
+    let options = Options::new().init_timeout(timeout);
 
     let t0 = Instant::now();
-    let e = SharedArray::<u64>::open_with(&name, &options).unwrap_err();
+    let e = Array::<u64>::open_with(&name, &options).unwrap_err();
     let elapsed = t0.elapsed();
     match e {
         OpenError::InitTimedOut { waited } => {
@@ -190,7 +183,7 @@ fn an_opener_waits_for_ready_and_sees_the_initial_contents() {
             // SAFETY: the payload is `len` writable bytes only we can see.
             unsafe { p.as_ptr().write_bytes(0x7f, len) };
         };
-        let options = SegmentOptions::new().unlink_on_drop(false);
+        let options = Options::new().unlink_on_drop(false);
         match Segment::create(&child_name, &spec(), &options, &mut init) {
             Ok(_) => 0,
             Err(_) => 2,
@@ -199,8 +192,8 @@ fn an_opener_waits_for_ready_and_sees_the_initial_contents() {
     assert!(started.take_within(Duration::from_secs(20)));
     let opener_name = name.clone();
     let opener = fork(move || {
-        let options = SegmentOptions::new().init_timeout(Duration::from_secs(30));
-        match SharedArray::<u64>::open_with(&opener_name, &options) {
+        let options = Options::new().init_timeout(Duration::from_secs(30));
+        match Array::<u64>::open_with(&opener_name, &options) {
             Ok(a) if a.to_vec() == vec![0x7f7f_7f7f_7f7f_7f7f; 8] => 0,
             Ok(_) => 2,
             Err(_) => 3,
@@ -227,29 +220,26 @@ fn a_panicking_init_removes_only_its_own_name() {
     let tag = "init-panic";
     let name = unique_name(tag);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = Segment::create(&name, &spec(), &SegmentOptions::new(), &mut |_, _| {
+        let _ = Segment::create(&name, &spec(), &Options::new(), &mut |_, _| {
             panic!("init failed");
         });
     }));
     assert!(result.is_err());
-    let e = SharedArray::<u64>::open(&name).unwrap_err();
+    let e = Array::<u64>::open(&name).unwrap_err();
     assert!(matches!(e, OpenError::NotFound { .. }), "{e:?}");
 
     // Meanwhile a peer removes the half-built segment and creates its own.
     let replacement = std::cell::RefCell::new(None);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = Segment::create(&name, &spec(), &SegmentOptions::new(), &mut |_, _| {
+        let _ = Segment::create(&name, &spec(), &Options::new(), &mut |_, _| {
             Segment::unlink(&name).unwrap();
-            *replacement.borrow_mut() = Some(SharedArray::<u64>::create_from(&name, &[9; 8]));
+            *replacement.borrow_mut() = Some(Array::<u64>::create(&name, [9; 8]));
             panic!("init failed");
         });
     }));
     assert!(result.is_err());
     let replacement = replacement.into_inner().unwrap().unwrap();
-    assert_eq!(
-        SharedArray::<u64>::open(&name).unwrap().to_vec(),
-        vec![9; 8]
-    );
+    assert_eq!(Array::<u64>::open(&name).unwrap().to_vec(), vec![9; 8]);
     drop(replacement);
     assert_no_leftovers(tag);
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{assert_no_leftovers, Pipe};
 use shmkit_core::header::{Fingerprint, Kind};
-use shmkit_posix::segment::{ObjectSpec, Segment, SegmentOptions};
-use shmkit_posix::{OpenError, SharedArray};
+use shmkit_posix::segment::{ObjectSpec, Options, Segment};
+use shmkit_posix::{Array, OpenError};
 use shmkit_testkit::{fork, role, spawn_self, unique_name, Exit};
 
 /// Processes racing in each open_or_create test.
@@ -44,7 +44,7 @@ fn open_or_create_raced_by_processes_has_exactly_one_creator() {
             payload_len: (WORDS * 8) as u64,
         };
         // Slot i: the tag racer i saw (written by racer i only).
-        let seen = SharedArray::<u64>::anonymous(RACERS).unwrap();
+        let seen = Array::<u64>::anonymous(RACERS).unwrap();
         let gate = Pipe::new();
         let children: Vec<_> = (0..RACERS)
             .map(|i| {
@@ -63,7 +63,7 @@ fn open_or_create_raced_by_processes_has_exactly_one_creator() {
                         }
                     };
                     // The parent removes the name once everyone is done.
-                    let options = SegmentOptions::new()
+                    let options = Options::new()
                         .unlink_on_drop(false)
                         .init_timeout(Duration::from_secs(30));
                     let Ok((segment, created)) =
@@ -123,7 +123,7 @@ fn open_or_create_raced_by_processes_has_exactly_one_creator() {
 }
 
 /// The typed form: racers each pass *different* initial values to
-/// `SharedArray::open_or_create_from`; all end up seeing one racer's values.
+/// `Array::open_or_create_from`; all end up seeing one racer's values.
 /// The racers hold their handles until everyone has attached (the creator's
 /// handle removes the name when dropped), then all drop them: nothing is
 /// left in /dev/shm.
@@ -131,7 +131,7 @@ fn open_or_create_raced_by_processes_has_exactly_one_creator() {
 fn open_or_create_from_raced_by_processes_shows_one_initial_content() {
     let tag = "race-typed";
     let name = unique_name(tag);
-    let seen = SharedArray::<u64>::anonymous(RACERS).unwrap();
+    let seen = Array::<u64>::anonymous(RACERS).unwrap();
     let (gate, attached, finish) = (Pipe::new(), Pipe::new(), Pipe::new());
     let children: Vec<_> = (0..RACERS)
         .map(|i| {
@@ -142,7 +142,7 @@ fn open_or_create_from_raced_by_processes_shows_one_initial_content() {
                     return 2;
                 }
                 let mine = [2000 + i as u64; WORDS];
-                let arr = match SharedArray::<u64>::open_or_create_from(name, &mine) {
+                let arr = match Array::<u64>::open_or_create(name, mine) {
                     Ok(arr) => arr,
                     Err(_) => return 3,
                 };
@@ -195,7 +195,7 @@ fn open_or_create_from_raced_by_processes_shows_one_initial_content() {
     assert!(values.iter().all(|&v| v == values[0]), "{values:?}");
     assert!((2000..2000 + RACERS as u64).contains(&values[0]));
     // The creator's drop removed the name.
-    let e = SharedArray::<u64>::open(&name).unwrap_err();
+    let e = Array::<u64>::open(&name).unwrap_err();
     assert!(matches!(e, OpenError::NotFound { .. }), "{e:?}");
     assert_no_leftovers(tag);
 }
@@ -215,15 +215,15 @@ fn memfd_array_handed_to_an_exec_child() {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let dup = fd.try_clone().unwrap();
         // Wrong type first: refused.
-        let e = SharedArray::<u32>::from_fd(dup).unwrap_err();
+        let e = Array::<u32>::from_fd(dup).unwrap_err();
         assert!(matches!(e, OpenError::TypeMismatch(_)), "{e:?}");
-        let arr = SharedArray::<u64>::from_fd(fd).unwrap();
+        let arr = Array::<u64>::from_fd(fd).unwrap();
         assert_eq!(arr.len(), 4);
         assert_eq!(arr.get(0), Some(1));
         arr.write_from(1, &[20, 30, 40]).unwrap();
         return;
     }
-    let arr = SharedArray::<u64>::memfd(4).unwrap();
+    let arr = Array::<u64>::memfd(4).unwrap();
     arr.set(0, 1).unwrap();
     assert!(arr.segment().name().is_none());
     let fd = arr.segment().fd().unwrap().as_raw_fd();
@@ -264,21 +264,19 @@ fn memfd_array_handed_to_an_exec_child() {
 fn named_array_shared_by_a_writer_and_a_read_only_child() {
     let tag = "proc-named";
     let name = unique_name(tag);
-    let arr = SharedArray::<i64>::create(&name, 3).unwrap();
+    let arr = Array::<i64>::create(&name, 3).unwrap();
     let writer_name = name.clone();
-    let writer = fork(move || match SharedArray::<i64>::open(&writer_name) {
+    let writer = fork(move || match Array::<i64>::open(&writer_name) {
         Ok(a) => a.write_from(0, &[-1, -2, -3]).map_or(3, |()| 0),
         Err(_) => 2,
     });
     assert_eq!(writer.wait(), Exit::Code(0));
     let reader_name = name.clone();
-    let reader = fork(
-        move || match SharedArray::<i64>::open_read_only(&reader_name) {
-            Ok(a) if a.to_vec() == vec![-1, -2, -3] => 0,
-            Ok(_) => 3,
-            Err(_) => 2,
-        },
-    );
+    let reader = fork(move || match Array::<i64>::open_read_only(&reader_name) {
+        Ok(a) if a.to_vec() == vec![-1, -2, -3] => 0,
+        Ok(_) => 3,
+        Err(_) => 2,
+    });
     assert_eq!(reader.wait(), Exit::Code(0));
     assert_eq!(arr.to_vec(), vec![-1, -2, -3]);
     drop(arr);
@@ -310,16 +308,16 @@ fn an_unprivileged_process_creates_and_removes_segments() {
                 return 2;
             }
         }
-        let Ok(arr) = SharedArray::<u16>::create_from(&child_name, &[4, 5, 6]) else {
+        let Ok(arr) = Array::<u16>::create(&child_name, [4, 5, 6]) else {
             return 3;
         };
-        match SharedArray::<u16>::open(&child_name) {
+        match Array::<u16>::open(&child_name) {
             Ok(other) if other.to_vec() == vec![4, 5, 6] => {}
             _ => return 4,
         }
         // A second create of the name still reports AlreadyExists.
         if !matches!(
-            SharedArray::<u16>::create(&child_name, 3),
+            Array::<u16>::create(&child_name, 3),
             Err(shmkit_posix::CreateError::AlreadyExists { .. })
         ) {
             return 5;

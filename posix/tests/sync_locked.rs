@@ -5,7 +5,7 @@ use std::time::Duration;
 use shmkit_core::sync::{Event, LockError};
 use shmkit_posix::locked::{LockedArray, LockedValue};
 use shmkit_posix::sync::SharedEvent;
-use shmkit_posix::SharedArray;
+use shmkit_posix::Array;
 use shmkit_testkit::{fork, unique_name, Exit};
 
 const HANG: Duration = Duration::from_secs(60);
@@ -63,7 +63,7 @@ fn named_locked_array_counts_exactly() {
     assert_eq!(arr.lock().unwrap().to_vec(), vec![900; 8]);
     // Wrong element type or kind: refused.
     assert!(LockedArray::<u32>::open(&name).is_err());
-    assert!(SharedArray::<u64>::open(&name).is_err());
+    assert!(Array::<u64>::open(&name).is_err());
     assert!(LockedValue::<u64>::open(&name).is_err());
     assert_eq!(arr.lock().unwrap().get(8), None);
 }

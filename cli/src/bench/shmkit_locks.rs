@@ -21,7 +21,7 @@ use std::time::Duration;
 use shmkit_core::sync::DEFAULT_SPIN;
 use shmkit_core::sync::{Event, RawMutex, RawMutexGuard, Semaphore};
 use shmkit_core::wait::Spin;
-use shmkit_posix::sync::Shared;
+use shmkit_posix::Shared;
 
 use super::floors::{self, LOCK_BATCH};
 use super::proc::{pin_index, Scratch};
@@ -81,7 +81,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
 /// mutex in an anonymous segment.
 pub fn lock_uncontended(p: &Params) -> RunResult {
     pin_index(&p.cpus, 0).map_err(|e| err("pinning the measuring process", e))?;
-    let m = Shared::anonymous(RawMutex::new()).map_err(|e| err("segment", e))?;
+    let m = Shared::<RawMutex>::anonymous(()).map_err(|e| err("segment", e))?;
     let samples = time_batched(p, LOCK_BATCH, |_| {
         let g = m.lock().map_err(|e| err("lock", e))?;
         drop(std::hint::black_box(g));
@@ -92,8 +92,8 @@ pub fn lock_uncontended(p: &Params) -> RunResult {
 
 fn event_rtt_with(p: &Params, spin: Spin) -> RunResult {
     let events = [
-        Shared::anonymous(Event::new()).map_err(|e| err("segment", e))?,
-        Shared::anonymous(Event::new()).map_err(|e| err("segment", e))?,
+        Shared::<Event>::anonymous(()).map_err(|e| err("segment", e))?,
+        Shared::<Event>::anonymous(()).map_err(|e| err("segment", e))?,
     ];
     floors::u32_pingpong(
         p,
@@ -144,7 +144,7 @@ pub fn semaphore_rtt(p: &Params) -> RunResult {
 
 /// `lock_handoff`/`shmkit`: [`floors::handoff`] with a robust mutex.
 pub fn lock_handoff(p: &Params) -> RunResult {
-    let m = Shared::anonymous(RawMutex::new()).map_err(|e| err("segment", e))?;
+    let m = Shared::<RawMutex>::anonymous(()).map_err(|e| err("segment", e))?;
     let turn = Scratch::new(4096).map_err(|e| err("mmap", e))?;
     // The guard lives here between the floor's lock() and unlock() calls.
     let held: RefCell<Option<RawMutexGuard<'_>>> = RefCell::new(None);

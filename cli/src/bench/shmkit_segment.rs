@@ -26,7 +26,7 @@
 use std::time::Instant;
 
 use shmkit_core::header::{Fingerprint, Kind, HEADER_LEN};
-use shmkit_posix::segment::{ObjectSpec, Segment, SegmentOptions};
+use shmkit_posix::segment::{ObjectSpec, Options, Segment};
 
 use super::{proc, Impl, Measurement, Params, RunResult};
 
@@ -119,7 +119,7 @@ fn shmkit_lifecycle(params: &Params, touched: bool) -> RunResult {
         payload_len: (SEGMENT_BYTES - HEADER_LEN) as u64,
     };
     let expect = spec.expect();
-    let options = SegmentOptions::default();
+    let options = Options::default();
     sample(params, || {
         let owner = Segment::create(&name, &spec, &options, &mut |_, _| {})
             .map_err(|e| format!("shmkit create: {e}"))?;

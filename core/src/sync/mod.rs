@@ -189,3 +189,79 @@ pub(crate) fn park(
 pub(crate) fn passed(deadline: Option<Deadline>) -> bool {
     deadline.is_some_and(|d| d.has_passed())
 }
+
+/// Each lock and signal fills a segment on its own: [`Object`] with no
+/// parameters, the object itself as the recorded type, its size as the
+/// payload. A zero-filled payload is a valid (unlocked, empty) object;
+/// creators that want another initial value (a semaphore's permits, a
+/// barrier's parties, a mutex's data) write it over the zeroes before the
+/// segment is published.
+///
+/// [`Object`]: crate::object::Object
+macro_rules! sync_object {
+    ($kind:expr => $ty:ty $(, $gen:ident)?) => {
+        // SAFETY: the view is `&Self` over `size_of::<Self>()` bytes aligned
+        // to PAYLOAD_ALIGN (asserted below, and checked by `payload_len`).
+        // `Self` is `#[repr(C)]`, made only of atomics and `Pod` data
+        // accessed through atomic copies, so any bytes are a valid value
+        // and every shared access is atomic; it is `Sync`. Its operations
+        // validate every word they read back. `init` writes nothing (zero
+        // is a valid state). The view writes (locks, counts), so it needs a
+        // writable mapping, which posix hands out only read-write.
+        unsafe impl$(<$gen: bytemuck::Pod>)? $crate::object::Object for $ty {
+            const KIND: $crate::header::Kind = $kind;
+            type Params = ();
+            type View<'a> = &'a Self;
+            type Element = Self;
+
+            fn encode(_: &()) -> [u64; 2] {
+                [0, 0]
+            }
+
+            fn decode(recorded: [u64; 2]) -> Result<(), $crate::object::LayoutError> {
+                if recorded == [0, 0] {
+                    Ok(())
+                } else {
+                    Err($crate::object::LayoutError::new(
+                        "a lock or signal records no parameters",
+                    ))
+                }
+            }
+
+            fn payload_len(_: &()) -> Result<usize, $crate::object::LayoutError> {
+                if core::mem::align_of::<Self>() > $crate::header::PAYLOAD_ALIGN {
+                    return Err($crate::object::LayoutError::new(
+                        "the object type is aligned beyond the 128-byte payload alignment",
+                    ));
+                }
+                Ok(core::mem::size_of::<Self>())
+            }
+
+            unsafe fn init(_payload: core::ptr::NonNull<u8>, _: &()) {}
+
+            unsafe fn attach<'a>(payload: core::ptr::NonNull<u8>, _: &()) -> &'a Self {
+                // SAFETY: the caller guarantees `size_of::<Self>()` mapped,
+                // writable bytes aligned to PAYLOAD_ALIGN for 'a; every bit
+                // pattern is a valid `Self` (atomics and Pod data).
+                unsafe { payload.cast::<Self>().as_ref() }
+            }
+        }
+    };
+}
+
+sync_object!(crate::header::Kind::MUTEX => RawMutex);
+sync_object!(crate::header::Kind::MUTEX => Mutex<T>, T);
+sync_object!(crate::header::Kind::REENTRANT_MUTEX => ReentrantMutex<T>, T);
+sync_object!(crate::header::Kind::RWLOCK => RwLock<T>, T);
+sync_object!(crate::header::Kind::SEMAPHORE => Semaphore);
+sync_object!(crate::header::Kind::EVENT => Event);
+sync_object!(crate::header::Kind::CONDVAR => Condvar);
+sync_object!(crate::header::Kind::BARRIER => Barrier);
+
+/// `Semaphore(n)`: an unbounded semaphore with `n` permits, so that handles
+/// can be created from a plain count.
+impl From<u32> for Semaphore {
+    fn from(permits: u32) -> Semaphore {
+        Semaphore::new(permits)
+    }
+}

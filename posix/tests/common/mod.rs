@@ -168,14 +168,14 @@ pub const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 /// and detach before a slow one attached, which (correctly) looks like
 /// "every producer is gone" to the consumers.
 pub struct StartLine {
-    flags: shmkit_posix::SharedArray<u64>,
+    flags: shmkit_posix::Array<u64>,
     n: usize,
 }
 
 impl StartLine {
     pub fn new(n: usize) -> StartLine {
         StartLine {
-            flags: shmkit_posix::SharedArray::anonymous(n + 1).unwrap(),
+            flags: shmkit_posix::Array::anonymous(n + 1).unwrap(),
             n,
         }
     }
