@@ -65,6 +65,7 @@ pub mod error;
 pub mod handle;
 pub mod inspect;
 pub mod locked;
+pub mod message;
 pub mod name;
 pub mod process;
 pub mod queue;

@@ -1,0 +1,190 @@
+//! Values that cross to another process as bytes: arguments and results of
+//! child processes and pool tasks.
+//!
+//! [`Message`] is implemented for every `Pod` type (its bytes, no
+//! encoding) and, with the `serde` feature, for [`Serde<T>`], which wraps
+//! any `Serialize + DeserializeOwned` value and encodes it with postcard
+//! (compact, maintained, `no_std`-capable). The wrapper keeps the two paths
+//! apart: a `Pod` struct never needs `Serialize`, and enabling the feature
+//! changes nothing for code that does not use it.
+//!
+//! Bytes that come back from another process are checked: a wrong length
+//! or an encoding that does not decode is a [`DecodeError`], never a panic.
+
+use std::fmt;
+
+use bytemuck::Pod;
+
+/// A value that can be sent to another process as bytes.
+pub trait Message: Sized {
+    /// Appends the value's encoding to `out`.
+    ///
+    /// # Errors
+    /// The value cannot be encoded (a `Serialize` impl that fails).
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+
+    /// The value `bytes` encode.
+    ///
+    /// # Errors
+    /// The bytes are not an encoding of a `Self` (another type's bytes, a
+    /// truncated message, a hostile peer).
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
+}
+
+impl<T: Pod> Message for T {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        out.extend_from_slice(bytemuck::bytes_of(self));
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<T, DecodeError> {
+        if bytes.len() != std::mem::size_of::<T>() {
+            return Err(DecodeError::new(format!(
+                "{} bytes cannot hold a {} ({} bytes)",
+                bytes.len(),
+                std::any::type_name::<T>(),
+                std::mem::size_of::<T>()
+            )));
+        }
+        Ok(bytemuck::pod_read_unaligned(bytes))
+    }
+}
+
+/// A value that cannot be encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeError {
+    what: String,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a value cannot be encoded for another process: {}",
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Bytes that do not decode as the expected type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    what: String,
+}
+
+impl DecodeError {
+    pub(crate) fn new(what: impl Into<String>) -> DecodeError {
+        DecodeError { what: what.into() }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a message from another process does not decode: {}; both sides must send and expect the same type",
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Any `Serialize + DeserializeOwned` value as a [`Message`], encoded with
+/// postcard (feature `serde`).
+///
+/// ```
+/// use shmkit_posix::message::{Message, Serde};
+///
+/// let mut bytes = Vec::new();
+/// Serde(vec!["lidar".to_string(), "image".to_string()]).encode(&mut bytes)?;
+/// let Serde(back) = Serde::<Vec<String>>::decode(&bytes)?;
+/// assert_eq!(back, ["lidar", "image"]);
+/// assert!(Serde::<Vec<String>>::decode(&bytes[..3]).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "serde")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Serde<T>(pub T);
+
+#[cfg(feature = "serde")]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Message for Serde<T> {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        // Into the caller's buffer: no intermediate allocation.
+        let buf = std::mem::take(out);
+        match postcard::to_extend(&self.0, buf) {
+            Ok(buf) => {
+                *out = buf;
+                Ok(())
+            }
+            Err(e) => Err(EncodeError {
+                what: format!("{} ({e})", std::any::type_name::<T>()),
+            }),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        postcard::from_bytes(bytes)
+            .map(Serde)
+            .map_err(|e| DecodeError::new(format!("{} ({e})", std::any::type_name::<T>())))
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T> std::ops::Deref for Serde<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T> std::ops::DerefMut for Serde<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T> From<T> for Serde<T> {
+    fn from(value: T) -> Serde<T> {
+        Serde(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_round_trips_and_wrong_lengths_are_errors() {
+        let mut out = Vec::new();
+        0x1122_3344_5566_7788u64.encode(&mut out).unwrap();
+        assert_eq!(u64::decode(&out), Ok(0x1122_3344_5566_7788));
+        let e = u64::decode(&out[..7]).unwrap_err();
+        assert!(e.to_string().contains("7 bytes cannot hold a u64"), "{e}");
+        assert!(u32::decode(&out).is_err());
+        // Unaligned input decodes too.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&out);
+        assert_eq!(u64::decode(&shifted[1..]), Ok(0x1122_3344_5566_7788));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn serde_values_round_trip_and_garbage_is_an_error() {
+        let v = Serde((String::from("frame"), vec![1u32, 2, 3], Some(7i64)));
+        let mut out = Vec::new();
+        v.encode(&mut out).unwrap();
+        let back = Serde::<(String, Vec<u32>, Option<i64>)>::decode(&out).unwrap();
+        assert_eq!(back, v);
+        // Every prefix and some garbage: errors, never a panic.
+        for n in 0..out.len() {
+            let _ = Serde::<(String, Vec<u32>, Option<i64>)>::decode(&out[..n]);
+        }
+        let garbage = [0xffu8; 64];
+        assert!(Serde::<Vec<String>>::decode(&garbage).is_err());
+    }
+}

@@ -1,0 +1,856 @@
+//! Child processes that run a function: Python's `Process(target=f,
+//! args=...)`, `start()`, `join()`, `exitcode`, `terminate()`, `kill()`,
+//! `daemon`, `active_children()` and the three start methods, with the
+//! function's return value given back like
+//! [`std::thread::JoinHandle::join`].
+//!
+//! ```
+//! use shmkit_posix::{process, Array};
+//!
+//! let squares = Array::<u64>::anonymous(4)?;           // shared with the child
+//! let child = process::spawn({
+//!     let squares = squares.clone();
+//!     move || {
+//!         for i in 0..4 {
+//!             squares.set(i, (i * i) as u64).unwrap();
+//!         }
+//!         squares.to_vec().iter().sum::<u64>()          // the return value
+//!     }
+//! })?;
+//! assert_eq!(child.join()?, 14);
+//! assert_eq!(squares.to_vec(), vec![0, 1, 4, 9]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Start methods
+//! | method | how | runs | Python |
+//! |---|---|---|---|
+//! | [`StartMethod::Fork`] (default) | `fork` | a closure ([`spawn`]) or a function ([`spawn_fn`]) | `fork` |
+//! | [`StartMethod::Spawn`] | a fresh run of the current executable | a function and its arguments | `spawn` |
+//! | [`StartMethod::ForkServer`] | `fork` from a single-threaded helper process started once | a function and its arguments | `forkserver` |
+//!
+//! `Spawn` and `ForkServer` children start from `main`: call [`init`]
+//! first thing there. A spawned child finds its task in `init`, runs it and
+//! exits; the forkserver lives in `init`. A function crosses as its offset
+//! in the executable (children run the same program, which `init` checks);
+//! its arguments and result cross as [`Message`]s (any `Pod` type, or any
+//! `serde` type wrapped in [`Serde`](crate::message::Serde)). Shared
+//! objects reach such children by name or by descriptor, not by memory:
+//! nothing of the parent's address space is there.
+//!
+//! # How a child ends
+//! The child runs the function and exits with `_exit`: it never returns into
+//! the caller's code, and the parent's destructors and `atexit` handlers do
+//! not run a second time in it (what a closure owns is dropped when it
+//! returns, as it would be in a thread). Exit codes follow Python's
+//! convention ([`Child::exitcode`]): `0` after the function returned, `1`
+//! after it panicked (the message comes back in [`JoinError::Panicked`]),
+//! `-N` after death by signal `N`, or the code the function passed to
+//! `std::process::exit`.
+//!
+//! # Threads
+//! Only the calling thread exists in a forked child. Locks that other
+//! threads held at the moment of the fork stay locked there forever (a
+//! `println!` while another thread held stdout's lock deadlocks the child),
+//! so, as Python 3.12 warns, forking a process that runs other threads is a
+//! hazard: the `Fork` method refuses it with [`SpawnError::Threads`].
+//! [`Builder::allow_threads`] accepts the risk for functions that take no
+//! lock another thread may hold (shmkit's own objects are fine: they live
+//! in shared memory and are robust); `Spawn` and `ForkServer` have no such
+//! hazard and are the way for programs that already run threads (a tokio
+//! service, say).
+//!
+//! # Reaping
+//! A joined child is reaped. A [`Child`] dropped unjoined is left running
+//! and reaped later, when it has exited, by the next start or
+//! [`active_children`] call, so no zombie outlives those calls.
+
+mod exec;
+mod server;
+mod task;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::message::Message;
+use task::{Outcome, Task};
+
+/// How a child process is started (Python's start methods).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StartMethod {
+    /// `fork`: the child is a copy of this process (the default, as on
+    /// Linux in Python before 3.14).
+    #[default]
+    Fork,
+    /// A fresh run of the current executable, which must call [`init`]
+    /// first thing in `main`.
+    Spawn,
+    /// `fork` from a single-threaded helper, itself a fresh run of the
+    /// current executable started on first use (call [`init`] first thing
+    /// in `main`).
+    ForkServer,
+}
+
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the start method [`spawn_fn`] and [`Builder`] use by default
+/// (Python's `set_start_method`).
+pub fn set_start_method(method: StartMethod) {
+    let v = match method {
+        StartMethod::Fork => 0,
+        StartMethod::Spawn => 1,
+        StartMethod::ForkServer => 2,
+    };
+    // Relaxed: a setting, read independently by each start.
+    DEFAULT_METHOD.store(v, Ordering::Relaxed);
+}
+
+/// The default start method ([`set_start_method`]).
+#[must_use]
+pub fn start_method() -> StartMethod {
+    match DEFAULT_METHOD.load(Ordering::Relaxed) {
+        1 => StartMethod::Spawn,
+        2 => StartMethod::ForkServer,
+        _ => StartMethod::Fork,
+    }
+}
+
+/// Call first thing in `main` when children are started with
+/// [`StartMethod::Spawn`] or [`StartMethod::ForkServer`]: in such a child
+/// (or in the forkserver) it runs what the parent asked for and exits;
+/// anywhere else it returns at once.
+///
+/// It must run before the program starts any thread (it reads and clears
+/// environment variables).
+pub fn init() {
+    if let Some(control) = server::inherited_control() {
+        server::serve(control, run_task);
+    }
+    if let Some(task) = exec::inherited_task() {
+        run_task(task);
+    }
+}
+
+/// A spawned (or forkserver) child: run the task, report, exit.
+fn run_task(task: Task) -> ! {
+    let code = match task.resolve() {
+        Ok((tramp, f, args)) => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tramp(f, &args))) {
+                Ok(Ok(bytes)) => {
+                    task.put(task::state::VALUE, &bytes);
+                    0
+                }
+                Ok(Err(why)) => {
+                    task.put(task::state::FAILED, why.as_bytes());
+                    1
+                }
+                Err(payload) => {
+                    task.put_panic(&panic_message(&*payload));
+                    std::mem::forget(payload);
+                    1
+                }
+            }
+        }
+        Err(why) => {
+            task.put(task::state::FAILED, why.as_bytes());
+            1
+        }
+    };
+    // SAFETY: ends this process at once.
+    unsafe { libc::_exit(code) }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
+}
+
+/// Starts a child process running the closure `f` (start method `Fork`;
+/// see the module docs).
+///
+/// # Errors
+/// [`SpawnError::Threads`] if this process runs other threads,
+/// [`SpawnError::Os`] if `fork` fails.
+pub fn spawn<T: Message, F: FnOnce() -> T>(f: F) -> Result<Child<T>, SpawnError> {
+    Builder::new().start_method(StartMethod::Fork).spawn(f)
+}
+
+/// Starts a child process running `f(args)` with the default start method
+/// ([`set_start_method`]).
+///
+/// # Errors
+/// As [`Builder::spawn_fn`].
+pub fn spawn_fn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Result<Child<R>, SpawnError> {
+    Builder::new().spawn_fn(f, args)
+}
+
+/// The pids of children started here that are still running (Python's
+/// `active_children()`); reaps the ones that have exited since.
+#[must_use]
+pub fn active_children() -> Vec<u32> {
+    let mut live = registry()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    live.retain(|&pid| waitpid(pid, libc::WNOHANG).is_none());
+    live.iter().map(|&pid| pid as u32).collect()
+}
+
+/// How to start a child: its name and start method, whether it dies with
+/// its parent, whether other threads may exist, the arguments of a fresh
+/// run.
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+    allow_threads: bool,
+    method: Option<StartMethod>,
+    args: Vec<OsString>,
+}
+
+impl Builder {
+    /// The defaults: named `Process-N`, the default start method, not a
+    /// daemon, refusing to fork a process that runs other threads.
+    #[must_use]
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The child's name (Python's `Process(name=...)`), for messages.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether the child is killed (`SIGKILL`) when its parent dies
+    /// (Python's `daemon=True`; Linux `PR_SET_PDEATHSIG`). Under the
+    /// forkserver the parent is the server, which dies with this process.
+    #[must_use]
+    pub fn daemon(mut self, yes: bool) -> Builder {
+        self.daemon = yes;
+        self
+    }
+
+    /// Forks even if this process runs other threads (see the module docs
+    /// for what the child must then avoid).
+    #[must_use]
+    pub fn allow_threads(mut self, yes: bool) -> Builder {
+        self.allow_threads = yes;
+        self
+    }
+
+    /// The start method (default: [`start_method`]).
+    #[must_use]
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = Some(method);
+        self
+    }
+
+    /// Command-line arguments for a fresh run of the executable (`Spawn`,
+    /// and the forkserver when this call starts it): what makes `main` reach
+    /// [`init`] (none for most programs; a test filter for a test binary).
+    #[must_use]
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Builder {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    fn method(&self) -> StartMethod {
+        self.method.unwrap_or_else(start_method)
+    }
+
+    /// Starts a child process running the closure `f`. Only the `Fork`
+    /// method can run a closure (the others start from `main`).
+    ///
+    /// # Errors
+    /// [`SpawnError::NeedsFork`] under another start method,
+    /// [`SpawnError::Threads`], [`SpawnError::Os`].
+    pub fn spawn<T: Message, F: FnOnce() -> T>(self, f: F) -> Result<Child<T>, SpawnError> {
+        if self.method() != StartMethod::Fork {
+            return Err(SpawnError::NeedsFork {
+                method: self.method(),
+            });
+        }
+        let task = Task::new().map_err(os("memfd_create"))?;
+        let daemon = self.daemon;
+        self.fork(
+            task,
+            move |task| {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+                report(
+                    task,
+                    outcome.map(|v| {
+                        let mut out = Vec::new();
+                        v.encode(&mut out).map(|()| out).map_err(|e| e.to_string())
+                    }),
+                )
+            },
+            daemon,
+        )
+    }
+
+    /// Starts a child process running `f(args)` with this builder's start
+    /// method.
+    ///
+    /// # Errors
+    /// [`SpawnError::Threads`] (`Fork` in a process running other
+    /// threads), [`SpawnError::Encode`] if `args` cannot be encoded,
+    /// [`SpawnError::Os`] if starting the child fails.
+    pub fn spawn_fn<A: Message, R: Message>(
+        self,
+        f: fn(A) -> R,
+        args: A,
+    ) -> Result<Child<R>, SpawnError> {
+        let mut bytes = Vec::new();
+        args.encode(&mut bytes)
+            .map_err(|e| SpawnError::Encode(e.to_string()))?;
+        let tramp: task::Trampoline = task::trampoline::<A, R>;
+        let task = Task::for_fn(tramp, f as usize, &bytes).map_err(os("the task file"))?;
+        match self.method() {
+            StartMethod::Fork => {
+                let daemon = self.daemon;
+                self.fork(
+                    task,
+                    move |task| {
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                tramp(f as usize, &bytes)
+                            }));
+                        report(task, outcome)
+                    },
+                    daemon,
+                )
+            }
+            StartMethod::Spawn => {
+                let _ = active_children();
+                let pid = exec::start(&task, &self.args).map_err(os("spawn"))?;
+                registry()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(pid);
+                Ok(Child::new(Handle::Local(pid), self.name, task))
+            }
+            StartMethod::ForkServer => {
+                let remote = server::request(&task, &self.args).map_err(os("forkserver"))?;
+                Ok(Child::new(Handle::Remote(remote), self.name, task))
+            }
+        }
+    }
+
+    /// Forks a child that runs `body` on the task and exits with the code
+    /// it returns.
+    fn fork<T>(
+        self,
+        task: Task,
+        body: impl FnOnce(&Task) -> i32,
+        daemon: bool,
+    ) -> Result<Child<T>, SpawnError> {
+        if !self.allow_threads {
+            let threads = thread_count();
+            if threads > 1 {
+                return Err(SpawnError::Threads { count: threads });
+            }
+        }
+        // Reap finished children of earlier starts (no zombies pile up).
+        let _ = active_children();
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: fork has no memory-safety preconditions; the child below
+        // only runs `body` and `_exit`s (see the module docs on threads).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(SpawnError::Os {
+                call: "fork",
+                source: io::Error::last_os_error(),
+            });
+        }
+        if pid == 0 {
+            // The parent's children are not ours. `try_lock`: another
+            // parent thread may have held the lock at the fork, and would
+            // never release it here.
+            if let Ok(mut children) = registry().try_lock() {
+                children.clear();
+            }
+            if daemon {
+                // SAFETY: plain prctl; SIGKILL is a valid signal.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+                // The parent may have died before the prctl: then nobody
+                // would send the signal.
+                // SAFETY: getppid has no preconditions.
+                if unsafe { libc::getppid() } != parent {
+                    // SAFETY: ends this child at once.
+                    unsafe { libc::_exit(1) };
+                }
+            }
+            let code = body(&task);
+            // SAFETY: `_exit` ends the child at once, skipping the parent's
+            // destructors and atexit handlers, which must not run twice.
+            unsafe { libc::_exit(code) };
+        }
+        registry()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(pid);
+        Ok(Child::new(Handle::Local(pid), self.name, task))
+    }
+}
+
+/// Child side of `Fork`: writes what `f` did into the task and gives the
+/// exit code.
+fn report(task: &Task, outcome: std::thread::Result<Result<Vec<u8>, String>>) -> i32 {
+    match outcome {
+        Ok(Ok(bytes)) => {
+            task.put(task::state::VALUE, &bytes);
+            0
+        }
+        Ok(Err(why)) => {
+            task.put(task::state::FAILED, why.as_bytes());
+            1
+        }
+        Err(payload) => {
+            task.put_panic(&panic_message(&*payload));
+            // The payload's destructor could panic again: leak it.
+            std::mem::forget(payload);
+            1
+        }
+    }
+}
+
+fn os(call: &'static str) -> impl Fn(io::Error) -> SpawnError {
+    move |source| SpawnError::Os { call, source }
+}
+
+/// Where a child runs: our own child, or the forkserver's.
+#[derive(Debug)]
+enum Handle {
+    Local(libc::pid_t),
+    Remote(server::Remote),
+}
+
+/// A running or finished child process.
+pub struct Child<T> {
+    handle: Handle,
+    name: String,
+    /// The exit code once the child has ended (Python's convention).
+    status: Option<i32>,
+    task: Option<Task>,
+    _result: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Child<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("pid", &self.pid_raw())
+            .field("name", &self.name)
+            .field("exitcode", &self.status)
+            .finish()
+    }
+}
+
+impl<T> Child<T> {
+    fn new(handle: Handle, name: Option<String>, task: Task) -> Child<T> {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        let name =
+            name.unwrap_or_else(|| format!("Process-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        Child {
+            handle,
+            name,
+            status: None,
+            task: Some(task),
+            _result: PhantomData,
+        }
+    }
+
+    fn pid_raw(&self) -> libc::pid_t {
+        match &self.handle {
+            Handle::Local(pid) => *pid,
+            Handle::Remote(r) => r.pid,
+        }
+    }
+}
+
+impl<T: Message> Child<T> {
+    /// The child's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid_raw() as u32
+    }
+
+    /// The child's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the child is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.poll().is_none()
+    }
+
+    /// The exit code in Python's convention (`0`, `1` after a panic, the
+    /// code given to `exit`, `-N` after death by signal `N`), or `None`
+    /// while the child runs. Does not wait.
+    pub fn exitcode(&mut self) -> Option<i32> {
+        self.poll()
+    }
+
+    /// Sends `SIGTERM` (Python's `terminate()`). A no-op once it ended.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `SIGKILL` (Python's `kill()`). A no-op once it ended.
+    pub fn kill(&self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    /// Waits for the child and gives back its function's return value.
+    ///
+    /// # Errors
+    /// [`JoinError`]: the child panicked (with its message), was killed by
+    /// a signal, exited with a code of its own, never started its task
+    /// (`init` missing), or was joined already.
+    pub fn join(mut self) -> Result<T, JoinError> {
+        let code = match self.status {
+            Some(code) => code,
+            None => match self.wait(None) {
+                Ok(Some(code)) => code,
+                Ok(None) => {
+                    return Err(JoinError::Os(io::Error::other(
+                        "a wait without a timeout ended without an exit code",
+                    )))
+                }
+                Err(e) => return Err(JoinError::Os(e)),
+            },
+        };
+        self.result(code)
+    }
+
+    /// Waits at most `timeout` for the child: `None` if it still runs then
+    /// (Python's `join(timeout)`; look again later, or `terminate` it),
+    /// else what [`join`](Self::join) returns. The value can be taken only
+    /// once: a later call says [`JoinError::AlreadyJoined`].
+    pub fn join_timeout(&mut self, timeout: Duration) -> Option<Result<T, JoinError>> {
+        let code = match self.status {
+            Some(code) => code,
+            None => match self.wait(Some(timeout)) {
+                Ok(Some(code)) => code,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(JoinError::Os(e))),
+            },
+        };
+        Some(self.result(code))
+    }
+
+    fn result(&mut self, code: i32) -> Result<T, JoinError> {
+        let Some(task) = self.task.take() else {
+            return Err(JoinError::AlreadyJoined);
+        };
+        let outcome = task.outcome().map_err(JoinError::Os)?;
+        match (code, outcome) {
+            (0, Outcome::Value(bytes)) => T::decode(&bytes).map_err(JoinError::Decode),
+            (_, Outcome::Panic(message)) => Err(JoinError::Panicked { message }),
+            (_, Outcome::Failed(why)) => Err(JoinError::Failed { why }),
+            (c, _) if c < 0 => Err(JoinError::Killed { signal: -c }),
+            (_, Outcome::NotStarted) => Err(JoinError::NotStarted),
+            (c, _) => Err(JoinError::Exited { code: c }),
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if self.status.is_some() {
+            return;
+        }
+        match &self.handle {
+            // SAFETY: our own child, not yet reaped, so the pid is still
+            // ours.
+            Handle::Local(pid) => unsafe {
+                libc::kill(*pid, sig);
+            },
+            Handle::Remote(r) => r.signal(sig),
+        }
+    }
+
+    /// The exit code if the child has ended (reaping it).
+    fn poll(&mut self) -> Option<i32> {
+        if self.status.is_none() {
+            if let Ok(Some(code)) = self.wait(Some(Duration::ZERO)) {
+                return Some(code);
+            }
+        }
+        self.status
+    }
+
+    /// Waits for the child to end, until `timeout` (forever if `None`).
+    /// `Ok(None)`: still running at the timeout.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
+        if let Some(code) = self.status {
+            return Ok(Some(code));
+        }
+        let code = match &self.handle {
+            Handle::Remote(r) => r.wait(timeout)?,
+            Handle::Local(pid) => wait_local(*pid, timeout)?,
+        };
+        if let Some(code) = code {
+            self.status = Some(code);
+            if let Handle::Local(pid) = self.handle {
+                registry()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .retain(|&p| p != pid);
+            }
+        }
+        Ok(code)
+    }
+}
+
+/// Waits for our child `pid`, until `timeout` (forever if `None`).
+fn wait_local(pid: libc::pid_t, timeout: Option<Duration>) -> io::Result<Option<i32>> {
+    if let Some(code) = waitpid(pid, libc::WNOHANG) {
+        return Ok(Some(code));
+    }
+    let Some(timeout) = timeout else {
+        return waitpid(pid, 0)
+            .map(Some)
+            .ok_or_else(io::Error::last_os_error);
+    };
+    let deadline = Instant::now() + timeout;
+    let mut nap = Duration::from_micros(50);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        if !wait_exit_fd(pid, deadline - now) {
+            // No pidfd: poll with a growing nap.
+            std::thread::sleep(nap.min(deadline - now));
+            nap = (nap * 2).min(Duration::from_millis(10));
+        }
+        if let Some(code) = waitpid(pid, libc::WNOHANG) {
+            return Ok(Some(code));
+        }
+    }
+}
+
+/// Waits until process `pid` exits or `timeout` passes, on a pidfd.
+/// Returns false if pidfds are unavailable (the caller then polls).
+fn wait_exit_fd(pid: libc::pid_t, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new
+    // descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let Ok(fd) = libc::c_int::try_from(fd) else {
+        return false;
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd; EINTR just returns early (the caller loops).
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+    true
+}
+
+/// `waitpid(pid, flags)` as an exit code in Python's convention; `None` if
+/// the child has not exited (`WNOHANG`) or cannot be waited for.
+fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> Option<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if rc == pid {
+            break;
+        }
+        if rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return None;
+    }
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(-libc::WTERMSIG(status))
+    } else {
+        None
+    }
+}
+
+impl<T> Drop for Child<T> {
+    fn drop(&mut self) {
+        // Reap now if it has exited; otherwise the registry reaps it later
+        // (the forkserver reaps its own).
+        if let (None, Handle::Local(pid)) = (self.status, &self.handle) {
+            if waitpid(*pid, libc::WNOHANG).is_some() {
+                registry()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .retain(|p| p != pid);
+            }
+        }
+    }
+}
+
+fn registry() -> &'static Mutex<Vec<libc::pid_t>> {
+    static CHILDREN: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+    &CHILDREN
+}
+
+/// How many threads this process runs (`/proc/self/task` entries); 1 if
+/// that cannot be read.
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count().max(1))
+}
+
+/// Why a child could not be started.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// This process runs other threads; forking it is a hazard (see the
+    /// module docs). [`Builder::allow_threads`] accepts the risk; the
+    /// `Spawn` and `ForkServer` methods avoid it.
+    Threads {
+        /// Threads counted, the caller included.
+        count: usize,
+    },
+    /// Only the `Fork` method can run a closure.
+    NeedsFork {
+        /// The method asked for.
+        method: StartMethod,
+    },
+    /// The arguments cannot be encoded.
+    Encode(String),
+    /// A system call failed.
+    Os {
+        /// The call.
+        call: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Threads { count } => write!(
+                f,
+                "this process runs {count} threads; a forked child gets only the caller's, and locks the others hold stay locked in it forever. Start children before threads, use the Spawn or ForkServer start method, or process::Builder::new().allow_threads(true) if the child takes no such lock"
+            ),
+            SpawnError::NeedsFork { method } => write!(
+                f,
+                "only the Fork start method can run a closure ({method:?} starts from main): use spawn_fn with a function and its arguments"
+            ),
+            SpawnError::Encode(why) => write!(f, "cannot encode the child's arguments: {why}"),
+            SpawnError::Os { call, source } => {
+                write!(f, "{call} failed while starting a child: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnError::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Child::join`] gave no value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The function panicked (exit code 1).
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The child was killed by this signal (exit code `-signal`).
+    Killed {
+        /// The signal number (9 for `SIGKILL`, 15 for `SIGTERM`).
+        signal: i32,
+    },
+    /// The child exited with its own code before its function returned.
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// The task could not run: undecodable arguments, an unencodable
+    /// result, or a task file the child refused.
+    Failed {
+        /// Why.
+        why: String,
+    },
+    /// A `Spawn`/`ForkServer` child never read its task: its `main` does
+    /// not call [`init`] first.
+    NotStarted,
+    /// The returned value does not decode as the expected type.
+    Decode(crate::message::DecodeError),
+    /// The value was taken by an earlier join.
+    AlreadyJoined,
+    /// Waiting for the child failed.
+    Os(io::Error),
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked { message } => write!(f, "the child process panicked: {message}"),
+            JoinError::Killed { signal } => write!(
+                f,
+                "the child process was killed by signal {signal} ({})",
+                signal_name(*signal)
+            ),
+            JoinError::Exited { code } => write!(
+                f,
+                "the child process exited with code {code} before its function returned"
+            ),
+            JoinError::Failed { why } => write!(f, "the child process could not run its task: {why}"),
+            JoinError::NotStarted => f.write_str(
+                "the child process never ran its task: call shmkit::process::init() first thing in main",
+            ),
+            JoinError::Decode(e) => write!(f, "the child's result: {e}"),
+            JoinError::AlreadyJoined => {
+                f.write_str("the child's result was taken by an earlier join")
+            }
+            JoinError::Os(e) => write!(f, "waiting for the child failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JoinError::Os(e) => Some(e),
+            JoinError::Decode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGINT => "SIGINT",
+        _ => "signal",
+    }
+}
