@@ -225,7 +225,7 @@ impl fmt::Display for OpenError {
             ),
             OpenError::Unsealed { reason } => write!(
                 f,
-                "the descriptor's object is not sealed against shrinking and cannot be sealed ({reason}), so its sender could truncate it and crash this process; send a memfd made by Segment::memfd, or accept the risk with SegmentOptions::allow_unsealed(true)"
+                "the descriptor's object is not sealed against shrinking and cannot be sealed ({reason}), so its sender could truncate it and crash this process; send a memfd made by Segment::memfd, or accept the risk with Options::allow_unsealed(true)"
             ),
             OpenError::Os { call, source } => write!(f, "{call} failed while opening a segment: {source}"),
         }

@@ -59,7 +59,7 @@
 //!   be sealed (a named object's descriptor, a memfd created without
 //!   `MFD_ALLOW_SEALING`, a read-only descriptor of an unsealed memfd,
 //!   files outside tmpfs) are refused with [`OpenError::Unsealed`] unless
-//!   [`SegmentOptions::allow_unsealed`] accepts the risk.
+//!   [`Options::allow_unsealed`] accepts the risk.
 //! - **Named segments are not defended.** POSIX objects in `/dev/shm`
 //!   cannot be sealed at all, so any process allowed to open one for
 //!   writing (the mode decides who: `0600` by default, the owner alone) can
