@@ -290,3 +290,37 @@ fn a_fresh_run_whose_main_skips_init_is_reported() {
         other => panic!("{other:?}"),
     }
 }
+
+fn whoami(_: u8) -> [u8; 32] {
+    let me = process::current();
+    let mut out = [0u8; 32];
+    let n = me.name.len().min(32);
+    out[..n].copy_from_slice(&me.name.as_bytes()[..n]);
+    out
+}
+
+#[test]
+fn current_process_names_the_child() {
+    let _serial = serial();
+    assert_eq!(process::current().name, "MainProcess");
+    assert_eq!(process::current().pid, std::process::id());
+    let named = fork()
+        .name("lidar")
+        .spawn(|| {
+            let me = process::current();
+            (me.name == "lidar" && me.pid != 0) as u8
+        })
+        .unwrap();
+    assert_eq!(named.join().unwrap(), 1);
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let bytes = fresh_run()
+            .start_method(method)
+            .name("anchor")
+            .spawn_fn(whoami, 0)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(&bytes[..6], b"anchor", "{method:?}");
+        assert_eq!(bytes[6], 0, "{method:?}");
+    }
+}

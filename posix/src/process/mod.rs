@@ -139,6 +139,7 @@ pub fn init() {
 
 /// A spawned (or forkserver) child: run the task, report, exit.
 fn run_task(task: Task) -> ! {
+    set_current(task.name());
     let code = match task.resolve() {
         Ok((tramp, f, args)) => {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tramp(f, &args))) {
@@ -172,6 +173,45 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
+}
+
+/// This process as Python's `current_process()` sees it: its name and pid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// `"MainProcess"`, or the name the parent gave the child.
+    pub name: String,
+    /// The process id.
+    pub pid: u32,
+}
+
+fn current_name() -> &'static Mutex<Option<String>> {
+    static NAME: Mutex<Option<String>> = Mutex::new(None);
+    &NAME
+}
+
+fn set_current(name: String) {
+    // `try_lock`: in a forked child another parent thread may have held
+    // it at the fork, and would never release it here; the name is then
+    // lost, nothing else.
+    if let Ok(mut current) = current_name().try_lock() {
+        *current = Some(name);
+    }
+}
+
+/// This process's name and pid (Python's `current_process()`): a child's
+/// name is the one its parent gave it (`Process-N` by default), the first
+/// process is `MainProcess`.
+#[must_use]
+pub fn current() -> ProcessInfo {
+    let name = current_name()
+        .lock()
+        .ok()
+        .and_then(|n| n.clone())
+        .unwrap_or_else(|| "MainProcess".to_owned());
+    ProcessInfo {
+        name,
+        pid: std::process::id(),
+    }
 }
 
 /// Starts a child process running the closure `f` (start method `Fork`;
@@ -268,19 +308,28 @@ impl Builder {
         self.method.unwrap_or_else(start_method)
     }
 
+    /// The name the child gets: the one given, or `Process-N`.
+    fn child_name(&mut self) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        self.name
+            .get_or_insert_with(|| format!("Process-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
+            .clone()
+    }
+
     /// Starts a child process running the closure `f`. Only the `Fork`
     /// method can run a closure (the others start from `main`).
     ///
     /// # Errors
     /// [`SpawnError::NeedsFork`] under another start method,
     /// [`SpawnError::Threads`], [`SpawnError::Os`].
-    pub fn spawn<T: Message, F: FnOnce() -> T>(self, f: F) -> Result<Child<T>, SpawnError> {
+    pub fn spawn<T: Message, F: FnOnce() -> T>(mut self, f: F) -> Result<Child<T>, SpawnError> {
         if self.method() != StartMethod::Fork {
             return Err(SpawnError::NeedsFork {
                 method: self.method(),
             });
         }
-        let task = Task::new().map_err(os("memfd_create"))?;
+        let name = self.child_name();
+        let task = Task::new(&name).map_err(os("memfd_create"))?;
         let daemon = self.daemon;
         self.fork(
             task,
@@ -306,7 +355,7 @@ impl Builder {
     /// threads), [`SpawnError::Encode`] if `args` cannot be encoded,
     /// [`SpawnError::Os`] if starting the child fails.
     pub fn spawn_fn<A: Message, R: Message>(
-        self,
+        mut self,
         f: fn(A) -> R,
         args: A,
     ) -> Result<Child<R>, SpawnError> {
@@ -314,7 +363,8 @@ impl Builder {
         args.encode(&mut bytes)
             .map_err(|e| SpawnError::Encode(e.to_string()))?;
         let tramp: task::Trampoline = task::trampoline::<A, R>;
-        let task = Task::for_fn(tramp, f as usize, &bytes).map_err(os("the task file"))?;
+        let name = self.child_name();
+        let task = Task::for_fn(&name, tramp, f as usize, &bytes).map_err(os("the task file"))?;
         match self.method() {
             StartMethod::Fork => {
                 let daemon = self.daemon;
@@ -380,6 +430,7 @@ impl Builder {
             if let Ok(mut children) = registry().try_lock() {
                 children.clear();
             }
+            set_current(task.name());
             if daemon {
                 // SAFETY: plain prctl; SIGKILL is a valid signal.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
@@ -458,9 +509,7 @@ impl<T> fmt::Debug for Child<T> {
 
 impl<T> Child<T> {
     fn new(handle: Handle, name: Option<String>, task: Task) -> Child<T> {
-        static NEXT: AtomicU32 = AtomicU32::new(1);
-        let name =
-            name.unwrap_or_else(|| format!("Process-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let name = name.unwrap_or_default();
         Child {
             handle,
             name,

@@ -16,7 +16,8 @@
 //!     40     8  function offset (i64, from the anchor function)
 //!     48     8  argument length
 //!     56     8  result length          (written by the child)
-//!     64        arguments, then the result (a value's encoding, or a panic message)
+//!     64    64  the child's name, UTF-8, zero-padded (truncated to 63 bytes)
+//!    128        arguments, then the result (a value's encoding, or a panic message)
 //! ```
 //!
 //! The child writes its result and then the state; the parent reads them
@@ -35,7 +36,10 @@ use crate::message::{DecodeError, Message};
 
 const MAGIC: [u8; 8] = *b"SHMKTASK";
 const VERSION: u32 = 1;
-const HEADER: u64 = 64;
+const HEADER: u64 = 128;
+/// Where the child's name sits, and its room.
+const NAME_AT: usize = 64;
+const NAME_CAP: usize = 63;
 /// The largest result a parent reads back.
 const MAX_RESULT: u64 = 1 << 30;
 /// The longest panic message kept.
@@ -106,8 +110,9 @@ pub(super) struct Task {
 }
 
 impl Task {
-    /// A new task file with no function (a forked closure).
-    pub(super) fn new() -> io::Result<Task> {
+    /// A new task file with no function (a forked closure) for the child
+    /// called `name`.
+    pub(super) fn new(name: &str) -> io::Result<Task> {
         // SAFETY: a NUL-terminated name and valid flags.
         let fd = unsafe { libc::memfd_create(c"shmkit-task".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -118,13 +123,18 @@ impl Task {
         let mut header = [0u8; HEADER as usize];
         header[..8].copy_from_slice(&MAGIC);
         header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        let mut n = name.len().min(NAME_CAP);
+        while !name.is_char_boundary(n) {
+            n -= 1;
+        }
+        header[NAME_AT..NAME_AT + n].copy_from_slice(&name.as_bytes()[..n]);
         file.write_all_at(&header, 0)?;
         Ok(Task { file })
     }
 
     /// A new task file running `f` on `args` (any start method).
-    pub(super) fn for_fn(tramp: Trampoline, f: usize, args: &[u8]) -> io::Result<Task> {
-        let task = Task::new()?;
+    pub(super) fn for_fn(name: &str, tramp: Trampoline, f: usize, args: &[u8]) -> io::Result<Task> {
+        let task = Task::new(name)?;
         let exe = std::fs::metadata("/proc/self/exe")?;
         let base = anchor_addr() as i64;
         let mut fields = [0u8; 48];
@@ -181,6 +191,16 @@ impl Task {
             n -= 1;
         }
         self.put(state::PANIC, &message.as_bytes()[..n]);
+    }
+
+    /// The child's name as recorded (lossy, bounded).
+    pub(super) fn name(&self) -> String {
+        let mut raw = [0u8; NAME_CAP];
+        if self.file.read_exact_at(&mut raw, NAME_AT as u64).is_err() {
+            return String::new();
+        }
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(NAME_CAP);
+        String::from_utf8_lossy(&raw[..end]).into_owned()
     }
 
     /// Spawned-child side: checks the task, relocates its functions into
