@@ -152,7 +152,16 @@ fn mutex_owner_alive_waiters_then_dead_after_kill9() {
 
     let out = inspect_ok(&name);
     assert_eq!(value(&out, "kind"), "mutex (5)");
-    assert!(value(&out, "lock").starts_with("held (word 0x4"), "{out}");
+    // Held, with the WAITERS bit (bit 30) and no corruption reported.
+    let lock = value(&out, "lock");
+    let word = u32::from_str_radix(
+        lock.trim_start_matches("held (word 0x")
+            .trim_end_matches(')'),
+        16,
+    )
+    .unwrap_or_else(|e| panic!("{lock}: {e}"));
+    assert_ne!(word & (1 << 30), 0, "{out}");
+    assert!(!out.contains("corrupt"), "{out}");
     assert_eq!(value(&out, "owner"), format!("pid {holder_pid}, alive"));
     assert!(value(&out, "waiters").starts_with("yes"), "{out}");
     assert_eq!(value(&out, "data"), "42 (u64), read without the lock");
@@ -305,7 +314,7 @@ fn semaphore_event_and_condvar_with_sleepers_in_other_processes() {
 fn barrier_parties_generation_and_a_waiting_child() {
     let _serial = serial();
     let name = unique_name("insp-barrier");
-    let b = SharedBarrier::create(&name, Barrier::new(2)).unwrap();
+    let b = SharedBarrier::create(&name, Barrier::new(2).unwrap()).unwrap();
     let child = fork(|| {
         // Round one with the parent, then wait alone in round two.
         let ok = b.wait().is_ok() && b.wait().is_ok();
@@ -483,7 +492,8 @@ fn corrupt_ring_and_mutex_payloads_are_reported() {
         "{out}"
     );
 
-    // A mutex word with every bit set: not recoverable, reserved bit set.
+    // A mutex word with every bit set: not recoverable, with flag bits
+    // no locker sets on a not-recoverable word.
     let mname = unique_name("insp-bad-mutex");
     let m = SharedMutex::create(&mname, Mutex::new(1u32)).unwrap();
     scribble(&mname, payload(0), &u32::MAX.to_ne_bytes());
@@ -491,14 +501,23 @@ fn corrupt_ring_and_mutex_payloads_are_reported() {
     assert_eq!(code, 2, "{out}");
     assert!(value(&out, "lock").starts_with("NOT RECOVERABLE"), "{out}");
     assert!(
-        value(&out, "lock word").starts_with("corrupt: reserved bit 31"),
+        value(&out, "lock word")
+            .starts_with("corrupt: flag bits are set on a not-recoverable lock"),
         "{out}"
     );
-    // An owner id no task has (pid_max <= 2^22): dead, not corrupt.
+    // WAITERS on a free word: nobody sleeps on a free lock.
+    scribble(&mname, payload(0), &(1u32 << 30).to_ne_bytes());
+    let (code, out) = inspect(&mname);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        value(&out, "lock word").starts_with("corrupt: the WAITERS bit is set on a free lock"),
+        "{out}"
+    );
+    // A token nobody holds, that recorded no thread: dead, not corrupt.
     scribble(&mname, payload(0), &(1u32 << 23).to_ne_bytes());
     let out = inspect_ok(&mname);
     assert!(
-        value(&out, "owner").starts_with("tid 8388608, dead"),
+        value(&out, "owner").starts_with("token 0x800000, dead"),
         "{out}"
     );
     drop((ring, m));
@@ -553,7 +572,7 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
         },
         {
             let n = unique_name("insp-g-barrier");
-            let h = SharedBarrier::create(&n, Barrier::new(4)).unwrap();
+            let h = SharedBarrier::create(&n, Barrier::new(4).unwrap()).unwrap();
             (n, Box::new(h))
         },
         {

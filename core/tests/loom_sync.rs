@@ -159,7 +159,7 @@ fn condvar_sequence_loses_no_wakeup() {
 #[test]
 fn barrier_generation_elects_one_leader() {
     model(|| {
-        let b = Arc::new(Barrier::new(2));
+        let b = Arc::new(Barrier::new(2).unwrap());
         let leaders = Arc::new(AtomicU32::new(0));
         let (b2, l2) = (b.clone(), leaders.clone());
         let t = thread::spawn(move || {
