@@ -341,10 +341,11 @@ fn holds_lock_at(info: &str, ino: u64, offset: u64) -> bool {
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod test_hooks {
-    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     static KILL_AFTER_CAS: AtomicBool = AtomicBool::new(false);
     static FORCE_TASK_IDS: AtomicBool = AtomicBool::new(false);
+    static FORCED_DRAW: AtomicU32 = AtomicU32::new(0);
 
     /// From now on, this process SIGKILLs itself right after the next
     /// compare-and-swap that records it as an owner (a lock word, a role
@@ -374,6 +375,21 @@ pub mod test_hooks {
     pub(crate) fn task_ids_forced() -> bool {
         FORCE_TASK_IDS.load(Ordering::Relaxed)
     }
+
+    /// Every token draw of this process from now on yields `token` (a
+    /// value in `FIRST_TOKEN..ID_MASK`; 0 restores random draws): makes
+    /// clashes, and their refusal, deterministic.
+    pub fn force_token_draws(token: u32) {
+        FORCED_DRAW.store(token, Ordering::SeqCst);
+    }
+
+    #[allow(dead_code)] // unused where tokens are never drawn
+    pub(crate) fn forced_draw() -> Option<u32> {
+        match FORCED_DRAW.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
 }
 
 /// No-op stand-in when the hooks are compiled out.
@@ -384,6 +400,10 @@ pub(crate) mod test_hooks {
     #[allow(dead_code)]
     pub(crate) fn task_ids_forced() -> bool {
         false
+    }
+    #[allow(dead_code)]
+    pub(crate) fn forced_draw() -> Option<u32> {
+        None
     }
 }
 
@@ -714,7 +734,8 @@ mod tokens {
                 return None;
             }
             for _ in 0..DRAWS {
-                let token = FIRST_TOKEN + sys::random_u32() % (ID_MASK - FIRST_TOKEN);
+                let token = super::test_hooks::forced_draw()
+                    .unwrap_or_else(|| FIRST_TOKEN + sys::random_u32() % (ID_MASK - FIRST_TOKEN));
                 if self.held.contains(&token) {
                     continue;
                 }
