@@ -199,3 +199,24 @@ fn rwlock_writer_excludes_reader() {
         t.join().unwrap();
     });
 }
+
+/// Issue 8, item 3 (CPython gh-57711): a waiter already blocked in `wait`
+/// when `set` is called returns true, even though `clear` follows at once.
+/// With a bare flag the waiter would wake to a cleared flag and wait again
+/// for ever (here: loom's branch limit fails the model).
+#[test]
+fn event_set_then_clear_wakes_a_blocked_waiter() {
+    model(|| {
+        let e = Arc::new(Event::new());
+        let e2 = e.clone();
+        let t = thread::spawn(move || e2.wait_spin(Spin::NONE, None));
+        // "Already blocked": the waiter announced itself before sleeping.
+        while !e.has_waiters() {
+            thread::yield_now();
+        }
+        e.set();
+        e.clear();
+        assert!(t.join().unwrap(), "the waiter missed the set");
+        assert!(!e.is_set());
+    });
+}
