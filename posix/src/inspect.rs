@@ -11,7 +11,8 @@
 //!   atomic load (through the core types' snapshot accessors, which only
 //!   load, or through [`PayloadView`]); nothing locks, attaches, takes a
 //!   dead owner's lock over or marks a dead role gone. Liveness checks ask
-//!   the OS (`kill(pid, 0)`, `/proc`), never the object.
+//!   the OS (an `fcntl` on the liveness file for a token; `kill(pid, 0)`
+//!   and `/proc` for a task id), never the object.
 //! - **Never waits**: no futex, no lock, no retry loop without a bound.
 //! - **Hostile bytes.** The header's parameters (capacity, registry sizes,
 //!   element size and alignment) and every index read from the payload are

@@ -26,7 +26,7 @@
 //! gone, every send fails with [`PipeSendError::Disconnected`] (Python's
 //! `BrokenPipeError`): at once after a clean drop (one load of the
 //! receiver's role word per send, a line nobody writes while both ends
-//! live), and after a death within [`LIVENESS_POLL_EVERY`] sends or one
+//! live), and after a death within `LIVENESS_POLL_EVERY` (4096) sends or one
 //! full-pipe wait (the liveness check costs a syscall, so it is not made
 //! on every send).
 //!
@@ -442,7 +442,7 @@ impl PipeSender<'_> {
     }
 
     /// `Err(Disconnected)` if the receiver is known gone: its role word
-    /// says so (one load), or — every [`LIVENESS_POLL_EVERY`] sends — a
+    /// says so (one load), or — every `LIVENESS_POLL_EVERY` sends — a
     /// liveness check finds it dead.
     #[inline]
     fn check_receiver(&mut self) -> Result<(), PipeSendError> {
