@@ -92,6 +92,14 @@
 //!   it, which makes tokens look alive (a dead owner's lock is then never
 //!   recovered) or makes drawing fail (this process then falls back, below).
 //!   That is a denial of service, never a stolen lock.
+//! - A program that closes descriptors it did not open (`closefrom(3)`
+//!   in a long-lived process) closes the liveness file and thereby
+//!   releases its own tokens: its locks then look abandoned. Later draws
+//!   and checks through the stale descriptor number fail harmlessly
+//!   (fallback, "unknown").
+//! - Locking from a signal handler (as with `pthread` mutexes): a first
+//!   lock draws a token under a process-local lock, which the interrupted
+//!   thread may hold.
 //!
 //! # Fallback: task ids
 //! Without the `std` feature (no thread-locals to cache a token in), on
