@@ -638,6 +638,8 @@ mod tokens {
         fd: i32,
         /// Whether `fd` was opened read-write (tokens can be taken).
         writable: bool,
+        /// `(device, inode)` of the file `fd` was opened on.
+        identity: (u64, u64),
         /// Whether opening was tried in this generation.
         tried: bool,
         /// A draw failed for a reason other than a clash: stop drawing.
@@ -656,6 +658,7 @@ mod tokens {
         generation: 0,
         fd: -1,
         writable: false,
+        identity: (0, 0),
         tried: false,
         failed: false,
         process_token: 0,
@@ -726,6 +729,7 @@ mod tokens {
                 if let Ok((fd, writable)) = opened {
                     self.fd = fd;
                     self.writable = writable;
+                    self.identity = sys::file_identity(fd).unwrap_or((0, 0));
                     FD.store(fd, Ordering::Relaxed);
                 }
             }
@@ -739,6 +743,13 @@ mod tokens {
             }
             let fd = self.fd()?;
             if !self.writable {
+                return None;
+            }
+            // Still our file? A program that closed our descriptor may
+            // have reused its number for another file: locks taken there
+            // would hold nothing anyone checks.
+            if sys::file_identity(fd) != Some(self.identity) {
+                self.failed = true;
                 return None;
             }
             for _ in 0..DRAWS {

@@ -361,3 +361,55 @@ fn another_users_private_liveness_file_means_the_fallback() {
         },
     );
 }
+
+/// A program that closes the liveness file's descriptor behind our back
+/// (and reuses its number for another file) loses its tokens — documented,
+/// not defended — but later draws notice the descriptor no longer names
+/// the liveness file and fall back to task ids, instead of "holding"
+/// tokens as locks on an unrelated file that nobody checks.
+#[test]
+fn draws_through_a_descriptor_reused_for_another_file_fall_back() {
+    let child = fork(|| {
+        if !owner::uses_tokens() {
+            return 2;
+        }
+        // Find our descriptor of the liveness file, close it, and put
+        // another file at its number.
+        let Some(fd) = std::fs::read_dir("/proc/self/fd").ok().and_then(|d| {
+            d.flatten().find_map(|e| {
+                let link = std::fs::read_link(e.path()).ok()?;
+                (link.to_str()? == LIVENESS_FILE)
+                    .then(|| e.file_name().to_str()?.parse::<i32>().ok())
+                    .flatten()
+            })
+        }) else {
+            return 3;
+        };
+        // A regular file that takes byte locks as well as the real one.
+        let other_path = format!("/tmp/shmkit-test-not-liveness-{}", std::process::id());
+        let Ok(other) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&other_path)
+        else {
+            return 4;
+        };
+        let _ = std::fs::remove_file(&other_path);
+        // SAFETY: closing and replacing a descriptor number on purpose;
+        // nothing else in this process uses it.
+        unsafe {
+            libc::close(fd);
+            if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&other), fd) != fd {
+                return 4;
+            }
+        }
+        let fresh = std::thread::spawn(owner::thread_owner_id).join().unwrap();
+        if owner::is_token(fresh) {
+            return 5; // a "token" locked in an unrelated file
+        }
+        0
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
+}

@@ -300,6 +300,14 @@ pub(crate) fn open_liveness_file(write: bool) -> Result<i32, i32> {
     Ok(fd)
 }
 
+/// `(device, inode)` of an open descriptor.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // tokens are drawn only with `std`
+pub(crate) fn file_identity(fd: i32) -> Option<(u64, u64)> {
+    // (`dev_t` and `ino_t` are narrower than `u64` on some 32-bit targets.)
+    #[allow(clippy::unnecessary_cast)]
+    fstat(fd).map(|st| (st.st_dev as u64, st.st_ino as u64))
+}
+
 fn fstat(fd: i32) -> Option<libc::stat> {
     // SAFETY: an all-zero `stat` is a valid value to be overwritten.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
