@@ -88,6 +88,11 @@
 //!   on the deleted file are invisible to processes that open the new one
 //!   (a check against a replaced file answers [`Liveness::Unknown`], never
 //!   "dead", but processes that opened only the new file cannot tell).
+//!   `/dev/shm` is sticky, so only the file's owner (or root) can delete
+//!   it: on a machine shared with untrusted users, have root create it at
+//!   boot (`touch /dev/shm/.shmkit-liveness && chmod 0666
+//!   /dev/shm/.shmkit-liveness`), else its owner is whichever user's
+//!   process came first.
 //! - The file is world-writable by design: a local user can lock bytes of
 //!   it, which makes tokens look alive (a dead owner's lock is then never
 //!   recovered) or makes drawing fail (this process then falls back, below).
