@@ -402,10 +402,11 @@ impl Barrier {
                     continue;
                 }
             }
-            park(&self.state, s, deadline, Some(LIVENESS_SLICE));
-            // A sleep a moving word can cut short: a round too (the
-            // deadline is checked at the top of the next one).
-            let _ = contention.back_off(None);
+            if !park(&self.state, s, deadline, Some(LIVENESS_SLICE)) {
+                // Cut short (woken, or the word moved): a round (the
+                // deadline is checked at the top of the next one).
+                let _ = contention.back_off(None);
+            }
         }
     }
 

@@ -184,8 +184,11 @@ impl Event {
                 }
                 w |= WAITERS;
             }
-            park(&self.word, w, deadline, None);
-            let _ = contention.back_off(None);
+            if !park(&self.word, w, deadline, None) {
+                // Cut short (woken, or the word moved) and not done: a
+                // round a peer can repeat.
+                let _ = contention.back_off(None);
+            }
         }
     }
 }

@@ -210,13 +210,17 @@ impl Contention {
 
 /// Sleeps on `word` while it holds `expected`, until the earlier of
 /// `deadline` and `slice` from now. `slice: None` sleeps until the deadline.
+/// Returns true if it slept until then; false if a wake-up, a moved word or
+/// a signal cut it short — the rounds [`Contention`] counts (an honest
+/// peer's wake-up mostly ends the wait; a peer moving the word and waking
+/// its sleepers in a loop makes every round one of these).
 #[inline]
 pub(crate) fn park(
     word: &AtomicU32,
     expected: u32,
     deadline: Option<Deadline>,
     slice: Option<Duration>,
-) {
+) -> bool {
     // loom has no clock: a sliced wait would never yield to the model.
     #[cfg(loom)]
     let slice: Option<Duration> = {
@@ -228,7 +232,12 @@ pub(crate) fn park(
         (None, Some(s)) => Some(Deadline::after(s)),
         (Some(d), Some(s)) => Some(d.min(Deadline::after(s))),
     };
-    wait::wait(word, expected, until);
+    // As `wait::wait`: without a clock a timed wait cannot sleep.
+    match until.map(|d| d.instant()) {
+        None => crate::sys::wait_timed_out(word, expected, None),
+        Some(Some(at)) => crate::sys::wait_timed_out(word, expected, Some(at)),
+        Some(None) => true,
+    }
 }
 
 /// Whether an optional deadline has passed (`None`: never).

@@ -609,11 +609,12 @@ impl RawMutex {
                 lost(&mut contention)?;
                 continue;
             }
-            park(&self.word, sleeping, deadline, Some(LIVENESS_SLICE));
-            // A sleep is a round too: one that a peer moving the word can
-            // cut short at once. The deadline is checked before the next
-            // sleep, after another try for the lock.
-            let _ = contention.back_off(None);
+            if !park(&self.word, sleeping, deadline, Some(LIVENESS_SLICE)) {
+                // Cut short (woken, or the word had moved): a round a
+                // peer can repeat, so it counts. The deadline is checked
+                // before the next sleep, after another try for the lock.
+                let _ = contention.back_off(None);
+            }
             slept = true;
             waited = true;
             // Woken (or the slice ended): compete for the lock with a

@@ -248,10 +248,11 @@ impl<T: Pod> RwLock<T> {
                 lost(&mut contention)?;
                 continue;
             }
-            park(word, w | WAITERS, deadline, Some(LIVENESS_SLICE));
-            // A sleep a moving word can cut short: a round too (the
-            // deadline is checked above, after another try).
-            let _ = contention.back_off(None);
+            if !park(word, w | WAITERS, deadline, Some(LIVENESS_SLICE)) {
+                // Cut short (woken, or the word moved): a round (the
+                // deadline is checked above, after another try).
+                let _ = contention.back_off(None);
+            }
             budget = refill;
         }
     }
@@ -299,11 +300,13 @@ impl<T: Pod> RwLock<T> {
                     LockError::TimedOut
                 });
             }
-            if !spin.spin_until(|| self.readers.load(Ordering::Relaxed) == 0) {
-                park(&self.readers, r, deadline, None);
+            if !spin.spin_until(|| self.readers.load(Ordering::Relaxed) == 0)
+                && !park(&self.readers, r, deadline, None)
+            {
+                // Cut short (woken, or the count moved): a round (the
+                // deadline is checked at the top of the next one).
+                let _ = contention.back_off(None);
             }
-            // The deadline is checked at the top of the next round.
-            let _ = contention.back_off(None);
         }
         let g = RwLockWriteGuard {
             lock: self,

@@ -199,9 +199,13 @@ impl Semaphore {
             }
             // AcqRel RMW: see the module docs (store→load against `release`).
             self.sleepers.fetch_add(1, Ordering::AcqRel);
-            park(&self.count, 0, deadline, None);
+            let timed_out = park(&self.count, 0, deadline, None);
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
-            let _ = contention.back_off(None);
+            if !timed_out {
+                // Cut short (woken, or the count moved) and, next time
+                // round, maybe still no permit for us: a round.
+                let _ = contention.back_off(None);
+            }
             budget = spin.iterations;
         }
     }

@@ -16,6 +16,14 @@ use crate::primitive::AtomicU32;
 /// segment mapped at different addresses in different processes, and only a
 /// shared futex is keyed by the backing page rather than the address.
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Duration>) {
+    let _ = wait_timed_out(word, expected, deadline);
+}
+
+/// [`wait`], telling whether it slept until the deadline (`true`) rather
+/// than returning on a wake-up, a moved word or a signal. Loops that a
+/// peer could keep going by moving the word and waking its sleepers count
+/// the `false`s (see `sync::Contention`); a full sleep is no such round.
+pub(crate) fn wait_timed_out(word: &AtomicU32, expected: u32, deadline: Option<Duration>) -> bool {
     let ts = deadline.map(|d| libc::timespec {
         // Saturate instead of wrapping: a deadline centuries away is "never".
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
@@ -28,7 +36,7 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Duration>) 
     // call; the kernel only reads it. `ts_ptr` is null or points at `ts`,
     // which outlives the call. FUTEX_WAIT_BITSET with FUTEX_BITSET_MATCH_ANY
     // behaves as FUTEX_WAIT with an absolute CLOCK_MONOTONIC timeout.
-    unsafe {
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -37,10 +45,11 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Duration>) 
             ts_ptr,
             core::ptr::null::<u32>(),
             libc::FUTEX_BITSET_MATCH_ANY,
-        );
-    }
+        )
+    };
     // Every outcome (woken, EAGAIN because the value changed, EINTR,
     // ETIMEDOUT) means the same to callers: re-check the word and the clock.
+    rc != 0 && errno() == libc::ETIMEDOUT
 }
 
 /// Wakes at most `count` waiters on `word`; returns how many were woken.
