@@ -366,3 +366,38 @@ fn ring_producer_killed_and_pid_reused_is_gone() {
         0
     });
 }
+
+/// Item 5 for barrier parties: a registered party SIGKILLed, its pid
+/// reused within its tick, breaks the barrier for the waiters (they get
+/// `Broken`, not a hang until their timeout). Failed with (tid, start
+/// time) parties: the unrelated process looked like the party.
+#[test]
+fn barrier_party_killed_and_pid_reused_within_its_tick_breaks_the_barrier() {
+    in_fresh_pid_namespace(
+        "barrier_party_killed_and_pid_reused_within_its_tick_breaks_the_barrier",
+        || {
+            let ready = SharedEvent::anonymous(Event::new()).unwrap();
+            same_tick_trials("barrier party, same tick", 3, |_| {
+                let b = shmkit_posix::sync::SharedBarrier::anonymous(
+                    shmkit_core::sync::Barrier::new(2).unwrap(),
+                )
+                .map_err(|e| e.to_string())?;
+                let h = holder(&ready, || b.register());
+                wait_ready_or_dead(&ready, &h);
+                let started = owner::start_time(h.pid());
+                let reuser = reuse_pid_of(h)?;
+                let same = started.is_some() && started == owner::start_time(reuser.pid());
+                match b.wait_timeout(VERDICT) {
+                    Err(shmkit_core::sync::BarrierError::Broken) => {}
+                    other => {
+                        return Err(format!(
+                            "expected Broken, got {other:?} (the reused pid looked like the party)"
+                        ))
+                    }
+                }
+                drop(reuser);
+                Ok(same)
+            })
+        },
+    );
+}

@@ -309,4 +309,49 @@ mod tests {
             assert_eq!(m.snapshot().impossible, None, "{w:#x}");
         }
     }
+
+    /// The reentrant and readers/writer locks' snapshots in their honest
+    /// states: held at depth 2, a writer holding or waiting while readers
+    /// are inside, a dead writer.
+    #[test]
+    fn reentrant_and_rwlock_snapshots_in_honest_states() {
+        use crate::sync::{ReentrantMutex, RwLock};
+        let r = ReentrantMutex::new(0u8);
+        let (a, b) = (r.lock().unwrap(), r.lock().unwrap());
+        let s = r.snapshot();
+        assert_eq!(
+            (s.count, s.inconsistent, s.lock.impossible),
+            (2, false, None)
+        );
+        drop((b, a));
+        assert_eq!(r.snapshot().lock.state, MutexState::Unlocked);
+
+        let l = RwLock::new(0u8);
+        let reader = l.read().unwrap();
+        std::thread::scope(|sc| {
+            // A writer waiting for the reader holds the writer lock.
+            let w = sc.spawn(|| drop(l.write().unwrap()));
+            eventually("a waiting writer", || {
+                matches!(l.snapshot().writer.state, MutexState::Held { .. })
+            });
+            let s = l.snapshot();
+            assert_eq!((s.readers, s.writer.impossible), (1, None));
+            drop(reader);
+            w.join().unwrap();
+        });
+        // A writer that exits holding the lock.
+        std::thread::scope(|sc| {
+            sc.spawn(|| core::mem::forget(l.write().unwrap()));
+        });
+        eventually("the writer's death", || {
+            matches!(
+                l.snapshot().writer.state,
+                MutexState::Held {
+                    liveness: Liveness::Dead,
+                    ..
+                }
+            )
+        });
+        assert_eq!(l.snapshot().writer.impossible, None);
+    }
 }
