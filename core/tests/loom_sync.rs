@@ -220,3 +220,24 @@ fn event_set_then_clear_wakes_a_blocked_waiter() {
         assert!(!e.is_set());
     });
 }
+
+/// The other half of the Event contract: one `set` is one event. A waiter
+/// that saw the flag, cleared it and waits again does not see the same
+/// `set` a second time (a `set` done in two steps — flag, then generation —
+/// would let it, and a ping-pong of set/wait/clear would lose count).
+#[test]
+fn event_one_set_is_seen_once_by_a_waiter_that_clears_it() {
+    model(|| {
+        let e = Arc::new(Event::new());
+        let e2 = e.clone();
+        let t = thread::spawn(move || e2.set());
+        assert!(e.wait_spin(Spin::NONE, None));
+        e.clear();
+        // No clock under loom: a timed wait checks once and gives up.
+        assert!(
+            !e.wait_spin(Spin::NONE, Some(core::time::Duration::ZERO)),
+            "one set was seen twice"
+        );
+        t.join().unwrap();
+    });
+}

@@ -605,7 +605,10 @@ fn event(p: &PayloadView<'_>, out: &mut Lines) {
     // Every bit pattern is honest: the bits above the two flags count sets.
     out.push((
         "generation",
-        format!("{} (sets so far, 30 bits, wrapping)", e.generation()),
+        format!(
+            "{} (set flags cleared so far, 30 bits, wrapping)",
+            e.generation()
+        ),
     ));
 }
 

@@ -6,26 +6,35 @@
 //! |---|---|
 //! | 0, [`SET`] | the flag |
 //! | 1, [`WAITERS`] | someone may sleep; `set` must wake |
-//! | 2..32 | the generation: bumped by every `set` (30 bits, wrapping) |
+//! | 2..32 | the generation: bumped by every `clear` that clears a set flag (30 bits, wrapping) |
 //!
 //! | from | to | who | ordering |
 //! |---|---|---|---|
-//! | `g[\|S][\|W]` | `(g+1)\|S` | `set` (CAS); `FUTEX_WAKE` all only if `W` was set | Release |
-//! | `g\|S[\|W]` | `g[\|W]` | `clear` (fetch_and) | Relaxed |
+//! | `g[\|S][\|W]` | `g\|S[\|W]` | `set` (fetch_or); only if `W` was set: then `g\|S\|W` → `g\|S` (fetch_and) and `FUTEX_WAKE` all | Release |
+//! | `g\|S[\|W]` | `(g+1)[\|W]` | `clear` (one CAS) | Relaxed |
 //! | `g` | `g\|W` | a waiter, before it sleeps (fetch_or) | Acquire |
 //!
 //! Waiters read the word with Acquire: seeing `SET`, or a generation that
-//! moved, they see everything written before the `set` that did it (a
-//! `clear` is an RMW of the same word, so it continues the release
-//! sequence of the `set` before it).
+//! moved, they see everything written before the `set` that did it (every
+//! later write to the word is a read-modify-write, so it continues the
+//! release sequence of that `set`).
 //!
 //! # `set()` then `clear()` at once
 //! Python's contract (CPython gh-57711): every waiter already blocked in
 //! `wait()` when `set()` is called returns true, even if `clear()` follows
 //! before it runs. A flag alone cannot keep that promise: the woken waiter
-//! would find the flag cleared and sleep again. So a waiter notes the
-//! generation when it starts and returns true once the flag is set **or
-//! the generation moved** — unless 2³⁰ sets happened before it ran again.
+//! would find the flag cleared and sleep again. So a `clear` that clears a
+//! set flag also moves the generation, in the same atomic step, and a
+//! waiter, which notes the generation when it starts, returns true once the
+//! flag is set **or the generation moved** (unless 2³⁰ set/clear cycles
+//! happened before it ran again). Every operation is one atomic step on
+//! the word (`set`'s `WAITERS` clean-up after its wake-up aside, which
+//! changes no answer), so the event is linearizable: a waiter that saw the
+//! flag, cleared it and waits again waits for the *next* `set`.
+//!
+//! `set` stays a single read-modify-write when nobody sleeps (the generation
+//! moves in `clear`, which in a ping-pong runs on a cache line its caller
+//! already holds).
 //!
 //! # Dead processes
 //! An event holds no owner: a process that dies leaves the flag as it was
@@ -99,39 +108,54 @@ impl Event {
         self.word.load(Ordering::Acquire) & SET != 0
     }
 
-    /// Sets the flag, moves the generation on and wakes every waiter.
+    /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
+        // SYNC POINT (set): Release publishes what the setter wrote before
+        // to a waiter's Acquire read of this value, or of a later one
+        // (every later write is an RMW: it continues the release sequence).
+        let old = self.word.fetch_or(SET, Ordering::Release);
+        if old & WAITERS != 0 {
+            self.wake_sleepers();
+        }
+    }
+
+    /// Drops the `WAITERS` bit, then wakes every sleeper. A waiter that
+    /// announced itself after our `fetch_or` saw the flag (or a moved
+    /// generation) and did not sleep; one that announces itself after this
+    /// `fetch_and` sets the bit again for the next `set`.
+    #[cold]
+    fn wake_sleepers(&self) {
+        // Relaxed: an RMW (release sequence); the wake is a syscall.
+        self.word.fetch_and(!WAITERS, Ordering::Relaxed);
+        wait::wake_all(&self.word);
+    }
+
+    /// Clears the flag. Clearing a set flag also moves the generation (in
+    /// the same atomic step), which tells waiters that began before the
+    /// `set` that it happened (module docs).
+    pub fn clear(&self) {
         let mut w = self.word.load(Ordering::Relaxed);
         for _ in 0..TRY_ROUNDS {
-            // WAITERS goes: everyone asleep is woken below.
-            let new = (w & GEN_MASK).wrapping_add(GENERATION_ONE) | SET;
-            // SYNC POINT (set): Release publishes what the setter wrote
-            // before to a waiter's Acquire load of this value (or of a
-            // later `clear`'s, which continues the release sequence).
+            if w & SET == 0 {
+                return;
+            }
+            let new = (w & GEN_MASK).wrapping_add(GENERATION_ONE) | (w & WAITERS);
+            // Relaxed: an RMW of the word, continuing the release sequence
+            // of the `set` before it; it publishes nothing of its own.
             match self
                 .word
-                .compare_exchange_weak(w, new, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange(w, new, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => {
-                    if w & WAITERS != 0 {
-                        wait::wake_all(&self.word);
-                    }
-                    return;
-                }
+                Ok(_) => return,
                 Err(now) => w = now,
             }
         }
         // The word kept moving under every attempt (a peer rewriting it):
-        // two RMWs that always land, and an unconditional wake.
-        // SYNC POINT (set): as above, for both.
-        self.word.fetch_add(GENERATION_ONE, Ordering::Release);
-        self.word.fetch_or(SET, Ordering::Release);
-        wait::wake_all(&self.word);
-    }
-
-    /// Clears the flag.
-    pub fn clear(&self) {
-        self.word.fetch_and(!SET, Ordering::Relaxed);
+        // two RMWs that always land. Not one step: a waiter starting in
+        // between may count this clear's set as happening after it began.
+        if self.word.fetch_and(!SET, Ordering::Relaxed) & SET != 0 {
+            self.word.fetch_add(GENERATION_ONE, Ordering::Relaxed);
+        }
     }
 
     /// Sleeps until the flag is set.
@@ -210,7 +234,7 @@ impl Event {
         self.word.load(Ordering::Relaxed)
     }
 
-    /// How many times `set` was called (30 bits, wrapping).
+    /// How many times a set flag was cleared (30 bits, wrapping).
     #[must_use]
     pub fn generation(&self) -> u32 {
         // Relaxed: a picture for a human.
