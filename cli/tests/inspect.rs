@@ -152,7 +152,16 @@ fn mutex_owner_alive_waiters_then_dead_after_kill9() {
 
     let out = inspect_ok(&name);
     assert_eq!(value(&out, "kind"), "mutex (5)");
-    assert!(value(&out, "lock").starts_with("held (word 0x4"), "{out}");
+    // Held, with the WAITERS bit (bit 30) and no corruption reported.
+    let lock = value(&out, "lock");
+    let word = u32::from_str_radix(
+        lock.trim_start_matches("held (word 0x")
+            .trim_end_matches(')'),
+        16,
+    )
+    .unwrap_or_else(|e| panic!("{lock}: {e}"));
+    assert_ne!(word & (1 << 30), 0, "{out}");
+    assert!(!out.contains("corrupt"), "{out}");
     assert_eq!(value(&out, "owner"), format!("pid {holder_pid}, alive"));
     assert!(value(&out, "waiters").starts_with("yes"), "{out}");
     assert_eq!(value(&out, "data"), "42 (u64), read without the lock");
@@ -305,7 +314,7 @@ fn semaphore_event_and_condvar_with_sleepers_in_other_processes() {
 fn barrier_parties_generation_and_a_waiting_child() {
     let _serial = serial();
     let name = unique_name("insp-barrier");
-    let b = SharedBarrier::create(&name, Barrier::new(2)).unwrap();
+    let b = SharedBarrier::create(&name, Barrier::new(2).unwrap()).unwrap();
     let child = fork(|| {
         // Round one with the parent, then wait alone in round two.
         let ok = b.wait().is_ok() && b.wait().is_ok();
@@ -483,7 +492,8 @@ fn corrupt_ring_and_mutex_payloads_are_reported() {
         "{out}"
     );
 
-    // A mutex word with every bit set: not recoverable, reserved bit set.
+    // A mutex word with every bit set: not recoverable, with flag bits
+    // no locker sets on a not-recoverable word.
     let mname = unique_name("insp-bad-mutex");
     let m = SharedMutex::create(&mname, Mutex::new(1u32)).unwrap();
     scribble(&mname, payload(0), &u32::MAX.to_ne_bytes());
@@ -491,14 +501,23 @@ fn corrupt_ring_and_mutex_payloads_are_reported() {
     assert_eq!(code, 2, "{out}");
     assert!(value(&out, "lock").starts_with("NOT RECOVERABLE"), "{out}");
     assert!(
-        value(&out, "lock word").starts_with("corrupt: reserved bit 31"),
+        value(&out, "lock word")
+            .starts_with("corrupt: flag bits are set on a not-recoverable lock"),
         "{out}"
     );
-    // An owner id no task has (pid_max <= 2^22): dead, not corrupt.
+    // WAITERS on a free word: nobody sleeps on a free lock.
+    scribble(&mname, payload(0), &(1u32 << 30).to_ne_bytes());
+    let (code, out) = inspect(&mname);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        value(&out, "lock word").starts_with("corrupt: the WAITERS bit is set on a free lock"),
+        "{out}"
+    );
+    // A token nobody holds, that recorded no thread: dead, not corrupt.
     scribble(&mname, payload(0), &(1u32 << 23).to_ne_bytes());
     let out = inspect_ok(&mname);
     assert!(
-        value(&out, "owner").starts_with("tid 8388608, dead"),
+        value(&out, "owner").starts_with("token 0x800000, dead"),
         "{out}"
     );
     drop((ring, m));
@@ -553,7 +572,7 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
         },
         {
             let n = unique_name("insp-g-barrier");
-            let h = SharedBarrier::create(&n, Barrier::new(4)).unwrap();
+            let h = SharedBarrier::create(&n, Barrier::new(4).unwrap()).unwrap();
             (n, Box::new(h))
         },
         {
@@ -663,4 +682,303 @@ fn gc_keeps_a_segment_mapped_by_a_dead_creators_child() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("no garbage"), "{out}");
+}
+
+// ------------------------------------------- issue 8, item 4: honest states
+
+/// `inspect` that must report a sound object: exit 0 and no `corrupt`
+/// anywhere (a healthy object in any state honest processes leave it in).
+fn honest(name: &str, what: &str) -> String {
+    let (code, out) = inspect(name);
+    assert_eq!(code, 0, "{what}: exit {code}\n{out}");
+    assert!(!out.contains("corrupt"), "{what}: reported corrupt\n{out}");
+    out
+}
+
+/// SIGSTOPs a child and waits until it is stopped.
+fn freeze(child: &Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.pid() as i32, libc::SIGSTOP) };
+    let pid = child.pid();
+    eventually("the child to stop", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    });
+}
+
+fn thaw(child: &Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.pid() as i32, libc::SIGCONT) };
+}
+
+/// A mutex through every state honest lockers leave its word in — free,
+/// held, held with a spinner (bit 31, the bit the decoder used to call
+/// reserved), free but reserved for a spinner, held with sleepers, held
+/// by a dead owner with sleepers, not recoverable — each reported without
+/// corruption.
+#[test]
+fn a_mutex_in_every_honest_state_is_not_reported_corrupt() {
+    let _serial = serial();
+    let name = unique_name("honest-mutex");
+    let m = SharedMutex::create(&name, Mutex::new(0u64)).unwrap();
+    honest(&name, "free");
+
+    let (ready, go) = (Ready::new(), Ready::new());
+    let holder = fork(|| {
+        let g = m.lock().unwrap();
+        ready.signal();
+        go.wait();
+        drop(g);
+        ready.signal();
+        park_forever()
+    });
+    ready.wait();
+    honest(&name, "held");
+
+    // A spinner with an endless budget, frozen while its bit is set.
+    let spinner = fork(|| {
+        match m.lock_spin(
+            shmkit::core::wait::Spin {
+                iterations: u32::MAX,
+            },
+            None,
+        ) {
+            Ok(g) => std::mem::forget(g),
+            Err(e) => std::mem::forget(e),
+        }
+        park_forever()
+    });
+    eventually("the SPINNER bit", || m.raw().snapshot().spinner);
+    freeze(&spinner);
+    let out = honest(&name, "held with a spinner");
+    assert!(value(&out, "spinner").starts_with("yes"), "{out}");
+
+    // The holder unlocks: the free word stays reserved for the spinner.
+    go.signal();
+    ready.wait();
+    let out = honest(&name, "free, reserved for a spinner");
+    assert!(value(&out, "lock").starts_with("unlocked"), "{out}");
+    assert!(value(&out, "spinner").starts_with("yes"), "{out}");
+    thaw(&spinner);
+    eventually("the spinner to take the lock", || {
+        m.raw().snapshot().word & shmkit::core::owner::ID_MASK != 0
+    });
+
+    // A sleeper, frozen once asleep.
+    let sleeper = fork(|| match m.lock() {
+        Err(LockError::OwnerDied(g)) => {
+            drop(g); // unmarked: not recoverable
+            0
+        }
+        _ => 1,
+    });
+    eventually("the WAITERS bit", || m.raw().snapshot().waiters);
+    let out = honest(&name, "held with sleepers");
+    assert!(value(&out, "waiters").starts_with("yes"), "{out}");
+    freeze(&sleeper);
+
+    kill(spinner);
+    let out = honest(&name, "dead owner, sleepers");
+    assert!(value(&out, "owner").contains("dead"), "{out}");
+    assert!(value(&out, "waiters").starts_with("yes"), "{out}");
+
+    thaw(&sleeper);
+    assert!(sleeper
+        .wait_timeout(Duration::from_secs(10))
+        .is_some_and(|e| e.success()));
+    let out = honest(&name, "not recoverable");
+    assert!(value(&out, "lock").starts_with("NOT RECOVERABLE"), "{out}");
+    kill(holder);
+}
+
+/// Reentrant locks, rwlocks, locked values, semaphores, events, condvars
+/// and barriers in their honest states: held at depth 2, owner dead;
+/// readers inside, a writer waiting for them, a dead writer; full and
+/// empty with sleepers; set, cleared after a set, with waiters; a round
+/// in progress, broken, reset.
+#[test]
+fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
+    let _serial = serial();
+    // Reentrant: held twice, then its owner killed.
+    let rname = unique_name("honest-rlock");
+    let r = SharedReentrantMutex::create(&rname, ReentrantMutex::new(1u32)).unwrap();
+    let ready = Ready::new();
+    let child = fork(|| {
+        std::mem::forget(r.lock().unwrap());
+        std::mem::forget(r.lock().unwrap());
+        ready.signal();
+        park_forever()
+    });
+    ready.wait();
+    honest(&rname, "reentrant held at depth 2");
+    kill(child);
+    honest(&rname, "reentrant, owner dead");
+
+    // RwLock: two readers, then a writer waiting for them, then killed.
+    let wname = unique_name("honest-rw");
+    let w = SharedRwLock::create(&wname, RwLock::new(0u32)).unwrap();
+    let readers = fork(|| {
+        let (a, b) = (w.read().unwrap(), w.read().unwrap());
+        std::mem::forget((a, b));
+        ready.signal();
+        park_forever()
+    });
+    ready.wait();
+    honest(&wname, "rwlock with readers");
+    let writer = fork(|| {
+        std::mem::forget(w.write());
+        park_forever()
+    });
+    eventually("the writer to wait for readers", || {
+        w.snapshot().writer.word != 0
+    });
+    honest(&wname, "rwlock: a writer waiting for readers");
+    kill(writer);
+    kill(readers);
+    let out = honest(&wname, "rwlock: dead writer");
+    assert!(value(&out, "owner").contains("dead"), "{out}");
+
+    // A locked value whose holder died.
+    let lname = unique_name("honest-locked");
+    let v = LockedValue::<u64>::create(&lname, 3).unwrap();
+    let child = fork(|| {
+        std::mem::forget(v.lock().unwrap());
+        0
+    });
+    assert!(child.wait().success());
+    honest(&lname, "locked value, holder exited");
+
+    // Semaphore: full, then empty with a sleeper.
+    let sname = unique_name("honest-sem");
+    let s = SharedSemaphore::create(&sname, Semaphore::bounded(2)).unwrap();
+    honest(&sname, "semaphore full");
+    assert!(s.try_acquire() && s.try_acquire());
+    let acquirer = fork(|| {
+        s.acquire();
+        0
+    });
+    eventually("a sleeping acquirer", || s.sleepers() == 1);
+    honest(&sname, "semaphore empty with a sleeper");
+    s.release().unwrap();
+    assert!(acquirer
+        .wait_timeout(Duration::from_secs(10))
+        .is_some_and(|e| e.success()));
+
+    // Event: waiters, set, cleared after sets (a generation in the word).
+    let ename = unique_name("honest-event");
+    let e = SharedEvent::create(&ename, Event::new()).unwrap();
+    let waiter = fork(|| i32::from(!e.wait_timeout(Duration::from_secs(10))));
+    eventually("a sleeping event waiter", || e.has_waiters());
+    honest(&ename, "event with a waiter");
+    e.set();
+    e.clear();
+    assert!(waiter
+        .wait_timeout(Duration::from_secs(10))
+        .is_some_and(|x| x.success()));
+    for _ in 0..5 {
+        e.set();
+    }
+    let out = honest(&ename, "event set");
+    assert_eq!(value(&out, "event"), "set");
+    e.clear();
+    let out = honest(&ename, "event cleared after sets");
+    assert_eq!(value(&out, "event"), "clear");
+    assert!(value(&out, "generation").starts_with("2 "), "{out}");
+
+    // Condvar with a sleeper.
+    let cname = unique_name("honest-cv");
+    let cv = SharedCondvar::create(&cname, Condvar::new()).unwrap();
+    let cm = SharedMutex::anonymous(Mutex::new(0u8)).unwrap();
+    let cw = fork(|| {
+        let g = cm.lock().unwrap();
+        i32::from(cv.wait(g).is_err())
+    });
+    eventually("a condvar sleeper", || cv.sleepers() == 1);
+    honest(&cname, "condvar with a sleeper");
+    cv.notify_all();
+    assert!(cw
+        .wait_timeout(Duration::from_secs(10))
+        .is_some_and(|x| x.success()));
+
+    // Barrier: a party waiting, then broken by a timeout, then reset.
+    let bname = unique_name("honest-barrier");
+    let b = SharedBarrier::create(&bname, Barrier::new(3).unwrap()).unwrap();
+    let party = fork(|| i32::from(b.wait().is_ok()));
+    eventually("a waiting party", || b.n_waiting() == 1);
+    honest(&bname, "barrier, one of three arrived");
+    assert!(b.wait_timeout(Duration::from_millis(1)).is_err());
+    let out = honest(&bname, "barrier broken");
+    assert!(value(&out, "broken").starts_with("yes"), "{out}");
+    let _ = party.wait_timeout(Duration::from_secs(10));
+    b.reset();
+    honest(&bname, "barrier reset");
+}
+
+/// Rings, queues and pipes: empty, full, and with their producer (or
+/// sender) killed, or their receiver gone.
+#[test]
+fn queues_and_pipes_in_every_honest_state_are_not_reported_corrupt() {
+    let _serial = serial();
+    let ready = Ready::new();
+
+    let rname = unique_name("honest-ring");
+    let ring = SharedRing::<u32>::create(&rname, 4).unwrap();
+    honest(&rname, "ring empty");
+    let producer = fork(|| {
+        let mut tx = ring.ring().producer().unwrap();
+        for i in 0..4 {
+            tx.try_push(i).unwrap();
+        }
+        ready.signal();
+        park_forever()
+    });
+    ready.wait();
+    let out = honest(&rname, "ring full");
+    assert!(value(&out, "occupancy").starts_with("4 of 4"), "{out}");
+    kill(producer);
+    honest(&rname, "ring full, producer dead");
+
+    let qname = unique_name("honest-queue");
+    let q = SharedQueue::<u64>::create_with(&qname, 4, 2, 2).unwrap();
+    honest(&qname, "queue empty");
+    let producer = fork(|| {
+        let mut tx = q.queue().producer().unwrap();
+        for i in 0..4 {
+            tx.try_push(i).unwrap();
+        }
+        ready.signal();
+        park_forever()
+    });
+    ready.wait();
+    honest(&qname, "queue full");
+    kill(producer);
+    let mut rx = q.queue().consumer().unwrap();
+    honest(&qname, "queue full, producer dead, a consumer attached");
+    while rx.try_pop().is_ok() {}
+    honest(&qname, "queue drained");
+
+    let pname = unique_name("honest-pipe");
+    let pipe = SharedPipe::create(&pname, 64).unwrap();
+    honest(&pname, "pipe empty");
+    let sender = fork(|| {
+        let mut tx = pipe.pipe().sender().unwrap();
+        while tx.try_send_bytes(b"0123456789").is_ok() {}
+        ready.signal();
+        park_forever()
+    });
+    ready.wait();
+    honest(&pname, "pipe full");
+    kill(sender);
+    honest(&pname, "pipe full, sender dead");
+    let rx = pipe.pipe().receiver().unwrap();
+    drop(rx);
+    honest(&pname, "pipe full, receiver gone");
+
+    let dname = unique_name("honest-duplex");
+    let duplex = SharedDuplexPipe::create(&dname, 64).unwrap();
+    let mut end0 = duplex.end(0).unwrap();
+    end0.send_bytes(b"ping").unwrap();
+    honest(&dname, "duplex, one message pending");
 }

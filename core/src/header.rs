@@ -65,7 +65,12 @@ use static_assertions::{const_assert, const_assert_eq};
 /// The magic bytes that start every shmkit segment.
 pub const MAGIC: [u8; 8] = *b"\x7fSHMKIT\0";
 /// The version of the segment format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: owner ids in lock words, barrier tables and queue role slots are
+/// liveness tokens ([`crate::owner`]), role slots record the holder's pid,
+/// and the event word carries a generation. A version-1 peer would read
+/// tokens as pids and judge every owner dead.
+pub const FORMAT_VERSION: u32 = 2;
 /// Length of the header; the payload starts here.
 pub const HEADER_LEN: usize = 256;
 /// Alignment of the payload (two cache lines on x86_64/aarch64, so a

@@ -159,7 +159,7 @@ fn condvar_sequence_loses_no_wakeup() {
 #[test]
 fn barrier_generation_elects_one_leader() {
     model(|| {
-        let b = Arc::new(Barrier::new(2));
+        let b = Arc::new(Barrier::new(2).unwrap());
         let leaders = Arc::new(AtomicU32::new(0));
         let (b2, l2) = (b.clone(), leaders.clone());
         let t = thread::spawn(move || {
@@ -196,6 +196,48 @@ fn rwlock_writer_excludes_reader() {
             let b = pair.1.load(Ordering::Relaxed);
             assert_eq!(a, b);
         }
+        t.join().unwrap();
+    });
+}
+
+/// Issue 8, item 3 (CPython gh-57711): a waiter already blocked in `wait`
+/// when `set` is called returns true, even though `clear` follows at once.
+/// With a bare flag the waiter would wake to a cleared flag and wait again
+/// for ever (here: loom's branch limit fails the model).
+#[test]
+fn event_set_then_clear_wakes_a_blocked_waiter() {
+    model(|| {
+        let e = Arc::new(Event::new());
+        let e2 = e.clone();
+        let t = thread::spawn(move || e2.wait_spin(Spin::NONE, None));
+        // "Already blocked": the waiter announced itself before sleeping.
+        while !e.has_waiters() {
+            thread::yield_now();
+        }
+        e.set();
+        e.clear();
+        assert!(t.join().unwrap(), "the waiter missed the set");
+        assert!(!e.is_set());
+    });
+}
+
+/// The other half of the Event contract: one `set` is one event. A waiter
+/// that saw the flag, cleared it and waits again does not see the same
+/// `set` a second time (a `set` done in two steps — flag, then generation —
+/// would let it, and a ping-pong of set/wait/clear would lose count).
+#[test]
+fn event_one_set_is_seen_once_by_a_waiter_that_clears_it() {
+    model(|| {
+        let e = Arc::new(Event::new());
+        let e2 = e.clone();
+        let t = thread::spawn(move || e2.set());
+        assert!(e.wait_spin(Spin::NONE, None));
+        e.clear();
+        // No clock under loom: a timed wait checks once and gives up.
+        assert!(
+            !e.wait_spin(Spin::NONE, Some(core::time::Duration::ZERO)),
+            "one set was seen twice"
+        );
         t.join().unwrap();
     });
 }

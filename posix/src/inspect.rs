@@ -11,7 +11,8 @@
 //!   atomic load (through the core types' snapshot accessors, which only
 //!   load, or through [`PayloadView`]); nothing locks, attaches, takes a
 //!   dead owner's lock over or marks a dead role gone. Liveness checks ask
-//!   the OS (`kill(pid, 0)`, `/proc`), never the object.
+//!   the OS (an `fcntl` on the liveness file for a token; `kill(pid, 0)`
+//!   and `/proc` for a task id), never the object.
 //! - **Never waits**: no futex, no lock, no retry loop without a bound.
 //! - **Hostile bytes.** The header's parameters (capacity, registry sizes,
 //!   element size and alignment) and every index read from the payload are
@@ -112,8 +113,7 @@ unsafe impl AtomicsOnly for Barrier {}
 unsafe impl AtomicsOnly for RingControl {}
 // SAFETY: as above.
 unsafe impl AtomicsOnly for QueueControl {}
-// SAFETY: as above (its `_reserved` word is plain `u32`, as everywhere the
-// queue handles map it).
+// SAFETY: as above.
 unsafe impl AtomicsOnly for RoleSlot {}
 
 impl<'a> PayloadView<'a> {
@@ -400,23 +400,42 @@ fn task(tid: u32) -> String {
     }
 }
 
+/// Who holds a lock: its thread (from `/proc` while it lives), or for a
+/// liveness token whose holder recorded no thread id, the token and the
+/// process holding it (found through `/proc/*/fdinfo`).
+fn holder(owner: u32, tid: Option<u32>, liveness: Liveness) -> String {
+    match (tid, liveness) {
+        (Some(t), Liveness::Dead) => format!("tid {t}"),
+        (Some(t), _) => task(t),
+        (None, Liveness::Dead) => format!("token {owner:#x}"),
+        (None, _) => match shmkit_core::owner::token_holder_pid(owner) {
+            Some(pid) => format!("pid {pid} (token {owner:#x})"),
+            None => format!("token {owner:#x}"),
+        },
+    }
+}
+
 fn owner_text(state: &MutexState) -> String {
     match *state {
         MutexState::Unlocked | MutexState::NotRecoverable => "none".to_string(),
         MutexState::Held {
             owner,
+            tid,
             liveness,
             id_reused,
-        } => match liveness {
-            Liveness::Alive => format!("{}, alive", task(owner)),
-            Liveness::Unknown => format!("{}, liveness unknown", task(owner)),
-            Liveness::Dead if id_reused => format!(
-                "tid {owner}, dead: the owner died holding the lock and its id now names a newer task; the next locker gets OwnerDied"
-            ),
-            Liveness::Dead => format!(
-                "tid {owner}, dead: the owner died holding the lock; the next locker gets OwnerDied"
-            ),
-        },
+        } => {
+            let who = holder(owner, tid, liveness);
+            match liveness {
+                Liveness::Alive => format!("{who}, alive"),
+                Liveness::Unknown => format!("{who}, liveness unknown"),
+                Liveness::Dead if id_reused => format!(
+                    "{who}, dead: the owner died holding the lock and its id now names a newer task; the next locker gets OwnerDied"
+                ),
+                Liveness::Dead => format!(
+                    "{who}, dead: the owner died holding the lock; the next locker gets OwnerDied"
+                ),
+            }
+        }
     }
 }
 
@@ -438,8 +457,15 @@ fn lock_lines(label: &'static str, s: &MutexSnapshot, out: &mut Lines) {
             "none".to_string()
         },
     ));
-    if s.reserved_bit {
-        corrupt(out, "lock word", "reserved bit 31 is set (locks ignore it)");
+    if s.spinner {
+        out.push((
+            "spinner",
+            "yes (the SPINNER bit: a locker spins for the lock, or the last unlock reserved it for one)"
+                .to_string(),
+        ));
+    }
+    if let Some(why) = s.impossible {
+        corrupt(out, "lock word", why);
     }
 }
 
@@ -557,7 +583,6 @@ fn event(p: &PayloadView<'_>, out: &mut Lines) {
         return;
     };
     let w = e.raw_word();
-    let known = shmkit_core::sync::event::SET | shmkit_core::sync::event::WAITERS;
     out.push((
         "event",
         if w & shmkit_core::sync::event::SET != 0 {
@@ -576,13 +601,14 @@ fn event(p: &PayloadView<'_>, out: &mut Lines) {
         }
         .to_string(),
     ));
-    if w & !known != 0 {
-        corrupt(
-            out,
-            "event word",
-            format!("{w:#010x} has bits no event sets"),
-        );
-    }
+    // Every bit pattern is honest: the bits above the two flags count sets.
+    out.push((
+        "generation",
+        format!(
+            "{} (set flags cleared so far, 30 bits, wrapping)",
+            e.generation()
+        ),
+    ));
 }
 
 fn condvar(p: &PayloadView<'_>, out: &mut Lines) {
@@ -668,10 +694,13 @@ fn role_text(slot: &RoleSlot) -> String {
         Holder::Never => "none (never attached)".to_string(),
         Holder::Gone => "none (detached)".to_string(),
         Holder::Alive(pid) => format!("pid {pid}, alive"),
-        Holder::Dead(0) => format!(
+        Holder::Dead(0) if slot.raw() & shmkit_core::owner::ID_MASK == 0 => format!(
             "corrupt: holder word {:#010x} names no process (reads as a dead holder)",
             slot.raw()
         ),
+        Holder::Dead(0) => {
+            "dead, killed while attaching (a new one may take the role over)".to_string()
+        }
         Holder::Dead(pid) => {
             format!("pid {pid}, dead (died attached; a new one may take the role over)")
         }

@@ -115,7 +115,7 @@ fn every_kind() -> Vec<(&'static str, Box<dyn AsSegment>)> {
         ),
         (
             "barrier",
-            Box::new(SharedBarrier::anonymous(Barrier::new(3)).unwrap()),
+            Box::new(SharedBarrier::anonymous(Barrier::new(3).unwrap()).unwrap()),
         ),
         ("ring", Box::new(SharedRing::<u64>::anonymous(8).unwrap())),
         (
@@ -293,7 +293,7 @@ fn states_set_in_process_are_read_back() {
     assert_eq!(value(&l, "owner"), format!("{task}, alive"));
     assert!(value(&l, "depth").starts_with("2 "), "{l:?}");
 
-    let b = SharedBarrier::anonymous(Barrier::new(1)).unwrap();
+    let b = SharedBarrier::anonymous(Barrier::new(1).unwrap()).unwrap();
     b.wait().unwrap();
     b.wait().unwrap();
     let l = lines(b.segment());
@@ -321,13 +321,17 @@ fn known_corruptions_are_named() {
         "{l:?}"
     );
 
-    // A mutex word with the reserved bit and an owner id no task has.
+    // A mutex word with an owner nobody holds, a spinner and sleepers:
+    // honest (dead owner). WAITERS on a free word: corrupt.
     let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
-    poke_u32(m.segment(), 0, (1 << 31) | (1 << 23));
+    poke_u32(m.segment(), 0, (1 << 31) | (1 << 30) | (1 << 23));
     let l = lines(m.segment());
     assert!(value(&l, "owner").contains("dead"), "{l:?}");
+    assert!(!l.iter().any(|(k, _)| *k == "lock word"), "{l:?}");
+    poke_u32(m.segment(), 0, 1 << 30);
+    let l = lines(m.segment());
     assert!(
-        value(&l, "lock word").starts_with("corrupt: reserved bit"),
+        value(&l, "lock word").starts_with("corrupt: the WAITERS bit is set on a free lock"),
         "{l:?}"
     );
 
@@ -345,7 +349,7 @@ fn known_corruptions_are_named() {
     );
 
     // A barrier with no parties, and a semaphore past its bound.
-    let b = SharedBarrier::anonymous(Barrier::new(2)).unwrap();
+    let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
     poke_u32(b.segment(), 4, 0);
     assert!(value(&lines(b.segment()), "parties").starts_with("corrupt: 0"));
     let s = SharedSemaphore::anonymous(Semaphore::bounded(2)).unwrap();

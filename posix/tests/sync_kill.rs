@@ -239,7 +239,7 @@ fn rwlock_writer_killed_is_reported_until_repaired() {
 fn barrier_party_killed_breaks_the_barrier() {
     let ready = SharedEvent::anonymous(Event::new()).unwrap();
     for trial in 0..trials() {
-        let b = SharedBarrier::anonymous(Barrier::new(2)).unwrap();
+        let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
         let child = child_holding(&ready, || b.register());
         let zombie = kill(child, trial);
         let t0 = Instant::now();
@@ -261,7 +261,7 @@ fn barrier_party_killed_breaks_the_barrier() {
 #[test]
 fn barrier_party_dying_between_rounds_breaks_the_next() {
     let ready = SharedEvent::anonymous(Event::new()).unwrap();
-    let b = SharedBarrier::anonymous(Barrier::new(2)).unwrap();
+    let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
     let child = fork(|| {
         if b.wait().is_err() {
             return 2;

@@ -175,7 +175,7 @@ fn event_wait_with_and_without_timeout() {
 fn barrier_rounds_across_processes() {
     const PARTIES: usize = 4;
     const ROUNDS: u32 = 20;
-    let barrier = SharedBarrier::anonymous(Barrier::new(PARTIES as u32)).unwrap();
+    let barrier = SharedBarrier::anonymous(Barrier::new(PARTIES as u32).unwrap()).unwrap();
     let progress = SharedMutex::anonymous(Mutex::new([0u32; PARTIES])).unwrap();
     let leaders = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
     let children = (0..PARTIES)
@@ -363,7 +363,7 @@ fn garbage_bytes_never_panic() {
         let e = SharedEvent::anonymous(Event::new()).unwrap();
         scribble(&e, byte);
         let _ = e.wait_timeout(short);
-        let b = SharedBarrier::anonymous(Barrier::new(2)).unwrap();
+        let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
         scribble(&b, byte);
         let _ = b.wait_timeout(short);
         let r = SharedRwLock::anonymous(RwLock::new(0u32)).unwrap();

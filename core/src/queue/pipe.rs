@@ -22,7 +22,13 @@
 //! committed. A receive buffer that is too small is
 //! [`PipeRecvError::BufferTooSmall`] and the message stays readable. After
 //! the sender is gone (dropped or dead) the receiver drains what was
-//! committed, then gets [`PipeRecvError::Eof`].
+//! committed, then gets [`PipeRecvError::Eof`]. After the receiver is
+//! gone, every send fails with [`PipeSendError::Disconnected`] (Python's
+//! `BrokenPipeError`): at once after a clean drop (one load of the
+//! receiver's role word per send, a line nobody writes while both ends
+//! live), and after a death within `LIVENESS_POLL_EVERY` (4096) sends or one
+//! full-pipe wait (the liveness check costs a syscall, so it is not made
+//! on every send).
 //!
 //! A duplex [`Connection`] is two pipes, one per direction, like
 //! `multiprocessing.Pipe()`.
@@ -65,8 +71,9 @@ use core::ptr::NonNull;
 use core::time::Duration;
 
 use super::ring::{Consumer, Producer, Ring, RingControl};
-use super::roles::AttachError;
-use super::{TryRecvError, TrySendError};
+use super::roles::{AttachError, RoleSlot, GONE, NEVER};
+use super::{TryRecvError, TrySendError, LIVENESS_POLL_EVERY};
+use crate::sync::Contention;
 use crate::wait::{Deadline, Spin};
 
 /// Bytes of the length header in front of every message.
@@ -86,7 +93,8 @@ pub enum PipeSendError {
     Full,
     /// Not enough room before the deadline.
     Timeout,
-    /// The receiver is gone (dropped or dead) and the ring is full.
+    /// The receiver is gone (dropped, or its process died): nothing sent
+    /// now would ever be read (Python's `BrokenPipeError`).
     Disconnected,
     /// The shared indices are impossible: a peer corrupted the pipe.
     Corrupt,
@@ -192,6 +200,8 @@ impl<'a> Pipe<'a> {
     pub fn sender(&self) -> Result<PipeSender<'a>, AttachError> {
         Ok(PipeSender {
             tx: self.ring.producer()?,
+            receiver: self.ring.control().consumer_slot(),
+            sends: 0,
         })
     }
 
@@ -402,6 +412,10 @@ fn bulk_spin(spin: Spin, bytes: usize) -> Spin {
 #[derive(Debug)]
 pub struct PipeSender<'a> {
     tx: Producer<'a, u8>,
+    /// The receiver's role slot: checked on every send.
+    receiver: &'a RoleSlot,
+    /// Sends since the last liveness check of the receiver.
+    sends: u32,
 }
 
 impl PipeSender<'_> {
@@ -427,13 +441,39 @@ impl PipeSender<'_> {
         Ok(FRAME_HEADER + msg.len())
     }
 
+    /// `Err(Disconnected)` if the receiver is known gone: its role word
+    /// says so (one load), or — every `LIVENESS_POLL_EVERY` sends — a
+    /// liveness check finds it dead.
+    #[inline]
+    fn check_receiver(&mut self) -> Result<(), PipeSendError> {
+        let w = self.receiver.raw();
+        if w & GONE != 0 {
+            return Err(PipeSendError::Disconnected);
+        }
+        self.sends = self.sends.wrapping_add(1);
+        if self.sends % LIVENESS_POLL_EVERY == 0 && w != NEVER {
+            return self.check_receiver_liveness();
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn check_receiver_liveness(&mut self) -> Result<(), PipeSendError> {
+        // Marks a dead receiver GONE, so later sends see it in one load.
+        if self.receiver.raw() != NEVER && !self.receiver.is_live() {
+            return Err(PipeSendError::Disconnected);
+        }
+        Ok(())
+    }
+
     /// Sends `msg` if there is room for it now.
     ///
     /// # Errors
-    /// `TooLarge`, `Full`, `Disconnected` (full and the receiver is gone),
+    /// `TooLarge`, `Full`, `Disconnected` (the receiver is gone),
     /// `Corrupt`.
     pub fn try_send_bytes(&mut self, msg: &[u8]) -> Result<(), PipeSendError> {
         let n = self.frame_len(msg)?;
+        self.check_receiver()?;
         let chunk = self.tx.write_chunk(n).map_err(|e| match e {
             TrySendError::Full(()) => PipeSendError::Full,
             TrySendError::Disconnected(()) => PipeSendError::Disconnected,
@@ -477,11 +517,20 @@ impl PipeSender<'_> {
         deadline: Option<Deadline>,
     ) -> Result<(), PipeSendError> {
         let n = self.frame_len(msg)?;
+        // Honestly, a wait that saw room leaves room (only we fill the
+        // ring): a send that then finds it full again is a peer moving
+        // the indices back, and each such round backs off (`sync` docs).
+        let mut contention = Contention::new();
+        let mut waited = false;
         loop {
             match self.try_send_bytes(msg) {
                 Err(PipeSendError::Full) => {}
                 other => return other,
             }
+            if waited && contention.back_off(deadline) {
+                return Err(PipeSendError::Timeout);
+            }
+            waited = true;
             match self
                 .tx
                 .wait_for_space(n, bulk_spin(self.tx.spin(), n), deadline)
@@ -595,11 +644,19 @@ impl PipeReceiver<'_> {
     /// # Errors
     /// `Timeout`, `Eof`, `Corrupt`.
     pub fn wait_len(&mut self, deadline: Option<Deadline>) -> Result<usize, PipeRecvError> {
+        // As in `send_bytes_deadline`: data seen stays (only we consume),
+        // so finding none again is a peer moving the indices back.
+        let mut contention = Contention::new();
+        let mut waited = false;
         loop {
             match self.peek_len(false) {
                 Err(PipeRecvError::Empty) => {}
                 other => return other,
             }
+            if waited && contention.back_off(deadline) {
+                return Err(PipeRecvError::Timeout);
+            }
+            waited = true;
             match self
                 .rx
                 .wait_for_data(bulk_spin(self.rx.spin(), self.last_len), deadline)

@@ -1,36 +1,49 @@
 //! Who is attached to a queue in which role, and whether they still live.
 //!
-//! A [`RoleSlot`] records one attached process: its pid and its start time
-//! (so a recycled pid is not mistaken for the original holder). The SPSC
-//! structures have one slot per role — a second attach of a live role is
-//! [`AttachError::Taken`]; the MPMC queue has a fixed array of slots per
-//! role.
+//! A [`RoleSlot`] records one attached process by its **process owner id**
+//! ([`crate::owner::process_owner_id`]): a liveness token the kernel
+//! releases when the process dies, written by the compare-and-swap that
+//! takes the slot — so a holder killed at any instant, whoever reuses its
+//! pid, is seen dead. (On the owner layer's fallback path the id is the
+//! pid, checked with its start time.) The SPSC structures have one slot
+//! per role — a second attach of a live role is [`AttachError::Taken`];
+//! the MPMC queue has a fixed array of slots per role.
+//!
+//! # The slot
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `holder` | the state word below |
+//! | `start_lo`, `start_hi` | the holder's start time, on the fallback path only (0: a token holder, or unknown) |
+//! | `pid` | the holder's pid: for diagnostics ([`Holder`] reports it), and for a holder to tell a slot it took from one a dead predecessor with the same token left |
 //!
 //! # The `holder` word
 //!
 //! | value | state | set by |
 //! |---|---|---|
 //! | `0` | `NEVER`: nobody ever attached | initialisation |
-//! | `pid` | attached by live-or-dead process `pid` | the attacher, after writing the start time |
-//! | `BUSY \| pid` | `pid` is registering (start time being written) | the attacher's CAS |
-//! | `GONE` (bit 31 set) | detached cleanly, or found dead by a peer | the holder on drop; a peer by CAS from a dead pid |
+//! | `id` | attached by the live-or-dead owner `id` | the attacher, after writing `pid` and the start time |
+//! | `BUSY \| id` | `id` is registering (`pid`, start time being written) | the attacher's CAS |
+//! | `GONE` (bit 31 set) | detached cleanly, or found dead by a peer | the holder on drop; a peer by CAS from a dead holder |
 //!
-//! Transitions: `NEVER`/`GONE`/dead `pid` → `BUSY|me` (attach, CAS) →
-//! `me` (Release, after the start time) → `GONE` (detach, or a peer that
-//! found `me` dead, by CAS). Taking over a dead holder's slot is allowed:
-//! that is how a restarted producer resumes a queue whose producer was
-//! killed. A role is never taken from a holder whose process lives.
+//! Transitions: `NEVER`/`GONE`/dead `id` → `BUSY|me` (attach, CAS) →
+//! `me` (Release, after `pid` and the start time) → `GONE` (detach, or a
+//! peer that found `me` dead, by CAS). Taking over a dead holder's slot is
+//! allowed: that is how a restarted producer resumes a queue whose
+//! producer was killed. A role is never taken from a holder whose process
+//! lives. A `try_` attach whose CAS keeps losing to a moving word gives up
+//! after [`TRY_ROUNDS`](crate::sync::TRY_ROUNDS) attempts.
 //!
 //! Any other bit pattern (a corrupt peer) reads as a dead holder: it can
 //! make a queue look disconnected or let a role be taken, never cause UB.
 
-use crate::owner::{self, Liveness, ID_MASK};
+use crate::owner::{self, is_token, test_hooks, Liveness, ID_MASK};
 use crate::primitive::{AtomicU32, Ordering};
 use core::fmt;
 
 /// `holder`: nobody ever attached.
 pub const NEVER: u32 = 0;
-/// `holder` flag: the pid in the low bits is registering.
+/// `holder` flag: the owner in the low bits is registering.
 pub const BUSY: u32 = 1 << 30;
 /// `holder`: the role was held and is not any more.
 pub const GONE: u32 = 1 << 31;
@@ -41,16 +54,20 @@ pub const GONE: u32 = 1 << 31;
 pub struct RoleSlot {
     /// See the state table in the module docs.
     holder: AtomicU32,
-    /// Low and high halves of the holder's start time (0: unknown).
+    /// Low and high halves of the holder's start time (fallback path
+    /// only; 0: a token holder, or unknown).
     start_lo: AtomicU32,
     start_hi: AtomicU32,
-    _reserved: u32,
+    /// The holder's pid (module docs).
+    pid: AtomicU32,
 }
 
 #[cfg(not(loom))]
 static_assertions::const_assert_eq!(core::mem::size_of::<RoleSlot>(), 16);
 
-/// What a [`RoleSlot`] says about its holder.
+/// What a [`RoleSlot`] says about its holder. The pid is the one the
+/// holder recorded when it attached (0 if it was killed before writing it,
+/// or if the holder word names no owner at all: see [`RoleSlot::raw`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Holder {
     /// Nobody ever attached.
@@ -81,6 +98,9 @@ pub enum AttachError {
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            AttachError::Taken { pid: 0 } => f.write_str(
+                "this role's registration kept changing under every attempt (another process attaching, or a peer rewriting shared memory); retry",
+            ),
             AttachError::Taken { pid } => write!(
                 f,
                 "this role is already held by live process {pid}; drop that handle first (only one producer and one consumer may attach)"
@@ -103,7 +123,7 @@ impl RoleSlot {
             holder: AtomicU32::new(NEVER),
             start_lo: AtomicU32::new(0),
             start_hi: AtomicU32::new(0),
-            _reserved: 0,
+            pid: AtomicU32::new(0),
         }
     }
 
@@ -121,12 +141,13 @@ impl RoleSlot {
         w == NEVER || w & GONE != 0
     }
 
-    /// What the slot says about its holder, asking the OS whether a
-    /// recorded pid still runs (syscalls: keep off hot paths).
+    /// What the slot says about its holder, asking the OS whether the
+    /// recorded owner still runs (syscalls: keep off hot paths).
     #[must_use]
     pub fn holder(&self) -> Holder {
-        // Acquire pairs with the Release store of the pid in `try_take`:
-        // seeing the pid, we see the start time written before it.
+        // Acquire pairs with the Release store of the id in `try_take`:
+        // seeing the plain id, we see the pid and start time written
+        // before it.
         self.holder_of(self.holder.load(Ordering::Acquire))
     }
 
@@ -137,21 +158,42 @@ impl RoleSlot {
         if w & GONE != 0 {
             return Holder::Gone;
         }
-        let pid = w & ID_MASK;
-        if pid == 0 {
+        let id = w & ID_MASK;
+        if id == 0 {
             return Holder::Dead(0);
         }
-        let live = if w & BUSY != 0 {
-            owner::liveness(pid)
+        let (pid, live) = if is_token(id) {
+            (self.pid.load(Ordering::Relaxed), owner::liveness(id))
+        } else if w & BUSY != 0 {
+            (id, owner::liveness(id))
         } else {
-            let start = u64::from(self.start_lo.load(Ordering::Relaxed))
-                | (u64::from(self.start_hi.load(Ordering::Relaxed)) << 32);
-            owner::liveness_with_start(pid, start)
+            (id, owner::liveness_with_start(id, self.start()))
         };
         match live {
             Liveness::Dead => Holder::Dead(pid),
             Liveness::Alive | Liveness::Unknown => Holder::Alive(pid),
         }
+    }
+
+    fn start(&self) -> u64 {
+        u64::from(self.start_lo.load(Ordering::Relaxed))
+            | (u64::from(self.start_hi.load(Ordering::Relaxed)) << 32)
+    }
+
+    /// Whether holder word `w` names the calling process's id `me`
+    /// (process `pid`) but was left by a dead earlier holder of that id: a
+    /// token drawn again (the recorded pid is not ours), or on the fallback
+    /// path a reused pid (the recorded start time is not ours). A slot we
+    /// are still registering (`BUSY`) is never a predecessor's.
+    fn left_by_predecessor(&self, w: u32, me: u32, pid: u32) -> bool {
+        if w & ID_MASK != me || w & (BUSY | GONE) != 0 {
+            return false;
+        }
+        if is_token(me) {
+            return self.pid.load(Ordering::Relaxed) != pid;
+        }
+        let recorded = self.start();
+        recorded != 0 && owner::start_time(pid).is_some_and(|now| now != recorded)
     }
 
     /// Whether a live process holds the slot; marks a dead holder `GONE` so
@@ -172,35 +214,47 @@ impl RoleSlot {
     }
 
     /// Tries to register the calling process. `Err(pid)` if a live
-    /// process holds the slot.
+    /// process holds the slot; `Err(0)` if the slot kept changing under
+    /// [`TRY_ROUNDS`](crate::sync::TRY_ROUNDS) attempts (see
+    /// [`AttachError::Taken`]'s message).
     pub(crate) fn try_take(&self) -> Result<(), u32> {
         // Role holders notify waiters: make their side of the fence pair
         // cheap (see `WaitPoint`).
         super::asym::register();
-        let me = owner::current_process_id() & ID_MASK;
+        let (me, pid) = owner::process_ident();
+        let me = me & ID_MASK;
+        let mut lost = 0;
         loop {
             let w = self.holder.load(Ordering::Acquire);
-            if let Holder::Alive(pid) = self.holder_of(w) {
-                return Err(pid);
+            if let Holder::Alive(holder) = self.holder_of(w) {
+                if !self.left_by_predecessor(w, me, pid) {
+                    return Err(holder);
+                }
             }
             if self
                 .holder
                 .compare_exchange(w, BUSY | me, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
+                lost += 1;
+                if lost > crate::sync::TRY_ROUNDS {
+                    return Err(0);
+                }
                 continue;
             }
-            // (Miri cannot read /proc: it records "unknown", which
-            // liveness checks treat as "check the pid alone".)
-            let start = if cfg!(miri) {
+            test_hooks::after_owner_cas();
+            // A token holder needs no start time. (Miri cannot read /proc:
+            // it records "unknown", which checks treat as "the id alone".)
+            let start = if is_token(me) || cfg!(miri) {
                 0
             } else {
-                owner::start_time(me).unwrap_or(0)
+                owner::start_time(pid).unwrap_or(0)
             };
             self.start_lo.store(start as u32, Ordering::Relaxed);
             self.start_hi.store((start >> 32) as u32, Ordering::Relaxed);
+            self.pid.store(pid, Ordering::Relaxed);
             // Release pairs with the Acquire in `holder()`: whoever sees the
-            // plain pid sees its start time.
+            // plain id sees the pid and start time.
             self.holder.store(me, Ordering::Release);
             return Ok(());
         }
@@ -213,7 +267,7 @@ impl RoleSlot {
     /// taken over, must not clear the slot of the live process that now
     /// holds it.
     pub(crate) fn release(&self) {
-        let me = owner::current_process_id() & ID_MASK;
+        let me = owner::process_owner_id() & ID_MASK;
         // SeqCst: ordered before the waker's fence in `WaitPoint::notify`
         // that follows, so a sleeper that checks after sees `GONE`.
         let _ = self

@@ -22,8 +22,10 @@
 //! shmkit documents it.)
 //!
 //! # Parties that die
-//! The barrier keeps a table of [`TRACKED_PARTIES`] slots of `(tid, start
-//! time, arrived generation)`. A caller registers on its first
+//! The barrier keeps a table of [`TRACKED_PARTIES`] slots of `(owner id,
+//! tag, arrived generation)` (the id and tag of [`crate::owner`]: a
+//! liveness token and the thread's tid, or on the fallback path a tid and
+//! its start time). A caller registers on its first
 //! [`wait`](Barrier::wait) (or earlier with [`register`](Barrier::register),
 //! which also covers the first round). Sleepers wake every
 //! [`LIVENESS_SLICE`] and check the parties that are
@@ -33,12 +35,20 @@
 //! (else its exit later reads as a death). Parties beyond the table's size
 //! are not tracked. [`reset`](Barrier::reset) clears the table.
 //!
+//! # Party counts
+//! [`Barrier::new`] takes 1 to [`MAX_PARTIES`] parties and refuses any
+//! other count with [`PartiesError`], as Python's `Barrier(0)` raises
+//! `ValueError`: a barrier that silently became a one-party barrier (or
+//! one of 65 535 parties when 70 000 were asked) would release its callers
+//! early.
+//!
 //! ```
 //! use shmkit_core::sync::{Barrier, BarrierError};
 //! use core::time::Duration;
-//! let b = Barrier::new(1);
+//! let b = Barrier::new(1).unwrap();
 //! assert!(b.wait().unwrap().is_leader());
-//! let b2 = Barrier::new(2);
+//! assert!(Barrier::new(0).is_err());
+//! let b2 = Barrier::new(2).unwrap();
 //! assert_eq!(b2.wait_timeout(Duration::from_millis(1)), Err(BarrierError::TimedOut));
 //! assert_eq!(b2.wait(), Err(BarrierError::Broken)); // until reset()
 //! b2.reset();
@@ -49,8 +59,9 @@ use core::fmt;
 use core::time::Duration;
 
 use super::{
-    current_id, current_start, is_dead, is_reused, park, passed, DEFAULT_SPIN, LIVENESS_SLICE,
+    ident, is_dead, is_reused, park, passed, Contention, DEFAULT_SPIN, LIVENESS_SLICE, TRY_ROUNDS,
 };
+use crate::owner::is_token;
 use crate::primitive::{AtomicU32, Ordering};
 use crate::wait::{self, Deadline, Spin};
 
@@ -96,6 +107,25 @@ impl fmt::Display for BarrierError {
 
 impl core::error::Error for BarrierError {}
 
+/// Why [`Barrier::new`] refused a party count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartiesError {
+    /// The count that was asked for.
+    pub parties: u32,
+}
+
+impl fmt::Display for PartiesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a barrier needs 1 to {MAX_PARTIES} parties, not {}",
+            self.parties
+        )
+    }
+}
+
+impl core::error::Error for PartiesError {}
+
 /// What a successful [`Barrier::wait`] tells its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BarrierWaitResult {
@@ -112,14 +142,17 @@ impl BarrierWaitResult {
 
 #[repr(C)]
 struct Slot {
-    tid: AtomicU32,
-    start: AtomicU32,
+    /// The party's owner id; 0 = free.
+    id: AtomicU32,
+    /// The party's tag (see `owner::thread_ident`).
+    tag: AtomicU32,
     arrived: AtomicU32,
     _reserved: AtomicU32,
 }
 
 /// A barrier for `parties` callers. `#[repr(C)]`; initialise with
-/// [`new`](Self::new) (zero-filled memory has 0 parties: every wait fails).
+/// [`new`](Self::new) (zero-filled memory has 0 parties: every wait fails
+/// with [`BarrierError::InvalidParties`]).
 #[repr(C)]
 pub struct Barrier {
     state: AtomicU32,
@@ -147,20 +180,26 @@ fn generation(s: u32) -> u32 {
 }
 
 impl Barrier {
-    /// A barrier for `parties` callers (clamped to 1..=[`MAX_PARTIES`]).
-    #[must_use]
-    pub fn new(parties: u32) -> Barrier {
-        Barrier {
+    /// A barrier for `parties` callers.
+    ///
+    /// # Errors
+    /// [`PartiesError`] unless `1 <= parties <= MAX_PARTIES` (Python's
+    /// `ValueError`).
+    pub fn new(parties: u32) -> Result<Barrier, PartiesError> {
+        if !(1..=MAX_PARTIES).contains(&parties) {
+            return Err(PartiesError { parties });
+        }
+        Ok(Barrier {
             state: AtomicU32::new(0),
-            parties: AtomicU32::new(parties.clamp(1, MAX_PARTIES)),
+            parties: AtomicU32::new(parties),
             _reserved: [AtomicU32::new(0), AtomicU32::new(0)],
             slots: core::array::from_fn(|_| Slot {
-                tid: AtomicU32::new(0),
-                start: AtomicU32::new(0),
+                id: AtomicU32::new(0),
+                tag: AtomicU32::new(0),
                 arrived: AtomicU32::new(0),
                 _reserved: AtomicU32::new(0),
             }),
-        }
+        })
     }
 
     /// The number of parties.
@@ -197,8 +236,17 @@ impl Barrier {
     /// Call it on a broken barrier, or when nobody waits.
     pub fn reset(&self) {
         let mut s = self.state.load(Ordering::Relaxed);
+        let mut tries = 0;
         loop {
             let new = ((generation(s) + 2) & GEN_MASK) << GEN_SHIFT;
+            tries += 1;
+            if tries > TRY_ROUNDS {
+                // The word keeps moving (a peer rewriting it): a reset
+                // discards the round anyway, so store the new generation
+                // unconditionally rather than retry without end.
+                self.state.swap(new, Ordering::AcqRel);
+                break;
+            }
             match self
                 .state
                 .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Relaxed)
@@ -208,7 +256,7 @@ impl Barrier {
             }
         }
         for slot in &self.slots {
-            slot.tid.store(0, Ordering::Relaxed);
+            slot.id.store(0, Ordering::Relaxed);
         }
         wait::wake_all(&self.state);
     }
@@ -217,36 +265,38 @@ impl Barrier {
     /// barrier even before its first wait. Returns false if the table is
     /// full (the caller is then not tracked).
     pub fn register(&self) -> bool {
-        self.slot_of(current_id()).is_some()
+        self.slot_of().is_some()
     }
 
     /// Removes the calling thread from the party table (call before
     /// leaving for good, so that exiting does not read as dying).
     pub fn unregister(&self) {
-        let me = current_id();
+        let (me, _) = ident();
         for slot in &self.slots {
-            if slot.tid.load(Ordering::Relaxed) == me {
-                slot.tid.store(0, Ordering::Relaxed);
+            if slot.id.load(Ordering::Relaxed) == me {
+                slot.id.store(0, Ordering::Relaxed);
             }
         }
     }
 
-    fn slot_of(&self, me: u32) -> Option<&Slot> {
-        let start = current_start();
+    /// The calling thread's slot, registering it if needed (`None`: the
+    /// table is full). One pass over the table, one CAS per free slot.
+    fn slot_of(&self) -> Option<&Slot> {
+        let (me, tag) = ident();
         for slot in &self.slots {
-            if slot.tid.load(Ordering::Relaxed) == me {
-                // Ours, or a dead predecessor's with our id: refresh start.
-                slot.start.store(start, Ordering::Relaxed);
+            if slot.id.load(Ordering::Relaxed) == me {
+                // Ours, or a dead predecessor's with our id: refresh the tag.
+                slot.tag.store(tag, Ordering::Relaxed);
                 return Some(slot);
             }
         }
         for slot in &self.slots {
             if slot
-                .tid
+                .id
                 .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
             {
-                slot.start.store(start, Ordering::Relaxed);
+                slot.tag.store(tag, Ordering::Relaxed);
                 slot.arrived.store(0, Ordering::Relaxed);
                 return Some(slot);
             }
@@ -280,8 +330,10 @@ impl Barrier {
         if parties == 0 || parties > MAX_PARTIES {
             return Err(BarrierError::InvalidParties);
         }
-        let slot = self.slot_of(current_id());
+        let slot = self.slot_of();
         let mut s = self.state.load(Ordering::Acquire);
+        // Rounds lost to a state word that moved under us (`sync` docs).
+        let mut contention = Contention::new();
         let gen = loop {
             if s & BROKEN != 0 {
                 return Err(BarrierError::Broken);
@@ -314,7 +366,15 @@ impl Barrier {
                     return Ok(BarrierWaitResult { leader: true });
                 }
                 Ok(_) => break gen,
-                Err(now) => s = now,
+                Err(now) => {
+                    s = now;
+                    if contention.back_off(deadline) {
+                        // Timed out before arriving: break the round, as
+                        // a timeout after arriving does.
+                        self.abort();
+                        return Err(BarrierError::TimedOut);
+                    }
+                }
             }
         };
         let done = |s: u32| generation(s) != gen || s & BROKEN != 0;
@@ -342,7 +402,11 @@ impl Barrier {
                     continue;
                 }
             }
-            park(&self.state, s, deadline, Some(LIVENESS_SLICE));
+            if !park(&self.state, s, deadline, Some(LIVENESS_SLICE)) {
+                // Cut short (woken, or the word moved): a round (the
+                // deadline is checked at the top of the next one).
+                let _ = contention.back_off(None);
+            }
         }
     }
 
@@ -362,13 +426,13 @@ impl Barrier {
     /// dead.
     fn a_party_died(&self, gen: u32) -> bool {
         self.slots.iter().any(|slot| {
-            let tid = slot.tid.load(Ordering::Relaxed);
-            if tid == 0 || slot.arrived.load(Ordering::Relaxed) == gen | ARRIVED {
+            let id = slot.id.load(Ordering::Relaxed);
+            if id == 0 || slot.arrived.load(Ordering::Relaxed) == gen | ARRIVED {
                 return false;
             }
-            let start = slot.start.load(Ordering::Relaxed);
+            let tag = slot.tag.load(Ordering::Relaxed);
             // Re-read: a slot freed and re-taken meanwhile is skipped.
-            (is_dead(tid) || is_reused(tid, start)) && slot.tid.load(Ordering::Relaxed) == tid
+            (is_dead(id) || is_reused(id, tag)) && slot.id.load(Ordering::Relaxed) == id
         })
     }
 }
@@ -377,7 +441,10 @@ impl Barrier {
 /// [`Barrier::tracked_parties`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrackedParty {
-    /// The party's thread id.
+    /// The party's owner id (a liveness token, or a tid; see
+    /// [`crate::owner`]).
+    pub id: u32,
+    /// The party's thread id (as recorded when it registered).
     pub tid: u32,
     /// Whether it arrived in the current generation (it is waiting, or the
     /// round it arrived in has not completed).
@@ -396,7 +463,7 @@ impl Barrier {
     ///
     /// ```
     /// use shmkit_core::sync::Barrier;
-    /// let b = Barrier::new(1);
+    /// let b = Barrier::new(1).unwrap();
     /// b.wait().unwrap();
     /// assert_eq!(b.generation(), 1);
     /// ```
@@ -412,15 +479,16 @@ impl Barrier {
         let gen = self.generation();
         self.slots.iter().filter_map(move |slot| {
             // Relaxed: a picture for a human.
-            let tid = slot.tid.load(Ordering::Relaxed);
-            if tid == 0 {
+            let id = slot.id.load(Ordering::Relaxed);
+            if id == 0 {
                 return None;
             }
-            let start = slot.start.load(Ordering::Relaxed);
+            let tag = slot.tag.load(Ordering::Relaxed);
             Some(TrackedParty {
-                tid,
+                id,
+                tid: if is_token(id) { tag } else { id },
                 arrived: slot.arrived.load(Ordering::Relaxed) == gen | ARRIVED,
-                dead: is_dead(tid) || is_reused(tid, start),
+                dead: is_dead(id) || is_reused(id, tag),
             })
         })
     }
@@ -434,7 +502,7 @@ mod tests {
 
     #[test]
     fn rounds_with_threads_elect_one_leader_each() {
-        let b = Barrier::new(3);
+        let b = Barrier::new(3).unwrap();
         let leaders = AtomicU32::new(0);
         let rounds = if cfg!(miri) { 3 } else { 50 };
         std::thread::scope(|s| {
@@ -454,7 +522,7 @@ mod tests {
 
     #[test]
     fn timeout_breaks_and_is_never_early() {
-        let b = Barrier::new(2);
+        let b = Barrier::new(2).unwrap();
         let d = Duration::from_millis(20);
         let t0 = std::time::Instant::now();
         assert_eq!(b.wait_timeout(d), Err(BarrierError::TimedOut));
@@ -466,7 +534,7 @@ mod tests {
 
     #[test]
     fn corrupt_state_is_an_error_not_a_panic() {
-        let b = Barrier::new(2);
+        let b = Barrier::new(2).unwrap();
         b.parties.store(0, Ordering::Relaxed);
         assert_eq!(b.wait(), Err(BarrierError::InvalidParties));
         b.parties.store(2, Ordering::Relaxed);
@@ -477,9 +545,9 @@ mod tests {
     #[test]
     #[cfg(not(miri))]
     fn dead_registered_party_breaks_the_barrier() {
-        let b = Barrier::new(2);
+        let b = Barrier::new(2).unwrap();
         // A registered party with an id no task has, never arriving.
-        b.slots[0].tid.store(1 << 23, Ordering::Relaxed);
+        b.slots[0].id.store(1 << 23, Ordering::Relaxed);
         assert_eq!(b.wait(), Err(BarrierError::Broken));
     }
 }

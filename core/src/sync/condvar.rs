@@ -158,7 +158,7 @@ impl Condvar {
         // Dropping the guard unlocks (or, if it was never marked
         // consistent, makes the lock not recoverable, as any unlock would).
         drop(guard);
-        park(&self.seq, seq, deadline, None);
+        let _ = park(&self.seq, seq, deadline, None);
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
         let timed_out = deadline.is_some_and(|d| d.has_passed());
         let g = mutex.lock()?;

@@ -26,10 +26,22 @@
 //! parameter to tune it.
 //!
 //! # Owner ids
-//! Lock words hold the owner's thread id ([`crate::owner::current_thread_id`]),
-//! unique machine-wide among live tasks. Under loom, every model thread gets
-//! its own id from a counter here (the owner layer answers one constant
-//! there).
+//! Lock words and barrier tables hold the owner's id
+//! ([`crate::owner::thread_owner_id`]): a liveness token the kernel releases
+//! when the thread or its process dies, or on the fallback path a tid
+//! (see [`crate::owner`]). Under loom, every model thread gets its own id
+//! from a counter here (the owner layer answers one constant there).
+//!
+//! # Peers that keep moving a word
+//! Every retry loop here that a peer's writes can prolong (a lost
+//! compare-and-swap, a futex wait that returns at once because the word
+//! moved) counts its lost rounds ([`Contention`]): a `try_` call gives up
+//! after [`TRY_ROUNDS`] of them with a `Contended` error; a timed or
+//! blocking call yields the CPU between such rounds, sleeps a millisecond
+//! per round once they pile up, and checks its deadline on every one. An
+//! honest peer makes a round lose a handful of times at most (it must
+//! take and release the lock, or enter and leave, between two of our
+//! reads); only a peer rewriting the word in a loop reaches these bounds.
 
 pub mod barrier;
 pub mod condvar;
@@ -40,7 +52,7 @@ pub mod reentrant;
 pub mod rwlock;
 pub mod semaphore;
 
-pub use barrier::{Barrier, BarrierError, BarrierWaitResult, TrackedParty};
+pub use barrier::{Barrier, BarrierError, BarrierWaitResult, PartiesError, TrackedParty};
 pub use condvar::Condvar;
 pub use event::Event;
 pub use inspect::{MutexSnapshot, MutexState};
@@ -68,13 +80,6 @@ pub const DEFAULT_SPIN: crate::wait::Spin = if cfg!(loom) {
     crate::wait::Spin::DEFAULT
 };
 
-/// The calling thread's owner id.
-#[cfg(not(loom))]
-#[inline]
-pub(crate) fn current_id() -> u32 {
-    crate::owner::current_thread_id()
-}
-
 /// Under loom: a distinct id per model thread (the owner layer answers the
 /// same constant for all of them).
 #[cfg(loom)]
@@ -88,44 +93,18 @@ pub(crate) fn current_id() -> u32 {
     ID.with(|id| *id)
 }
 
-/// The calling thread's `(owner id, start time low 32 bits)`; the start
-/// time is 0 if unknown. Cached per thread (keyed by TID, so a `fork` child
-/// refreshes it): one extra thread-local read per lock.
-#[cfg(all(feature = "std", not(loom)))]
+/// The calling thread's `(owner id, tag)` (see `owner::thread_ident`):
+/// what a lock's owner record holds. One thread-local read with `std`.
+#[cfg(not(loom))]
 #[inline]
 pub(crate) fn ident() -> (u32, u32) {
-    extern crate std;
-    use core::cell::Cell;
-    std::thread_local! {
-        static START: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
-    }
-    #[cold]
-    fn refresh(tid: u32) -> u32 {
-        let start = crate::owner::start_time(tid).map_or(0, |s| s as u32);
-        START.with(|c| c.set((tid, start)));
-        start
-    }
-    let tid = current_id();
-    let (cached_tid, start) = START.with(Cell::get);
-    if cached_tid == tid {
-        (tid, start)
-    } else {
-        (tid, refresh(tid))
-    }
+    crate::owner::thread_ident()
 }
 
-/// Without `std`: no cache, so no per-lock `/proc` read either: start
-/// times are not recorded (pid-reuse protection needs the `std` feature).
-#[cfg(not(all(feature = "std", not(loom))))]
-#[inline]
+/// Under loom: the model thread's id, no tag.
+#[cfg(loom)]
 pub(crate) fn ident() -> (u32, u32) {
     (current_id(), 0)
-}
-
-/// The start time half of [`ident`].
-#[inline]
-pub(crate) fn current_start() -> u32 {
-    ident().1
 }
 
 /// Whether the task `id` is dead. `Unknown` counts as alive: without a way
@@ -145,9 +124,11 @@ pub(crate) fn is_dead(id: u32) -> bool {
     }
 }
 
-/// Whether `id` is alive but started at another time than `recorded_start`
-/// (the id was reused: the recorded task is dead). `recorded_start == 0`
-/// means "not recorded" and answers false.
+/// The fallback path's reuse check: whether the *task id* `id` is alive
+/// but started at another time than `recorded_start` (the id was reused:
+/// the recorded task is dead). `recorded_start == 0` means "not recorded"
+/// and answers false; so does a token (tokens are never reused while
+/// held, and their tag is a tid, not a start time).
 pub(crate) fn is_reused(id: u32, recorded_start: u32) -> bool {
     #[cfg(any(loom, miri))]
     {
@@ -157,19 +138,89 @@ pub(crate) fn is_reused(id: u32, recorded_start: u32) -> bool {
     #[cfg(not(any(loom, miri)))]
     {
         recorded_start != 0
+            && !crate::owner::is_token(id)
             && crate::owner::start_time(id).is_some_and(|s| s as u32 != recorded_start)
+    }
+}
+
+/// How many lost rounds a `try_` call accepts before it gives up with a
+/// `Contended` error (module docs, "Peers that keep moving a word").
+pub const TRY_ROUNDS: u32 = 64;
+
+/// Lost rounds after which a blocking call yields the CPU on every
+/// further one.
+const YIELD_AFTER: u32 = 16;
+
+/// Lost rounds after which a blocking call sleeps for [`BACKOFF_SLEEP`]
+/// on every further one: far beyond what honest peers cause.
+const SLEEP_AFTER: u32 = 1024;
+
+/// See [`SLEEP_AFTER`].
+const BACKOFF_SLEEP: Duration = Duration::from_millis(1);
+
+/// Lost rounds after which a call without a deadline that must end gives
+/// up (`Contention::exhausted`): about two seconds of 1 ms naps.
+const GIVE_UP_AFTER: u32 = SLEEP_AFTER + 2048;
+
+/// Counts the lost rounds of one call's retry loop and bounds them (module
+/// docs, "Peers that keep moving a word").
+#[derive(Debug, Default)]
+pub(crate) struct Contention {
+    lost: u32,
+}
+
+impl Contention {
+    pub(crate) const fn new() -> Contention {
+        Contention { lost: 0 }
+    }
+
+    /// One more lost round of a `try_` call: true once it must give up.
+    #[inline]
+    pub(crate) fn give_up(&mut self) -> bool {
+        self.lost = self.lost.saturating_add(1);
+        self.lost > TRY_ROUNDS
+    }
+
+    /// Whether a call that has no deadline but must end (an unlock-like
+    /// call such as a semaphore release) has lost so many rounds, backing
+    /// off between them, that only a peer rewriting the word explains it.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.lost > GIVE_UP_AFTER
+    }
+
+    /// One more lost round of a blocking call: backs off (yield, or a
+    /// short sleep once rounds pile up) and says whether `deadline` has
+    /// passed (the caller then times out).
+    #[cold]
+    pub(crate) fn back_off(&mut self, deadline: Option<Deadline>) -> bool {
+        self.lost = self.lost.saturating_add(1);
+        if passed(deadline) {
+            return true;
+        }
+        if self.lost > SLEEP_AFTER {
+            let nap = AtomicU32::new(0);
+            let until = Deadline::after(BACKOFF_SLEEP);
+            wait::wait(&nap, 0, Some(deadline.map_or(until, |d| d.min(until))));
+        } else if self.lost > YIELD_AFTER {
+            crate::sys::yield_now();
+        }
+        passed(deadline)
     }
 }
 
 /// Sleeps on `word` while it holds `expected`, until the earlier of
 /// `deadline` and `slice` from now. `slice: None` sleeps until the deadline.
+/// Returns true if it slept until then; false if a wake-up, a moved word or
+/// a signal cut it short — the rounds [`Contention`] counts (an honest
+/// peer's wake-up mostly ends the wait; a peer moving the word and waking
+/// its sleepers in a loop makes every round one of these).
 #[inline]
 pub(crate) fn park(
     word: &AtomicU32,
     expected: u32,
     deadline: Option<Deadline>,
     slice: Option<Duration>,
-) {
+) -> bool {
     // loom has no clock: a sliced wait would never yield to the model.
     #[cfg(loom)]
     let slice: Option<Duration> = {
@@ -181,7 +232,12 @@ pub(crate) fn park(
         (None, Some(s)) => Some(Deadline::after(s)),
         (Some(d), Some(s)) => Some(d.min(Deadline::after(s))),
     };
-    wait::wait(word, expected, until);
+    // As `wait::wait`: without a clock a timed wait cannot sleep.
+    match until.map(|d| d.instant()) {
+        None => crate::sys::wait_timed_out(word, expected, None),
+        Some(Some(at)) => crate::sys::wait_timed_out(word, expected, Some(at)),
+        Some(None) => true,
+    }
 }
 
 /// Whether an optional deadline has passed (`None`: never).

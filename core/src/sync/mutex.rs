@@ -6,12 +6,15 @@
 //!
 //! | bits | meaning |
 //! |---|---|
-//! | 0..30 | owner id: the holder's TID, 0 when unlocked |
+//! | 0..30 | owner id: the holder's liveness token ([`crate::owner`]; a TID on the fallback path), 0 when unlocked |
 //! | 30 | [`WAITERS`]: someone may sleep on the word; unlock must wake |
 //! | 31 | [`SPINNER`]: someone spins for the lock; unlock reserves the free word for it |
 //!
-//! The id [`NOT_RECOVERABLE`] (all 30 id bits set: no task has it, Linux ids
-//! stay below 2²²) marks a lock whose data was left inconsistent for good.
+//! The id [`NOT_RECOVERABLE`] (all 30 id bits set: neither a task id nor a
+//! token) marks a lock whose data was left inconsistent for good. Every
+//! bit pattern has a meaning; the only states no honest peer produces are
+//! `WAITERS` (or `WAITERS|SPINNER`) without an owner, and
+//! `NOT_RECOVERABLE` with flag bits (see [`RawMutex::snapshot`]).
 //!
 //! | from | to | who | ordering |
 //! |---|---|---|---|
@@ -41,31 +44,36 @@
 //! goes to sleep (which clears it) costs at most one newcomer one spin
 //! budget, and `try_lock` and [`Spin::NONE`] callers never defer.
 //!
-//! # Why an owner id in the word, not the kernel's robust-futex list
-//! The kernel releases a dead thread's robust futexes by walking a list whose
-//! head each thread registers with `set_robust_list`. glibc owns that head
-//! (it registers one per thread for `pthread_mutex` robust mutexes), so a
-//! second user would have to splice its entries into glibc's private list
-//! layout, and a process that is not glibc-based (or no_std) has no list at
-//! all. Instead the lock word holds the owner's TID, and waiters check the
-//! owner's liveness (`kill(tid, 0)` plus a zombie check in `/proc`) every
-//! [`LIVENESS_SLICE`] while they sleep: a holder killed
-//! by SIGKILL is detected within about 50 ms, and the uncontended path costs
-//! nothing extra (no syscall, no list bookkeeping).
+//! # Who holds it, and whether they live
+//! The word names the holder by its owner id, written by the same
+//! compare-and-swap that takes the lock: a liveness token the kernel
+//! releases when the holder's thread or process dies
+//! ([`crate::owner`], which also says why not the kernel's robust-futex
+//! list). Waiters check the holder every [`LIVENESS_SLICE`] while they
+//! sleep (`try_lock` at once): one `fcntl` that says exactly whether the
+//! token is still held. A holder killed by SIGKILL is detected within
+//! about 50 ms, whenever it died (even right after its CAS, before it
+//! wrote anything else), and whoever has its pid now; the uncontended
+//! path costs no syscall.
 //!
-//! # Id reuse
-//! A dead owner's TID may be given to a new task, which would then look like
-//! a live owner forever. After acquiring, the owner records
-//! `(tid, start time)` in a side word (`AtomicU64`, on targets that have it)
-//! and clears it before unlocking. A checker treats "tid alive, but its start
-//! time differs from the record" as dead **only if the record's tid equals
-//! the lock word's tid**: otherwise the record belongs to nobody or the new
-//! owner has not written it yet, and a live owner must never be declared
-//! dead. A locker that finds its *own* TID in the word of a lock it does not
-//! hold (the record says another start time) knows the previous holder died
-//! and its id came to us; it writes its own record before taking over, so
-//! other checkers do not mistake it for the dead one. Start times need the
-//! `std` feature (a per-thread cache); without it, only liveness is checked.
+//! # The owner record
+//! After acquiring, the owner also writes `(id, tag)` into a side word
+//! (`AtomicU64`, on targets that have it) and clears it before unlocking.
+//! The tag is the owner's thread id when the id is a token. A thread that
+//! finds its *own* id in the word of a lock it does not hold (the record
+//! says otherwise) knows a dead earlier holder of that id left it there —
+//! tokens are random, so a released one may be drawn again — and takes the
+//! lock over (`OwnerDied`) instead of answering `WouldDeadlock` or, for a
+//! reentrant lock, silently re-entering a lock it never took. Diagnostics
+//! read the tag to name the holding thread.
+//!
+//! On the fallback path (the id is a TID) the tag is the owner's start
+//! time, and a checker also treats "tid alive, but its start time differs
+//! from the record" as dead **only if the record's id equals the lock
+//! word's id**: otherwise the record belongs to nobody or the new owner has
+//! not written it yet, and a live owner must never be declared dead. That
+//! path leaves the two holes the tokens close: a reuse within one clock
+//! tick, and a holder killed between the CAS and the record.
 //!
 //! # Recovery: pthread's rule
 //! The locker that takes over from a dead owner gets
@@ -108,11 +116,8 @@ use core::time::Duration;
 
 use bytemuck::Pod;
 
-use super::{
-    current_id, current_start, ident, is_dead, is_reused, park, passed, DEFAULT_SPIN,
-    LIVENESS_SLICE,
-};
-use crate::owner::ID_MASK;
+use super::{ident, is_dead, is_reused, park, passed, Contention, DEFAULT_SPIN, LIVENESS_SLICE};
+use crate::owner::{test_hooks, ID_MASK};
 use crate::primitive::{AtomicU32, Ordering};
 use crate::shared::SharedSlice;
 use crate::wait::{self, Deadline, Spin};
@@ -145,6 +150,9 @@ pub enum LockError<G> {
     WouldDeadlock,
     /// A reentrant lock's count would overflow `u32`.
     Overflow,
+    /// `try_` only: the lock word kept changing under every attempt
+    /// (extreme contention, or a peer rewriting it); nothing was taken.
+    Contended,
 }
 
 impl<G> LockError<G> {
@@ -165,6 +173,7 @@ impl<G> LockError<G> {
             LockError::NotRecoverable => LockError::NotRecoverable,
             LockError::WouldDeadlock => LockError::WouldDeadlock,
             LockError::Overflow => LockError::Overflow,
+            LockError::Contended => LockError::Contended,
         }
     }
 }
@@ -178,6 +187,7 @@ impl<G> fmt::Debug for LockError<G> {
             LockError::NotRecoverable => "NotRecoverable",
             LockError::WouldDeadlock => "WouldDeadlock",
             LockError::Overflow => "Overflow",
+            LockError::Contended => "Contended",
         })
     }
 }
@@ -191,6 +201,7 @@ impl<G> fmt::Display for LockError<G> {
             LockError::NotRecoverable => "the lock is not recoverable: an owner took it over from a dead one and unlocked without mark_consistent(); recreate the object",
             LockError::WouldDeadlock => "the calling thread already holds this lock; use a ReentrantMutex to lock it again",
             LockError::Overflow => "the reentrant lock count would overflow; unlock before locking again",
+            LockError::Contended => "the lock word kept changing under every attempt (extreme contention, or a peer rewriting shared memory); retry later or use lock()/lock_timeout()",
         })
     }
 }
@@ -228,6 +239,7 @@ pub(crate) enum RawError {
     TimedOut,
     NotRecoverable,
     WouldDeadlock,
+    Contended,
 }
 
 impl RawError {
@@ -237,18 +249,22 @@ impl RawError {
             RawError::TimedOut => LockError::TimedOut,
             RawError::NotRecoverable => LockError::NotRecoverable,
             RawError::WouldDeadlock => LockError::WouldDeadlock,
+            RawError::Contended => LockError::Contended,
         }
     }
 }
 
-/// The `(tid, start time)` of the current owner, written by the owner
-/// after it acquires and cleared before it unlocks. See the module docs.
+/// The `(id, tag)` of the current owner, written by the owner after it
+/// acquires and cleared before it unlocks. See the module docs.
 #[repr(C)]
 struct OwnerRecord {
     #[cfg(any(loom, target_has_atomic = "64"))]
     word: crate::primitive::AtomicU64,
+    /// `[id, tag]`, written tag first. Targets without 64-bit atomics have
+    /// no start times (no fallback reuse check reads a torn pair): only the
+    /// owner's own check reads them, and it reads its own writes.
     #[cfg(not(any(loom, target_has_atomic = "64")))]
-    _unused: [AtomicU32; 2],
+    halves: [AtomicU32; 2],
 }
 
 impl OwnerRecord {
@@ -257,20 +273,24 @@ impl OwnerRecord {
             #[cfg(any(loom, target_has_atomic = "64"))]
             word: crate::primitive::AtomicU64::new(0),
             #[cfg(not(any(loom, target_has_atomic = "64")))]
-            _unused: [AtomicU32::new(0), AtomicU32::new(0)],
+            halves: [AtomicU32::new(0), AtomicU32::new(0)],
         }
     }
 
     #[inline]
-    fn store(&self, tid: u32, start: u32) {
+    fn store(&self, id: u32, tag: u32) {
+        // Relaxed: read back by the owner itself (program order), and by
+        // fallback checkers only as a hint they confirm against the lock
+        // word's id; the lock word's own orderings order it against the
+        // next owner's record.
         #[cfg(any(loom, target_has_atomic = "64"))]
-        // Relaxed: only read as a hint by checkers, which confirm the
-        // lock word's tid matches; the lock word's own orderings order it
-        // against the next owner's record.
         self.word
-            .store((u64::from(tid) << 32) | u64::from(start), Ordering::Relaxed);
+            .store((u64::from(id) << 32) | u64::from(tag), Ordering::Relaxed);
         #[cfg(not(any(loom, target_has_atomic = "64")))]
-        let _ = (tid, start);
+        {
+            self.halves[1].store(tag, Ordering::Relaxed);
+            self.halves[0].store(id, Ordering::Relaxed);
+        }
     }
 
     #[inline]
@@ -281,7 +301,10 @@ impl OwnerRecord {
             ((w >> 32) as u32, w as u32)
         }
         #[cfg(not(any(loom, target_has_atomic = "64")))]
-        (0, 0)
+        (
+            self.halves[0].load(Ordering::Relaxed),
+            self.halves[1].load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -349,11 +372,13 @@ impl RawMutex {
     /// Locks if that needs no waiting (a dead owner is taken over).
     ///
     /// When the lock is held, this checks the holder's liveness at once
-    /// (`kill(tid, 0)` and a `/proc` read: a few microseconds), like
+    /// (one `fcntl` on the liveness file: a microsecond or two), like
     /// `pthread_mutex_trylock` reporting `EOWNERDEAD`; do not spin on it.
     ///
     /// # Errors
-    /// As [`lock`](Self::lock), plus `WouldBlock`.
+    /// As [`lock`](Self::lock), plus `WouldBlock`, and `Contended` if the
+    /// lock word kept changing under [`TRY_ROUNDS`](super::TRY_ROUNDS)
+    /// attempts.
     pub fn try_lock(&self) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
         self.lock_with(Block::Try, Spin::NONE)
     }
@@ -400,12 +425,18 @@ impl RawMutex {
         self.word.load(Ordering::Relaxed) & ID_MASK != 0
     }
 
-    /// Whether the calling thread holds the lock.
+    /// Whether the calling thread holds the lock: the word names our id
+    /// *and* the owner record is ours (not a dead earlier holder's of the
+    /// same id, see the module docs).
     #[must_use]
     pub fn is_held_by_current_thread(&self) -> bool {
-        let me = current_id();
-        self.word.load(Ordering::Relaxed) & ID_MASK == me
-            && self.owner.load() == (me, current_start())
+        let (me, tag) = ident();
+        self.word.load(Ordering::Relaxed) & ID_MASK == me && self.owner.load() == (me, tag)
+    }
+
+    /// The owner record `(id, tag)` (module docs), for diagnostics.
+    pub(crate) fn record(&self) -> (u32, u32) {
+        self.owner.load()
     }
 
     /// The futex word, for primitives built on this lock.
@@ -416,7 +447,7 @@ impl RawMutex {
     /// Acquires the lock.
     #[inline]
     pub(crate) fn acquire(&self, block: Block, spin: Spin) -> Result<Acquired, RawError> {
-        let (me, start) = ident();
+        let (me, tag) = ident();
         // SYNC POINT (lock): Acquire pairs with the Release swap of the
         // previous unlock, so its writes to the protected data are visible.
         if self
@@ -424,10 +455,11 @@ impl RawMutex {
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            self.owner.store(me, start);
+            test_hooks::after_owner_cas();
+            self.owner.store(me, tag);
             return Ok(Acquired::Clean);
         }
-        self.acquire_slow(me, block, spin)
+        self.acquire_slow(me, tag, block, spin)
     }
 
     /// The contended path: spin, then sleep, checking the owner's liveness
@@ -444,9 +476,20 @@ impl RawMutex {
     /// budget is spent, so none of that is on the spinning path. While it
     /// spins, the waiter reserves the next unlock with [`SPINNER`] (module
     /// docs, "Handing the lock over").
+    ///
+    /// Every compare-and-swap lost to a moving word, and every sleep,
+    /// counts as a lost round ([`Contention`]): a `try_lock` gives up
+    /// after [`TRY_ROUNDS`](super::TRY_ROUNDS) with `Contended`, a
+    /// blocking one backs off and checks its deadline.
     #[cold]
     #[inline(never)]
-    fn acquire_slow(&self, me: u32, block: Block, spin: Spin) -> Result<Acquired, RawError> {
+    fn acquire_slow(
+        &self,
+        me: u32,
+        tag: u32,
+        block: Block,
+        spin: Spin,
+    ) -> Result<Acquired, RawError> {
         // A try_lock never spins and checks the owner at once.
         let (deadline, refill) = match block {
             Block::Try => (None, 0),
@@ -462,6 +505,13 @@ impl RawMutex {
         // How long a newcomer leaves a reserved word to its spinner: as
         // long as it would spin on a held lock.
         let mut defer = refill;
+        let mut contention = Contention::new();
+        // A round lost to a moving word: give up (try) or back off.
+        let lost = |contention: &mut Contention| match block {
+            Block::Try if contention.give_up() => Err(RawError::Contended),
+            Block::Until(d) if contention.back_off(d) => Err(RawError::TimedOut),
+            _ => Ok(()),
+        };
         loop {
             let w = self.word.load(Ordering::Relaxed);
             let owner = w & ID_MASK;
@@ -482,25 +532,28 @@ impl RawMutex {
                     .compare_exchange(w, new, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    self.owner.store(me, current_start());
+                    test_hooks::after_owner_cas();
+                    self.owner.store(me, tag);
                     return Ok(Acquired::Clean);
                 }
+                lost(&mut contention)?;
                 continue;
             }
             if owner == NOT_RECOVERABLE {
                 return Err(RawError::NotRecoverable);
             }
             if owner == me {
-                let my_start = current_start();
-                if self.owner.load() == (me, my_start) {
+                if self.owner.load() == (me, tag) {
                     return Err(RawError::WouldDeadlock);
                 }
-                // A dead task that had our id holds it. Claim the record
-                // first so no checker mistakes us for the dead one.
-                self.owner.store(me, my_start);
-                if let Some(acquired) = self.take_over(w, me) {
+                // A dead earlier holder of our id holds it (module docs,
+                // "The owner record"). Claim the record first so no
+                // fallback checker mistakes us for the dead one.
+                self.owner.store(me, tag);
+                if let Some(acquired) = self.take_over(w, me, tag) {
                     return Ok(acquired);
                 }
+                lost(&mut contention)?;
                 continue;
             }
             if budget > 0 {
@@ -529,9 +582,10 @@ impl RawMutex {
             };
             if check_now {
                 if self.owner_is_dead(w) {
-                    if let Some(acquired) = self.take_over(w, me) {
+                    if let Some(acquired) = self.take_over(w, me, tag) {
                         return Ok(acquired);
                     }
+                    lost(&mut contention)?;
                     continue;
                 }
                 next_check = Some(Deadline::after(LIVENESS_SLICE));
@@ -552,9 +606,15 @@ impl RawMutex {
                     .compare_exchange(w, sleeping, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
             {
+                lost(&mut contention)?;
                 continue;
             }
-            park(&self.word, sleeping, deadline, Some(LIVENESS_SLICE));
+            if !park(&self.word, sleeping, deadline, Some(LIVENESS_SLICE)) {
+                // Cut short (woken, or the word had moved): a round a
+                // peer can repeat, so it counts. The deadline is checked
+                // before the next sleep, after another try for the lock.
+                let _ = contention.back_off(None);
+            }
             slept = true;
             waited = true;
             // Woken (or the slice ended): compete for the lock with a
@@ -563,7 +623,9 @@ impl RawMutex {
         }
     }
 
-    /// Whether the owner named by lock word `w` is dead (or its id reused).
+    /// Whether the owner named by lock word `w` is dead (a token nobody
+    /// holds, a task id no live task has, or on the fallback path a reused
+    /// task id).
     pub(crate) fn owner_is_dead(&self, w: u32) -> bool {
         let owner = w & ID_MASK;
         if owner == 0 || owner == NOT_RECOVERABLE {
@@ -572,13 +634,14 @@ impl RawMutex {
         if is_dead(owner) {
             return true;
         }
-        let (rec_tid, rec_start) = self.owner.load();
-        rec_tid == owner && is_reused(owner, rec_start)
+        let (rec_id, rec_tag) = self.owner.load();
+        rec_id == owner && is_reused(owner, rec_tag)
     }
 
     /// Takes the lock over from the dead owner of word `w` (one CAS from
-    /// that exact value). `None` if the word changed meanwhile.
-    pub(crate) fn take_over(&self, w: u32, me: u32) -> Option<Acquired> {
+    /// that exact value), for the caller `(me, tag)`. `None` if the word
+    /// changed meanwhile.
+    pub(crate) fn take_over(&self, w: u32, me: u32, tag: u32) -> Option<Acquired> {
         // WAITERS stays set: others may be asleep on the dead owner.
         // SYNC POINT (take-over): Acquire pairs with whatever Release the
         // dead owner's last write to the word made (its own lock CAS did
@@ -586,7 +649,8 @@ impl RawMutex {
         self.word
             .compare_exchange(w, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
-        self.owner.store(me, current_start());
+        test_hooks::after_owner_cas();
+        self.owner.store(me, tag);
         Some(Acquired::OwnerDied)
     }
 

@@ -1,9 +1,10 @@
 //! [`ReentrantMutex`]: Python's `RLock`, robust like [`RawMutex`].
 //!
-//! The lock is a [`RawMutex`] (its lock word names the owner's TID, which is
-//! unique machine-wide among live tasks, so "same thread of the same
-//! process" is one comparison) plus a recursion count stored in the segment
-//! next to it. The count is only read and written by the owner; a corrupt
+//! The lock is a [`RawMutex`] (its lock word names the owner's liveness
+//! token, unique machine-wide among live threads, and its owner record the
+//! thread that wrote it, so "same thread of the same process" is two
+//! comparisons that a dead earlier holder of the same token cannot pass)
+//! plus a recursion count stored in the segment next to it. The count is only read and written by the owner; a corrupt
 //! count can make an unlock come early or late, never panic. Locking again
 //! when the count is `u32::MAX` returns [`LockError::Overflow`].
 //!

@@ -56,7 +56,7 @@ use core::time::Duration;
 use bytemuck::Pod;
 
 use super::mutex::{Acquired, Block, LockError, RawError, RawMutex, NOT_RECOVERABLE, WAITERS};
-use super::{current_id, park, passed, MutexSnapshot, DEFAULT_SPIN, LIVENESS_SLICE};
+use super::{ident, park, passed, Contention, MutexSnapshot, DEFAULT_SPIN, LIVENESS_SLICE};
 use crate::owner::ID_MASK;
 use crate::primitive::{AtomicU32, Ordering};
 use crate::shared::SharedSlice;
@@ -113,7 +113,8 @@ impl<T: Pod> RwLock<T> {
     /// Shared access if no writer holds or waits for the lock.
     ///
     /// # Errors
-    /// As [`read`](Self::read), plus `WouldBlock`.
+    /// As [`read`](Self::read), plus `WouldBlock`, and `Contended` if the
+    /// writer word kept changing under every attempt.
     pub fn try_read(&self) -> ReadResult<'_, T> {
         self.read_with(Block::Try, Spin::NONE)
     }
@@ -138,7 +139,7 @@ impl<T: Pod> RwLock<T> {
     /// Exclusive access if nobody holds the lock.
     ///
     /// # Errors
-    /// As [`write`](Self::write), plus `WouldBlock`.
+    /// As [`write`](Self::write), plus `WouldBlock` and `Contended`.
     pub fn try_write(&self) -> WriteResult<'_, T> {
         self.write_with(Block::Try, Spin::NONE)
     }
@@ -168,6 +169,13 @@ impl<T: Pod> RwLock<T> {
         };
         let mut budget = refill;
         let mut next_check: Option<Deadline> = None;
+        // Rounds lost to a writer word that moved under us (`sync` docs).
+        let mut contention = Contention::new();
+        let lost = |contention: &mut Contention| match block {
+            Block::Try if contention.give_up() => Err(LockError::Contended),
+            Block::Until(d) if contention.back_off(d) => Err(LockError::TimedOut),
+            _ => Ok(()),
+        };
         loop {
             let w = word.load(Ordering::Relaxed);
             let owner = w & ID_MASK;
@@ -188,6 +196,7 @@ impl<T: Pod> RwLock<T> {
                     };
                 }
                 self.read_unlock();
+                lost(&mut contention)?;
                 continue;
             }
             if owner == NOT_RECOVERABLE {
@@ -214,10 +223,13 @@ impl<T: Pod> RwLock<T> {
                 if self.writer.owner_is_dead(w) {
                     // Take the writer lock over only to clear it: the data
                     // is now suspect for everyone until a writer repairs it.
-                    if self.writer.take_over(w, current_id()).is_some() {
+                    let (me, tag) = ident();
+                    if self.writer.take_over(w, me, tag).is_some() {
                         self.inconsistent.store(1, Ordering::Relaxed);
                         // SAFETY: we just took the writer lock over.
                         unsafe { self.writer.release(true) };
+                    } else {
+                        lost(&mut contention)?;
                     }
                     continue;
                 }
@@ -233,9 +245,14 @@ impl<T: Pod> RwLock<T> {
                     .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
             {
+                lost(&mut contention)?;
                 continue;
             }
-            park(word, w | WAITERS, deadline, Some(LIVENESS_SLICE));
+            if !park(word, w | WAITERS, deadline, Some(LIVENESS_SLICE)) {
+                // Cut short (woken, or the word moved): a round (the
+                // deadline is checked above, after another try).
+                let _ = contention.back_off(None);
+            }
             budget = refill;
         }
     }
@@ -262,6 +279,10 @@ impl<T: Pod> RwLock<T> {
             Block::Try => None,
             Block::Until(d) => d,
         };
+        // Readers only leave while we hold the writer lock (new ones wait),
+        // so honest rounds here are few; a count that keeps moving is a
+        // peer rewriting it, and each round backs off (`sync` docs).
+        let mut contention = Contention::new();
         loop {
             // SYNC POINT (write lock): the writer half of the store→load
             // pattern; Acquire pairs with the Release decrement in
@@ -279,10 +300,13 @@ impl<T: Pod> RwLock<T> {
                     LockError::TimedOut
                 });
             }
-            if spin.spin_until(|| self.readers.load(Ordering::Relaxed) == 0) {
-                continue;
+            if !spin.spin_until(|| self.readers.load(Ordering::Relaxed) == 0)
+                && !park(&self.readers, r, deadline, None)
+            {
+                // Cut short (woken, or the count moved): a round (the
+                // deadline is checked at the top of the next one).
+                let _ = contention.back_off(None);
             }
-            park(&self.readers, r, deadline, None);
         }
         let g = RwLockWriteGuard {
             lock: self,

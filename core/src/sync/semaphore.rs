@@ -8,7 +8,12 @@
 //!
 //! `acquire`: CAS `count` from `c > 0` to `c - 1` (Acquire). `release`: CAS
 //! `count` from `c < bound` to `c + 1` (Release); past the bound it fails
-//! with [`ReleaseError::Full`] and changes nothing. An acquirer increments
+//! with [`ReleaseError::Full`] and changes nothing. A CAS that keeps losing
+//! to a moving count is bounded (see the `sync` module docs):
+//! `try_acquire` answers false after [`TRY_ROUNDS`] attempts; `release`
+//! backs off between attempts and gives up with
+//! [`ReleaseError::Contended`] only after seconds of them; blocking
+//! acquires back off and check their deadline. An acquirer increments
 //! `sleepers` before it sleeps; a releaser reads `sleepers` with an RMW
 //! (`fetch_add(0)`, AcqRel) after its count CAS. Whichever `sleepers` RMW
 //! comes second synchronises with the first: either the releaser sees the
@@ -32,7 +37,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use super::{park, passed, DEFAULT_SPIN};
+use super::{park, passed, Contention, DEFAULT_SPIN, TRY_ROUNDS};
 use crate::primitive::{AtomicU32, Ordering};
 use crate::wait::{self, Deadline, Spin};
 
@@ -42,11 +47,17 @@ pub enum ReleaseError {
     /// A bounded semaphore already holds its bound of permits (Python's
     /// `ValueError: Semaphore released too many times`).
     Full,
+    /// The count kept changing under every attempt (extreme contention, or
+    /// a peer rewriting shared memory): the permit was *not* released.
+    Contended,
 }
 
 impl fmt::Display for ReleaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("semaphore released too many times: it already holds its bound of permits; release only permits you acquired")
+        f.write_str(match self {
+            ReleaseError::Full => "semaphore released too many times: it already holds its bound of permits; release only permits you acquired",
+            ReleaseError::Contended => "the semaphore's count kept changing under every attempt (extreme contention, or a peer rewriting shared memory); the permit was not released: retry",
+        })
     }
 }
 
@@ -124,11 +135,15 @@ impl Semaphore {
         self.bound.load(Ordering::Relaxed)
     }
 
-    /// Takes a permit if one is free.
+    /// Takes a permit if one is free (false also if the count kept
+    /// changing under [`TRY_ROUNDS`] attempts).
     #[must_use]
     pub fn try_acquire(&self) -> bool {
         let mut c = self.count.load(Ordering::Relaxed);
-        while c > 0 {
+        for _ in 0..TRY_ROUNDS {
+            if c == 0 {
+                return false;
+            }
             // SYNC POINT (acquire): pairs with the Release CAS in `release`.
             match self
                 .count
@@ -168,6 +183,8 @@ impl Semaphore {
         // loses it to another (as when a Semaphore(1) is handed back and
         // forth like a lock) spins on rather than sleeping at once.
         let mut budget = spin.iterations;
+        // Sleeps a moving count cut short (`sync` docs).
+        let mut contention = Contention::new();
         loop {
             if self.try_acquire() {
                 return Ok(());
@@ -182,8 +199,13 @@ impl Semaphore {
             }
             // AcqRel RMW: see the module docs (store→load against `release`).
             self.sleepers.fetch_add(1, Ordering::AcqRel);
-            park(&self.count, 0, deadline, None);
+            let timed_out = park(&self.count, 0, deadline, None);
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
+            if !timed_out {
+                // Cut short (woken, or the count moved) and, next time
+                // round, maybe still no permit for us: a round.
+                let _ = contention.back_off(None);
+            }
             budget = spin.iterations;
         }
     }
@@ -191,10 +213,17 @@ impl Semaphore {
     /// Returns a permit.
     ///
     /// # Errors
-    /// [`ReleaseError::Full`] if the semaphore already holds its bound.
+    /// [`ReleaseError::Full`] if the semaphore already holds its bound;
+    /// [`ReleaseError::Contended`] if the count kept changing for thousands
+    /// of backed-off attempts (seconds: only a peer rewriting it does
+    /// that; nothing was released).
     pub fn release(&self) -> Result<(), ReleaseError> {
         let bound = self.bound.load(Ordering::Relaxed);
         let mut c = self.count.load(Ordering::Relaxed);
+        // Not a `try_` call: lost rounds back off (honest contention
+        // always gets through) until a bound only a peer rewriting the
+        // count reaches (`sync` docs).
+        let mut contention = Contention::new();
         loop {
             if c >= bound {
                 return Err(ReleaseError::Full);
@@ -206,7 +235,13 @@ impl Semaphore {
                 .compare_exchange_weak(c, c + 1, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => break,
-                Err(now) => c = now,
+                Err(now) => {
+                    c = now;
+                    let _ = contention.back_off(None);
+                    if contention.exhausted() {
+                        return Err(ReleaseError::Contended);
+                    }
+                }
             }
         }
         // An RMW, not a load: it reads the latest `sleepers` (module docs).

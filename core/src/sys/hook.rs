@@ -32,6 +32,13 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Duration>) 
     }
 }
 
+/// [`wait`]; a platform cannot say why it returned: counted as a full
+/// sleep (no lost round).
+pub(crate) fn wait_timed_out(word: &AtomicU32, expected: u32, deadline: Option<Duration>) -> bool {
+    wait(word, expected, deadline);
+    true
+}
+
 pub(crate) fn wake(word: &AtomicU32, count: u32) -> u32 {
     platform().map_or(0, |p| (p.wake)(word, count))
 }

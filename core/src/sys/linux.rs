@@ -1,4 +1,7 @@
-//! Linux back end: shared futexes, the monotonic clock, thread ids, liveness.
+//! Linux back end: shared futexes, the monotonic clock, thread ids, task
+//! liveness, and the syscalls behind liveness tokens (open-file-description
+//! locks on the liveness file, `getrandom`). The token *policy* lives in
+//! [`crate::owner`]; this file only wraps the calls.
 
 use core::time::Duration;
 
@@ -13,6 +16,14 @@ use crate::primitive::AtomicU32;
 /// segment mapped at different addresses in different processes, and only a
 /// shared futex is keyed by the backing page rather than the address.
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Duration>) {
+    let _ = wait_timed_out(word, expected, deadline);
+}
+
+/// [`wait`], telling whether it slept until the deadline (`true`) rather
+/// than returning on a wake-up, a moved word or a signal. Loops that a
+/// peer could keep going by moving the word and waking its sleepers count
+/// the `false`s (see `sync::Contention`); a full sleep is no such round.
+pub(crate) fn wait_timed_out(word: &AtomicU32, expected: u32, deadline: Option<Duration>) -> bool {
     let ts = deadline.map(|d| libc::timespec {
         // Saturate instead of wrapping: a deadline centuries away is "never".
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
@@ -25,7 +36,7 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Duration>) 
     // call; the kernel only reads it. `ts_ptr` is null or points at `ts`,
     // which outlives the call. FUTEX_WAIT_BITSET with FUTEX_BITSET_MATCH_ANY
     // behaves as FUTEX_WAIT with an absolute CLOCK_MONOTONIC timeout.
-    unsafe {
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -34,10 +45,11 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Duration>) 
             ts_ptr,
             core::ptr::null::<u32>(),
             libc::FUTEX_BITSET_MATCH_ANY,
-        );
-    }
+        )
+    };
     // Every outcome (woken, EAGAIN because the value changed, EINTR,
     // ETIMEDOUT) means the same to callers: re-check the word and the clock.
+    rc != 0 && errno() == libc::ETIMEDOUT
 }
 
 /// Wakes at most `count` waiters on `word`; returns how many were woken.
@@ -79,7 +91,8 @@ pub(crate) fn getpid() -> u32 {
     u32::try_from(pid).unwrap_or(0)
 }
 
-/// Whether a thread or process id names a live task.
+/// Whether a thread or process id names a live task (ids below
+/// [`crate::owner::FIRST_TOKEN`]; tokens are checked by the owner layer).
 ///
 /// `kill(id, 0)` sends nothing; it succeeds for any live task id (thread ids
 /// included), fails with `ESRCH` once the task is gone, and with `EPERM` for
@@ -114,23 +127,22 @@ pub(crate) fn liveness(id: u32) -> Liveness {
 }
 
 /// The start time of task `id` in clock ticks since boot (field 22 of
-/// `/proc/<id>/stat`), or `None` if it cannot be read. Two tasks that ever
-/// had the same id differ here, which is what pid-reuse checks compare.
+/// its `stat`), or `None` if it cannot be read. Two tasks that had the same
+/// id at different clock ticks differ here (within one tick they do not:
+/// that is why owners hold tokens, see [`crate::owner`]).
+///
+/// Read from `/proc/<id>/task/<id>/stat`, which names the task `id` itself
+/// whether it is a thread or a process leader, and which qemu user-mode
+/// emulation passes through unchanged (it rewrites `/proc/<own pid>/stat`
+/// to the calling thread's values): everyone reads the same value.
 pub(crate) fn start_time(id: u32) -> Option<u64> {
     proc_stat(id).map(|(_, start)| start)
 }
 
-/// Reads `/proc/<id>/stat` into a stack buffer and returns (state, starttime).
-fn proc_stat(id: u32) -> Option<(u8, u64)> {
-    // "/proc/" + up to 10 digits + "/stat" + NUL.
-    let mut path = [0u8; 32];
-    let mut len = 0;
-    for &b in b"/proc/" {
-        path[len] = b;
-        len += 1;
-    }
+/// Appends the decimal digits of `n` to `buf` at `*len`.
+fn push_decimal(buf: &mut [u8], len: &mut usize, n: u32) {
     let mut digits = [0u8; 10];
-    let mut n = id;
+    let mut n = n;
     let mut nd = 0;
     loop {
         digits[nd] = b'0' + (n % 10) as u8;
@@ -142,13 +154,30 @@ fn proc_stat(id: u32) -> Option<(u8, u64)> {
     }
     while nd > 0 {
         nd -= 1;
-        path[len] = digits[nd];
-        len += 1;
+        buf[*len] = digits[nd];
+        *len += 1;
     }
-    for &b in b"/stat" {
-        path[len] = b;
-        len += 1;
+}
+
+/// Appends `bytes` to `buf` at `*len`.
+fn push_bytes(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    for &b in bytes {
+        buf[*len] = b;
+        *len += 1;
     }
+}
+
+/// Reads `/proc/<id>/task/<id>/stat` into a stack buffer and returns
+/// (state, starttime).
+fn proc_stat(id: u32) -> Option<(u8, u64)> {
+    // "/proc/" + 10 digits + "/task/" + 10 digits + "/stat" + NUL.
+    let mut path = [0u8; 48];
+    let mut len = 0;
+    push_bytes(&mut path, &mut len, b"/proc/");
+    push_decimal(&mut path, &mut len, id);
+    push_bytes(&mut path, &mut len, b"/task/");
+    push_decimal(&mut path, &mut len, id);
+    push_bytes(&mut path, &mut len, b"/stat");
     // path[len] is already NUL.
 
     // SAFETY: `path` is NUL-terminated; the flags open read-only.
@@ -200,6 +229,185 @@ fn parse_stat(line: &[u8]) -> Option<(u8, u64)> {
 pub(crate) fn yield_now() {
     // SAFETY: sched_yield has no preconditions.
     unsafe { libc::sched_yield() };
+}
+
+/// The calling thread's `errno`.
+fn errno() -> i32 {
+    // SAFETY: errno location is thread-local and always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+/// 32 random bits from `getrandom(2)` (never blocks after early boot; the
+/// non-blocking flag makes it fail instead of waiting then). If the call
+/// is unavailable, a mix of the clock, the pid and the tid: tokens only
+/// need to be *unlikely* to repeat, never secret.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // tokens are drawn only with `std`
+pub(crate) fn random_u32() -> u32 {
+    let mut v: u32 = 0;
+    // SAFETY: the kernel writes at most 4 bytes into `v`.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getrandom,
+            core::ptr::addr_of_mut!(v).cast::<u8>(),
+            4usize,
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n == 4 {
+        return v;
+    }
+    let t = now().map_or(0, |d| d.as_nanos() as u64);
+    let x = t ^ (u64::from(getpid()) << 32) ^ u64::from(gettid()).rotate_left(17);
+    // splitmix64's finaliser.
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as u32
+}
+
+/// The liveness file's path, NUL-terminated (see [`crate::owner::LIVENESS_FILE`]).
+const LIVENESS_PATH: &[u8] = b"/dev/shm/.shmkit-liveness\0";
+
+/// Opens the liveness file: read-write (creating it, mode 0666) when
+/// `write`, else read-only. Never follows a symlink (`O_NOFOLLOW`: a peer
+/// could otherwise plant one pointing at a file of ours) and accepts only a
+/// regular file. A file we own whose mode is not 0666 (the umask, or a
+/// creator that died before fixing it) is made 0666, so that other users'
+/// processes can share it. Returns the descriptor (close-on-exec) or the
+/// `errno`.
+pub(crate) fn open_liveness_file(write: bool) -> Result<i32, i32> {
+    let flags = libc::O_CLOEXEC
+        | libc::O_NOFOLLOW
+        | libc::O_NOCTTY
+        | libc::O_NONBLOCK
+        | if write {
+            libc::O_RDWR | libc::O_CREAT
+        } else {
+            libc::O_RDONLY
+        };
+    // SAFETY: the path is NUL-terminated; the mode is an integer.
+    let fd = unsafe { libc::open(LIVENESS_PATH.as_ptr().cast(), flags, 0o666 as libc::c_uint) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    let Some(st) = fstat(fd) else {
+        let e = errno();
+        close(fd);
+        return Err(e);
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        close(fd);
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if write && st.st_uid == me && st.st_nlink == 1 && st.st_mode & 0o7777 != 0o666 {
+        // Best effort: a failure leaves the file usable by us.
+        // SAFETY: `fd` is a descriptor we own.
+        unsafe { libc::fchmod(fd, 0o666) };
+    }
+    Ok(fd)
+}
+
+/// `(device, inode)` of an open descriptor.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // tokens are drawn only with `std`
+pub(crate) fn file_identity(fd: i32) -> Option<(u64, u64)> {
+    // (`dev_t` and `ino_t` are narrower than `u64` on some 32-bit targets.)
+    #[allow(clippy::unnecessary_cast)]
+    fstat(fd).map(|st| (st.st_dev as u64, st.st_ino as u64))
+}
+
+fn fstat(fd: i32) -> Option<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+}
+
+/// Whether `fd` is still the file at the liveness path (same device and
+/// inode): a liveness file deleted and re-created under us would otherwise
+/// make every token held on the new one look released.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // tokens are drawn only with `std`
+pub(crate) fn is_current_liveness_file(fd: i32) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut at_path: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: the path is NUL-terminated; `at_path` is a valid out-pointer.
+    let rc = unsafe { libc::lstat(LIVENESS_PATH.as_ptr().cast(), &mut at_path) };
+    match (rc == 0, fstat(fd)) {
+        (true, Some(ours)) => ours.st_dev == at_path.st_dev && ours.st_ino == at_path.st_ino,
+        _ => false,
+    }
+}
+
+/// Closes a descriptor (async-signal-safe: used in a fork child handler).
+pub(crate) fn close(fd: i32) {
+    // SAFETY: the caller owns `fd` and never uses it again.
+    unsafe { libc::close(fd) };
+}
+
+/// A one-byte `struct flock` at `offset`.
+fn one_byte(kind: libc::c_int, offset: u64) -> libc::flock {
+    // SAFETY: an all-zero `flock` is a valid value; every field the
+    // kernel reads is set below.
+    let mut fl: libc::flock = unsafe { core::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = offset as libc::off_t;
+    fl.l_len = 1;
+    fl.l_pid = 0;
+    fl
+}
+
+/// Takes (`lock`) or releases the open-file-description write lock on the
+/// byte at `offset` through `fd`. `Err(errno)`: `EAGAIN`/`EACCES` if
+/// another open file description holds a conflicting lock, `ENOLCK`, ...
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // tokens are drawn only with `std`
+pub(crate) fn ofd_lock(fd: i32, offset: u64, lock: bool) -> Result<(), i32> {
+    let mut fl = one_byte(if lock { libc::F_WRLCK } else { libc::F_UNLCK }, offset);
+    // SAFETY: `fl` is a valid flock for the duration of the call.
+    let rc = unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &mut fl) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Whether some *other* open file description holds a lock on the byte at
+/// `offset` (`F_OFD_GETLK`; locks held through `fd`'s own description never
+/// conflict with it and are not reported). Works on a read-only `fd`.
+pub(crate) fn ofd_probe(fd: i32, offset: u64) -> Result<bool, i32> {
+    let mut fl = one_byte(libc::F_WRLCK, offset);
+    // SAFETY: `fl` is a valid flock for the duration of the call.
+    let rc = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut fl) };
+    if rc == 0 {
+        Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+    } else {
+        Err(errno())
+    }
+}
+
+/// Liveness of token `offset` for a process that holds no descriptor of
+/// its own (no `std`): opens the file read-only, asks, closes. A missing
+/// file means nobody ever held a token since it was last removed.
+#[cfg_attr(
+    all(feature = "std", target_pointer_width = "64", not(miri)),
+    allow(dead_code)
+)] // see `owner`
+pub(crate) fn probe_liveness_file(offset: u64) -> Liveness {
+    match open_liveness_file(false) {
+        Ok(fd) => {
+            let r = ofd_probe(fd, offset);
+            close(fd);
+            match r {
+                Ok(true) => Liveness::Alive,
+                Ok(false) => Liveness::Dead,
+                Err(_) => Liveness::Unknown,
+            }
+        }
+        Err(libc::ENOENT) => Liveness::Dead,
+        Err(_) => Liveness::Unknown,
+    }
 }
 
 #[cfg(test)]
