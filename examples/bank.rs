@@ -1,53 +1,26 @@
-//! Python's bank example with real processes: two child processes deposit
-//! and withdraw 100 times each from a shared balance under a robust lock
-//! (`Value('i', 200, lock=True)`); the balance ends where it started.
+//! Python's bank account: `Process`, `Lock` and `Value('i', 100)`. One
+//! process withdraws 1 a hundred times, another deposits 1 a hundred times,
+//! each holding the lock for its whole run; the balance ends at 100.
 //!
 //! Run: `cargo run --release --example bank`
 
-use shmkit::locked::LockedValue;
+use shmkit::prelude::*;
 
-fn child(work: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: the example is single-threaded when it forks; the child runs
-    // `work` and exits without unwinding into the parent's state.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = work();
-        // SAFETY: ends the child immediately.
-        unsafe { libc::_exit(code) };
+fn transfer(balance: &Mutex<i32>, delta: i32) -> i32 {
+    let account = balance.lock().expect("the lock"); // lock.acquire()
+    for _ in 0..100 {
+        account.update(|b| *b += delta);
     }
-    pid
+    account.get() // lock.release() when `account` drops
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // An anonymous segment: children created by fork share it.
-    let balance = LockedValue::<i64>::anonymous(200)?;
-    let deposit = child(|| {
-        for _ in 0..100 {
-            match balance.lock() {
-                Ok(g) => g.update(|b| *b += 5),
-                Err(_) => return 1,
-            }
-        }
-        0
-    });
-    let withdraw = child(|| {
-        for _ in 0..100 {
-            match balance.lock() {
-                Ok(g) => g.update(|b| *b -= 5),
-                Err(_) => return 1,
-            }
-        }
-        0
-    });
-    for pid in [deposit, withdraw] {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-    }
-    let end = balance.lock().map_err(|e| e.to_string())?.get();
-    println!("final balance: {end}");
-    assert_eq!(end, 200);
+    let balance = Mutex::<i32>::anonymous(100)?; // Value('i', 100) and its Lock
+    let get = process::spawn(|| transfer(&balance, -1))?;
+    let put = process::spawn(|| transfer(&balance, 1))?;
+    get.join()?;
+    put.join()?;
+    println!("{}", balance.lock()?.get());
+    assert_eq!(balance.lock()?.get(), 100);
     Ok(())
 }

@@ -14,13 +14,10 @@ use std::time::{Duration, Instant};
 
 use shmkit::core::header::HEADER_LEN;
 use shmkit::core::sync::{
-    Barrier, Condvar, Event, LockError, Mutex, RawMutex, ReentrantMutex, RwLock, Semaphore,
+    Condvar, Event, LockError, Mutex, RawMutex, ReentrantMutex, RwLock, Semaphore,
 };
 use shmkit::posix::queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
-use shmkit::posix::sync::{
-    SharedBarrier, SharedCondvar, SharedEvent, SharedMutex, SharedRawMutex, SharedReentrantMutex,
-    SharedRwLock, SharedSemaphore,
-};
+use shmkit::posix::sync as psync;
 use shmkit::{Array, LockedValue};
 use shmkit_testkit::{fork, unique_name, Child};
 
@@ -135,7 +132,7 @@ fn this_task() -> String {
 fn mutex_owner_alive_waiters_then_dead_after_kill9() {
     let _serial = serial();
     let name = unique_name("insp-mutex");
-    let m = SharedMutex::create(&name, Mutex::new(41u64)).unwrap();
+    let m = psync::Mutex::create(&name, Mutex::new(41u64)).unwrap();
     let ready = Ready::new();
     let holder = fork(|| {
         let g = m.lock().unwrap();
@@ -177,15 +174,18 @@ fn mutex_owner_alive_waiters_then_dead_after_kill9() {
         "{out}"
     );
     assert!(owner.contains("OwnerDied"), "{owner}");
-    // Inspecting took nothing over: the next locker is the one told.
-    match m.lock() {
-        Err(LockError::OwnerDied(mut g)) => {
-            assert_eq!(g.get(), 42);
-            g.mark_consistent();
-        }
-        other => panic!("expected OwnerDied, got {other:?}"),
-    }
+    // Inspecting took nothing over: the next locker is the one told, and
+    // the lock stays poisoned until a recoverer repairs it.
+    assert_eq!(m.lock().unwrap_err(), LockError::OwnerDied);
     let out = inspect_ok(&name);
+    assert!(value(&out, "poisoned").starts_with("yes"), "{out}");
+    let mut g = m.recover().unwrap();
+    assert!(g.owner_died());
+    assert_eq!(g.get(), 42);
+    g.mark_consistent();
+    drop(g);
+    let out = inspect_ok(&name);
+    assert!(values(&out, "poisoned").is_empty(), "{out}");
     assert!(value(&out, "lock").starts_with("unlocked"), "{out}");
     assert_eq!(value(&out, "owner"), "none");
 }
@@ -194,7 +194,7 @@ fn mutex_owner_alive_waiters_then_dead_after_kill9() {
 fn raw_mutex_and_a_locked_value_whose_holder_exited() {
     let _serial = serial();
     let raw_name = unique_name("insp-raw");
-    let raw = SharedRawMutex::create(&raw_name, RawMutex::new()).unwrap();
+    let raw = psync::Lock::create(&raw_name, RawMutex::new()).unwrap();
     let out = inspect_ok(&raw_name);
     assert!(value(&out, "lock").starts_with("unlocked"), "{out}");
     assert!(
@@ -214,13 +214,14 @@ fn raw_mutex_and_a_locked_value_whose_holder_exited() {
     let pid = child.pid();
     assert!(child.wait().success());
     let out = inspect_ok(&name);
-    assert_eq!(value(&out, "kind"), "locked-value (4)");
+    // Python's Value(lock=True) is a shmkit Mutex.
+    assert_eq!(value(&out, "kind"), "mutex (5)");
     assert!(value(&out, "lock").starts_with("held"), "{out}");
     assert!(
         value(&out, "owner").starts_with(&format!("tid {pid}, dead")),
         "{out}"
     );
-    assert_eq!(value(&out, "elements"), "[8]");
+    assert!(value(&out, "data").starts_with('8'), "{out}");
     drop(raw);
 }
 
@@ -228,9 +229,9 @@ fn raw_mutex_and_a_locked_value_whose_holder_exited() {
 fn reentrant_and_rwlock_held_in_a_child() {
     let _serial = serial();
     let rname = unique_name("insp-rlock");
-    let r = SharedReentrantMutex::create(&rname, ReentrantMutex::new(5u32)).unwrap();
+    let r = psync::ReentrantMutex::create(&rname, ReentrantMutex::new(5u32)).unwrap();
     let wname = unique_name("insp-rw");
-    let w = SharedRwLock::create(&wname, RwLock::new(6u16)).unwrap();
+    let w = psync::RwLock::create(&wname, RwLock::new(6u16)).unwrap();
     let ready = Ready::new();
     let child = fork(|| {
         std::mem::forget(r.lock().unwrap());
@@ -261,15 +262,15 @@ fn reentrant_and_rwlock_held_in_a_child() {
 fn semaphore_event_and_condvar_with_sleepers_in_other_processes() {
     let _serial = serial();
     let sname = unique_name("insp-sem");
-    let s = SharedSemaphore::create(&sname, Semaphore::new(0)).unwrap();
+    let s = psync::Semaphore::create(&sname, Semaphore::new(0)).unwrap();
     let ename = unique_name("insp-event");
-    let e = SharedEvent::create(&ename, Event::new()).unwrap();
+    let e = psync::Event::create(&ename, Event::new()).unwrap();
     let cname = unique_name("insp-cv");
-    let cv = SharedCondvar::create(&cname, Condvar::new()).unwrap();
-    let m = SharedMutex::anonymous(Mutex::new(0u8)).unwrap();
+    let cv = psync::Condvar::create(&cname, Condvar::new()).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u8)).unwrap();
 
     let acquirer = fork(|| {
-        s.acquire();
+        s.acquire().forget();
         0
     });
     let waiter = fork(|| {
@@ -314,7 +315,7 @@ fn semaphore_event_and_condvar_with_sleepers_in_other_processes() {
 fn barrier_parties_generation_and_a_waiting_child() {
     let _serial = serial();
     let name = unique_name("insp-barrier");
-    let b = SharedBarrier::create(&name, Barrier::new(2).unwrap()).unwrap();
+    let b = psync::Barrier::create(&name, 2).unwrap();
     let child = fork(|| {
         // Round one with the parent, then wait alone in round two.
         let ok = b.wait().is_ok() && b.wait().is_ok();
@@ -495,7 +496,7 @@ fn corrupt_ring_and_mutex_payloads_are_reported() {
     // A mutex word with every bit set: not recoverable, with flag bits
     // no locker sets on a not-recoverable word.
     let mname = unique_name("insp-bad-mutex");
-    let m = SharedMutex::create(&mname, Mutex::new(1u32)).unwrap();
+    let m = psync::Mutex::create(&mname, Mutex::new(1u32)).unwrap();
     scribble(&mname, payload(0), &u32::MAX.to_ne_bytes());
     let (code, out) = inspect(&mname);
     assert_eq!(code, 2, "{out}");
@@ -542,37 +543,37 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
         },
         {
             let n = unique_name("insp-g-mutex");
-            let h = SharedMutex::create(&n, Mutex::new(0u64)).unwrap();
+            let h = psync::Mutex::create(&n, Mutex::new(0u64)).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-rlock");
-            let h = SharedReentrantMutex::create(&n, ReentrantMutex::new(0u8)).unwrap();
+            let h = psync::ReentrantMutex::create(&n, ReentrantMutex::new(0u8)).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-rw");
-            let h = SharedRwLock::create(&n, RwLock::new(0u32)).unwrap();
+            let h = psync::RwLock::create(&n, RwLock::new(0u32)).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-sem");
-            let h = SharedSemaphore::create(&n, Semaphore::new(1)).unwrap();
+            let h = psync::Semaphore::create(&n, Semaphore::new(1)).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-event");
-            let h = SharedEvent::create(&n, Event::new()).unwrap();
+            let h = psync::Event::create(&n, Event::new()).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-cv");
-            let h = SharedCondvar::create(&n, Condvar::new()).unwrap();
+            let h = psync::Condvar::create(&n, Condvar::new()).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-barrier");
-            let h = SharedBarrier::create(&n, Barrier::new(4).unwrap()).unwrap();
+            let h = psync::Barrier::create(&n, 4).unwrap();
             (n, Box::new(h))
         },
         {
@@ -722,7 +723,7 @@ fn thaw(child: &Child) {
 fn a_mutex_in_every_honest_state_is_not_reported_corrupt() {
     let _serial = serial();
     let name = unique_name("honest-mutex");
-    let m = SharedMutex::create(&name, Mutex::new(0u64)).unwrap();
+    let m = psync::Mutex::create(&name, Mutex::new(0u64)).unwrap();
     honest(&name, "free");
 
     let (ready, go) = (Ready::new(), Ready::new());
@@ -739,14 +740,13 @@ fn a_mutex_in_every_honest_state_is_not_reported_corrupt() {
 
     // A spinner with an endless budget, frozen while its bit is set.
     let spinner = fork(|| {
-        match m.lock_spin(
+        if let Ok(g) = m.lock_spin(
             shmkit::core::wait::Spin {
                 iterations: u32::MAX,
             },
             None,
         ) {
-            Ok(g) => std::mem::forget(g),
-            Err(e) => std::mem::forget(e),
+            std::mem::forget(g);
         }
         park_forever()
     });
@@ -768,10 +768,13 @@ fn a_mutex_in_every_honest_state_is_not_reported_corrupt() {
 
     // A sleeper, frozen once asleep.
     let sleeper = fork(|| match m.lock() {
-        Err(LockError::OwnerDied(g)) => {
-            drop(g); // unmarked: not recoverable
-            0
-        }
+        Err(LockError::OwnerDied) => match m.recover() {
+            Ok(g) if g.owner_died() => {
+                drop(g); // unmarked: not recoverable
+                0
+            }
+            _ => 2,
+        },
         _ => 1,
     });
     eventually("the WAITERS bit", || m.raw().snapshot().waiters);
@@ -803,7 +806,7 @@ fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
     let _serial = serial();
     // Reentrant: held twice, then its owner killed.
     let rname = unique_name("honest-rlock");
-    let r = SharedReentrantMutex::create(&rname, ReentrantMutex::new(1u32)).unwrap();
+    let r = psync::ReentrantMutex::create(&rname, ReentrantMutex::new(1u32)).unwrap();
     let ready = Ready::new();
     let child = fork(|| {
         std::mem::forget(r.lock().unwrap());
@@ -818,7 +821,7 @@ fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
 
     // RwLock: two readers, then a writer waiting for them, then killed.
     let wname = unique_name("honest-rw");
-    let w = SharedRwLock::create(&wname, RwLock::new(0u32)).unwrap();
+    let w = psync::RwLock::create(&wname, RwLock::new(0u32)).unwrap();
     let readers = fork(|| {
         let (a, b) = (w.read().unwrap(), w.read().unwrap());
         std::mem::forget((a, b));
@@ -852,11 +855,12 @@ fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
 
     // Semaphore: full, then empty with a sleeper.
     let sname = unique_name("honest-sem");
-    let s = SharedSemaphore::create(&sname, Semaphore::bounded(2)).unwrap();
+    let s = psync::Semaphore::create(&sname, Semaphore::bounded(2)).unwrap();
     honest(&sname, "semaphore full");
-    assert!(s.try_acquire() && s.try_acquire());
+    s.try_acquire().unwrap().forget();
+    s.try_acquire().unwrap().forget();
     let acquirer = fork(|| {
-        s.acquire();
+        s.acquire().forget();
         0
     });
     eventually("a sleeping acquirer", || s.sleepers() == 1);
@@ -868,7 +872,7 @@ fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
 
     // Event: waiters, set, cleared after sets (a generation in the word).
     let ename = unique_name("honest-event");
-    let e = SharedEvent::create(&ename, Event::new()).unwrap();
+    let e = psync::Event::create(&ename, Event::new()).unwrap();
     let waiter = fork(|| i32::from(!e.wait_timeout(Duration::from_secs(10))));
     eventually("a sleeping event waiter", || e.has_waiters());
     honest(&ename, "event with a waiter");
@@ -889,8 +893,8 @@ fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
 
     // Condvar with a sleeper.
     let cname = unique_name("honest-cv");
-    let cv = SharedCondvar::create(&cname, Condvar::new()).unwrap();
-    let cm = SharedMutex::anonymous(Mutex::new(0u8)).unwrap();
+    let cv = psync::Condvar::create(&cname, Condvar::new()).unwrap();
+    let cm = psync::Mutex::anonymous(Mutex::new(0u8)).unwrap();
     let cw = fork(|| {
         let g = cm.lock().unwrap();
         i32::from(cv.wait(g).is_err())
@@ -904,7 +908,7 @@ fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
 
     // Barrier: a party waiting, then broken by a timeout, then reset.
     let bname = unique_name("honest-barrier");
-    let b = SharedBarrier::create(&bname, Barrier::new(3).unwrap()).unwrap();
+    let b = psync::Barrier::create(&bname, 3).unwrap();
     let party = fork(|| i32::from(b.wait().is_ok()));
     eventually("a waiting party", || b.n_waiting() == 1);
     honest(&bname, "barrier, one of three arrived");

@@ -159,6 +159,9 @@ impl Kind {
     pub const PIPE: Kind = Kind(14);
     /// A two-way byte-message pipe.
     pub const DUPLEX_PIPE: Kind = Kind(15);
+    /// A condition: a mutex around a `Pod` value and its condition
+    /// variable, one object (Python's `Condition`).
+    pub const CONDITION: Kind = Kind(20);
     /// First value free for user-defined kinds.
     pub const USER: Kind = Kind(0x1000);
 
@@ -181,6 +184,7 @@ impl Kind {
             Kind::QUEUE => "queue",
             Kind::PIPE => "pipe",
             Kind::DUPLEX_PIPE => "duplex-pipe",
+            Kind::CONDITION => "condition",
             Kind(k) if k >= Kind::USER.0 => "user",
             _ => "unknown",
         }

@@ -221,6 +221,107 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
     }
 }
 
+/// One `T` in shared memory, read and written with relaxed atomics: the
+/// data view of a locked value ([`Mutex<T>`](crate::sync::Mutex) and its
+/// kin). A concurrent writer that ignores the lock can tear it, never make
+/// this process misbehave.
+pub struct SharedCell<'a, T> {
+    one: SharedSlice<'a, T>,
+}
+
+impl<T> Clone for SharedCell<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedCell<'_, T> {}
+
+impl<T: Pod> fmt::Debug for SharedCell<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedCell").finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Pod> SharedCell<'a, T> {
+    /// A view of the `T` at `ptr`.
+    ///
+    /// # Safety
+    /// As [`SharedSlice::from_raw`] with one element.
+    #[must_use]
+    pub unsafe fn from_raw(ptr: NonNull<T>) -> SharedCell<'a, T> {
+        SharedCell {
+            // SAFETY: forwarded from the caller.
+            one: unsafe { SharedSlice::from_raw(ptr, 1) },
+        }
+    }
+
+    /// A copy of the value.
+    #[must_use]
+    pub fn get(&self) -> T {
+        // Index 0 of a one-element view always exists.
+        self.one.get(0).unwrap_or_else(T::zeroed)
+    }
+
+    /// Replaces the value.
+    pub fn set(&self, value: T) {
+        // Cannot fail: index 0 of a one-element view.
+        let _ = self.one.set(0, value);
+    }
+
+    /// Copies the value out, lets `f` change the copy, writes it back.
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut v = self.get();
+        let r = f(&mut v);
+        self.set(v);
+        r
+    }
+
+    /// The value as a one-element slice view.
+    #[must_use]
+    pub fn as_slice(&self) -> SharedSlice<'a, T> {
+        self.one
+    }
+}
+
+/// One `T` in shared memory that may only be read (a read guard's view).
+pub struct ReadCell<'a, T> {
+    one: SharedSlice<'a, T>,
+}
+
+impl<T> Clone for ReadCell<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for ReadCell<'_, T> {}
+
+impl<T: Pod> fmt::Debug for ReadCell<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadCell").finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Pod> ReadCell<'a, T> {
+    /// A read-only view of the `T` at `ptr`.
+    ///
+    /// # Safety
+    /// As [`SharedSlice::from_raw`] with one element (never written
+    /// through this view).
+    #[must_use]
+    pub unsafe fn from_raw(ptr: NonNull<T>) -> ReadCell<'a, T> {
+        ReadCell {
+            // SAFETY: forwarded from the caller.
+            one: unsafe { SharedSlice::from_raw(ptr, 1) },
+        }
+    }
+
+    /// A copy of the value.
+    #[must_use]
+    pub fn get(&self) -> T {
+        self.one.get(0).unwrap_or_else(T::zeroed)
+    }
+}
+
 /// An array of `len` elements of `T` as the payload of a segment (kind
 /// `array`): Python's `multiprocessing.Array`. Its view is a
 /// [`SharedSlice`]. Never constructed: it names the [`Object`].

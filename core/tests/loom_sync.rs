@@ -105,10 +105,10 @@ fn semaphore_bounds_occupancy() {
         let s = Arc::new(Semaphore::bounded(1));
         let inside = Arc::new(AtomicU32::new(0));
         let worker = |s: Arc<Semaphore>, inside: Arc<AtomicU32>| {
-            s.acquire();
+            let permit = s.acquire();
             assert_eq!(inside.fetch_add(1, Ordering::Relaxed), 0);
             inside.fetch_sub(1, Ordering::Relaxed);
-            s.release().unwrap();
+            drop(permit);
         };
         let (s2, i2) = (s.clone(), inside.clone());
         let t = thread::spawn(move || worker(s2, i2));
@@ -239,5 +239,29 @@ fn event_one_set_is_seen_once_by_a_waiter_that_clears_it() {
             "one set was seen twice"
         );
         t.join().unwrap();
+    });
+}
+
+/// The poison mark travels with the lock: a locker sees either the
+/// poisoned lock (and refuses it, holding nothing) or the repaired data
+/// with the mark cleared — never the mark cleared and the old data.
+#[test]
+fn poison_and_repair_are_seen_together() {
+    model(|| {
+        let m = Arc::new(Mutex::new(0u32));
+        m.raw().poison_for_model();
+        let m2 = m.clone();
+        let repairer = thread::spawn(move || {
+            let mut g = m2.recover().unwrap();
+            assert!(g.owner_died());
+            g.set(7);
+            g.mark_consistent();
+        });
+        match m.lock() {
+            Ok(g) => assert_eq!(g.get(), 7),
+            Err(e) => assert_eq!(e, shmkit_core::sync::LockError::OwnerDied),
+        }
+        repairer.join().unwrap();
+        assert_eq!(m.lock().unwrap().get(), 7);
     });
 }

@@ -86,6 +86,23 @@ pub enum ArrayInit<T> {
     Values(Vec<T>),
 }
 
+impl<T> ArrayInit<T> {
+    /// How many elements the array will have.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            ArrayInit::Zeroed(n) => *n,
+            ArrayInit::Values(v) => v.len(),
+        }
+    }
+
+    /// Whether the array would be empty (creating it then fails).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl<T: Pod> IntoInit<shared::Array<T>> for ArrayInit<T> {
     fn into_init(self) -> ArrayInit<T> {
         self
@@ -138,10 +155,7 @@ impl<T: Pod> Create for shared::Array<T> {
     type Init = ArrayInit<T>;
 
     fn params(init: &ArrayInit<T>) -> usize {
-        match init {
-            ArrayInit::Zeroed(n) => *n,
-            ArrayInit::Values(v) => v.len(),
-        }
+        init.len()
     }
 
     unsafe fn write_init(payload: NonNull<u8>, len: &usize, init: ArrayInit<T>) {
@@ -170,6 +184,22 @@ impl<T: Pod> Create for shared::Value<T> {
 
 impl<T: Pod> ReadOnlyView for shared::Array<T> {}
 impl<T: Pod> ReadOnlyView for shared::Value<T> {}
+
+/// `to_vec` for element views (a locked array's guard dereferences to
+/// one): core has no allocator, so the copy into a `Vec` lives here.
+pub trait SharedSliceExt<T> {
+    /// A copy of every element (each copied atomically, the whole not).
+    fn to_vec(&self) -> Vec<T>;
+}
+
+impl<T: Pod> SharedSliceExt<T> for SharedSlice<'_, T> {
+    fn to_vec(&self) -> Vec<T> {
+        let mut out = vec![T::zeroed(); self.len()];
+        // Cannot fail: `out` has exactly `len` elements.
+        let _ = self.read_into(0, &mut out);
+        out
+    }
+}
 
 /// The elements, whatever the access (reading never writes).
 trait Elements<T: Pod> {

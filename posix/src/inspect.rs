@@ -29,7 +29,7 @@
 //! use shmkit_posix::sync::Semaphore;
 //!
 //! let sem = Semaphore::anonymous(shmkit_core::sync::Semaphore::bounded(3))?;
-//! sem.acquire();
+//! let _permit = sem.acquire();
 //! let seg = sem.segment();
 //! // SAFETY: the payload stays mapped while `sem` lives; peers write it
 //! // only atomically.
@@ -55,8 +55,8 @@ use shmkit_core::sync::{
     Barrier, Condvar, Event, MutexSnapshot, MutexState, RawMutex, ReentrantMutex, RwLock, Semaphore,
 };
 
-use crate::locked::data_offset_for;
 use crate::queue::{pipe_payload, pipe_stride, ring_payload_for, QueueLayout, RING_CONTROL};
+use shmkit_core::sync::locked::data_offset_for;
 
 /// What [`describe`] returns: `(label, value)` lines, in display order.
 pub type Lines = Vec<(&'static str, String)>;
@@ -429,10 +429,10 @@ fn owner_text(state: &MutexState) -> String {
                 Liveness::Alive => format!("{who}, alive"),
                 Liveness::Unknown => format!("{who}, liveness unknown"),
                 Liveness::Dead if id_reused => format!(
-                    "{who}, dead: the owner died holding the lock and its id now names a newer task; the next locker gets OwnerDied"
+                    "{who}, dead: the owner died holding the lock and its id now names a newer task; the next locker poisons it (OwnerDied)"
                 ),
                 Liveness::Dead => format!(
-                    "{who}, dead: the owner died holding the lock; the next locker gets OwnerDied"
+                    "{who}, dead: the owner died holding the lock; the next locker poisons it (OwnerDied)"
                 ),
             }
         }
@@ -445,7 +445,9 @@ fn lock_lines(label: &'static str, s: &MutexSnapshot, out: &mut Lines) {
     let state = match s.state {
         MutexState::Unlocked => "unlocked",
         MutexState::Held { .. } => "held",
-        MutexState::NotRecoverable => "NOT RECOVERABLE: an owner took it over from a dead one and unlocked without mark_consistent(); recreate the object",
+        MutexState::NotRecoverable => {
+            "NOT RECOVERABLE: a recoverer unlocked without mark_consistent(); recreate the object"
+        }
     };
     out.push((label, format!("{state} (word {:#010x})", s.word)));
     out.push(("owner", owner_text(&s.state)));
@@ -461,6 +463,13 @@ fn lock_lines(label: &'static str, s: &MutexSnapshot, out: &mut Lines) {
         out.push((
             "spinner",
             "yes (the SPINNER bit: a locker spins for the lock, or the last unlock reserved it for one)"
+                .to_string(),
+        ));
+    }
+    if s.poisoned {
+        out.push((
+            "poisoned",
+            "yes: a holder died; lock() answers OwnerDied until a recover() guard repairs the data and calls mark_consistent()"
                 .to_string(),
         ));
     }

@@ -64,7 +64,6 @@ pub mod array;
 pub mod error;
 pub mod handle;
 pub mod inspect;
-pub mod locked;
 pub mod message;
 pub mod name;
 pub mod process;
@@ -76,7 +75,10 @@ pub use array::{Array, ArrayInit, Value};
 pub use bytemuck;
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
 pub use handle::{Access, Create, IntoInit, ReadOnly, ReadOnlyView, ReadWrite, Shared};
-pub use locked::{LockedArray, LockedValue};
+pub use sync::LockedArray;
+/// Python's `Value(t, v, lock=True)`: a value reached only through its
+/// robust lock (the same object as [`sync::Mutex`]).
+pub type LockedValue<T> = sync::Mutex<T>;
 pub use name::{InvalidName, SegmentName};
 pub use queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
 pub use segment::{Expect, ObjectSpec, Options, Owner, Segment};
@@ -84,7 +86,10 @@ pub use shmkit_core::{Pod, Zeroable};
 
 /// The names most programs use: `use shmkit_posix::prelude::*;`.
 pub mod prelude {
+    pub use crate::array::SharedSliceExt;
     pub use crate::process;
-    pub use crate::sync::{Barrier, Condvar, Event, Lock, Mutex, RLock, RwLock, Semaphore};
+    pub use crate::sync::{
+        Barrier, Condition, Event, Lock, LockedArray, Mutex, RLock, RwLock, Semaphore,
+    };
     pub use crate::{Array, Options, Pod, Shared, Value, Zeroable};
 }

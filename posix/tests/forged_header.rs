@@ -9,9 +9,9 @@
 mod common;
 
 use common::{poke, shm_path};
-use shmkit_posix::locked::LockedArray;
 use shmkit_posix::queue::{SharedDuplexPipe, SharedQueue, SharedRing};
 use shmkit_posix::Array;
+use shmkit_posix::LockedArray;
 use shmkit_testkit::{fork, unique_name, Exit};
 
 /// Offset of the first kind parameter in the header (see

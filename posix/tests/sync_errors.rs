@@ -12,7 +12,7 @@ use shmkit_core::queue::pipe::PipeSendError;
 use shmkit_core::sync::barrier::MAX_PARTIES;
 use shmkit_core::sync::{Barrier, Event, PartiesError};
 use shmkit_posix::queue::{SharedDuplexPipe, SharedPipe};
-use shmkit_posix::sync::{SharedBarrier, SharedEvent};
+use shmkit_posix::sync as psync;
 use shmkit_testkit::{fork, Exit};
 
 const NOT_HUNG: Duration = Duration::from_secs(10);
@@ -35,7 +35,7 @@ fn barrier_party_counts_out_of_range_are_refused() {
     // The bounds themselves are fine, and mean what they say.
     assert_eq!(Barrier::new(1).unwrap().parties(), 1);
     assert_eq!(Barrier::new(MAX_PARTIES).unwrap().parties(), MAX_PARTIES);
-    let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
+    let b = psync::Barrier::anonymous(2).unwrap();
     assert_eq!(b.parties(), 2);
 }
 
@@ -71,7 +71,7 @@ fn sending_to_a_pipe_whose_receiver_left_is_disconnected_at_once() {
 #[test]
 fn sending_to_a_pipe_whose_receiver_died_is_disconnected_soon() {
     let pipe = SharedPipe::anonymous(1 << 20).unwrap();
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
     let mut tx = pipe.pipe().sender().unwrap();
     let receiver = fork(|| {
         let rx = pipe.pipe().receiver().unwrap();

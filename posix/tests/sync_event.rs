@@ -13,7 +13,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use shmkit_core::sync::Event;
-use shmkit_posix::sync::SharedEvent;
+use shmkit_posix::sync as psync;
+
 use shmkit_testkit::{fork, Child, Exit};
 
 const WAITERS: usize = 3;
@@ -46,7 +47,7 @@ fn state(pid: u32) -> Option<char> {
 
 #[test]
 fn set_then_clear_wakes_every_blocked_waiter_across_processes() {
-    let e = SharedEvent::anonymous(Event::new()).unwrap();
+    let e = psync::Event::anonymous(Event::new()).unwrap();
     let cpu = 0;
     let waiters: Vec<Child> = (0..WAITERS)
         .map(|_| {

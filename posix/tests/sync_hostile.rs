@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use shmkit_core::owner;
 use shmkit_core::queue::roles::RoleSlot;
 use shmkit_core::sync::{
-    event, mutex, Barrier, BarrierError, Event, LockError, Mutex, RwLock, Semaphore,
+    event, mutex, BarrierError, Event, LockError, LockTimeoutError, Mutex, RwLock, Semaphore,
+    TryLockError,
 };
 use shmkit_posix::queue::SharedPipe;
 use shmkit_posix::segment::Segment;
-use shmkit_posix::sync::{SharedBarrier, SharedEvent, SharedMutex, SharedRwLock, SharedSemaphore};
+use shmkit_posix::sync as psync;
 
 /// Generous: only proves "returned", on a busy shared machine.
 const NOT_HUNG: Duration = Duration::from_secs(10);
@@ -80,7 +81,7 @@ fn try_calls_return_while_a_peer_keeps_moving_the_word() {
     let n = 2000;
     // A mutex word flipping between free and free-reserved: every CAS
     // from the value just read may lose.
-    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let w = word(m.segment(), 0);
     with_flipper(
         |i| {
@@ -92,16 +93,19 @@ fn try_calls_return_while_a_peer_keeps_moving_the_word() {
         || {
             returns_every_time("try_lock", n, || match m.try_lock() {
                 Ok(g) => std::mem::forget(g), // the flipper frees it again
-                Err(LockError::OwnerDied(g)) => std::mem::forget(g),
                 // (Our own earlier lock, not yet overwritten by the peer.)
-                Err(LockError::WouldBlock | LockError::Contended | LockError::WouldDeadlock) => {}
+                Err(
+                    TryLockError::WouldBlock
+                    | TryLockError::Contended
+                    | TryLockError::Lock(LockError::WouldDeadlock | LockError::OwnerDied),
+                ) => {}
                 Err(e) => panic!("try_lock: {e:?}"),
             })
         },
     );
 
     // A rwlock's writer word flipping between free and held by a live id.
-    let l = SharedRwLock::anonymous(RwLock::new(0u32)).unwrap();
+    let l = psync::RwLock::anonymous(RwLock::new(0u32)).unwrap();
     let w = word(l.segment(), 0);
     let live = owner::process_owner_id();
     with_flipper(
@@ -109,26 +113,29 @@ fn try_calls_return_while_a_peer_keeps_moving_the_word() {
         || {
             returns_every_time("try_read", n, || match l.try_read() {
                 Ok(g) => drop(g),
-                Err(LockError::OwnerDied(g)) => drop(g),
-                Err(LockError::WouldBlock | LockError::Contended) => {}
+                Err(
+                    TryLockError::WouldBlock
+                    | TryLockError::Contended
+                    | TryLockError::Lock(LockError::OwnerDied),
+                ) => {}
                 Err(e) => panic!("try_read: {e:?}"),
             })
         },
     );
 
     // A semaphore count that keeps moving.
-    let s = SharedSemaphore::anonymous(Semaphore::new(5)).unwrap();
+    let s = psync::Semaphore::anonymous(Semaphore::new(5)).unwrap();
     let c = word(s.segment(), 0);
     with_flipper(
         |i| c.store(5 + (i % 3) as u32, Ordering::Relaxed),
         || {
-            returns_every_time("try_acquire", n, || s.try_acquire());
+            returns_every_time("try_acquire", n, || s.try_acquire().map(|p| p.forget()));
             returns_every_time("release", n / 10, || s.release());
         },
     );
 
     // An event word a peer keeps rewriting: set() always lands.
-    let e = SharedEvent::anonymous(Event::new()).unwrap();
+    let e = psync::Event::anonymous(Event::new()).unwrap();
     let ew = word(e.segment(), 0);
     with_flipper(
         |i| {
@@ -143,7 +150,7 @@ fn try_calls_return_while_a_peer_keeps_moving_the_word() {
     );
 
     // A barrier's state word moving: reset() always lands.
-    let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
+    let b = psync::Barrier::anonymous(2).unwrap();
     let bw = word(b.segment(), 0);
     with_flipper(
         |i| bw.store((i as u32) & 0x7fff_0001, Ordering::Relaxed),
@@ -185,7 +192,7 @@ fn timed_calls_keep_their_deadline_while_a_peer_keeps_moving_the_word() {
     let b = owner::thread_owner_id;
 
     // A mutex held by live owners that keep changing.
-    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let w = word(m.segment(), 0);
     w.store(a, Ordering::Relaxed); // held before the flipper first runs
     with_flipper(
@@ -197,21 +204,21 @@ fn timed_calls_keep_their_deadline_while_a_peer_keeps_moving_the_word() {
         },
         || {
             let t0 = Instant::now();
-            assert!(matches!(m.lock_timeout(d), Err(LockError::TimedOut)));
+            assert!(matches!(m.lock_timeout(d), Err(LockTimeoutError::TimedOut)));
             check("lock_timeout", t0);
         },
     );
 
     // A rwlock: writer word moving (readers wait), then readers moving
     // (a writer waits for them to drain).
-    let l = SharedRwLock::anonymous(RwLock::new(0u32)).unwrap();
+    let l = psync::RwLock::anonymous(RwLock::new(0u32)).unwrap();
     let w = word(l.segment(), 0);
     w.store(a, Ordering::Relaxed);
     with_flipper(
         |i| w.store(if i % 2 == 0 { a } else { b() }, Ordering::Relaxed),
         || {
             let t0 = Instant::now();
-            assert!(matches!(l.read_timeout(d), Err(LockError::TimedOut)));
+            assert!(matches!(l.read_timeout(d), Err(LockTimeoutError::TimedOut)));
             check("read_timeout", t0);
         },
     );
@@ -223,14 +230,17 @@ fn timed_calls_keep_their_deadline_while_a_peer_keeps_moving_the_word() {
         |i| r.store(1 + (i % 2) as u32, Ordering::Relaxed),
         || {
             let t0 = Instant::now();
-            assert!(matches!(l.write_timeout(d), Err(LockError::TimedOut)));
+            assert!(matches!(
+                l.write_timeout(d),
+                Err(LockTimeoutError::TimedOut)
+            ));
             check("write_timeout", t0);
         },
     );
     r.store(0, Ordering::Relaxed);
 
     // An event whose waiters bit keeps flipping.
-    let e = SharedEvent::anonymous(Event::new()).unwrap();
+    let e = psync::Event::anonymous(Event::new()).unwrap();
     let ew = word(e.segment(), 0);
     with_flipper(
         |_| {
@@ -244,7 +254,7 @@ fn timed_calls_keep_their_deadline_while_a_peer_keeps_moving_the_word() {
     );
 
     // A barrier whose arrival count keeps moving (generation unchanged).
-    let bar = SharedBarrier::anonymous(Barrier::new(4).unwrap()).unwrap();
+    let bar = psync::Barrier::anonymous(4).unwrap();
     let bw = word(bar.segment(), 0);
     bw.store(1, Ordering::Relaxed);
     with_flipper(
@@ -350,7 +360,7 @@ fn blocked_waiters_back_off_while_a_peer_keeps_moving_the_word() {
         });
     };
 
-    let e = SharedEvent::anonymous(Event::new()).unwrap();
+    let e = psync::Event::anonymous(Event::new()).unwrap();
     let ew = word(e.segment(), 0);
     case(
         "Event::wait",
@@ -367,7 +377,7 @@ fn blocked_waiters_back_off_while_a_peer_keeps_moving_the_word() {
         },
     );
 
-    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let mw = word(m.segment(), 0);
     mw.store(a, Ordering::Relaxed);
     case(
@@ -383,7 +393,7 @@ fn blocked_waiters_back_off_while_a_peer_keeps_moving_the_word() {
         &|| mw.store(0, Ordering::Relaxed),
     );
 
-    let l = SharedRwLock::anonymous(RwLock::new(0u32)).unwrap();
+    let l = psync::RwLock::anonymous(RwLock::new(0u32)).unwrap();
     let lw = word(l.segment(), 0);
     lw.store(a, Ordering::Relaxed);
     case(
@@ -407,7 +417,7 @@ fn blocked_waiters_back_off_while_a_peer_keeps_moving_the_word() {
         },
     );
 
-    let bar = SharedBarrier::anonymous(Barrier::new(4).unwrap()).unwrap();
+    let bar = psync::Barrier::anonymous(4).unwrap();
     let bw = word(bar.segment(), 0);
     case(
         "Barrier::wait",

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use shmkit_core::sync::{Barrier, BarrierError, Event, LockError, Mutex, ReentrantMutex, RwLock};
-use shmkit_posix::sync::{
-    SharedBarrier, SharedEvent, SharedMutex, SharedReentrantMutex, SharedRwLock,
+use shmkit_core::sync::{
+    BarrierError, Event, LockError, Mutex, ReentrantMutex, RwLock, TryLockError,
 };
+use shmkit_posix::sync as psync;
 use shmkit_testkit::{fork, Child, Exit};
 
 /// Generous: only proves "not hung" on a noisy shared machine. The
@@ -58,24 +58,26 @@ fn kill(child: Child, trial: usize) -> Option<Child> {
 
 /// Retries a `try_` call while it says `WouldBlock`: SIGKILL is delivered
 /// asynchronously, so right after `kill()` returns the owner may still be
-/// alive for a moment.
-fn retry_try<G>(mut f: impl FnMut() -> Result<G, LockError<G>>) -> Result<G, LockError<G>> {
+/// alive for a moment. The result in `lock()`'s terms.
+fn retry_try<G>(mut f: impl FnMut() -> Result<G, TryLockError>) -> Result<G, LockError> {
     let t0 = Instant::now();
     loop {
         match f() {
-            Err(LockError::WouldBlock) if t0.elapsed() < NOT_HUNG => {
+            Err(TryLockError::WouldBlock) if t0.elapsed() < NOT_HUNG => {
                 std::thread::sleep(Duration::from_micros(200));
             }
-            other => return other,
+            Ok(g) => return Ok(g),
+            Err(TryLockError::Lock(e)) => return Err(e),
+            Err(other) => panic!("try_ call: {other:?}"),
         }
     }
 }
 
 #[test]
 fn mutex_owner_killed_is_taken_over_with_owner_died() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
     for trial in 0..trials() {
-        let m = SharedMutex::anonymous(Mutex::new(0u64)).unwrap();
+        let m = psync::Mutex::anonymous(Mutex::new(0u64)).unwrap();
         let child = child_holding(&ready, || {
             m.lock()
                 .map(|g| {
@@ -88,16 +90,28 @@ fn mutex_owner_killed_is_taken_over_with_owner_died() {
         let t0 = Instant::now();
         // Alternate the entry points: try_lock checks the owner at once,
         // lock and lock_timeout after a liveness slice.
-        let r = match trial % 3 {
-            0 => retry_try(|| m.try_lock()),
-            1 => m.lock(),
-            _ => m.lock_timeout(NOT_HUNG),
+        // The first locker is told (holding nothing), in a third of the
+        // trials by a recoverer, which then holds the lock for repair.
+        let r = match trial % 4 {
+            0 => retry_try(|| m.try_lock()).map(drop),
+            1 => m.lock().map(drop),
+            2 => m.lock_timeout(NOT_HUNG).map(drop).map_err(|e| match e {
+                shmkit_core::sync::LockTimeoutError::Lock(e) => e,
+                other => panic!("trial {trial}: {other:?}"),
+            }),
+            _ => Err(LockError::OwnerDied),
         };
-        let mut g = match r {
-            Err(LockError::OwnerDied(g)) => g,
-            other => panic!("trial {trial}: expected OwnerDied, got {other:?}"),
-        };
+        assert_eq!(r, Err(LockError::OwnerDied), "trial {trial}");
         assert!(t0.elapsed() < NOT_HUNG);
+        // So is everyone after it, in any process, until a repair.
+        let other = fork(|| i32::from(m.lock().err() != Some(LockError::OwnerDied)));
+        assert_eq!(other.wait_timeout(NOT_HUNG), Some(Exit::Code(0)));
+        let mut g = if trial % 4 == 3 {
+            retry_try(|| m.try_recover()).unwrap()
+        } else {
+            m.recover().unwrap()
+        };
+        assert!(g.owner_died(), "trial {trial}");
         assert_eq!(g.get(), 7);
         g.set(8);
         g.mark_consistent();
@@ -107,18 +121,16 @@ fn mutex_owner_killed_is_taken_over_with_owner_died() {
     }
 }
 
-/// Pthread's rule: taking over and unlocking without mark_consistent makes
+/// Pthread's rule: a recoverer that unlocks without mark_consistent makes
 /// the lock not recoverable, for every process.
 #[test]
-fn mutex_unmarked_takeover_is_not_recoverable_across_processes() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
-    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+fn mutex_unmarked_recovery_is_not_recoverable_across_processes() {
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let child = child_holding(&ready, || m.lock().map(std::mem::forget).is_ok());
     drop(kill(child, 0));
-    let g = retry_try(|| m.try_lock())
-        .unwrap_err()
-        .into_guard()
-        .expect("OwnerDied");
+    let g = retry_try(|| m.try_recover()).unwrap();
+    assert!(g.owner_died());
     drop(g); // not marked
     let other = fork(|| i32::from(!matches!(m.lock(), Err(LockError::NotRecoverable))));
     assert_eq!(other.wait_timeout(NOT_HUNG), Some(Exit::Code(0)));
@@ -128,21 +140,18 @@ fn mutex_unmarked_takeover_is_not_recoverable_across_processes() {
 /// within the bound (asserted generously: not hung).
 #[test]
 fn blocked_waiter_learns_of_the_dead_owner() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
-    let waiting = SharedEvent::anonymous(Event::new()).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
+    let waiting = psync::Event::anonymous(Event::new()).unwrap();
     let rounds = trials() / 10;
     let mut slowest = Duration::ZERO;
     for trial in 0..rounds {
-        let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+        let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
         waiting.clear();
         let owner = child_holding(&ready, || m.lock().map(std::mem::forget).is_ok());
         let waiter = fork(|| {
             waiting.set();
             match m.lock() {
-                Err(LockError::OwnerDied(mut g)) => {
-                    g.mark_consistent();
-                    0
-                }
+                Err(LockError::OwnerDied) => 0,
                 _ => 2,
             }
         });
@@ -168,9 +177,9 @@ fn blocked_waiter_learns_of_the_dead_owner() {
 
 #[test]
 fn reentrant_owner_killed_is_taken_over() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
     for trial in 0..trials() {
-        let m = SharedReentrantMutex::anonymous(ReentrantMutex::new(0u32)).unwrap();
+        let m = psync::ReentrantMutex::anonymous(ReentrantMutex::new(0u32)).unwrap();
         let child = child_holding(&ready, || {
             let (Ok(a), Ok(b)) = (m.lock(), m.lock()) else {
                 return false;
@@ -182,14 +191,14 @@ fn reentrant_owner_killed_is_taken_over() {
         });
         let zombie = kill(child, trial);
         let r = if trial % 2 == 0 {
-            retry_try(|| m.try_lock())
+            retry_try(|| m.try_lock()).map(drop)
         } else {
-            m.lock()
+            m.lock().map(drop)
         };
-        let mut g = match r {
-            Err(LockError::OwnerDied(g)) => g,
-            other => panic!("trial {trial}: expected OwnerDied, got {other:?}"),
-        };
+        assert_eq!(r, Err(LockError::OwnerDied), "trial {trial}");
+        assert_eq!(m.depth(), 0);
+        let mut g = m.recover().unwrap();
+        assert!(g.owner_died());
         assert_eq!(m.depth(), 1);
         assert_eq!(g.get(), 5);
         g.mark_consistent();
@@ -202,9 +211,9 @@ fn reentrant_owner_killed_is_taken_over() {
 
 #[test]
 fn rwlock_writer_killed_is_reported_until_repaired() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
     for trial in 0..trials() {
-        let l = SharedRwLock::anonymous(RwLock::new(0u32)).unwrap();
+        let l = psync::RwLock::anonymous(RwLock::new(0u32)).unwrap();
         let child = child_holding(&ready, || {
             l.write()
                 .map(|g| {
@@ -216,17 +225,15 @@ fn rwlock_writer_killed_is_reported_until_repaired() {
         let zombie = kill(child, trial);
         // A reader (try or blocking) takes the dead writer's lock over.
         let r = if trial % 2 == 0 {
-            retry_try(|| l.try_read())
+            retry_try(|| l.try_read()).map(drop)
         } else {
-            l.read()
+            l.read().map(drop)
         };
-        let rg = match r {
-            Err(LockError::OwnerDied(g)) => g,
-            other => panic!("trial {trial}: expected OwnerDied, got {other:?}"),
-        };
-        assert_eq!(rg.get(), 9);
-        drop(rg);
-        let mut w = l.write().unwrap_err().into_guard().expect("OwnerDied");
+        assert_eq!(r, Err(LockError::OwnerDied), "trial {trial}");
+        assert_eq!(l.write().unwrap_err(), LockError::OwnerDied);
+        let mut w = l.recover().unwrap();
+        assert!(w.owner_died());
+        assert_eq!(w.get(), 9);
         w.set(10);
         w.mark_consistent();
         drop(w);
@@ -237,9 +244,9 @@ fn rwlock_writer_killed_is_reported_until_repaired() {
 
 #[test]
 fn barrier_party_killed_breaks_the_barrier() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
     for trial in 0..trials() {
-        let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
+        let b = psync::Barrier::anonymous(2).unwrap();
         let child = child_holding(&ready, || b.register());
         let zombie = kill(child, trial);
         let t0 = Instant::now();
@@ -260,8 +267,8 @@ fn barrier_party_killed_breaks_the_barrier() {
 /// next round (registration happened in its first wait).
 #[test]
 fn barrier_party_dying_between_rounds_breaks_the_next() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
-    let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
+    let b = psync::Barrier::anonymous(2).unwrap();
     let child = fork(|| {
         if b.wait().is_err() {
             return 2;

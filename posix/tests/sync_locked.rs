@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use shmkit_core::sync::{Event, LockError};
-use shmkit_posix::locked::{LockedArray, LockedValue};
-use shmkit_posix::sync::SharedEvent;
-use shmkit_posix::Array;
+use shmkit_core::sync::LockError;
+use shmkit_posix::prelude::*;
+use shmkit_posix::{LockedArray, LockedValue};
 use shmkit_testkit::{fork, unique_name, Exit};
 
 const HANG: Duration = Duration::from_secs(60);
@@ -73,7 +72,7 @@ fn named_locked_array_counts_exactly() {
 #[test]
 fn locked_value_owner_killed() {
     let v = LockedValue::<u64>::anonymous(1).unwrap();
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
+    let ready = Event::new().unwrap();
     let child = fork(|| {
         let Ok(g) = v.lock() else { return 2 };
         g.set(2);
@@ -87,10 +86,9 @@ fn locked_value_owner_killed() {
     assert!(ready.wait_timeout(HANG));
     child.kill9();
     assert_eq!(child.wait(), Exit::Signal(libc::SIGKILL));
-    let mut g = match v.lock() {
-        Err(LockError::OwnerDied(g)) => g,
-        other => panic!("expected OwnerDied, got {other:?}"),
-    };
+    assert_eq!(v.lock().unwrap_err(), LockError::OwnerDied);
+    let mut g = v.recover().unwrap();
+    assert!(g.owner_died());
     assert_eq!(g.get(), 2);
     g.mark_consistent();
     drop(g);

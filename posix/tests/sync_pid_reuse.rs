@@ -27,7 +27,7 @@ use shmkit_core::owner::{self, test_hooks};
 use shmkit_core::queue::RecvTimeoutError;
 use shmkit_core::sync::{Event, LockError, Mutex};
 use shmkit_posix::queue::SharedRing;
-use shmkit_posix::sync::{SharedEvent, SharedMutex};
+use shmkit_posix::sync as psync;
 use shmkit_testkit::{fork, Child, Exit};
 
 /// Exit codes of the namespace set-up (not of a scenario).
@@ -192,20 +192,31 @@ fn same_tick_trials(
 fn expect_owner_died(m: &Mutex<u64>, trial: usize) -> Result<(), String> {
     let t0 = Instant::now();
     let r = if trial % 2 == 0 {
-        m.try_lock()
+        m.try_lock().map(drop).map_err(|e| format!("{e:?}"))
     } else {
         m.lock_timeout(VERDICT)
+            .map(drop)
+            .map_err(|e| format!("{e:?}"))
     };
+    let died = format!(
+        "{:?}",
+        shmkit_core::sync::TryLockError::Lock(LockError::OwnerDied)
+    );
+    let died_timed = format!(
+        "{:?}",
+        shmkit_core::sync::LockTimeoutError::Lock(LockError::OwnerDied)
+    );
     match r {
-        Err(LockError::OwnerDied(mut g)) => {
+        Err(e) if e == died || e == died_timed => {
+            let mut g = m.recover().map_err(|e| format!("recover: {e:?}"))?;
             g.mark_consistent();
             Ok(())
         }
         Err(e) => Err(format!(
-            "expected OwnerDied, got {e:?} after {:?} (the reused pid looked like the holder)",
+            "expected OwnerDied, got {e} after {:?} (the reused pid looked like the holder)",
             t0.elapsed()
         )),
-        Ok(_) => Err("expected OwnerDied, got a clean lock".to_string()),
+        Ok(()) => Err("expected OwnerDied, got a clean lock".to_string()),
     }
 }
 
@@ -217,9 +228,9 @@ fn mutex_holder_killed_and_pid_reused_within_its_tick_is_dead() {
     in_fresh_pid_namespace(
         "mutex_holder_killed_and_pid_reused_within_its_tick_is_dead",
         || {
-            let ready = SharedEvent::anonymous(Event::new()).unwrap();
+            let ready = psync::Event::anonymous(Event::new()).unwrap();
             same_tick_trials("mutex, same tick", 3, |trial| {
-                let m = SharedMutex::anonymous(Mutex::new(0u64)).map_err(|e| e.to_string())?;
+                let m = psync::Mutex::anonymous(Mutex::new(0u64)).map_err(|e| e.to_string())?;
                 let h = holder(&ready, || {
                     m.lock()
                         .map(|g| {
@@ -248,9 +259,9 @@ fn mutex_holder_killed_right_after_its_cas_and_pid_reused_is_dead() {
     in_fresh_pid_namespace(
         "mutex_holder_killed_right_after_its_cas_and_pid_reused_is_dead",
         || {
-            let ready = SharedEvent::anonymous(Event::new()).unwrap();
+            let ready = psync::Event::anonymous(Event::new()).unwrap();
             for trial in 0..4 {
-                let m = SharedMutex::anonymous(Mutex::new(0u64)).unwrap();
+                let m = psync::Mutex::anonymous(Mutex::new(0u64)).unwrap();
                 let h = holder(&ready, || {
                     test_hooks::kill_after_next_owner_cas();
                     m.lock().map(std::mem::forget).is_ok()
@@ -292,7 +303,7 @@ fn mutex_holder_killed_right_after_its_cas_and_pid_reused_is_dead() {
 #[test]
 fn ring_producer_killed_and_pid_reused_is_gone() {
     in_fresh_pid_namespace("ring_producer_killed_and_pid_reused_is_gone", || {
-        let ready = SharedEvent::anonymous(Event::new()).unwrap();
+        let ready = psync::Event::anonymous(Event::new()).unwrap();
         let check = |ring: &SharedRing<u64>, pushed: bool| -> Result<(), String> {
             let mut rx = ring.ring().consumer().map_err(|e| e.to_string())?;
             if pushed && rx.pop_timeout(VERDICT) != Ok(42) {
@@ -376,12 +387,9 @@ fn barrier_party_killed_and_pid_reused_within_its_tick_breaks_the_barrier() {
     in_fresh_pid_namespace(
         "barrier_party_killed_and_pid_reused_within_its_tick_breaks_the_barrier",
         || {
-            let ready = SharedEvent::anonymous(Event::new()).unwrap();
+            let ready = psync::Event::anonymous(Event::new()).unwrap();
             same_tick_trials("barrier party, same tick", 3, |_| {
-                let b = shmkit_posix::sync::SharedBarrier::anonymous(
-                    shmkit_core::sync::Barrier::new(2).unwrap(),
-                )
-                .map_err(|e| e.to_string())?;
+                let b = shmkit_posix::sync::Barrier::anonymous(2).map_err(|e| e.to_string())?;
                 let h = holder(&ready, || b.register());
                 wait_ready_or_dead(&ready, &h);
                 let started = owner::start_time(h.pid());

@@ -4,12 +4,10 @@
 use std::time::{Duration, Instant};
 
 use shmkit_core::sync::{
-    Barrier, Condvar, Event, LockError, Mutex, ReentrantMutex, RwLock, Semaphore,
+    Condvar, Event, LockTimeoutError, Mutex, ReentrantMutex, RwLock, Semaphore, TryLockError,
 };
-use shmkit_posix::sync::{
-    Shared, SharedBarrier, SharedCondvar, SharedEvent, SharedMutex, SharedReentrantMutex,
-    SharedRwLock, SharedSemaphore,
-};
+use shmkit_posix::sync as psync;
+use shmkit_posix::Shared;
 use shmkit_testkit::{fork, unique_name, Child, Exit};
 
 const HANG: Duration = Duration::from_secs(60);
@@ -25,7 +23,7 @@ fn all_succeed(children: Vec<Child>) {
 fn mutex_counter_reaches_n_times_k() {
     const N: usize = 4;
     const K: u64 = 2000;
-    let counter = SharedMutex::anonymous(Mutex::new(0u64)).unwrap();
+    let counter = psync::Mutex::anonymous(Mutex::new(0u64)).unwrap();
     let children = (0..N)
         .map(|_| {
             fork(|| {
@@ -51,12 +49,12 @@ fn mutex_counter_reaches_n_times_k() {
 #[test]
 fn named_mutex_opened_by_children() {
     let name = unique_name("sync-mutex");
-    let counter = SharedMutex::create(&name, Mutex::new(0u32)).unwrap();
+    let counter = psync::Mutex::create(&name, Mutex::new(0u32)).unwrap();
     let children = (0..3)
         .map(|_| {
             let name = name.clone();
             fork(move || {
-                let Ok(m) = SharedMutex::<u32>::open(&name) else {
+                let Ok(m) = psync::Mutex::<u32>::open(&name) else {
                     return 2;
                 };
                 for _ in 0..500 {
@@ -69,14 +67,14 @@ fn named_mutex_opened_by_children() {
     all_succeed(children);
     assert_eq!(counter.lock().unwrap().get(), 1500);
     // Another object type under the same name is refused.
-    assert!(SharedSemaphore::open(&name).is_err());
+    assert!(psync::Semaphore::open(&name).is_err());
 }
 
 /// Python's bank example: one process deposits, one withdraws, 100 times
 /// each, under the lock; the balance ends where it started.
 #[test]
 fn bank_deposit_and_withdraw_end_at_start() {
-    let balance = SharedMutex::anonymous(Mutex::new(200i64)).unwrap();
+    let balance = psync::Mutex::anonymous(Mutex::new(200i64)).unwrap();
     let worker = |delta: i64| {
         let balance = &balance;
         fork(move || {
@@ -97,25 +95,23 @@ fn bank_deposit_and_withdraw_end_at_start() {
 /// 20 processes through Semaphore(10): never more than 10 inside.
 #[test]
 fn semaphore_of_ten_admits_at_most_ten_of_twenty() {
-    let sem = SharedSemaphore::anonymous(Semaphore::bounded(10)).unwrap();
+    let sem = psync::Semaphore::anonymous(Semaphore::bounded(10)).unwrap();
     // [inside now, most ever inside]
-    let stats = SharedMutex::anonymous(Mutex::new([0u32; 2])).unwrap();
+    let stats = psync::Mutex::anonymous(Mutex::new([0u32; 2])).unwrap();
     let children = (0..20)
         .map(|_| {
             fork(|| {
                 for _ in 0..10 {
-                    if sem.acquire_timeout(Duration::from_secs(30)).is_err() {
+                    let Ok(permit) = sem.acquire_timeout(Duration::from_secs(30)) else {
                         return 2;
-                    }
+                    };
                     stats.lock().unwrap().update(|[inside, max]| {
                         *inside += 1;
                         *max = (*max).max(*inside);
                     });
                     std::thread::sleep(Duration::from_micros(200));
                     stats.lock().unwrap().update(|[inside, _]| *inside -= 1);
-                    if sem.release().is_err() {
-                        return 3;
-                    }
+                    drop(permit); // released
                 }
                 0
             })
@@ -135,8 +131,8 @@ fn semaphore_of_ten_admits_at_most_ten_of_twenty() {
 /// `wait_timeout` on an unset event returns false, never early.
 #[test]
 fn event_wait_with_and_without_timeout() {
-    let ev = SharedEvent::anonymous(Event::new()).unwrap();
-    let seen = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let ev = psync::Event::anonymous(Event::new()).unwrap();
+    let seen = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let waiter = fork(|| {
         ev.wait();
         seen.lock().unwrap().set(1);
@@ -175,9 +171,9 @@ fn event_wait_with_and_without_timeout() {
 fn barrier_rounds_across_processes() {
     const PARTIES: usize = 4;
     const ROUNDS: u32 = 20;
-    let barrier = SharedBarrier::anonymous(Barrier::new(PARTIES as u32).unwrap()).unwrap();
-    let progress = SharedMutex::anonymous(Mutex::new([0u32; PARTIES])).unwrap();
-    let leaders = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let barrier = psync::Barrier::anonymous(PARTIES as u32).unwrap();
+    let progress = psync::Mutex::anonymous(Mutex::new([0u32; PARTIES])).unwrap();
+    let leaders = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let children = (0..PARTIES)
         .map(|me| {
             let (barrier, progress, leaders) = (&barrier, &progress, &leaders);
@@ -222,9 +218,9 @@ fn condvar_producer_consumer_across_processes() {
     const ITEMS: u64 = 300;
     const CAP: u64 = 4;
     // [items in buffer, produced, consumed]
-    let state = SharedMutex::anonymous(Mutex::new([0u64; 3])).unwrap();
-    let not_full = SharedCondvar::anonymous(Condvar::new()).unwrap();
-    let not_empty = SharedCondvar::anonymous(Condvar::new()).unwrap();
+    let state = psync::Mutex::anonymous(Mutex::new([0u64; 3])).unwrap();
+    let not_full = psync::Condvar::anonymous(Condvar::new()).unwrap();
+    let not_empty = psync::Condvar::anonymous(Condvar::new()).unwrap();
     let producer = fork(|| {
         for _ in 0..ITEMS {
             let g = not_full
@@ -261,8 +257,8 @@ fn condvar_producer_consumer_across_processes() {
 /// the timeout.
 #[test]
 fn condvar_wait_timeout_is_never_early() {
-    let m = SharedMutex::anonymous(Mutex::new(0u8)).unwrap();
-    let cv = SharedCondvar::anonymous(Condvar::new()).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u8)).unwrap();
+    let cv = psync::Condvar::anonymous(Condvar::new()).unwrap();
     let child = fork(|| {
         let d = Duration::from_millis(30);
         let t0 = Instant::now();
@@ -276,9 +272,9 @@ fn condvar_wait_timeout_is_never_early() {
 /// outermost unlock.
 #[test]
 fn reentrant_mutex_excludes_other_processes() {
-    let m = SharedReentrantMutex::anonymous(ReentrantMutex::new(0u32)).unwrap();
-    let held = SharedEvent::anonymous(Event::new()).unwrap();
-    let release = SharedEvent::anonymous(Event::new()).unwrap();
+    let m = psync::ReentrantMutex::anonymous(ReentrantMutex::new(0u32)).unwrap();
+    let held = psync::Event::anonymous(Event::new()).unwrap();
+    let release = psync::Event::anonymous(Event::new()).unwrap();
     let child = fork(|| {
         let a = m.lock().unwrap();
         let b = m.lock().unwrap();
@@ -292,10 +288,10 @@ fn reentrant_mutex_excludes_other_processes() {
         0
     });
     assert!(held.wait_timeout(HANG));
-    assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
+    assert!(matches!(m.try_lock(), Err(TryLockError::WouldBlock)));
     let d = Duration::from_millis(20);
     let t0 = Instant::now();
-    assert!(matches!(m.lock_timeout(d), Err(LockError::TimedOut)));
+    assert!(matches!(m.lock_timeout(d), Err(LockTimeoutError::TimedOut)));
     assert!(t0.elapsed() >= d);
     release.set();
     assert_eq!(child.wait_timeout(HANG), Some(Exit::Code(0)));
@@ -306,7 +302,7 @@ fn reentrant_mutex_excludes_other_processes() {
 /// it torn.
 #[test]
 fn rwlock_readers_never_see_a_torn_pair() {
-    let l = SharedRwLock::anonymous(RwLock::new([0u64; 2])).unwrap();
+    let l = psync::RwLock::anonymous(RwLock::new([0u64; 2])).unwrap();
     let writers: Vec<_> = (0..2)
         .map(|_| {
             fork(|| {
@@ -343,7 +339,7 @@ fn rwlock_readers_never_see_a_torn_pair() {
 /// or return nonsense, never panic.
 #[test]
 fn garbage_bytes_never_panic() {
-    fn scribble<O: shmkit_posix::sync::SegmentObject>(s: &Shared<O>, byte: u8) {
+    fn scribble<O: shmkit_core::object::Object>(s: &Shared<O>, byte: u8) {
         let len = s.segment().payload_len();
         // SAFETY: the payload is `len` writable bytes of this process's
         // mapping; every object in it is made of atomics and Pod data, so
@@ -352,25 +348,25 @@ fn garbage_bytes_never_panic() {
     }
     let short = Duration::from_millis(2);
     for byte in [0xFF, 0x80, 0x55, 0x01] {
-        let m = SharedMutex::anonymous(Mutex::new(0u64)).unwrap();
+        let m = psync::Mutex::anonymous(Mutex::new(0u64)).unwrap();
         scribble(&m, byte);
         let _ = m.try_lock();
         let _ = m.lock_timeout(short);
-        let s = SharedSemaphore::anonymous(Semaphore::new(1)).unwrap();
+        let s = psync::Semaphore::anonymous(Semaphore::new(1)).unwrap();
         scribble(&s, byte);
         let _ = s.try_acquire();
         let _ = s.release();
-        let e = SharedEvent::anonymous(Event::new()).unwrap();
+        let e = psync::Event::anonymous(Event::new()).unwrap();
         scribble(&e, byte);
         let _ = e.wait_timeout(short);
-        let b = SharedBarrier::anonymous(Barrier::new(2).unwrap()).unwrap();
+        let b = psync::Barrier::anonymous(2).unwrap();
         scribble(&b, byte);
         let _ = b.wait_timeout(short);
-        let r = SharedRwLock::anonymous(RwLock::new(0u32)).unwrap();
+        let r = psync::RwLock::anonymous(RwLock::new(0u32)).unwrap();
         scribble(&r, byte);
         let _ = r.try_read();
         let _ = r.write_timeout(short);
-        let rm = SharedReentrantMutex::anonymous(ReentrantMutex::new(0u32)).unwrap();
+        let rm = psync::ReentrantMutex::anonymous(ReentrantMutex::new(0u32)).unwrap();
         scribble(&rm, byte);
         let _ = rm.try_lock();
     }
@@ -381,7 +377,7 @@ fn garbage_bytes_never_panic() {
 #[test]
 fn memfd_semaphore_attached_by_descriptor() {
     use std::os::fd::AsFd;
-    let sem = SharedSemaphore::memfd(Semaphore::new(0)).unwrap();
+    let sem = psync::Semaphore::memfd(Semaphore::new(0)).unwrap();
     let fd = sem
         .segment()
         .fd()
@@ -390,7 +386,7 @@ fn memfd_semaphore_attached_by_descriptor() {
         .try_clone_to_owned()
         .unwrap();
     let child = fork(move || {
-        let Ok(mine) = SharedSemaphore::from_fd(fd) else {
+        let Ok(mine) = psync::Semaphore::from_fd(fd) else {
             return 2;
         };
         i32::from(mine.release().is_err())
@@ -399,5 +395,5 @@ fn memfd_semaphore_attached_by_descriptor() {
     assert!(sem.acquire_timeout(Duration::from_secs(10)).is_ok());
     // The wrong object type through the same kind of descriptor is refused.
     let fd = sem.segment().fd().unwrap().try_clone_to_owned().unwrap();
-    assert!(SharedEvent::from_fd(fd).is_err());
+    assert!(psync::Event::from_fd(fd).is_err());
 }

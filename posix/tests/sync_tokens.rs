@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use shmkit_core::owner::{self, test_hooks, Liveness, FIRST_TOKEN, LIVENESS_FILE};
-use shmkit_core::sync::{Event, LockError, Mutex, MutexState};
-use shmkit_posix::sync::{SharedEvent, SharedMutex};
+use shmkit_core::sync::{Event, LockError, Mutex, MutexState, TryLockError};
+use shmkit_posix::sync as psync;
 use shmkit_posix::Array;
 use shmkit_testkit::{fork, Exit};
 
@@ -79,9 +79,9 @@ fn the_liveness_file_is_shared_with_mode_0666() {
 /// seen dead while the child it forked lives on.
 #[test]
 fn a_fork_child_does_not_keep_its_parents_tokens_alive() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
-    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
-    let m2 = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
+    let m2 = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let heir_pid = Array::<u32>::anonymous(1).unwrap();
     let parent = fork(|| {
         std::mem::forget(m.lock().unwrap()); // draws this process's token
@@ -107,7 +107,7 @@ fn a_fork_child_does_not_keep_its_parents_tokens_alive() {
     let heir_token = owner::liveness(ht);
     kill_pid(heir);
     match verdict {
-        Err(LockError::OwnerDied(_)) => {}
+        Err(TryLockError::Lock(LockError::OwnerDied)) => {}
         other => panic!("the dead parent's lock: expected OwnerDied, got {other:?}"),
     }
     assert_eq!(heir_token, Liveness::Alive);
@@ -124,7 +124,7 @@ fn exec_drops_the_tokens_of_the_old_image() {
         return skip("exec_drops_the_tokens_of_the_old_image", "no sleep binary");
     };
     let prog = std::ffi::CString::new(sleep).unwrap();
-    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let child = fork(|| {
         std::mem::forget(m.lock().unwrap());
         let args = [prog.as_ptr(), c"3600".as_ptr(), std::ptr::null()];
@@ -150,7 +150,7 @@ fn exec_drops_the_tokens_of_the_old_image() {
     });
     assert_eq!(owner::liveness(pid), Liveness::Alive);
     match m.try_lock() {
-        Err(LockError::OwnerDied(mut g)) => g.mark_consistent(),
+        Err(TryLockError::Lock(LockError::OwnerDied)) => m.recover().unwrap().mark_consistent(),
         other => panic!("expected OwnerDied after exec, got {other:?}"),
     };
     drop(child);
@@ -163,7 +163,7 @@ fn exec_drops_the_tokens_of_the_old_image() {
 /// forced to one value make that deterministic.
 #[test]
 fn two_threads_of_a_process_never_share_a_token() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
     // A value nobody holds (pseudo-random per run: a clash with another
     // live token would be a 1-in-10^9 fluke).
     let v = FIRST_TOKEN + (std::process::id().wrapping_mul(2_654_435_761) % (1 << 29));
@@ -197,8 +197,8 @@ fn two_threads_of_a_process_never_share_a_token() {
 /// is.
 #[test]
 fn the_task_id_fallback_still_detects_a_killed_holder() {
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
-    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let child = fork(|| {
         test_hooks::force_task_ids();
         if owner::uses_tokens() {
@@ -214,11 +214,11 @@ fn the_task_id_fallback_still_detects_a_killed_holder() {
         child.wait()
     );
     assert_eq!(holder_of(&m), child.pid(), "a tid in the word");
-    assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
+    assert!(matches!(m.try_lock(), Err(TryLockError::WouldBlock)));
     child.kill9();
     assert_eq!(child.wait(), Exit::Signal(libc::SIGKILL));
     match m.try_lock() {
-        Err(LockError::OwnerDied(mut g)) => g.mark_consistent(),
+        Err(TryLockError::Lock(LockError::OwnerDied)) => m.recover().unwrap().mark_consistent(),
         other => panic!("expected OwnerDied, got {other:?}"),
     };
 }
@@ -273,8 +273,8 @@ fn fallback_checks(test: &str) -> i32 {
         say(&format!("{test}: drew a token from an unusable file"));
         return 2;
     }
-    let m = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
-    let ready = SharedEvent::anonymous(Event::new()).unwrap();
+    let m = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
+    let ready = psync::Event::anonymous(Event::new()).unwrap();
     let holder = fork(|| {
         std::mem::forget(m.lock().unwrap());
         ready.set();
@@ -285,12 +285,12 @@ fn fallback_checks(test: &str) -> i32 {
     }
     holder.kill9();
     let _ = holder.wait();
-    if !matches!(m.try_lock(), Err(LockError::OwnerDied(_))) {
+    if !matches!(m.try_lock(), Err(TryLockError::Lock(LockError::OwnerDied))) {
         say(&format!("{test}: a killed tid holder was not detected"));
         return 4;
     }
     // A token held by someone we cannot check: alive as far as we know.
-    let t = SharedMutex::anonymous(Mutex::new(0u32)).unwrap();
+    let t = psync::Mutex::anonymous(Mutex::new(0u32)).unwrap();
     let word = t.segment().payload().as_ptr().cast::<u32>();
     // SAFETY: the lock word, in range and aligned; written atomically.
     unsafe { shmkit_core::primitive::AtomicU32::from_ptr(word) }
@@ -299,7 +299,7 @@ fn fallback_checks(test: &str) -> i32 {
         say(&format!("{test}: an uncheckable token was not Unknown"));
         return 5;
     }
-    if !matches!(t.try_lock(), Err(LockError::WouldBlock)) {
+    if !matches!(t.try_lock(), Err(TryLockError::WouldBlock)) {
         say(&format!("{test}: took over a lock it could not check"));
         return 6;
     }

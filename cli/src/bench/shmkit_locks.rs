@@ -135,8 +135,10 @@ pub fn semaphore_rtt(p: &Params) -> RunResult {
         p,
         |d, _| sems[d].release().map_err(|e| err("release", e)),
         |d, _| {
+            // The ping-pong releases explicitly on the other side.
             sems[d]
                 .acquire_spin(DEFAULT_SPIN, Some(STALL))
+                .map(shmkit_core::sync::Permit::forget)
                 .map_err(|e| err("acquire", e))
         },
     )

@@ -19,7 +19,8 @@
 //! A condvar holds no owner. A waiter that dies leaves `sleepers` one too
 //! high (later notifies make a needless syscall). A process that dies
 //! holding the *mutex* is reported when a waiter re-locks it:
-//! [`LockError::OwnerDied`] carries the guard. A process that was supposed
+//! [`LockError::OwnerDied`] (the lock is poisoned; see [`super::lock`]).
+//! A process that was supposed
 //! to notify and died never will: waiters that must not hang use
 //! `wait_timeout`.
 //!
@@ -28,11 +29,12 @@
 //! use core::time::Duration;
 //! let m = Mutex::new(0u32);
 //! let cv = Condvar::new();
-//! let g = m.lock().unwrap();
-//! let (g, timed_out) = cv.wait_timeout(g, Duration::from_millis(1)).unwrap();
+//! let g = m.lock()?;
+//! let (g, timed_out) = cv.wait_timeout(g, Duration::from_millis(1))?;
 //! assert!(timed_out);
 //! drop(g);
 //! cv.notify_all(); // nobody waits: no syscall
+//! # Ok::<(), shmkit_core::sync::LockError>(())
 //! ```
 
 use core::fmt;
@@ -40,9 +42,11 @@ use core::time::Duration;
 
 use bytemuck::Pod;
 
-use super::mutex::{LockError, MutexGuard};
-use super::park;
+use super::lock::{acquire, Guard, LockError, Poisoned, RawLock};
+use super::mutex::Block;
+use super::{park, DEFAULT_SPIN};
 use crate::primitive::{AtomicU32, Ordering};
+use crate::shared::SharedCell;
 use crate::wait::{self, Deadline};
 
 /// A condition variable for a shmkit [`Mutex`](super::Mutex). `#[repr(C)]`, 8 bytes,
@@ -70,8 +74,6 @@ impl fmt::Debug for Condvar {
     }
 }
 
-type WaitResult<'a, T, R> = Result<R, LockError<MutexGuard<'a, T>>>;
-
 impl Condvar {
     /// A new condvar.
     #[must_use]
@@ -82,15 +84,17 @@ impl Condvar {
         }
     }
 
-    /// Unlocks `guard`'s mutex, sleeps until notified (or spuriously),
-    /// re-locks.
+    /// Unlocks `guard`'s lock, sleeps until notified (or spuriously),
+    /// re-locks. Works with the guard of any exclusive shmkit lock
+    /// ([`MutexGuard`](super::MutexGuard) usually).
     ///
     /// # Errors
-    /// From re-locking: `OwnerDied` (with the guard) or `NotRecoverable`.
-    pub fn wait<'a, T: Pod>(
+    /// From re-locking: `OwnerDied` (a holder died meanwhile; nothing is
+    /// held) or `NotRecoverable`.
+    pub fn wait<'a, R: RawLock, D>(
         &self,
-        guard: MutexGuard<'a, T>,
-    ) -> WaitResult<'a, T, MutexGuard<'a, T>> {
+        guard: Guard<'a, R, D>,
+    ) -> Result<Guard<'a, R, D>, LockError> {
         self.wait_until(guard, None).map(|(g, _)| g)
     }
 
@@ -99,11 +103,11 @@ impl Condvar {
     ///
     /// # Errors
     /// As [`wait`](Self::wait).
-    pub fn wait_timeout<'a, T: Pod>(
+    pub fn wait_timeout<'a, R: RawLock, D>(
         &self,
-        guard: MutexGuard<'a, T>,
+        guard: Guard<'a, R, D>,
         timeout: Duration,
-    ) -> WaitResult<'a, T, (MutexGuard<'a, T>, bool)> {
+    ) -> Result<(Guard<'a, R, D>, bool), LockError> {
         self.wait_until(guard, Some(Deadline::after(timeout)))
     }
 
@@ -111,11 +115,11 @@ impl Condvar {
     ///
     /// # Errors
     /// As [`wait`](Self::wait).
-    pub fn wait_while<'a, T: Pod>(
+    pub fn wait_while<'a, R: RawLock, T: Pod>(
         &self,
-        mut guard: MutexGuard<'a, T>,
+        mut guard: Guard<'a, R, SharedCell<'a, T>>,
         mut condition: impl FnMut(&T) -> bool,
-    ) -> WaitResult<'a, T, MutexGuard<'a, T>> {
+    ) -> Result<Guard<'a, R, SharedCell<'a, T>>, LockError> {
         while condition(&guard.get()) {
             guard = self.wait(guard)?;
         }
@@ -127,12 +131,12 @@ impl Condvar {
     ///
     /// # Errors
     /// As [`wait`](Self::wait).
-    pub fn wait_timeout_while<'a, T: Pod>(
+    pub fn wait_timeout_while<'a, R: RawLock, T: Pod>(
         &self,
-        mut guard: MutexGuard<'a, T>,
+        mut guard: Guard<'a, R, SharedCell<'a, T>>,
         timeout: Duration,
         mut condition: impl FnMut(&T) -> bool,
-    ) -> WaitResult<'a, T, (MutexGuard<'a, T>, bool)> {
+    ) -> Result<(Guard<'a, R, SharedCell<'a, T>>, bool), LockError> {
         let deadline = Deadline::after(timeout);
         while condition(&guard.get()) {
             let (g, timed_out) = self.wait_until(guard, Some(deadline))?;
@@ -145,23 +149,36 @@ impl Condvar {
         Ok((guard, false))
     }
 
-    fn wait_until<'a, T: Pod>(
+    fn wait_until<'a, R: RawLock, D>(
         &self,
-        guard: MutexGuard<'a, T>,
+        guard: Guard<'a, R, D>,
         deadline: Option<Deadline>,
-    ) -> WaitResult<'a, T, (MutexGuard<'a, T>, bool)> {
+    ) -> Result<(Guard<'a, R, D>, bool), LockError> {
         // Store→load against `notify` (see the module docs).
         self.sleepers.fetch_add(1, Ordering::AcqRel);
         // Read under the lock: a notify after this point changes `seq`.
         let seq = self.seq.load(Ordering::Acquire);
-        let mutex = guard.mutex();
-        // Dropping the guard unlocks (or, if it was never marked
-        // consistent, makes the lock not recoverable, as any unlock would).
-        drop(guard);
+        let (lock, data, consistent) = guard.into_parts();
+        // Unlock as the guard's drop would (an unrepaired recovery guard
+        // leaves the lock not recoverable, as any unlock of it would).
+        // SAFETY: `into_parts` handed us the lock the guard held.
+        unsafe {
+            if consistent || lock.poison().load(Ordering::Relaxed) == 0 {
+                lock.release_raw();
+            } else {
+                lock.release_unrepaired();
+            }
+        }
         let _ = park(&self.seq, seq, deadline, None);
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
         let timed_out = deadline.is_some_and(|d| d.has_passed());
-        let g = mutex.lock()?;
+        let g = acquire(
+            lock,
+            data,
+            Block::Until(None),
+            DEFAULT_SPIN,
+            Poisoned::Refuse,
+        )?;
         Ok((g, timed_out))
     }
 

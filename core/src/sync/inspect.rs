@@ -9,8 +9,7 @@
 //!
 //! The other sync types expose their own counters next to their code
 //! (`Semaphore::sleepers`, `Barrier::generation`, `RwLock::snapshot`, ...);
-//! this file holds the part that needs the mutex's crate-private lock word,
-//! so that `mutex.rs` itself stays untouched.
+//! this file holds the part that needs the mutex's crate-private lock word.
 
 use super::mutex::{RawMutex, NOT_RECOVERABLE, SPINNER, WAITERS};
 use crate::owner::{self, is_token, Liveness, ID_MASK};
@@ -62,6 +61,10 @@ pub struct MutexSnapshot {
     /// with such words (they can fail, never misbehave); diagnostics call
     /// them corrupt. Every other word is a state honest lockers produce.
     pub impossible: Option<&'static str>,
+    /// The poison mark: a holder died and nobody has repaired the data
+    /// since; `lock` answers `OwnerDied` until a `recover` guard does (see
+    /// [`super::lock`]).
+    pub poisoned: bool,
 }
 
 impl RawMutex {
@@ -130,6 +133,7 @@ impl RawMutex {
             waiters: word & WAITERS != 0,
             spinner: word & SPINNER != 0,
             impossible,
+            poisoned: self.is_poisoned(),
         }
     }
 }
@@ -163,6 +167,7 @@ mod tests {
                 waiters: false,
                 spinner: false,
                 impossible: None,
+                poisoned: false,
             }
         );
         let g = m.lock().unwrap();
@@ -284,7 +289,8 @@ mod tests {
             "{s:?}"
         );
         // Taken over, not marked consistent: not recoverable.
-        drop(m.lock().unwrap_err().into_guard().unwrap());
+        assert_eq!(m.lock().unwrap_err(), crate::sync::LockError::OwnerDied);
+        drop(m.recover().unwrap());
         assert_eq!(check("not recoverable").state, MutexState::NotRecoverable);
 
         // What no honest peer writes.

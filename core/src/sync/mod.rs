@@ -44,22 +44,30 @@
 //! reads); only a peer rewriting the word in a loop reaches these bounds.
 
 pub mod barrier;
+pub mod condition;
 pub mod condvar;
 pub mod event;
 mod inspect;
+pub mod lock;
+pub mod locked;
 pub mod mutex;
 pub mod reentrant;
 pub mod rwlock;
 pub mod semaphore;
 
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult, PartiesError, TrackedParty};
+pub use condition::Condition;
 pub use condvar::Condvar;
 pub use event::Event;
 pub use inspect::{MutexSnapshot, MutexState};
-pub use mutex::{LockError, Mutex, MutexGuard, RawMutex, RawMutexGuard};
-pub use reentrant::{ReentrantMutex, ReentrantMutexGuard, ReentrantSnapshot};
-pub use rwlock::{RwLock, RwLockReadGuard, RwLockSnapshot, RwLockWriteGuard};
-pub use semaphore::{AcquireError, ReleaseError, Semaphore};
+pub use lock::{Guard, LockError, LockTimeoutError, RawLock, TryLockError};
+pub use locked::{LockedArray, LockedArrayGuard, LockedArrayRef};
+pub use mutex::{Mutex, MutexGuard, RawMutex, RawMutexGuard};
+pub use reentrant::{RawReentrantMutex, ReentrantMutex, ReentrantMutexGuard, ReentrantSnapshot};
+pub use rwlock::{
+    RawRwLock, ReadSide, RwLock, RwLockReadGuard, RwLockSnapshot, RwLockWriteGuard, WriteSide,
+};
+pub use semaphore::{AcquireError, Permit, ReleaseError, Semaphore};
 
 use core::time::Duration;
 
@@ -312,12 +320,60 @@ sync_object!(crate::header::Kind::RWLOCK => RwLock<T>, T);
 sync_object!(crate::header::Kind::SEMAPHORE => Semaphore);
 sync_object!(crate::header::Kind::EVENT => Event);
 sync_object!(crate::header::Kind::CONDVAR => Condvar);
-sync_object!(crate::header::Kind::BARRIER => Barrier);
+sync_object!(crate::header::Kind::CONDITION => Condition<T>, T);
 
 /// `Semaphore(n)`: an unbounded semaphore with `n` permits, so that handles
 /// can be created from a plain count.
 impl From<u32> for Semaphore {
     fn from(permits: u32) -> Semaphore {
         Semaphore::new(permits)
+    }
+}
+
+// SAFETY: as for `sync_object!`, with the party count as the parameter:
+// `payload_len` accepts only 1..=MAX_PARTIES (Python's `Barrier(0)` is a
+// `ValueError`), and `init` writes the barrier of that many parties into
+// the zeroed payload, which it owns exclusively.
+unsafe impl crate::object::Object for Barrier {
+    const KIND: crate::header::Kind = crate::header::Kind::BARRIER;
+    /// The number of parties.
+    type Params = u32;
+    type View<'a> = &'a Barrier;
+    type Element = Barrier;
+
+    fn encode(parties: &u32) -> [u64; 2] {
+        [u64::from(*parties), 0]
+    }
+
+    fn decode(recorded: [u64; 2]) -> Result<u32, crate::object::LayoutError> {
+        match (u32::try_from(recorded[0]), recorded[1]) {
+            (Ok(parties), 0) if (1..=barrier::MAX_PARTIES).contains(&parties) => Ok(parties),
+            _ => Err(crate::object::LayoutError::new(
+                "the recorded party count is not 1 to 65535",
+            )),
+        }
+    }
+
+    fn payload_len(parties: &u32) -> Result<usize, crate::object::LayoutError> {
+        if !(1..=barrier::MAX_PARTIES).contains(parties) {
+            return Err(crate::object::LayoutError::new(
+                "a barrier needs 1 to 65535 parties (Python's Barrier(0) raises ValueError too)",
+            ));
+        }
+        Ok(core::mem::size_of::<Barrier>())
+    }
+
+    unsafe fn init(payload: core::ptr::NonNull<u8>, parties: &u32) {
+        if let Ok(b) = Barrier::new(*parties) {
+            // SAFETY: the caller hands us `size_of::<Barrier>()` zeroed,
+            // writable bytes aligned to PAYLOAD_ALIGN, owned exclusively;
+            // Barrier has no drop glue to skip.
+            unsafe { payload.cast::<Barrier>().as_ptr().write(b) };
+        }
+    }
+
+    unsafe fn attach<'a>(payload: core::ptr::NonNull<u8>, _: &u32) -> &'a Barrier {
+        // SAFETY: as in `sync_object!`.
+        unsafe { payload.cast::<Barrier>().as_ref() }
     }
 }

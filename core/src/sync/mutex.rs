@@ -75,51 +75,52 @@
 //! path leaves the two holes the tokens close: a reuse within one clock
 //! tick, and a holder killed between the CAS and the record.
 //!
-//! # Recovery: pthread's rule
-//! The locker that takes over from a dead owner gets
-//! [`LockError::OwnerDied`] carrying the guard, as `EOWNERDEAD`. The data may
-//! be half-updated: the new owner repairs it and calls
-//! [`MutexGuard::mark_consistent`]. If it unlocks without doing so, the
-//! lock becomes permanently [`LockError::NotRecoverable`] (as
-//! `ENOTRECOVERABLE`): nobody can be sure the data was repaired, and an
-//! application that did not look must not silently carry on. This is the
-//! rule every pthread robust-mutex user already knows, and it turns a
-//! forgotten check into a loud error instead of silent corruption.
+//! # A dead holder
+//! The locker that finds the owner dead takes the lock over and poisons it
+//! (the mark lives in the lock's `poison` word): `lock` then answers
+//! [`LockError::OwnerDied`] to everyone, holding nothing, until a
+//! `recover` guard repairs the data and calls `mark_consistent`; a
+//! recovery guard dropped unrepaired makes the lock
+//! [`NotRecoverable`](LockError::NotRecoverable) for good (pthread's
+//! rule). The protocol is shared by every lock: see [`super::lock`].
 //!
 //! The holder's data is read and written through atomic element copies
-//! ([`SharedSlice`]), never through `&mut T`: a
-//! peer that ignores the lock can tear values, never cause undefined
-//! behaviour in this process.
+//! ([`SharedCell`]), never through `&mut T`: a peer that ignores the lock
+//! can tear values, never cause undefined behaviour in this process.
 //!
 //! ```
-//! use shmkit_core::sync::{Mutex, LockError};
+//! use shmkit_core::sync::{LockError, Mutex};
 //!
 //! let m = Mutex::new(5u64);
 //! {
-//!     let g = m.lock().unwrap();
+//!     let g = m.lock()?;
 //!     g.set(g.get() + 1);
 //! }
 //! assert!(m.try_lock().is_ok());
-//! // A guard that took over from a dead owner must be marked consistent:
-//! match m.lock() {
-//!     Ok(g) => assert_eq!(g.get(), 6),
-//!     Err(LockError::OwnerDied(mut g)) => { /* repair */ g.mark_consistent(); }
-//!     Err(e) => panic!("{e}"),
-//! };
+//! // Where a holder may have died, a recoverer repairs the data first:
+//! let mut g = m.recover()?;
+//! if g.owner_died() {
+//!     g.set(0);
+//!     g.mark_consistent();
+//! }
+//! assert_eq!(g.get(), 6);
+//! # Ok::<(), LockError>(())
 //! ```
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::time::Duration;
 
 use bytemuck::Pod;
 
+use super::lock::{
+    acquire, Guard, LockError, LockTimeoutError, Poisoned, RawLock, SealedLock, TryLockError,
+};
 use super::{ident, is_dead, is_reused, park, passed, Contention, DEFAULT_SPIN, LIVENESS_SLICE};
 use crate::owner::{test_hooks, ID_MASK};
 use crate::primitive::{AtomicU32, Ordering};
-use crate::shared::SharedSlice;
+use crate::shared::SharedCell;
 use crate::wait::{self, Deadline, Spin};
 
 /// Lock word bit: a waiter may be asleep; unlock must `FUTEX_WAKE`.
@@ -132,85 +133,10 @@ pub const SPINNER: u32 = 1 << 31;
 /// Lock word owner id meaning "inconsistent for good" (no task has this id).
 pub const NOT_RECOVERABLE: u32 = ID_MASK;
 
-/// Why a lock operation did not return a plain guard. One enum serves
-/// `lock`, `try_lock` and `lock_timeout` of every shmkit lock; each method
-/// says which variants it returns.
-pub enum LockError<G> {
-    /// Acquired, but the previous owner died holding the lock: the data may
-    /// be inconsistent. Repair it, then call `mark_consistent` on the guard.
-    OwnerDied(G),
-    /// `try_` only: another owner holds the lock.
-    WouldBlock,
-    /// `_timeout` only: the deadline passed first.
-    TimedOut,
-    /// A previous owner took the lock over from a dead one and unlocked
-    /// without marking the data consistent: the lock is unusable for good.
-    NotRecoverable,
-    /// The calling thread already holds this (non-reentrant) lock.
-    WouldDeadlock,
-    /// A reentrant lock's count would overflow `u32`.
-    Overflow,
-    /// `try_` only: the lock word kept changing under every attempt
-    /// (extreme contention, or a peer rewriting it); nothing was taken.
-    Contended,
-}
-
-impl<G> LockError<G> {
-    /// The guard, if the lock was acquired (`OwnerDied`).
-    pub fn into_guard(self) -> Option<G> {
-        match self {
-            LockError::OwnerDied(g) => Some(g),
-            _ => None,
-        }
-    }
-
-    /// The same error around another guard type.
-    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
-        match self {
-            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
-            LockError::WouldBlock => LockError::WouldBlock,
-            LockError::TimedOut => LockError::TimedOut,
-            LockError::NotRecoverable => LockError::NotRecoverable,
-            LockError::WouldDeadlock => LockError::WouldDeadlock,
-            LockError::Overflow => LockError::Overflow,
-            LockError::Contended => LockError::Contended,
-        }
-    }
-}
-
-impl<G> fmt::Debug for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LockError::OwnerDied(_) => "OwnerDied(..)",
-            LockError::WouldBlock => "WouldBlock",
-            LockError::TimedOut => "TimedOut",
-            LockError::NotRecoverable => "NotRecoverable",
-            LockError::WouldDeadlock => "WouldDeadlock",
-            LockError::Overflow => "Overflow",
-            LockError::Contended => "Contended",
-        })
-    }
-}
-
-impl<G> fmt::Display for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LockError::OwnerDied(_) => "the previous owner died holding the lock; repair the data, then call mark_consistent() on the guard",
-            LockError::WouldBlock => "the lock is held by another owner; retry, or use lock()/lock_timeout()",
-            LockError::TimedOut => "timed out waiting for the lock; retry or use a longer timeout",
-            LockError::NotRecoverable => "the lock is not recoverable: an owner took it over from a dead one and unlocked without mark_consistent(); recreate the object",
-            LockError::WouldDeadlock => "the calling thread already holds this lock; use a ReentrantMutex to lock it again",
-            LockError::Overflow => "the reentrant lock count would overflow; unlock before locking again",
-            LockError::Contended => "the lock word kept changing under every attempt (extreme contention, or a peer rewriting shared memory); retry later or use lock()/lock_timeout()",
-        })
-    }
-}
-
-impl<G> core::error::Error for LockError<G> {}
-
-/// How a raw acquisition blocks.
+/// How a raw acquisition blocks (the engine of [`RawLock`]).
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Block {
+pub enum Block {
     /// Never sleep.
     Try,
     /// Sleep until the deadline (`None`: forever).
@@ -218,14 +144,16 @@ pub(crate) enum Block {
 }
 
 impl Block {
-    pub(crate) fn timeout(timeout: Duration) -> Block {
+    /// Blocks at most `timeout` from now.
+    pub fn timeout(timeout: Duration) -> Block {
         Block::Until(Some(Deadline::after(timeout)))
     }
 }
 
 /// A successful raw acquisition.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Acquired {
+pub enum Acquired {
     /// Acquired from an unlocked state.
     Clean,
     /// Taken over from a dead owner.
@@ -233,25 +161,21 @@ pub(crate) enum Acquired {
 }
 
 /// Why a raw acquisition failed.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RawError {
+pub enum RawError {
+    /// `Block::Try` only: held by another owner.
     WouldBlock,
+    /// The deadline passed.
     TimedOut,
+    /// The lock is not recoverable.
     NotRecoverable,
+    /// The caller holds it already.
     WouldDeadlock,
+    /// `Block::Try` only: the word kept moving.
     Contended,
-}
-
-impl RawError {
-    pub(crate) fn into_lock_error<G>(self) -> LockError<G> {
-        match self {
-            RawError::WouldBlock => LockError::WouldBlock,
-            RawError::TimedOut => LockError::TimedOut,
-            RawError::NotRecoverable => LockError::NotRecoverable,
-            RawError::WouldDeadlock => LockError::WouldDeadlock,
-            RawError::Contended => LockError::Contended,
-        }
-    }
+    /// A reentrant count would overflow.
+    Overflow,
 }
 
 /// The `(id, tag)` of the current owner, written by the owner after it
@@ -308,24 +232,34 @@ impl OwnerRecord {
     }
 }
 
-/// A robust, process-shared mutex without data. `#[repr(C)]`, 16 bytes,
-/// valid when zero-filled (unlocked).
+/// A robust, process-shared mutex without data (Python's `Lock`).
+/// `#[repr(C)]`, 16 bytes, valid when zero-filled (unlocked).
 ///
 /// ```
-/// use shmkit_core::sync::RawMutex;
+/// use shmkit_core::sync::{LockError, RawMutex, TryLockError};
 /// let m = RawMutex::new();
-/// let g = m.lock().unwrap();
-/// assert!(m.try_lock().is_err()); // WouldDeadlock: this thread holds it
+/// let g = m.lock()?;
+/// // This thread holds it:
+/// assert_eq!(m.try_lock().unwrap_err(), TryLockError::Lock(LockError::WouldDeadlock));
 /// drop(g);
 /// assert!(m.try_lock().is_ok());
+/// # Ok::<(), LockError>(())
 /// ```
 #[repr(C)]
 pub struct RawMutex {
     /// The lock word; states and transitions in the module docs.
     word: AtomicU32,
-    _reserved: AtomicU32,
+    /// The poison mark ([`RawLock::poison`]): non-zero from the take-over
+    /// of a dead owner until a recoverer marks the data consistent.
+    poison: AtomicU32,
     owner: OwnerRecord,
 }
+
+/// Holds a [`RawMutex`]; unlocks on drop.
+pub type RawMutexGuard<'a> = Guard<'a, RawMutex, ()>;
+/// Holds a [`Mutex`]; dereferences to its data ([`SharedCell`]:
+/// `get`, `set`, `update`).
+pub type MutexGuard<'a, T> = Guard<'a, RawMutex, SharedCell<'a, T>>;
 
 #[cfg(all(not(loom), target_has_atomic = "64"))]
 static_assertions::assert_eq_size!(RawMutex, [u64; 2]);
@@ -354,7 +288,7 @@ impl RawMutex {
     pub fn new() -> RawMutex {
         RawMutex {
             word: AtomicU32::new(0),
-            _reserved: AtomicU32::new(0),
+            poison: AtomicU32::new(0),
             owner: OwnerRecord::new(),
         }
     }
@@ -362,36 +296,35 @@ impl RawMutex {
     /// Locks, sleeping as long as needed.
     ///
     /// # Errors
-    /// `OwnerDied` (acquired from a dead owner), `NotRecoverable`,
-    /// `WouldDeadlock` (this thread holds it).
+    /// `OwnerDied` (a holder died; see [`recover`](Self::recover)),
+    /// `NotRecoverable`, `WouldDeadlock` (this thread holds it).
     #[inline]
-    pub fn lock(&self) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
-        self.lock_with(Block::Until(None), DEFAULT_SPIN)
+    pub fn lock(&self) -> Result<RawMutexGuard<'_>, LockError> {
+        self.guard((), Block::Until(None), DEFAULT_SPIN, Poisoned::Refuse)
+            .map_err(Into::into)
     }
 
-    /// Locks if that needs no waiting (a dead owner is taken over).
+    /// Locks if that needs no waiting.
     ///
     /// When the lock is held, this checks the holder's liveness at once
     /// (one `fcntl` on the liveness file: a microsecond or two), like
     /// `pthread_mutex_trylock` reporting `EOWNERDEAD`; do not spin on it.
     ///
     /// # Errors
-    /// As [`lock`](Self::lock), plus `WouldBlock`, and `Contended` if the
-    /// lock word kept changing under [`TRY_ROUNDS`](super::TRY_ROUNDS)
-    /// attempts.
-    pub fn try_lock(&self) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
-        self.lock_with(Block::Try, Spin::NONE)
+    /// `WouldBlock`, `Contended` (the word kept changing under
+    /// [`TRY_ROUNDS`](super::TRY_ROUNDS) attempts), or as [`lock`](Self::lock).
+    pub fn try_lock(&self) -> Result<RawMutexGuard<'_>, TryLockError> {
+        self.guard((), Block::Try, Spin::NONE, Poisoned::Refuse)
+            .map_err(Into::into)
     }
 
     /// Locks, waiting at most `timeout` (never returns `TimedOut` earlier).
     ///
     /// # Errors
-    /// As [`lock`](Self::lock), plus `TimedOut`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
-        self.lock_with(Block::timeout(timeout), DEFAULT_SPIN)
+    /// `TimedOut`, or as [`lock`](Self::lock).
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<RawMutexGuard<'_>, LockTimeoutError> {
+        self.guard((), Block::timeout(timeout), DEFAULT_SPIN, Poisoned::Refuse)
+            .map_err(Into::into)
     }
 
     /// Locks with an explicit spin budget and optional timeout.
@@ -402,21 +335,73 @@ impl RawMutex {
         &self,
         spin: Spin,
         timeout: Option<Duration>,
-    ) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
-        self.lock_with(Block::Until(timeout.map(Deadline::after)), spin)
+    ) -> Result<RawMutexGuard<'_>, LockTimeoutError> {
+        self.guard(
+            (),
+            Block::Until(timeout.map(Deadline::after)),
+            spin,
+            Poisoned::Refuse,
+        )
+        .map_err(Into::into)
+    }
+
+    /// Locks even if a holder died: the guard's
+    /// [`owner_died`](Guard::owner_died) then says so, and the caller
+    /// repairs and calls [`mark_consistent`](Guard::mark_consistent)
+    /// (see [`super::lock`]).
+    ///
+    /// # Errors
+    /// `NotRecoverable`, `WouldDeadlock`.
+    pub fn recover(&self) -> Result<RawMutexGuard<'_>, LockError> {
+        self.guard((), Block::Until(None), DEFAULT_SPIN, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// [`recover`](Self::recover) if that needs no waiting.
+    ///
+    /// # Errors
+    /// As [`try_lock`](Self::try_lock), never `OwnerDied`.
+    pub fn try_recover(&self) -> Result<RawMutexGuard<'_>, TryLockError> {
+        self.guard((), Block::Try, Spin::NONE, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// [`recover`](Self::recover), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`lock_timeout`](Self::lock_timeout), never `OwnerDied`.
+    pub fn recover_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<RawMutexGuard<'_>, LockTimeoutError> {
+        self.guard((), Block::timeout(timeout), DEFAULT_SPIN, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// Poisons the lock as a take-over from a dead owner does (loom models
+    /// have no dead owners).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn poison_for_model(&self) {
+        self.poison.store(1, Ordering::Relaxed);
+    }
+
+    /// Whether a dead holder's damage awaits repair (a snapshot, read
+    /// without the lock: a hint).
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.poison.load(Ordering::Relaxed) != 0
     }
 
     #[inline]
-    fn lock_with(
+    pub(crate) fn guard<D>(
         &self,
+        data: D,
         block: Block,
         spin: Spin,
-    ) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
-        match self.acquire(block, spin) {
-            Ok(Acquired::Clean) => Ok(RawMutexGuard::new(self, true)),
-            Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(RawMutexGuard::new(self, false))),
-            Err(e) => Err(e.into_lock_error()),
-        }
+        poisoned: Poisoned,
+    ) -> Result<Guard<'_, RawMutex, D>, super::lock::Failure> {
+        acquire(self, data, block, spin, poisoned)
     }
 
     /// Whether some owner holds the lock (a snapshot).
@@ -706,64 +691,27 @@ impl RawMutex {
     }
 }
 
-/// Proof that the calling thread holds a [`RawMutex`]; unlocks on drop.
-/// Not `Send`: the lock belongs to the thread that took it.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct RawMutexGuard<'a> {
-    mutex: &'a RawMutex,
-    consistent: bool,
-    _not_send: PhantomData<*const ()>,
-}
+impl SealedLock for RawMutex {}
 
-impl fmt::Debug for RawMutexGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawMutexGuard")
-            .field("consistent", &self.consistent)
-            .finish()
-    }
-}
-
-impl<'a> RawMutexGuard<'a> {
+impl RawLock for RawMutex {
     #[inline]
-    fn new(mutex: &'a RawMutex, consistent: bool) -> Self {
-        RawMutexGuard {
-            mutex,
-            consistent,
-            _not_send: PhantomData,
-        }
+    fn acquire_raw(&self, block: Block, spin: Spin) -> Result<Acquired, RawError> {
+        self.acquire(block, spin)
     }
 
-    /// Declares the protected data repaired after [`LockError::OwnerDied`].
-    /// Without it, unlocking makes the lock [`LockError::NotRecoverable`].
-    pub fn mark_consistent(&mut self) {
-        self.consistent = true;
-    }
-
-    /// Whether the data counts as consistent (false after `OwnerDied`
-    /// until [`mark_consistent`](Self::mark_consistent)).
-    #[must_use]
-    pub fn is_consistent(&self) -> bool {
-        self.consistent
-    }
-
-    /// The mutex this guard holds.
-    #[must_use]
-    pub fn mutex(&self) -> &'a RawMutex {
-        self.mutex
-    }
-}
-
-impl Drop for RawMutexGuard<'_> {
     #[inline]
-    fn drop(&mut self) {
-        // SAFETY: the guard exists only while this thread holds the lock.
-        unsafe {
-            if self.consistent {
-                self.mutex.release(false);
-            } else {
-                self.mutex.release_unrecoverable();
-            }
-        }
+    unsafe fn release_raw(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release(false) }
+    }
+
+    unsafe fn release_unrepaired(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release_unrecoverable() }
+    }
+
+    fn poison(&self) -> &AtomicU32 {
+        &self.poison
     }
 }
 
@@ -806,121 +754,120 @@ impl<T: Pod> Mutex<T> {
         }
     }
 
+    fn cell(&self) -> SharedCell<'_, T> {
+        // SAFETY: the mutex's `T` is aligned and alive as long as `self`;
+        // every access to it is an atomic copy (here, and in peers using
+        // the same type).
+        unsafe { SharedCell::from_raw(NonNull::from(&self.data).cast::<T>()) }
+    }
+
     /// Locks, sleeping as long as needed.
     ///
     /// # Errors
-    /// `OwnerDied` (acquired from a dead owner), `NotRecoverable`,
-    /// `WouldDeadlock`.
+    /// As [`RawMutex::lock`].
     #[inline]
-    pub fn lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.wrap(self.raw.lock())
+    pub fn lock(&self) -> Result<MutexGuard<'_, T>, LockError> {
+        self.raw
+            .guard(
+                self.cell(),
+                Block::Until(None),
+                DEFAULT_SPIN,
+                Poisoned::Refuse,
+            )
+            .map_err(Into::into)
     }
 
     /// Locks if that needs no waiting.
     ///
     /// # Errors
-    /// As [`lock`](Self::lock), plus `WouldBlock`.
-    pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.wrap(self.raw.try_lock())
+    /// As [`RawMutex::try_lock`].
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
+        self.raw
+            .guard(self.cell(), Block::Try, Spin::NONE, Poisoned::Refuse)
+            .map_err(Into::into)
     }
 
     /// Locks, waiting at most `timeout`.
     ///
     /// # Errors
-    /// As [`lock`](Self::lock), plus `TimedOut`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.wrap(self.raw.lock_timeout(timeout))
+    /// As [`RawMutex::lock_timeout`].
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockTimeoutError> {
+        self.raw
+            .guard(
+                self.cell(),
+                Block::timeout(timeout),
+                DEFAULT_SPIN,
+                Poisoned::Refuse,
+            )
+            .map_err(Into::into)
     }
 
     /// Locks with an explicit spin budget and optional timeout.
     ///
     /// # Errors
-    /// As [`lock_timeout`](Self::lock_timeout).
+    /// As [`RawMutex::lock_timeout`].
     pub fn lock_spin(
         &self,
         spin: Spin,
         timeout: Option<Duration>,
-    ) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.wrap(self.raw.lock_spin(spin, timeout))
+    ) -> Result<MutexGuard<'_, T>, LockTimeoutError> {
+        self.raw
+            .guard(
+                self.cell(),
+                Block::Until(timeout.map(Deadline::after)),
+                spin,
+                Poisoned::Refuse,
+            )
+            .map_err(Into::into)
+    }
+
+    /// Locks even if a holder died (see [`RawMutex::recover`]).
+    ///
+    /// # Errors
+    /// As [`RawMutex::recover`].
+    pub fn recover(&self) -> Result<MutexGuard<'_, T>, LockError> {
+        self.raw
+            .guard(
+                self.cell(),
+                Block::Until(None),
+                DEFAULT_SPIN,
+                Poisoned::Recover,
+            )
+            .map_err(Into::into)
+    }
+
+    /// [`recover`](Self::recover) if that needs no waiting.
+    ///
+    /// # Errors
+    /// As [`RawMutex::try_recover`].
+    pub fn try_recover(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
+        self.raw
+            .guard(self.cell(), Block::Try, Spin::NONE, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// [`recover`](Self::recover), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`RawMutex::recover_timeout`].
+    pub fn recover_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<MutexGuard<'_, T>, LockTimeoutError> {
+        self.raw
+            .guard(
+                self.cell(),
+                Block::timeout(timeout),
+                DEFAULT_SPIN,
+                Poisoned::Recover,
+            )
+            .map_err(Into::into)
     }
 
     /// The lock without the data.
     #[must_use]
     pub fn raw(&self) -> &RawMutex {
         &self.raw
-    }
-
-    #[inline]
-    fn wrap<'a>(
-        &'a self,
-        r: Result<RawMutexGuard<'a>, LockError<RawMutexGuard<'a>>>,
-    ) -> Result<MutexGuard<'a, T>, LockError<MutexGuard<'a, T>>> {
-        let make = |raw| MutexGuard { raw, lock: self };
-        r.map(make).map_err(|e| e.map(make))
-    }
-}
-
-/// Holds a [`Mutex`]; reads and writes its data by copy.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct MutexGuard<'a, T> {
-    raw: RawMutexGuard<'a>,
-    lock: &'a Mutex<T>,
-}
-
-impl<T: Pod> fmt::Debug for MutexGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MutexGuard")
-            .field("raw", &self.raw)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'a, T: Pod> MutexGuard<'a, T> {
-    /// An element view of the data (one element).
-    #[must_use]
-    pub fn view(&self) -> SharedSlice<'_, T> {
-        // SAFETY: the mutex's `T` is aligned and alive for 'a; every access
-        // to it is an atomic copy (here, and in peers using the same type).
-        unsafe { SharedSlice::from_raw(NonNull::from(&self.lock.data).cast::<T>(), 1) }
-    }
-
-    /// A copy of the data.
-    #[must_use]
-    pub fn get(&self) -> T {
-        self.view().get(0).unwrap_or_else(T::zeroed)
-    }
-
-    /// Replaces the data.
-    pub fn set(&self, value: T) {
-        // Cannot fail: index 0 of a one-element view.
-        let _ = self.view().set(0, value);
-    }
-
-    /// Copies the data out, lets `f` change the copy, writes it back.
-    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let mut v = self.get();
-        let r = f(&mut v);
-        self.set(v);
-        r
-    }
-
-    /// See [`RawMutexGuard::mark_consistent`].
-    pub fn mark_consistent(&mut self) {
-        self.raw.mark_consistent();
-    }
-
-    /// See [`RawMutexGuard::is_consistent`].
-    #[must_use]
-    pub fn is_consistent(&self) -> bool {
-        self.raw.is_consistent()
-    }
-
-    /// The mutex this guard holds (for [`Condvar`](super::Condvar)).
-    pub(crate) fn mutex(&self) -> &'a Mutex<T> {
-        self.lock
     }
 }
 
@@ -937,7 +884,11 @@ mod tests {
             let g = m.lock().unwrap();
             assert_eq!(g.get(), 1);
             g.set(2);
-            assert!(matches!(m.try_lock(), Err(LockError::WouldDeadlock)));
+            assert!(matches!(
+                m.try_lock(),
+                Err(TryLockError::Lock(LockError::WouldDeadlock))
+            ));
+            assert_eq!(m.lock().unwrap_err(), LockError::WouldDeadlock);
         }
         assert_eq!(m.lock().unwrap().get(), 2);
         assert!(!m.raw().is_locked());
@@ -952,7 +903,7 @@ mod tests {
             s.spawn(|| {
                 let d = Duration::from_millis(20);
                 let t0 = std::time::Instant::now();
-                assert!(matches!(m.lock_timeout(d), Err(LockError::TimedOut)));
+                assert!(matches!(m.lock_timeout(d), Err(LockTimeoutError::TimedOut)));
                 assert!(t0.elapsed() >= d);
             });
         });
@@ -976,18 +927,31 @@ mod tests {
 
     #[test]
     #[cfg(not(miri))]
-    fn dead_owner_is_taken_over_and_unmarked_unlock_is_not_recoverable() {
+    fn dead_owner_poisons_and_an_unmarked_recovery_is_not_recoverable() {
         let m = RawMutex::new();
         // An id that names no task: pid_max is at most 2^22.
         m.word.store((1 << 23) | WAITERS, Ordering::Relaxed);
-        let g = match m.try_lock() {
-            Err(LockError::OwnerDied(g)) => g,
-            other => panic!("expected OwnerDied, got {other:?}"),
-        };
-        assert!(!g.is_consistent());
+        // The locker that finds the death is told, and holds nothing.
+        assert_eq!(
+            m.try_lock().unwrap_err(),
+            TryLockError::Lock(LockError::OwnerDied)
+        );
+        assert!(!m.is_locked());
+        assert!(m.is_poisoned());
+        // So is everyone after it, until a recoverer repairs.
+        assert_eq!(m.lock().unwrap_err(), LockError::OwnerDied);
+        assert_eq!(
+            m.lock_timeout(Duration::from_millis(1)).unwrap_err(),
+            LockTimeoutError::Lock(LockError::OwnerDied)
+        );
+        let g = m.recover().unwrap();
+        assert!(g.owner_died() && !g.is_consistent());
         drop(g);
-        assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
-        assert!(matches!(m.try_lock(), Err(LockError::NotRecoverable)));
+        assert_eq!(m.lock().unwrap_err(), LockError::NotRecoverable);
+        assert_eq!(
+            m.try_recover().unwrap_err(),
+            TryLockError::Lock(LockError::NotRecoverable)
+        );
     }
 
     #[test]
@@ -995,10 +959,14 @@ mod tests {
     fn marked_consistent_stays_usable() {
         let m = RawMutex::new();
         m.word.store(1 << 23, Ordering::Relaxed);
-        let mut g = m.lock().unwrap_err().into_guard().unwrap();
+        // A recoverer that finds the death itself gets the guard at once.
+        let mut g = m.recover().unwrap();
+        assert!(g.owner_died());
         g.mark_consistent();
         drop(g);
-        assert!(m.lock().is_ok());
+        assert!(!m.is_poisoned());
+        let g = m.lock().unwrap();
+        assert!(!g.owner_died());
     }
 
     /// A thread that exits holding the lock (its process lives on) is a
@@ -1011,11 +979,10 @@ mod tests {
             s.spawn(|| core::mem::forget(m.lock().unwrap()));
         });
         let t0 = std::time::Instant::now();
-        let mut g = match m.lock() {
-            Err(LockError::OwnerDied(g)) => g,
-            other => panic!("expected OwnerDied, got {other:?}"),
-        };
+        assert_eq!(m.lock().unwrap_err(), LockError::OwnerDied);
         assert!(t0.elapsed() < Duration::from_secs(10));
+        let mut g = m.recover().unwrap();
+        assert!(g.owner_died());
         g.mark_consistent();
     }
 
@@ -1042,15 +1009,16 @@ mod tests {
         // Record matches the live task: alive, so WouldBlock.
         m.word.store(tid, Ordering::Relaxed);
         m.owner.store(tid, real_start);
-        assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
+        assert!(matches!(m.try_lock(), Err(TryLockError::WouldBlock)));
         // Record names another tid (a new owner has not written its record
         // yet): never declare the live owner dead.
         m.owner.store(tid + 1, real_start.wrapping_add(1));
-        assert!(matches!(m.try_lock(), Err(LockError::WouldBlock)));
+        assert!(matches!(m.try_lock(), Err(TryLockError::WouldBlock)));
         // Same tid, other start time: the recorded owner died and its id
         // was reused by the live task, so the lock is taken over.
         m.owner.store(tid, real_start.wrapping_add(1));
-        let mut g = m.try_lock().unwrap_err().into_guard().expect("OwnerDied");
+        let mut g = m.try_recover().expect("taken over from the dead owner");
+        assert!(g.owner_died());
         g.mark_consistent();
         drop(g);
         drop(done_tx);

@@ -8,134 +8,61 @@
 //! count can make an unlock come early or late, never panic. Locking again
 //! when the count is `u32::MAX` returns [`LockError::Overflow`].
 //!
-//! A holder that dies is handled as for [`RawMutex`]: the next locker gets
-//! [`LockError::OwnerDied`] with a guard at count 1, and must call
-//! `mark_consistent` before its *outermost* unlock, or the lock becomes
+//! A holder that dies is handled as for [`RawMutex`] (see
+//! [`super::lock`]): the lock is poisoned, `lock` answers
+//! [`LockError::OwnerDied`], and a `recover` guard repairs the data and
+//! marks it consistent before its *outermost* unlock, or the lock becomes
 //! not recoverable.
 //!
 //! ```
 //! use shmkit_core::sync::ReentrantMutex;
 //! let m = ReentrantMutex::new(0u32);
-//! let a = m.lock().unwrap();
-//! let b = m.lock().unwrap(); // same thread: no deadlock
+//! let a = m.lock()?;
+//! let b = m.lock()?; // same thread: no deadlock
 //! b.set(3);
 //! drop(b);
 //! assert_eq!(a.get(), 3);
+//! # Ok::<(), shmkit_core::sync::LockError>(())
 //! ```
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::time::Duration;
 
 use bytemuck::Pod;
 
-use super::mutex::{Acquired, Block, LockError, RawMutex};
+use super::lock::{
+    acquire, Failure, Guard, LockError, LockTimeoutError, Poisoned, RawLock, SealedLock,
+    TryLockError,
+};
+use super::mutex::{Acquired, Block, RawError, RawMutex};
 use super::MutexSnapshot;
 use super::DEFAULT_SPIN;
 use crate::primitive::{AtomicU32, Ordering};
-use crate::shared::SharedSlice;
-use crate::wait::{Deadline, Spin};
+use crate::shared::SharedCell;
+use crate::wait::Spin;
 
-/// A reentrant, robust, process-shared mutex protecting a `T: Pod`.
-/// Zero-filled memory is an unlocked lock holding `T::zeroed()`.
+/// The lock of a [`ReentrantMutex`] without its data: a [`RawMutex`] and
+/// the recursion depth (Python's `RLock`). Zero-filled is unlocked.
 #[repr(C)]
-pub struct ReentrantMutex<T> {
+pub struct RawReentrantMutex {
     raw: RawMutex,
     /// Recursion depth; written only by the owner (Relaxed: the owner is
     /// one thread, and the raw lock's Acquire/Release order it between
     /// owners).
     count: AtomicU32,
-    /// Set while the data is inconsistent (an owner died); cleared by
-    /// `mark_consistent`. Only the owner touches it.
-    inconsistent: AtomicU32,
-    data: UnsafeCell<T>,
+    _reserved: AtomicU32,
 }
 
-// SAFETY: data is accessed only by atomic copies while holding the lock.
-unsafe impl<T: Pod> Sync for ReentrantMutex<T> {}
-// SAFETY: as above.
-unsafe impl<T: Pod> Send for ReentrantMutex<T> {}
-
-impl<T: Pod> fmt::Debug for ReentrantMutex<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReentrantMutex")
-            .field("raw", &self.raw)
-            .finish_non_exhaustive()
-    }
-}
-
-type LockResult<'a, T> = Result<ReentrantMutexGuard<'a, T>, LockError<ReentrantMutexGuard<'a, T>>>;
-
-impl<T: Pod> ReentrantMutex<T> {
-    /// An unlocked lock holding `value`.
-    pub fn new(value: T) -> Self {
-        ReentrantMutex {
+impl RawReentrantMutex {
+    /// An unlocked lock.
+    #[must_use]
+    pub fn new() -> RawReentrantMutex {
+        RawReentrantMutex {
             raw: RawMutex::new(),
             count: AtomicU32::new(0),
-            inconsistent: AtomicU32::new(0),
-            data: UnsafeCell::new(value),
-        }
-    }
-
-    /// Locks (again, if this thread holds it), sleeping as needed.
-    ///
-    /// # Errors
-    /// `OwnerDied`, `NotRecoverable`, `Overflow`.
-    pub fn lock(&self) -> LockResult<'_, T> {
-        self.lock_with(Block::Until(None), DEFAULT_SPIN)
-    }
-
-    /// Locks if that needs no waiting.
-    ///
-    /// # Errors
-    /// As [`lock`](Self::lock), plus `WouldBlock`.
-    pub fn try_lock(&self) -> LockResult<'_, T> {
-        self.lock_with(Block::Try, Spin::NONE)
-    }
-
-    /// Locks, waiting at most `timeout`.
-    ///
-    /// # Errors
-    /// As [`lock`](Self::lock), plus `TimedOut`.
-    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_, T> {
-        self.lock_with(Block::Until(Some(Deadline::after(timeout))), DEFAULT_SPIN)
-    }
-
-    fn lock_with(&self, block: Block, spin: Spin) -> LockResult<'_, T> {
-        if self.raw.is_held_by_current_thread() {
-            let c = self.count.load(Ordering::Relaxed);
-            let Some(next) = c.checked_add(1) else {
-                return Err(LockError::Overflow);
-            };
-            self.count.store(next, Ordering::Relaxed);
-            let g = self.guard();
-            return if self.inconsistent.load(Ordering::Relaxed) != 0 {
-                Err(LockError::OwnerDied(g))
-            } else {
-                Ok(g)
-            };
-        }
-        match self.raw.acquire(block, spin) {
-            Ok(Acquired::Clean) => {
-                self.count.store(1, Ordering::Relaxed);
-                self.inconsistent.store(0, Ordering::Relaxed);
-                Ok(self.guard())
-            }
-            Ok(Acquired::OwnerDied) => {
-                self.count.store(1, Ordering::Relaxed);
-                self.inconsistent.store(1, Ordering::Relaxed);
-                Err(LockError::OwnerDied(self.guard()))
-            }
-            Err(e) => Err(e.into_lock_error()),
-        }
-    }
-
-    fn guard(&self) -> ReentrantMutexGuard<'_, T> {
-        ReentrantMutexGuard {
-            lock: self,
-            _not_send: PhantomData,
+            _reserved: AtomicU32::new(0),
         }
     }
 
@@ -150,60 +77,174 @@ impl<T: Pod> ReentrantMutex<T> {
     }
 }
 
-/// One level of a held [`ReentrantMutex`]; the outermost drop unlocks.
-#[must_use = "the lock level is released as soon as the guard is dropped"]
-pub struct ReentrantMutexGuard<'a, T: Pod> {
-    lock: &'a ReentrantMutex<T>,
-    _not_send: PhantomData<*const ()>,
+impl Default for RawReentrantMutex {
+    fn default() -> RawReentrantMutex {
+        RawReentrantMutex::new()
+    }
 }
 
-impl<T: Pod> fmt::Debug for ReentrantMutexGuard<'_, T> {
+impl SealedLock for RawReentrantMutex {}
+
+impl RawLock for RawReentrantMutex {
+    fn acquire_raw(&self, block: Block, spin: Spin) -> Result<Acquired, RawError> {
+        if self.raw.is_held_by_current_thread() {
+            let next = self
+                .count
+                .load(Ordering::Relaxed)
+                .checked_add(1)
+                .ok_or(RawError::Overflow)?;
+            self.count.store(next, Ordering::Relaxed);
+            return Ok(Acquired::Clean);
+        }
+        let acquired = self.raw.acquire_raw(block, spin)?;
+        self.count.store(1, Ordering::Relaxed);
+        Ok(acquired)
+    }
+
+    unsafe fn release_raw(&self) {
+        let c = self.count.load(Ordering::Relaxed);
+        if c > 1 {
+            self.count.store(c - 1, Ordering::Relaxed);
+            return;
+        }
+        self.count.store(0, Ordering::Relaxed);
+        // SAFETY: the caller holds the outermost level.
+        unsafe { self.raw.release_raw() };
+    }
+
+    unsafe fn release_unrepaired(&self) {
+        let c = self.count.load(Ordering::Relaxed);
+        if c > 1 {
+            // An inner level: only the outermost unlock decides.
+            self.count.store(c - 1, Ordering::Relaxed);
+            return;
+        }
+        self.count.store(0, Ordering::Relaxed);
+        // SAFETY: the caller holds the outermost level.
+        unsafe { self.raw.release_unrepaired() };
+    }
+
+    fn poison(&self) -> &AtomicU32 {
+        self.raw.poison()
+    }
+}
+
+/// A reentrant, robust, process-shared mutex protecting a `T: Pod`.
+/// Zero-filled memory is an unlocked lock holding `T::zeroed()`.
+#[repr(C)]
+pub struct ReentrantMutex<T> {
+    raw: RawReentrantMutex,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: data is accessed only by atomic copies while holding the lock.
+unsafe impl<T: Pod> Sync for ReentrantMutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: Pod> Send for ReentrantMutex<T> {}
+
+impl<T: Pod> fmt::Debug for ReentrantMutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReentrantMutexGuard")
+        f.debug_struct("ReentrantMutex")
+            .field("raw", &self.raw.raw)
             .finish_non_exhaustive()
     }
 }
 
-impl<T: Pod> ReentrantMutexGuard<'_, T> {
-    fn view(&self) -> SharedSlice<'_, T> {
-        // SAFETY: the data is a live, aligned `T` inside the lock; all
-        // accesses are atomic copies.
-        unsafe { SharedSlice::from_raw(NonNull::from(&self.lock.data).cast(), 1) }
+/// One level of a held [`ReentrantMutex`]; the outermost drop unlocks.
+pub type ReentrantMutexGuard<'a, T> = Guard<'a, RawReentrantMutex, SharedCell<'a, T>>;
+
+impl<T: Pod> ReentrantMutex<T> {
+    /// An unlocked lock holding `value`.
+    pub fn new(value: T) -> Self {
+        ReentrantMutex {
+            raw: RawReentrantMutex::new(),
+            data: UnsafeCell::new(value),
+        }
     }
 
-    /// A copy of the data.
+    fn guard(
+        &self,
+        block: Block,
+        spin: Spin,
+        poisoned: Poisoned,
+    ) -> Result<ReentrantMutexGuard<'_, T>, Failure> {
+        // SAFETY: the data is a live, aligned `T` inside the lock; every
+        // access to it is an atomic copy.
+        let cell = unsafe { SharedCell::from_raw(NonNull::from(&self.data).cast()) };
+        acquire(&self.raw, cell, block, spin, poisoned)
+    }
+
+    /// Locks (again, if this thread holds it), sleeping as needed.
+    ///
+    /// # Errors
+    /// `OwnerDied` (see [`recover`](Self::recover)), `NotRecoverable`,
+    /// `Overflow`.
+    pub fn lock(&self) -> Result<ReentrantMutexGuard<'_, T>, LockError> {
+        self.guard(Block::Until(None), DEFAULT_SPIN, Poisoned::Refuse)
+            .map_err(Into::into)
+    }
+
+    /// Locks if that needs no waiting.
+    ///
+    /// # Errors
+    /// `WouldBlock`, `Contended`, or as [`lock`](Self::lock).
+    pub fn try_lock(&self) -> Result<ReentrantMutexGuard<'_, T>, TryLockError> {
+        self.guard(Block::Try, Spin::NONE, Poisoned::Refuse)
+            .map_err(Into::into)
+    }
+
+    /// Locks, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// `TimedOut`, or as [`lock`](Self::lock).
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ReentrantMutexGuard<'_, T>, LockTimeoutError> {
+        self.guard(Block::timeout(timeout), DEFAULT_SPIN, Poisoned::Refuse)
+            .map_err(Into::into)
+    }
+
+    /// Locks even if a holder died (see [`RawMutex::recover`]).
+    ///
+    /// # Errors
+    /// `NotRecoverable`, `Overflow`.
+    pub fn recover(&self) -> Result<ReentrantMutexGuard<'_, T>, LockError> {
+        self.guard(Block::Until(None), DEFAULT_SPIN, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// [`recover`](Self::recover) if that needs no waiting.
+    ///
+    /// # Errors
+    /// As [`try_lock`](Self::try_lock), never `OwnerDied`.
+    pub fn try_recover(&self) -> Result<ReentrantMutexGuard<'_, T>, TryLockError> {
+        self.guard(Block::Try, Spin::NONE, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// [`recover`](Self::recover), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`lock_timeout`](Self::lock_timeout), never `OwnerDied`.
+    pub fn recover_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ReentrantMutexGuard<'_, T>, LockTimeoutError> {
+        self.guard(Block::timeout(timeout), DEFAULT_SPIN, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// The current recursion depth if this thread holds the lock, else 0.
     #[must_use]
-    pub fn get(&self) -> T {
-        self.view().get(0).unwrap_or_else(T::zeroed)
+    pub fn depth(&self) -> u32 {
+        self.raw.depth()
     }
 
-    /// Replaces the data.
-    pub fn set(&self, value: T) {
-        let _ = self.view().set(0, value);
-    }
-
-    /// Declares the data repaired after `OwnerDied`.
-    pub fn mark_consistent(&mut self) {
-        self.lock.inconsistent.store(0, Ordering::Relaxed);
-    }
-}
-
-impl<T: Pod> Drop for ReentrantMutexGuard<'_, T> {
-    fn drop(&mut self) {
-        let c = self.lock.count.load(Ordering::Relaxed);
-        if c > 1 {
-            self.lock.count.store(c - 1, Ordering::Relaxed);
-            return;
-        }
-        self.lock.count.store(0, Ordering::Relaxed);
-        // SAFETY: a guard exists only while this thread holds the raw lock.
-        unsafe {
-            if self.lock.inconsistent.load(Ordering::Relaxed) == 0 {
-                self.lock.raw.release(false);
-            } else {
-                self.lock.raw.release_unrecoverable();
-            }
-        }
+    /// The lock without the data.
+    #[must_use]
+    pub fn raw(&self) -> &RawReentrantMutex {
+        &self.raw
     }
 }
 
@@ -215,8 +256,7 @@ pub struct ReentrantSnapshot {
     pub lock: MutexSnapshot,
     /// The recursion depth the owner recorded (meaningful while held).
     pub count: u32,
-    /// The owner took the lock over from a dead one and has not marked the
-    /// data consistent yet (meaningful while held).
+    /// A holder died and nobody has marked the data consistent since.
     pub inconsistent: bool,
 }
 
@@ -235,9 +275,9 @@ impl<T: Pod> ReentrantMutex<T> {
     pub fn snapshot(&self) -> ReentrantSnapshot {
         // Relaxed: a picture for a human, read without the lock.
         ReentrantSnapshot {
-            lock: self.raw.snapshot(),
-            count: self.count.load(Ordering::Relaxed),
-            inconsistent: self.inconsistent.load(Ordering::Relaxed) != 0,
+            lock: self.raw.raw.snapshot(),
+            count: self.raw.count.load(Ordering::Relaxed),
+            inconsistent: self.raw.raw.is_poisoned(),
         }
     }
 }
@@ -255,7 +295,7 @@ mod tests {
         let b = m.try_lock().unwrap();
         assert_eq!(m.depth(), 2);
         std::thread::scope(|s| {
-            s.spawn(|| assert!(matches!(m.try_lock(), Err(LockError::WouldBlock))));
+            s.spawn(|| assert!(matches!(m.try_lock(), Err(TryLockError::WouldBlock))));
         });
         drop(b);
         drop(a);
@@ -269,8 +309,8 @@ mod tests {
     fn overflow_is_an_error() {
         let m = ReentrantMutex::new(0u8);
         let _a = m.lock().unwrap();
-        m.count.store(u32::MAX, Ordering::Relaxed);
+        m.raw.count.store(u32::MAX, Ordering::Relaxed);
         assert!(matches!(m.lock(), Err(LockError::Overflow)));
-        m.count.store(1, Ordering::Relaxed);
+        m.raw.count.store(1, Ordering::Relaxed);
     }
 }

@@ -22,13 +22,12 @@
 //! # Processes that die
 //! - **A writer** (holding the lock, or holding the writer lock while it
 //!   waits for readers): detected like a [`RawMutex`] owner. The next
-//!   writer, or a waiting reader, takes the writer lock over; `inconsistent`
-//!   is set, and from then on every `read`/`write` returns
-//!   [`LockError::OwnerDied`] carrying its guard until a *writer* repairs the
-//!   data and calls [`RwLockWriteGuard::mark_consistent`]. Unlike
+//!   writer, or a waiting reader, takes the writer lock over and poisons
+//!   the lock (`inconsistent`, see [`super::lock`]); from then on every
+//!   `read`/`write` returns [`LockError::OwnerDied`] until a writer takes it
+//!   with `recover`, repairs the data and calls `mark_consistent`. Unlike
 //!   [`Mutex`](super::Mutex), an unmarked unlock does not make the lock
-//!   unusable: readers cannot repair data, so the lock stays usable and keeps
-//!   saying "inconsistent" until a writer marks it.
+//!   unusable: it stays poisoned, and recoverable.
 //! - **A reader**: `readers` is a bare count and cannot name its holders, so
 //!   a reader killed while holding a read lock leaks one count, and writers
 //!   then wait forever: use `write_timeout` where readers may die. (A table
@@ -39,36 +38,56 @@
 //! use shmkit_core::sync::RwLock;
 //! let l = RwLock::new(1u32);
 //! {
-//!     let a = l.read().unwrap();
-//!     let b = l.read().unwrap();
+//!     let a = l.read()?;
+//!     let b = l.read()?;
 //!     assert_eq!(a.get() + b.get(), 2);
 //! }
-//! l.write().unwrap().set(5);
-//! assert_eq!(l.read().unwrap().get(), 5);
+//! l.write()?.set(5);
+//! assert_eq!(l.read()?.get(), 5);
+//! # Ok::<(), shmkit_core::sync::LockError>(())
 //! ```
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::time::Duration;
 
 use bytemuck::Pod;
 
-use super::mutex::{Acquired, Block, LockError, RawError, RawMutex, NOT_RECOVERABLE, WAITERS};
+use super::lock::{
+    acquire, Failure, Guard, LockError, LockTimeoutError, Poisoned, RawLock, SealedLock,
+    TryLockError,
+};
+use super::mutex::{Acquired, Block, RawError, RawMutex, NOT_RECOVERABLE, WAITERS};
 use super::{ident, park, passed, Contention, MutexSnapshot, DEFAULT_SPIN, LIVENESS_SLICE};
 use crate::owner::ID_MASK;
 use crate::primitive::{AtomicU32, Ordering};
-use crate::shared::SharedSlice;
+use crate::shared::{ReadCell, SharedCell};
 use crate::wait::{self, Deadline, Spin};
+
+/// The lock of an [`RwLock`] without its data. Its two sides are the
+/// [`RawLock`]s of the read and the write guards.
+#[repr(C)]
+pub struct RawRwLock {
+    writer: RawMutex,
+    readers: AtomicU32,
+    /// The poison mark ([`RawLock::poison`]) of both sides.
+    inconsistent: AtomicU32,
+}
+
+/// The shared side of a [`RawRwLock`] (what read guards hold).
+#[repr(transparent)]
+pub struct ReadSide(RawRwLock);
+
+/// The exclusive side of a [`RawRwLock`] (what write guards hold).
+#[repr(transparent)]
+pub struct WriteSide(RawRwLock);
 
 /// A writer-preferring, process-shared readers/writer lock protecting a
 /// `T: Pod`. Zero-filled memory is an unlocked lock holding `T::zeroed()`.
 #[repr(C)]
 pub struct RwLock<T> {
-    writer: RawMutex,
-    readers: AtomicU32,
-    inconsistent: AtomicU32,
+    raw: RawRwLock,
     data: UnsafeCell<T>,
 }
 
@@ -80,80 +99,187 @@ unsafe impl<T: Pod> Send for RwLock<T> {}
 impl<T: Pod> fmt::Debug for RwLock<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RwLock")
-            .field("writer", &self.writer)
-            .field("readers", &self.readers.load(Ordering::Relaxed))
+            .field("writer", &self.raw.writer)
+            .field("readers", &self.raw.readers.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
-type ReadResult<'a, T> = Result<RwLockReadGuard<'a, T>, LockError<RwLockReadGuard<'a, T>>>;
-type WriteResult<'a, T> = Result<RwLockWriteGuard<'a, T>, LockError<RwLockWriteGuard<'a, T>>>;
+/// Shared access to an [`RwLock`]'s data: dereferences to a [`ReadCell`]
+/// (`get`).
+pub type RwLockReadGuard<'a, T> = Guard<'a, ReadSide, ReadCell<'a, T>>;
+/// Exclusive access to an [`RwLock`]'s data: dereferences to a
+/// [`SharedCell`] (`get`, `set`, `update`).
+pub type RwLockWriteGuard<'a, T> = Guard<'a, WriteSide, SharedCell<'a, T>>;
 
 impl<T: Pod> RwLock<T> {
     /// An unlocked lock holding `value`.
     pub fn new(value: T) -> Self {
         RwLock {
-            writer: RawMutex::new(),
-            readers: AtomicU32::new(0),
-            inconsistent: AtomicU32::new(0),
+            raw: RawRwLock::new(),
             data: UnsafeCell::new(value),
         }
+    }
+
+    fn data(&self) -> NonNull<T> {
+        NonNull::from(&self.data).cast()
+    }
+
+    fn read_guard(&self, block: Block, spin: Spin) -> Result<RwLockReadGuard<'_, T>, Failure> {
+        // SAFETY: the data is a live, aligned `T` inside the lock; a read
+        // guard only reads it, by atomic copies.
+        let cell = unsafe { ReadCell::from_raw(self.data()) };
+        acquire(self.raw.read_side(), cell, block, spin, Poisoned::Refuse)
+    }
+
+    fn write_guard(
+        &self,
+        block: Block,
+        spin: Spin,
+        poisoned: Poisoned,
+    ) -> Result<RwLockWriteGuard<'_, T>, Failure> {
+        // SAFETY: the data is a live, aligned `T` inside the lock; every
+        // access to it is an atomic copy.
+        let cell = unsafe { SharedCell::from_raw(self.data()) };
+        acquire(self.raw.write_side(), cell, block, spin, poisoned)
     }
 
     /// Shared access, sleeping while a writer holds or waits for the lock.
     ///
     /// # Errors
-    /// `OwnerDied` (with the guard) while the data is marked inconsistent;
-    /// `WouldDeadlock` if this thread holds the write lock;
-    /// `NotRecoverable` if a peer wrote that state into the lock word.
-    pub fn read(&self) -> ReadResult<'_, T> {
-        self.read_with(Block::Until(None), DEFAULT_SPIN)
+    /// `OwnerDied` while the data is poisoned (a writer died; a writer
+    /// repairs it through [`recover`](Self::recover)); `WouldDeadlock` if
+    /// this thread holds the write lock; `NotRecoverable` if a peer wrote
+    /// that state into the lock word.
+    pub fn read(&self) -> Result<RwLockReadGuard<'_, T>, LockError> {
+        self.read_guard(Block::Until(None), DEFAULT_SPIN)
+            .map_err(Into::into)
     }
 
     /// Shared access if no writer holds or waits for the lock.
     ///
     /// # Errors
-    /// As [`read`](Self::read), plus `WouldBlock`, and `Contended` if the
-    /// writer word kept changing under every attempt.
-    pub fn try_read(&self) -> ReadResult<'_, T> {
-        self.read_with(Block::Try, Spin::NONE)
+    /// `WouldBlock`, `Contended` (the writer word kept changing under
+    /// every attempt), or as [`read`](Self::read).
+    pub fn try_read(&self) -> Result<RwLockReadGuard<'_, T>, TryLockError> {
+        self.read_guard(Block::Try, Spin::NONE).map_err(Into::into)
     }
 
     /// Shared access, waiting at most `timeout`.
     ///
     /// # Errors
-    /// As [`read`](Self::read), plus `TimedOut`.
-    pub fn read_timeout(&self, timeout: Duration) -> ReadResult<'_, T> {
-        self.read_with(Block::timeout(timeout), DEFAULT_SPIN)
+    /// `TimedOut`, or as [`read`](Self::read).
+    pub fn read_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<RwLockReadGuard<'_, T>, LockTimeoutError> {
+        self.read_guard(Block::timeout(timeout), DEFAULT_SPIN)
+            .map_err(Into::into)
     }
 
     /// Exclusive access.
     ///
     /// # Errors
-    /// `OwnerDied` (with the guard) while the data is marked inconsistent;
-    /// `WouldDeadlock` if this thread holds the write lock.
-    pub fn write(&self) -> WriteResult<'_, T> {
-        self.write_with(Block::Until(None), DEFAULT_SPIN)
+    /// `OwnerDied` while the data is poisoned; `WouldDeadlock` if this
+    /// thread holds the write lock.
+    pub fn write(&self) -> Result<RwLockWriteGuard<'_, T>, LockError> {
+        self.write_guard(Block::Until(None), DEFAULT_SPIN, Poisoned::Refuse)
+            .map_err(Into::into)
     }
 
     /// Exclusive access if nobody holds the lock.
     ///
     /// # Errors
-    /// As [`write`](Self::write), plus `WouldBlock` and `Contended`.
-    pub fn try_write(&self) -> WriteResult<'_, T> {
-        self.write_with(Block::Try, Spin::NONE)
+    /// `WouldBlock`, `Contended`, or as [`write`](Self::write).
+    pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>, TryLockError> {
+        self.write_guard(Block::Try, Spin::NONE, Poisoned::Refuse)
+            .map_err(Into::into)
     }
 
     /// Exclusive access, waiting at most `timeout` (including the wait for
     /// readers to drain).
     ///
     /// # Errors
-    /// As [`write`](Self::write), plus `TimedOut`.
-    pub fn write_timeout(&self, timeout: Duration) -> WriteResult<'_, T> {
-        self.write_with(Block::timeout(timeout), DEFAULT_SPIN)
+    /// `TimedOut`, or as [`write`](Self::write).
+    pub fn write_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<RwLockWriteGuard<'_, T>, LockTimeoutError> {
+        self.write_guard(Block::timeout(timeout), DEFAULT_SPIN, Poisoned::Refuse)
+            .map_err(Into::into)
     }
 
-    fn read_with(&self, block: Block, spin: Spin) -> ReadResult<'_, T> {
+    /// Exclusive access even while poisoned, to repair the data (see
+    /// [`super::lock`]): the guard's `owner_died` says whether it must,
+    /// and its `mark_consistent` clears the poison.
+    ///
+    /// # Errors
+    /// `WouldDeadlock`, `NotRecoverable`.
+    pub fn recover(&self) -> Result<RwLockWriteGuard<'_, T>, LockError> {
+        self.write_guard(Block::Until(None), DEFAULT_SPIN, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// [`recover`](Self::recover) if that needs no waiting.
+    ///
+    /// # Errors
+    /// As [`try_write`](Self::try_write), never `OwnerDied`.
+    pub fn try_recover(&self) -> Result<RwLockWriteGuard<'_, T>, TryLockError> {
+        self.write_guard(Block::Try, Spin::NONE, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// [`recover`](Self::recover), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`write_timeout`](Self::write_timeout), never `OwnerDied`.
+    pub fn recover_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<RwLockWriteGuard<'_, T>, LockTimeoutError> {
+        self.write_guard(Block::timeout(timeout), DEFAULT_SPIN, Poisoned::Recover)
+            .map_err(Into::into)
+    }
+
+    /// The lock without the data.
+    #[must_use]
+    pub fn raw(&self) -> &RawRwLock {
+        &self.raw
+    }
+}
+
+impl Default for RawRwLock {
+    fn default() -> RawRwLock {
+        RawRwLock::new()
+    }
+}
+
+impl RawRwLock {
+    /// An unlocked lock.
+    #[must_use]
+    pub fn new() -> RawRwLock {
+        RawRwLock {
+            writer: RawMutex::new(),
+            readers: AtomicU32::new(0),
+            inconsistent: AtomicU32::new(0),
+        }
+    }
+
+    /// The shared side.
+    #[must_use]
+    pub fn read_side(&self) -> &ReadSide {
+        // SAFETY: `ReadSide` is a `repr(transparent)` wrapper of `RawRwLock`.
+        unsafe { &*(self as *const RawRwLock).cast::<ReadSide>() }
+    }
+
+    /// The exclusive side.
+    #[must_use]
+    pub fn write_side(&self) -> &WriteSide {
+        // SAFETY: `WriteSide` is a `repr(transparent)` wrapper of `RawRwLock`.
+        unsafe { &*(self as *const RawRwLock).cast::<WriteSide>() }
+    }
+
+    fn read_acquire(&self, block: Block, spin: Spin) -> Result<Acquired, RawError> {
         let deadline = match block {
             Block::Try => None,
             Block::Until(d) => d,
@@ -172,8 +298,8 @@ impl<T: Pod> RwLock<T> {
         // Rounds lost to a writer word that moved under us (`sync` docs).
         let mut contention = Contention::new();
         let lost = |contention: &mut Contention| match block {
-            Block::Try if contention.give_up() => Err(LockError::Contended),
-            Block::Until(d) if contention.back_off(d) => Err(LockError::TimedOut),
+            Block::Try if contention.give_up() => Err(RawError::Contended),
+            Block::Until(d) if contention.back_off(d) => Err(RawError::TimedOut),
             _ => Ok(()),
         };
         loop {
@@ -183,27 +309,20 @@ impl<T: Pod> RwLock<T> {
                 // The reader half of the store→load pattern (module docs).
                 self.readers.fetch_add(1, Ordering::AcqRel);
                 // SYNC POINT (read lock): Acquire RMW of the word last
-                // released by a writer: its data writes are visible.
+                // released by a writer: its data writes are visible (and
+                // the poison mark it left, read by `acquire` next).
                 if word.fetch_or(0, Ordering::AcqRel) & ID_MASK == 0 {
-                    let g = RwLockReadGuard {
-                        lock: self,
-                        _not_send: PhantomData,
-                    };
-                    return if self.inconsistent.load(Ordering::Relaxed) != 0 {
-                        Err(LockError::OwnerDied(g))
-                    } else {
-                        Ok(g)
-                    };
+                    return Ok(Acquired::Clean);
                 }
                 self.read_unlock();
                 lost(&mut contention)?;
                 continue;
             }
             if owner == NOT_RECOVERABLE {
-                return Err(LockError::NotRecoverable);
+                return Err(RawError::NotRecoverable);
             }
             if self.writer.is_held_by_current_thread() {
-                return Err(LockError::WouldDeadlock);
+                return Err(RawError::WouldDeadlock);
             }
             if budget > 0 {
                 budget -= 1;
@@ -235,10 +354,10 @@ impl<T: Pod> RwLock<T> {
                 }
             }
             if matches!(block, Block::Try) {
-                return Err(LockError::WouldBlock);
+                return Err(RawError::WouldBlock);
             }
             if passed(deadline) {
-                return Err(LockError::TimedOut);
+                return Err(RawError::TimedOut);
             }
             if w & WAITERS == 0
                 && word
@@ -267,14 +386,8 @@ impl<T: Pod> RwLock<T> {
         }
     }
 
-    fn write_with(&self, block: Block, spin: Spin) -> WriteResult<'_, T> {
-        let acquired = match self.writer.acquire(block, spin) {
-            Ok(a) => a,
-            Err(e) => return Err(raw_err(e)),
-        };
-        if acquired == Acquired::OwnerDied {
-            self.inconsistent.store(1, Ordering::Relaxed);
-        }
+    fn write_acquire(&self, block: Block, spin: Spin) -> Result<Acquired, RawError> {
+        let acquired = self.writer.acquire(block, spin)?;
         let deadline = match block {
             Block::Try => None,
             Block::Until(d) => d,
@@ -295,9 +408,9 @@ impl<T: Pod> RwLock<T> {
                 // SAFETY: we hold the writer lock (acquired above).
                 unsafe { self.writer.release(true) };
                 return Err(if matches!(block, Block::Try) {
-                    LockError::WouldBlock
+                    RawError::WouldBlock
                 } else {
-                    LockError::TimedOut
+                    RawError::TimedOut
                 });
             }
             if !spin.spin_until(|| self.readers.load(Ordering::Relaxed) == 0)
@@ -308,91 +421,51 @@ impl<T: Pod> RwLock<T> {
                 let _ = contention.back_off(None);
             }
         }
-        let g = RwLockWriteGuard {
-            lock: self,
-            _not_send: PhantomData,
-        };
-        if self.inconsistent.load(Ordering::Relaxed) != 0 {
-            Err(LockError::OwnerDied(g))
-        } else {
-            Ok(g)
-        }
-    }
-
-    fn view(&self) -> SharedSlice<'_, T> {
-        // SAFETY: the data is a live, aligned `T` inside the lock; every
-        // access to it is an atomic copy.
-        unsafe { SharedSlice::from_raw(NonNull::from(&self.data).cast(), 1) }
+        Ok(acquired)
     }
 }
 
-fn raw_err<G>(e: RawError) -> LockError<G> {
-    e.into_lock_error()
-}
+impl SealedLock for ReadSide {}
+impl SealedLock for WriteSide {}
 
-/// Shared access to an [`RwLock`]'s data.
-#[must_use = "the read lock is released as soon as the guard is dropped"]
-pub struct RwLockReadGuard<'a, T: Pod> {
-    lock: &'a RwLock<T>,
-    _not_send: PhantomData<*const ()>,
-}
+impl RawLock for ReadSide {
+    fn acquire_raw(&self, block: Block, spin: Spin) -> Result<Acquired, RawError> {
+        self.0.read_acquire(block, spin)
+    }
 
-impl<T: Pod> fmt::Debug for RwLockReadGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RwLockReadGuard").finish_non_exhaustive()
+    unsafe fn release_raw(&self) {
+        self.0.read_unlock();
+    }
+
+    unsafe fn release_unrepaired(&self) {
+        // Readers cannot repair: the mark stays for a writer.
+        self.0.read_unlock();
+    }
+
+    fn poison(&self) -> &AtomicU32 {
+        &self.0.inconsistent
     }
 }
 
-impl<T: Pod> RwLockReadGuard<'_, T> {
-    /// A copy of the data.
-    #[must_use]
-    pub fn get(&self) -> T {
-        self.lock.view().get(0).unwrap_or_else(T::zeroed)
-    }
-}
-
-impl<T: Pod> Drop for RwLockReadGuard<'_, T> {
-    fn drop(&mut self) {
-        self.lock.read_unlock();
-    }
-}
-
-/// Exclusive access to an [`RwLock`]'s data.
-#[must_use = "the write lock is released as soon as the guard is dropped"]
-pub struct RwLockWriteGuard<'a, T: Pod> {
-    lock: &'a RwLock<T>,
-    _not_send: PhantomData<*const ()>,
-}
-
-impl<T: Pod> fmt::Debug for RwLockWriteGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RwLockWriteGuard").finish_non_exhaustive()
-    }
-}
-
-impl<T: Pod> RwLockWriteGuard<'_, T> {
-    /// A copy of the data.
-    #[must_use]
-    pub fn get(&self) -> T {
-        self.lock.view().get(0).unwrap_or_else(T::zeroed)
+impl RawLock for WriteSide {
+    fn acquire_raw(&self, block: Block, spin: Spin) -> Result<Acquired, RawError> {
+        self.0.write_acquire(block, spin)
     }
 
-    /// Replaces the data.
-    pub fn set(&self, value: T) {
-        let _ = self.lock.view().set(0, value);
+    unsafe fn release_raw(&self) {
+        // SAFETY: the caller holds the writer lock. Wake all: readers
+        // sleep on the writer word too.
+        unsafe { self.0.writer.release(true) };
     }
 
-    /// Declares the data repaired after `OwnerDied`.
-    pub fn mark_consistent(&mut self) {
-        self.lock.inconsistent.store(0, Ordering::Relaxed);
+    unsafe fn release_unrepaired(&self) {
+        // Unlike a mutex, the lock stays usable and poisoned (module docs).
+        // SAFETY: as in `release_raw`.
+        unsafe { self.0.writer.release(true) };
     }
-}
 
-impl<T: Pod> Drop for RwLockWriteGuard<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: the guard exists only while this thread holds the writer
-        // lock. Wake all: readers sleep on the writer word too.
-        unsafe { self.lock.writer.release(true) };
+    fn poison(&self) -> &AtomicU32 {
+        &self.0.inconsistent
     }
 }
 
@@ -424,9 +497,9 @@ impl<T: Pod> RwLock<T> {
     pub fn snapshot(&self) -> RwLockSnapshot {
         // Relaxed: a picture for a human, read without the lock.
         RwLockSnapshot {
-            writer: self.writer.snapshot(),
-            readers: self.readers.load(Ordering::Relaxed),
-            inconsistent: self.inconsistent.load(Ordering::Relaxed) != 0,
+            writer: self.raw.writer.snapshot(),
+            readers: self.raw.readers.load(Ordering::Relaxed),
+            inconsistent: self.raw.inconsistent.load(Ordering::Relaxed) != 0,
         }
     }
 }
@@ -444,12 +517,15 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 assert!(l.try_read().is_ok());
-                assert!(matches!(l.try_write(), Err(LockError::WouldBlock)));
+                assert!(matches!(l.try_write(), Err(TryLockError::WouldBlock)));
             });
         });
         drop(r);
         let w = l.write().unwrap();
-        assert!(matches!(l.try_read(), Err(LockError::WouldDeadlock)));
+        assert!(matches!(
+            l.try_read(),
+            Err(TryLockError::Lock(LockError::WouldDeadlock))
+        ));
         drop(w);
     }
 
@@ -459,7 +535,10 @@ mod tests {
         let _r = l.read().unwrap();
         let d = Duration::from_millis(20);
         let t0 = std::time::Instant::now();
-        assert!(matches!(l.write_timeout(d), Err(LockError::TimedOut)));
+        assert!(matches!(
+            l.write_timeout(d),
+            Err(LockTimeoutError::TimedOut)
+        ));
         assert!(t0.elapsed() >= d);
         // The failed writer released the writer lock.
         assert!(l.try_read().is_ok());
@@ -491,12 +570,21 @@ mod tests {
 
     #[test]
     #[cfg(not(miri))]
-    fn dead_writer_marks_inconsistent_until_repaired() {
+    fn dead_writer_poisons_until_a_writer_repairs() {
         let l = RwLock::new(0u8);
-        l.writer.word().store(1 << 23, Ordering::Relaxed);
-        let g = l.try_read().unwrap_err().into_guard().unwrap();
-        drop(g);
-        let mut w = l.write().unwrap_err().into_guard().unwrap();
+        l.raw.writer.word().store(1 << 23, Ordering::Relaxed);
+        // The reader that finds the death is told; so is everyone after.
+        assert_eq!(
+            l.try_read().unwrap_err(),
+            TryLockError::Lock(LockError::OwnerDied)
+        );
+        assert_eq!(l.read().unwrap_err(), LockError::OwnerDied);
+        assert_eq!(l.write().unwrap_err(), LockError::OwnerDied);
+        // An unrepaired recovery leaves it poisoned (and usable).
+        drop(l.recover().unwrap());
+        assert_eq!(l.read().unwrap_err(), LockError::OwnerDied);
+        let mut w = l.recover().unwrap();
+        assert!(w.owner_died());
         w.mark_consistent();
         drop(w);
         assert!(l.read().is_ok());

@@ -25,12 +25,19 @@
 //! dies asleep leaves `sleepers` one too high, which only costs later
 //! releases a needless `FUTEX_WAKE`.
 //!
+//! `acquire` hands out a [`Permit`] that gives the permit back when
+//! dropped — also when the holder panics; [`Permit::forget`] keeps it taken
+//! for a Python-style explicit [`release`](Semaphore::release) later.
+//!
 //! ```
 //! use shmkit_core::sync::{Semaphore, ReleaseError};
 //! let s = Semaphore::bounded(1);
-//! s.acquire();
-//! assert!(!s.try_acquire());
-//! s.release().unwrap();
+//! {
+//!     let _permit = s.acquire();
+//!     assert!(s.try_acquire().is_none());
+//! } // given back here
+//! s.acquire().forget();          // Python's s.acquire() ...
+//! s.release().unwrap();          // ... and s.release()
 //! assert_eq!(s.release(), Err(ReleaseError::Full));
 //! ```
 
@@ -135,10 +142,16 @@ impl Semaphore {
         self.bound.load(Ordering::Relaxed)
     }
 
-    /// Takes a permit if one is free (false also if the count kept
+    /// Takes a permit if one is free (`None` also if the count kept
     /// changing under [`TRY_ROUNDS`] attempts).
-    #[must_use]
-    pub fn try_acquire(&self) -> bool {
+    #[must_use = "the permit is given back as soon as it is dropped"]
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
+        // `then`, not `then_some`: a Permit built eagerly would be dropped,
+        // giving back a permit never taken.
+        self.try_take().then(|| Permit { semaphore: self })
+    }
+
+    fn try_take(&self) -> bool {
         let mut c = self.count.load(Ordering::Relaxed);
         for _ in 0..TRY_ROUNDS {
             if c == 0 {
@@ -157,24 +170,33 @@ impl Semaphore {
     }
 
     /// Takes a permit, sleeping until one is free.
-    pub fn acquire(&self) {
+    #[must_use = "the permit is given back as soon as it is dropped; use forget() to keep it"]
+    pub fn acquire(&self) -> Permit<'_> {
+        // Without a deadline the wait cannot time out.
         let _ = self.acquire_until(None, DEFAULT_SPIN);
+        Permit { semaphore: self }
     }
 
     /// Takes a permit, waiting at most `timeout`.
     ///
     /// # Errors
     /// [`AcquireError::TimedOut`] (never before `timeout` has elapsed).
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), AcquireError> {
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(Some(Deadline::after(timeout)), DEFAULT_SPIN)
+            .map(|()| Permit { semaphore: self })
     }
 
     /// Takes a permit with an explicit spin budget and optional timeout.
     ///
     /// # Errors
     /// [`AcquireError::TimedOut`].
-    pub fn acquire_spin(&self, spin: Spin, timeout: Option<Duration>) -> Result<(), AcquireError> {
+    pub fn acquire_spin(
+        &self,
+        spin: Spin,
+        timeout: Option<Duration>,
+    ) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(timeout.map(Deadline::after), spin)
+            .map(|()| Permit { semaphore: self })
     }
 
     fn acquire_until(&self, deadline: Option<Deadline>, spin: Spin) -> Result<(), AcquireError> {
@@ -186,7 +208,7 @@ impl Semaphore {
         // Sleeps a moving count cut short (`sync` docs).
         let mut contention = Contention::new();
         loop {
-            if self.try_acquire() {
+            if self.try_take() {
                 return Ok(());
             }
             if budget > 0 {
@@ -252,6 +274,37 @@ impl Semaphore {
     }
 }
 
+/// A permit taken from a [`Semaphore`]; given back when dropped (also on
+/// a panic), unless [`forget`](Permit::forget)ten.
+#[must_use = "the permit is given back as soon as it is dropped"]
+pub struct Permit<'a> {
+    semaphore: &'a Semaphore,
+}
+
+impl fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+impl Permit<'_> {
+    /// Keeps the permit taken: someone gives it back later with
+    /// [`Semaphore::release`] (Python's acquire/release pair).
+    pub fn forget(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        // `Full` can only come from releases nobody took (a bounded
+        // semaphore some peer over-released): the permit is then already
+        // accounted for. `Contended` means a peer keeps rewriting the
+        // count. Neither can be reported from a drop.
+        let _ = self.semaphore.release();
+    }
+}
+
 /// Diagnostics: loads only, safe on a read-only mapping.
 impl Semaphore {
     /// How many acquirers may be asleep (a hint: one that died asleep stays
@@ -272,10 +325,11 @@ mod tests {
     #[test]
     fn counts_and_bounds() {
         let s = Semaphore::new(2);
-        assert!(s.try_acquire());
-        assert!(s.try_acquire());
-        assert!(!s.try_acquire());
-        s.release().unwrap();
+        s.try_acquire().unwrap().forget();
+        let held = s.try_acquire().unwrap();
+        assert!(s.try_acquire().is_none());
+        drop(held); // given back
+        assert_eq!(s.available(), 1);
         s.release().unwrap();
         s.release().unwrap(); // unbounded
         assert_eq!(s.available(), 3);
@@ -288,7 +342,7 @@ mod tests {
         let s = Semaphore::new(0);
         let d = Duration::from_millis(20);
         let t0 = std::time::Instant::now();
-        assert_eq!(s.acquire_timeout(d), Err(AcquireError::TimedOut));
+        assert_eq!(s.acquire_timeout(d).unwrap_err(), AcquireError::TimedOut);
         assert!(t0.elapsed() >= d);
     }
 
@@ -299,7 +353,7 @@ mod tests {
         std::thread::scope(|sc| {
             sc.spawn(|| {
                 for _ in 0..n {
-                    s.acquire();
+                    s.acquire().forget();
                 }
             });
             for _ in 0..n {
@@ -307,5 +361,17 @@ mod tests {
             }
         });
         assert_eq!(s.available(), 0);
+    }
+
+    /// A permit held by a thread that panics is given back.
+    #[test]
+    fn a_panic_does_not_leak_a_permit() {
+        let s = Semaphore::new(1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _p = s.acquire();
+            panic!("boom");
+        }));
+        assert!(r.is_err());
+        assert_eq!(s.available(), 1);
     }
 }
