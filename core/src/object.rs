@@ -99,7 +99,7 @@ impl core::error::Error for LayoutError {}
 /// - views may be made in any thread and used from any number of threads
 ///   and processes at once (every shared access is atomic);
 /// - `decode(encode(p)) == Ok(p)`.
-pub unsafe trait Object {
+pub unsafe trait Object: 'static {
     /// The kind recorded in the segment header.
     const KIND: Kind;
 

@@ -264,6 +264,22 @@ fn token_liveness(token: u32) -> Liveness {
     }
 }
 
+/// Whether owner id `id` names this process or one of its threads: a
+/// token this process holds, or the id of one of its tasks (fallback).
+/// Lets a process that leaves cleanly withdraw what it registered (barrier
+/// parties) without touching anyone else's.
+#[must_use]
+pub fn is_this_process(id: u32) -> bool {
+    if id == 0 {
+        return false;
+    }
+    #[cfg(all(feature = "std", not(loom)))]
+    if is_token(id) {
+        return tokens::held_here(id);
+    }
+    sys::task_in_this_process(id)
+}
+
 /// When task `id` started (Linux: clock ticks since boot), if known. Two
 /// tasks that had the same id in different clock ticks have different
 /// values (the fallback path's reuse check; tokens need none).
@@ -838,6 +854,11 @@ mod tokens {
         })
     }
 
+    /// Whether `token` is one this process holds.
+    pub(super) fn held_here(token: u32) -> bool {
+        with(|p| p.held.contains(&token))
+    }
+
     /// Whether `token` is held, by this process or another one.
     pub(super) fn liveness(token: u32) -> Liveness {
         with(|p| {
@@ -906,6 +927,9 @@ mod tokens {
     }
     pub(super) fn process_token() -> Option<u32> {
         None
+    }
+    pub(super) fn held_here(_token: u32) -> bool {
+        false
     }
     /// A token another process holds, asked without a descriptor of our
     /// own (we hold none).

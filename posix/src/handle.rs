@@ -114,6 +114,87 @@ pub(crate) struct Attached<O: Object> {
     params: O::Params,
 }
 
+/// Kinds that register this process in the object, and must withdraw when
+/// the process leaves cleanly. Today: barrier parties (a party that merely
+/// exits must not break the barrier; a killed one still does).
+mod leave {
+    use std::any::Any;
+    use std::sync::{Mutex, Once, Weak};
+
+    use shmkit_core::header::Kind;
+    use shmkit_core::object::Object;
+
+    use super::Attached;
+
+    /// Withdraws this process from the object it maps.
+    pub(super) trait Leave: Send + Sync {
+        fn leave(&self);
+    }
+
+    impl<O: Object> Leave for Attached<O> {
+        fn leave(&self) {
+            if O::KIND != Kind::BARRIER {
+                return;
+            }
+            if let Some(b) =
+                (self as &dyn Any).downcast_ref::<Attached<shmkit_core::sync::Barrier>>()
+            {
+                b.view().unregister_process();
+            }
+        }
+    }
+
+    /// Whether this kind registers the process (checked at compile time).
+    pub(super) fn registers<O: Object>() -> bool {
+        O::KIND == Kind::BARRIER
+    }
+
+    fn live() -> &'static Mutex<Vec<Weak<dyn Leave>>> {
+        static LIVE: Mutex<Vec<Weak<dyn Leave>>> = Mutex::new(Vec::new());
+        &LIVE
+    }
+
+    /// Remembers `object` for [`leave_all`], and makes sure a clean exit
+    /// (`exit`, a return from `main`) runs it.
+    pub(super) fn remember(object: Weak<dyn Leave>) {
+        static AT_EXIT: Once = Once::new();
+        AT_EXIT.call_once(|| {
+            extern "C" fn at_exit() {
+                leave_all();
+            }
+            // SAFETY: registers a plain `extern "C"` function; if it
+            // cannot be registered, clean exits just break barriers.
+            unsafe { libc::atexit(at_exit) };
+        });
+        let mut live = live()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.retain(|w| w.strong_count() > 0);
+        live.push(object);
+    }
+
+    /// Withdraws this process from every object it registered in: its
+    /// clean exit. `try_lock`: after a `fork` from a threaded process the
+    /// lock may be held by a thread that does not exist here.
+    pub fn leave_all() {
+        let Ok(live) = live().try_lock() else {
+            return;
+        };
+        for object in live.iter().filter_map(Weak::upgrade) {
+            object.leave();
+        }
+    }
+}
+
+pub(crate) use leave::leave_all;
+
+impl<O: Object> Drop for Attached<O> {
+    fn drop(&mut self) {
+        // This process's last handle: it leaves the object cleanly.
+        leave::Leave::leave(&*self);
+    }
+}
+
 impl<O: Object> Attached<O> {
     /// The view of the object, valid while `self` is.
     pub(crate) fn view(&self) -> O::View<'_> {
@@ -207,8 +288,13 @@ fn checked_params<O: Object>(segment: &Segment) -> Result<O::Params, OpenError> 
 
 impl<O: Object, A: Access> Shared<O, A> {
     fn wrap(segment: Segment, params: O::Params) -> Self {
+        let inner = Arc::new(Attached { segment, params });
+        if leave::registers::<O>() {
+            let weak: std::sync::Weak<dyn leave::Leave> = Arc::downgrade(&inner) as _;
+            leave::remember(weak);
+        }
         Shared {
-            inner: Arc::new(Attached { segment, params }),
+            inner,
             _access: PhantomData,
         }
     }

@@ -31,9 +31,15 @@
 //! [`LIVENESS_SLICE`] and check the parties that are
 //! registered but have not arrived in this round; one that is dead (or whose
 //! id was reused) breaks the barrier for everyone, as a timeout would.
-//! A party that leaves for good calls [`unregister`](Barrier::unregister)
-//! (else its exit later reads as a death). Parties beyond the table's size
-//! are not tracked. [`reset`](Barrier::reset) clears the table.
+//! A party that leaves for good withdraws — [`unregister`](Barrier::unregister)
+//! for a thread, [`unregister_process`](Barrier::unregister_process) for
+//! its whole process — else its exit later reads as a death. The
+//! `shmkit-posix` handle does the latter by itself when a process drops its
+//! last handle to the barrier or exits cleanly (`exit`, a return from
+//! `main`, a `process::spawn` function that returned), so only a process
+//! that is killed (or crashes) breaks the barrier. Parties beyond the
+//! table's size are not tracked. [`reset`](Barrier::reset) clears the
+//! table.
 //!
 //! # Party counts
 //! [`Barrier::new`] takes 1 to [`MAX_PARTIES`] parties and refuses any
@@ -275,6 +281,22 @@ impl Barrier {
         for slot in &self.slots {
             if slot.id.load(Ordering::Relaxed) == me {
                 slot.id.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Removes every party of the calling *process* from the table: what a
+    /// process that leaves cleanly does (its last barrier handle dropped,
+    /// or its exit), so that leaving does not read as dying. A process
+    /// killed never gets here, and its death still breaks the barrier.
+    pub fn unregister_process(&self) {
+        for slot in &self.slots {
+            let id = slot.id.load(Ordering::Relaxed);
+            if id != 0 && crate::owner::is_this_process(id) {
+                // Only if unchanged (Relaxed: as `unregister`).
+                let _ = slot
+                    .id
+                    .compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
     }

@@ -410,6 +410,33 @@ pub(crate) fn probe_liveness_file(offset: u64) -> Liveness {
     }
 }
 
+/// Whether task `id` is this process or one of its threads: whether
+/// `/proc/self/task/<id>` exists (one `access` call).
+pub(crate) fn task_in_this_process(id: u32) -> bool {
+    // "/proc/self/task/" + up to 10 digits + NUL.
+    let mut path = [0u8; 32];
+    let prefix = b"/proc/self/task/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut len = prefix.len();
+    let mut digits = [0u8; 10];
+    let (mut n, mut nd) = (id, 0);
+    loop {
+        digits[nd] = b'0' + (n % 10) as u8;
+        nd += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    while nd > 0 {
+        nd -= 1;
+        path[len] = digits[nd];
+        len += 1;
+    }
+    // SAFETY: `path` is NUL-terminated (zero-filled past `len`).
+    unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_stat;

@@ -145,6 +145,7 @@ fn run_task(task: Task) -> ! {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tramp(f, &args))) {
                 Ok(Ok(bytes)) => {
                     task.put(task::state::VALUE, &bytes);
+                    crate::handle::leave_all();
                     0
                 }
                 Ok(Err(why)) => {
@@ -461,6 +462,10 @@ fn report(task: &Task, outcome: std::thread::Result<Result<Vec<u8>, String>>) ->
     match outcome {
         Ok(Ok(bytes)) => {
             task.put(task::state::VALUE, &bytes);
+            // A clean exit: withdraw from what this process registered in
+            // (barrier parties), as an `exit` would (`_exit` runs no
+            // `atexit` handler).
+            crate::handle::leave_all();
             0
         }
         Ok(Err(why)) => {
