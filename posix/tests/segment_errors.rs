@@ -651,3 +651,36 @@ fn create_applies_the_mode_exactly_whatever_the_umask() {
     assert_eq!(child.wait(), Exit::Code(0));
     assert_no_leftovers(tag);
 }
+
+/// Python raises `ValueError` for `Array('i', 0)` and `Barrier(0)`:
+/// creating either is a clear error on every creating path, and so are
+/// their `lock=True` and too-many-parties cousins (issue 8, item 7).
+#[test]
+fn empty_arrays_and_impossible_barriers_are_refused() {
+    let tag = "err-empty";
+    let name = unique_name(tag);
+    let layout = |e: CreateError| match e {
+        CreateError::InvalidLayout { reason } => reason,
+        other => panic!("expected InvalidLayout, got {other:?}"),
+    };
+    assert!(layout(Array::<u32>::create(&name, 0).unwrap_err()).contains("at least one element"));
+    assert!(
+        layout(Array::<u32>::anonymous(Vec::<u32>::new()).unwrap_err()).contains("at least one")
+    );
+    assert!(layout(Array::<u32>::memfd(0).unwrap_err()).contains("at least one"));
+    match Array::<u32>::open_or_create(&name, 0) {
+        Err(OpenOrCreateError::Create(CreateError::InvalidLayout { reason })) => {
+            assert!(reason.contains("at least one"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        layout(shmkit_posix::LockedArray::<u8>::anonymous(0).unwrap_err()).contains("at least one")
+    );
+    for parties in [0, 65_536, 70_000] {
+        let reason = layout(shmkit_posix::sync::Barrier::anonymous(parties).unwrap_err());
+        assert!(reason.contains("1 to 65535 parties"), "{parties}: {reason}");
+    }
+    assert!(shmkit_posix::sync::Barrier::anonymous(65_535).is_ok());
+    assert_no_leftovers(tag);
+}
