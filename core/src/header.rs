@@ -154,6 +154,10 @@ impl Kind {
     pub const PIPE: Kind = Kind(14);
     /// A two-way byte-message pipe.
     pub const DUPLEX_PIPE: Kind = Kind(15);
+    /// A hash map of `Pod` keys to `Pod` values.
+    pub const MAP: Kind = Kind(16);
+    /// A hash map of bounded byte strings to bounded byte strings.
+    pub const BYTE_MAP: Kind = Kind(17);
     /// First value free for user-defined kinds.
     pub const USER: Kind = Kind(0x1000);
 
@@ -176,6 +180,8 @@ impl Kind {
             Kind::QUEUE => "queue",
             Kind::PIPE => "pipe",
             Kind::DUPLEX_PIPE => "duplex-pipe",
+            Kind::MAP => "map",
+            Kind::BYTE_MAP => "byte-map",
             Kind(k) if k >= Kind::USER.0 => "user",
             _ => "unknown",
         }

@@ -2,7 +2,7 @@
 //!
 //! Everything that lives *inside* a shmkit shared-memory segment, with no
 //! `std` and no allocator: the [segment header](header), element-wise
-//! [shared data](shared), and the [wait/wake](wait) and [owner](owner)
+//! [shared data](shared), the [shared map](map), and the [wait/wake](wait) and [owner](owner)
 //! layers that blocking primitives are built on.
 //!
 //! Objects here are `#[repr(C)]`, pointer-free and position-independent, so
@@ -48,6 +48,7 @@
 extern crate std;
 
 pub mod header;
+pub mod map;
 pub mod object;
 pub mod owner;
 pub mod primitive;

@@ -1,0 +1,2715 @@
+//! A fixed-capacity hash map in shared memory that many processes read and
+//! write at once: Python's `Manager().dict()` without the server process.
+//!
+//! Two forms share one engine:
+//! - [`Map<K, V>`] for `K, V: Pod` (its view: [`MapView`]);
+//! - [`ByteMap`], bounded byte-string keys and values whose maximum lengths
+//!   are fixed at creation: the `dict[str] = bytes` case (its view:
+//!   [`ByteMapView`]).
+//!
+//! ```
+//! use core::ptr::NonNull;
+//! use shmkit_core::map::{Map, MapParams, MapView};
+//! use shmkit_core::object::Object;
+//!
+//! #[repr(C, align(128))]
+//! struct Memory([u8; 16384]); // stands in for a segment's payload
+//! let mut mem = Memory([0; 16384]);
+//! let params = MapParams::of::<u64, u64>(100); // room for 100 entries
+//! assert!(Map::<u64, u64>::payload_len(&params)? <= 16384);
+//! // SAFETY: `mem` is zeroed, aligned, large enough, and only accessed
+//! // through the view.
+//! let map: MapView<'_, u64, u64> =
+//!     unsafe { Map::attach(NonNull::new(mem.0.as_mut_ptr()).unwrap(), &params) };
+//! assert_eq!(map.insert(7, 49)?, None);
+//! assert_eq!(map.insert(7, 50)?, Some(49)); // returns the old value
+//! assert_eq!(map.get(&7)?, Some(50));
+//! map.update(&7, |v| *v += 1)?; // atomically, under the writer lock
+//! assert_eq!(map.get_or(&8, 0)?, 0); // Python's d.get(k, default)
+//! assert_eq!(map.remove(&7)?, Some(51));
+//! assert!(map.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! **Open addressing, linear probing, no entry ever moves.** A key lives in
+//! the first bucket of its probe sequence (home = hash mod buckets, then
+//! +1, +2, ... around the table) that was free when it was inserted, and
+//! stays there until it is removed. Removal leaves a *tombstone*, which a
+//! later insert reuses. Nothing relocates an entry (no backward shift, no
+//! Robin Hood, no cuckoo), because a reader that is not locked out of the
+//! buckets cannot follow an entry that moves behind it.
+//!
+//! **Readers never lock and never wait for a writer.** Every bucket starts
+//! with a *meta* word: a version, a state (`EMPTY`, `FULL`, `TOMBSTONE`)
+//! and a `WRITING` bit. It is a per-bucket seqlock: a reader loads the meta
+//! (Acquire), copies the key and value out with relaxed atomic loads,
+//! issues an Acquire fence and loads the meta again; equal means the copy
+//! is one committed entry, not torn. A bucket whose value is being
+//! rewritten (`FULL | WRITING`) holds its committed value in its stripe's
+//! *undo record* (below), which the reader copies instead, validated the
+//! same way. So a reader sees either the old or the new value of an update
+//! in progress, and a writer that dies mid-update blocks nobody. A reader
+//! only takes a lock when one bucket fails validation
+//! [`READ_RETRIES`] times in a row (a writer rewriting that very bucket
+//! faster than the reader can copy it, or a peer scribbling on it): it then
+//! reads that bucket under the stripe lock, with the view's timeout.
+//!
+//! **Writers lock stripes.** The buckets are cut into `stripes` contiguous
+//! ranges (a power of two, at most [`MAX_STRIPES`], at least
+//! [`MIN_STRIPE_BUCKETS`] buckets each), each with a robust
+//! [`RawMutex`]. A writer locks every stripe its probe passes through, in
+//! probe order, from the key's home to the bucket where the probe ends:
+//! one stripe almost always. Holding them, it is the only writer of those
+//! buckets, so its decisions ("the key is absent", "this is the first free
+//! bucket") stay true until it acts on them. Stripes are locked in
+//! ascending index order; a probe that wraps from the last stripe to the
+//! first only `try_lock`s, and on failure releases everything, locks the
+//! whole set in ascending order and starts again. No deadlock: every
+//! blocking acquisition is of a stripe above all those held.
+//!
+//! **Every write changes one bucket.** Insert fills one free bucket, update
+//! rewrites one value, remove turns one bucket into a tombstone, each
+//! ending with one Release store of the meta (the commit). A remove whose
+//! next bucket is `EMPTY` also turns its tombstone, and the tombstones
+//! just before it, back into `EMPTY` (no probe can need them: a key is
+//! never stored past an `EMPTY` bucket of its own probe sequence). Each
+//! such step is one store, and every prefix of them leaves a valid table.
+//!
+//! **Crashes.** A writer killed at any instruction leaves at most one
+//! bucket with `WRITING` set, in a stripe whose lock it held:
+//!
+//! | killed during | what is left | repair (by the next locker of that stripe, which the lock tells `OwnerDied`) |
+//! |---|---|---|
+//! | insert, before the commit | a free bucket marked `WRITING`, garbage in it | clear `WRITING`: the key was not inserted |
+//! | update, before `WRITING` | a half-written undo record, nothing else | nothing |
+//! | update, after `WRITING` | a half-written value; the old one in the undo record | copy the record back: the update did not happen |
+//! | remove, purge, any commit | nothing half-done (one store each) | nothing |
+//! | clear | the epoch odd (below), some buckets emptied | finish the clear |
+//!
+//! The repair also recounts the stripe's entries (the per-stripe counts
+//! are updated after the commit), bumps [`MapView::repairs`], and marks the
+//! lock consistent. Every operation is therefore atomic across crashes:
+//! it happened or it did not, and nobody has to be told. Repairs are
+//! idempotent: a repairer killed mid-repair leaves the same job to the
+//! next locker. Until then readers see the committed state (through the
+//! undo record), never the half-written one.
+//!
+//! **Clear** locks every stripe, makes the map's *epoch* odd, empties every
+//! bucket and count, and makes the epoch even again. Readers check the
+//! epoch before and after a lookup: an odd epoch reads as the cleared map
+//! (the clear is linearised at its odd store; no insert can happen before
+//! it ends, since the clear holds every stripe), a changed one retries. A
+//! writer that finds the epoch odd while holding a stripe lock knows the
+//! clearer died, and finishes its clear first.
+//!
+//! **Capacity, load factor, probe bounds.** A map created for `capacity`
+//! entries has `buckets = next_power_of_two(2 × capacity)`: at most half
+//! full. Inserting a new key when [`len`](MapView::len) has reached the
+//! capacity fails with [`MapError::Full`], never drops anything. `len` is
+//! the sum of the per-stripe counts; writers in different stripes check it
+//! without a common lock, so racing inserts may overshoot the capacity by
+//! at most one entry per stripe, for which the table has room
+//! (`capacity + stripes <= buckets`). With linear probing at load ≤ ½ a
+//! lookup of a present key probes 1.5 buckets on average and an absent one
+//! 2.5 (Knuth), plus the tombstones in the way; every probe loop is bounded
+//! by the number of buckets, every retry loop by a constant, every wait by
+//! the view's timeout.
+//!
+//! **Hostile bytes.** Every index is masked or range-checked before use,
+//! every length compared with its maximum, every state checked: a peer
+//! writing any bytes anywhere in the payload can make operations return
+//! errors ([`MapError::Corrupt`]) or garbage values, never read or write
+//! out of bounds, panic, or loop without bound.
+//!
+//! # Layout
+//!
+//! ```text
+//! [MapControl: epoch, repairs]                         128 bytes
+//! [Stripe; stripes]       lock, undo record's bucket   128 bytes each
+//! [count: u32; stripes]   entries per stripe           padded to 128
+//! [undo value; stripes]   one value image each         padded to 128 each
+//! [bucket; buckets]       meta, hash tag, key, value   stride a power of two up to 64 bytes
+//! ```
+//!
+//! All of it is `u32` words (and the locks), accessed only atomically. A
+//! key or value is stored as its bytes packed into words (byte strings as
+//! a length word then the bytes), so any `Pod` type fits whatever its
+//! alignment, and loom can model every access.
+//!
+//! # Memory orderings
+//!
+//! - SYNC POINT MAP-COMMIT: a writer's commit (Release store of the meta)
+//!   pairs with a reader's first meta load (Acquire): the reader sees the
+//!   words the writer stored before committing.
+//! - SYNC POINT MAP-SEQ: a writer's Release fence after it sets `WRITING`
+//!   pairs with the reader's Acquire fence before it re-loads the meta: a
+//!   reader that copied any word stored after that fence sees `WRITING` (or
+//!   later) on the re-load, and retries.
+//! - SYNC POINT MAP-UNDO: an updater's Release fence *before* it rewrites
+//!   its stripe's undo record pairs with the same reader fence: a reader of
+//!   an older update's record that copied a rewritten word sees that older
+//!   update's commit on the re-load. The Release store of `WRITING`, after
+//!   the record, pairs with the reader's Acquire meta load: a reader that
+//!   sees `WRITING` sees the record.
+//! - SYNC POINT MAP-EPOCH: the clearer's Release fence after its odd epoch
+//!   store pairs with the reader's Acquire fence before it re-loads the
+//!   epoch; its final Release store pairs with the reader's first epoch
+//!   load (Acquire).
+//! - Writers among themselves: the stripe locks' own Acquire/Release.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::{size_of, MaybeUninit};
+use core::ptr::NonNull;
+use core::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::header::{Kind, PAYLOAD_ALIGN};
+use crate::object::{LayoutError, Object};
+use crate::primitive::{fence, AtomicU32, Ordering};
+use crate::sync::{LockError, RawMutex, RawMutexGuard};
+use crate::wait::Deadline;
+
+/// Most entries a map may be created for.
+pub const MAX_CAPACITY: usize = 1 << 30;
+/// Most stripes (writer locks) a map has.
+pub const MAX_STRIPES: usize = 64;
+/// Fewest buckets per stripe in a map laid out by [`Shape::new`].
+pub const MIN_STRIPE_BUCKETS: usize = 64;
+/// Largest key: a `Pod` key's size, or a byte map's maximum key length.
+pub const MAX_KEY_BYTES: usize = 1 << 16;
+/// Largest value: a `Pod` value's size, or a byte map's maximum value
+/// length.
+pub const MAX_VALUE_BYTES: usize = 1 << 24;
+/// How many times a reader copies one bucket before it falls back to
+/// reading it under the stripe lock.
+pub const READ_RETRIES: u32 = if cfg!(loom) { 2 } else { 64 };
+/// How many times an operation starts over (the epoch moved, a wrapped
+/// probe had to re-lock in order) before it reports the map corrupt.
+const RESTARTS: u32 = 2 * MAX_STRIPES as u32 + 16;
+
+/// Meta word bits.
+///
+/// ```text
+/// bit 0      WRITING: a writer is storing words into the bucket
+/// bits 1..2  state: EMPTY 0, FULL 1, TOMBSTONE 2 (3 is never written)
+/// bits 3..31 version: +1 on every commit, wrapping
+/// ```
+///
+/// | from | to | who | ordering |
+/// |---|---|---|---|
+/// | `EMPTY`/`TOMBSTONE` v | same \| `WRITING` | inserter | Relaxed, then Release fence (MAP-SEQ) |
+/// | free \| `WRITING` v | `FULL` v+1 | inserter's commit | Release (MAP-COMMIT) |
+/// | `FULL` v | `FULL` \| `WRITING` v | updater, after its undo record | Release (MAP-UNDO), then Release fence (MAP-SEQ) |
+/// | `FULL` \| `WRITING` v | `FULL` v+1 | updater's commit; repair after copying the record back | Release (MAP-COMMIT) |
+/// | free \| `WRITING` v | the same free state v+1 | repair of a dead inserter | Release |
+/// | `FULL` v | `TOMBSTONE` v+1 | remover | Release |
+/// | `TOMBSTONE` v | `EMPTY` v+1 | remover's purge (next bucket `EMPTY`) | Release |
+/// | anything v | `EMPTY` v+1 | clear, epoch odd | Relaxed (MAP-EPOCH orders it) |
+pub mod meta {
+    /// A writer is storing words into the bucket.
+    pub const WRITING: u32 = 1;
+    /// State: never used since the last clear; ends every probe.
+    pub const EMPTY: u32 = 0;
+    /// State: holds an entry.
+    pub const FULL: u32 = 1;
+    /// State: held an entry that was removed; probes go on past it.
+    pub const TOMBSTONE: u32 = 2;
+    /// The state bits of a meta word.
+    #[must_use]
+    pub const fn state(meta: u32) -> u32 {
+        (meta >> 1) & 3
+    }
+    /// The meta word committing `state` after `meta`: version + 1,
+    /// `WRITING` clear.
+    #[must_use]
+    pub const fn committed(meta: u32, state: u32) -> u32 {
+        ((meta >> 3).wrapping_add(1) << 3) | (state << 1)
+    }
+}
+
+use meta::{committed, state, EMPTY, FULL, TOMBSTONE, WRITING};
+
+/// The state value no writer stores.
+const INVALID: u32 = 3;
+
+/// Words of a bucket before the key: the meta word and the hash tag.
+const HEAD_WORDS: usize = 2;
+
+// ------------------------------------------------------------------ errors
+
+/// Why a map operation failed. One enum serves every operation; each
+/// method says which variants it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MapError {
+    /// `insert` of a new key into a map holding `capacity` entries.
+    Full {
+        /// The map's capacity.
+        capacity: usize,
+    },
+    /// A byte map key longer than the map's maximum.
+    KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The map's maximum key length.
+        max: usize,
+    },
+    /// A byte map value longer than the map's maximum.
+    ValueTooLong {
+        /// The value's length.
+        len: usize,
+        /// The map's maximum value length.
+        max: usize,
+    },
+    /// A byte map value does not fit the buffer given to copy it into.
+    BufferTooSmall {
+        /// The value's length.
+        needed: usize,
+    },
+    /// The view's timeout passed while waiting for a writer lock.
+    TimedOut,
+    /// The calling thread already holds a lock this operation needs (a map
+    /// method called from inside an `update` closure).
+    WouldDeadlock,
+    /// A writer lock was left unrecoverable (only a peer writing garbage
+    /// over the lock word can do that: the map always repairs).
+    NotRecoverable,
+    /// The map's memory holds something no honest writer writes.
+    Corrupt {
+        /// What was found.
+        what: &'static str,
+    },
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::Full { capacity } => write!(
+                f,
+                "the map is full ({capacity} entries); remove entries or create a larger map"
+            ),
+            MapError::KeyTooLong { len, max } => write!(
+                f,
+                "a {len}-byte key is longer than this map's {max}-byte maximum; create the map with a larger max_key_len"
+            ),
+            MapError::ValueTooLong { len, max } => write!(
+                f,
+                "a {len}-byte value is longer than this map's {max}-byte maximum; create the map with a larger max_value_len"
+            ),
+            MapError::BufferTooSmall { needed } => write!(
+                f,
+                "the value is {needed} bytes, longer than the buffer; pass a buffer of max_value_len bytes"
+            ),
+            MapError::TimedOut => f.write_str(
+                "timed out waiting for a writer lock of the map; retry or use a longer timeout",
+            ),
+            MapError::WouldDeadlock => f.write_str(
+                "this thread already holds a lock of the map (a map method called inside an update closure); call it after the update",
+            ),
+            MapError::NotRecoverable => f.write_str(
+                "a writer lock of the map is not recoverable (its lock word was overwritten); recreate the map",
+            ),
+            MapError::Corrupt { what } => {
+                write!(f, "the map's memory is corrupt ({what}); recreate the map")
+            }
+        }
+    }
+}
+
+impl core::error::Error for MapError {}
+
+const fn corrupt(what: &'static str) -> MapError {
+    MapError::Corrupt { what }
+}
+
+// ------------------------------------------------------------------ layout
+
+/// How keys (or values) are stored: a fixed number of bytes (`Pod`
+/// types), or a byte string of at most `max` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Exactly this many bytes.
+    Fixed(usize),
+    /// A length word, then up to this many bytes.
+    Bytes(usize),
+}
+
+impl Format {
+    /// Words a stored key or value of this format takes.
+    #[must_use]
+    pub const fn words(self) -> usize {
+        match self {
+            Format::Fixed(n) => n.div_ceil(4),
+            Format::Bytes(max) => 1 + max.div_ceil(4),
+        }
+    }
+
+    /// The byte count this format records in a header: the size, or the
+    /// maximum length.
+    #[must_use]
+    pub const fn bytes(self) -> usize {
+        match self {
+            Format::Fixed(n) | Format::Bytes(n) => n,
+        }
+    }
+}
+
+/// Where everything of a map sits, derived from its capacity and key and
+/// value formats by [`Shape::new`] (or [`Shape::custom`] for tests and
+/// models). All offsets are in bytes from the start of the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    capacity: usize,
+    buckets: usize,
+    stripes: usize,
+    stripe_shift: u32,
+    key: Format,
+    value: Format,
+    key_words: usize,
+    value_words: usize,
+    bucket_words: usize,
+    undo_words: usize,
+    stripes_off: usize,
+    counts_off: usize,
+    undo_off: usize,
+    buckets_off: usize,
+    total: usize,
+}
+
+fn align_up(x: usize, a: usize) -> Option<usize> {
+    Some(x.checked_add(a - 1)? & !(a - 1))
+}
+
+impl Shape {
+    /// The standard layout: `next_power_of_two(2 × capacity)` buckets in
+    /// `clamp(buckets / MIN_STRIPE_BUCKETS, 1, MAX_STRIPES)` stripes.
+    ///
+    /// # Errors
+    /// A capacity of 0 or above [`MAX_CAPACITY`], a key or value above
+    /// [`MAX_KEY_BYTES`] / [`MAX_VALUE_BYTES`], or a size that does not
+    /// fit in memory.
+    pub fn new(capacity: usize, key: Format, value: Format) -> Result<Shape, LayoutError> {
+        if capacity == 0 {
+            return Err(LayoutError::new(
+                "a map needs a capacity of at least one entry",
+            ));
+        }
+        if capacity > MAX_CAPACITY {
+            return Err(LayoutError::new("a map holds at most 2^30 entries"));
+        }
+        let buckets = (2 * capacity).next_power_of_two();
+        let stripes = (buckets / MIN_STRIPE_BUCKETS).clamp(1, MAX_STRIPES);
+        Shape::custom(capacity, buckets, stripes, key, value)
+    }
+
+    /// A layout with the bucket and stripe counts given: for tests and
+    /// models that need several stripes in a tiny map. Processes sharing a
+    /// map must agree on it: segments always use [`Shape::new`].
+    ///
+    /// # Errors
+    /// As [`new`](Shape::new), and `buckets` or `stripes` not powers of
+    /// two, more stripes than buckets or than [`MAX_STRIPES`], or fewer
+    /// than `capacity + stripes` buckets.
+    pub fn custom(
+        capacity: usize,
+        buckets: usize,
+        stripes: usize,
+        key: Format,
+        value: Format,
+    ) -> Result<Shape, LayoutError> {
+        let bad = LayoutError::new;
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            return Err(bad("a map's capacity must be 1..=2^30 entries"));
+        }
+        if !buckets.is_power_of_two() || !(2..=1 << 31).contains(&buckets) {
+            return Err(bad("a map's bucket count must be a power of two, 2..=2^31"));
+        }
+        if !stripes.is_power_of_two() || stripes > MAX_STRIPES || stripes > buckets {
+            return Err(bad(
+                "a map's stripe count must be a power of two, at most 64 and at most the buckets",
+            ));
+        }
+        if capacity + stripes > buckets {
+            return Err(bad(
+                "a map needs buckets for its capacity plus one per stripe",
+            ));
+        }
+        if key.bytes() > MAX_KEY_BYTES {
+            return Err(bad("map keys are at most 64 KiB"));
+        }
+        if value.bytes() > MAX_VALUE_BYTES {
+            return Err(bad("map values are at most 16 MiB"));
+        }
+        let (key_words, value_words) = (key.words(), value.words());
+        let raw = HEAD_WORDS + key_words + value_words;
+        let bucket_words = if raw <= 16 {
+            raw.next_power_of_two()
+        } else {
+            align_up(raw, 16).ok_or(bad("map buckets do not fit in memory"))?
+        };
+        let undo_words = align_up(value_words, 32).ok_or(bad("map values do not fit in memory"))?;
+        let too_big = || bad("the map does not fit in memory");
+        let stripes_off = size_of::<MapControlLayout>();
+        let counts_off = stripes_off + stripes * STRIPE_BYTES;
+        let undo_off = align_up(counts_off + 4 * stripes, PAYLOAD_ALIGN).ok_or_else(too_big)?;
+        let buckets_off = undo_words
+            .checked_mul(4 * stripes)
+            .and_then(|n| n.checked_add(undo_off))
+            .and_then(|n| align_up(n, PAYLOAD_ALIGN))
+            .ok_or_else(too_big)?;
+        let total = bucket_words
+            .checked_mul(4)
+            .and_then(|n| n.checked_mul(buckets))
+            .and_then(|n| n.checked_add(buckets_off))
+            .filter(|&n| n <= isize::MAX as usize)
+            .ok_or_else(too_big)?;
+        Ok(Shape {
+            capacity,
+            buckets,
+            stripes,
+            stripe_shift: (buckets / stripes).trailing_zeros(),
+            key,
+            value,
+            key_words,
+            value_words,
+            bucket_words,
+            undo_words,
+            stripes_off,
+            counts_off,
+            undo_off,
+            buckets_off,
+            total,
+        })
+    }
+
+    /// Entries the map holds at most.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Buckets (a power of two).
+    #[must_use]
+    pub fn buckets(&self) -> usize {
+        self.buckets
+    }
+    /// Stripes, i.e. writer locks (a power of two).
+    #[must_use]
+    pub fn stripes(&self) -> usize {
+        self.stripes
+    }
+    /// Buckets per stripe.
+    #[must_use]
+    pub fn stripe_buckets(&self) -> usize {
+        1 << self.stripe_shift
+    }
+    /// How keys are stored.
+    #[must_use]
+    pub fn key(&self) -> Format {
+        self.key
+    }
+    /// How values are stored.
+    #[must_use]
+    pub fn value(&self) -> Format {
+        self.value
+    }
+    /// Bytes of one bucket.
+    #[must_use]
+    pub fn bucket_bytes(&self) -> usize {
+        4 * self.bucket_words
+    }
+    /// The payload length of a map of this shape.
+    #[must_use]
+    pub fn payload_len(&self) -> usize {
+        self.total
+    }
+    /// Offset of the epoch word (odd while a clear runs).
+    #[must_use]
+    pub fn epoch_offset(&self) -> usize {
+        0
+    }
+    /// Offset of the repair counter.
+    #[must_use]
+    pub fn repairs_offset(&self) -> usize {
+        4
+    }
+    /// Offset of stripe `i`'s [`Stripe`] (its lock first).
+    #[must_use]
+    pub fn stripe_offset(&self, i: usize) -> usize {
+        self.stripes_off + i * STRIPE_BYTES
+    }
+    /// Offset of stripe `i`'s entry count.
+    #[must_use]
+    pub fn count_offset(&self, i: usize) -> usize {
+        self.counts_off + 4 * i
+    }
+    /// Offset of bucket `b`.
+    #[must_use]
+    pub fn bucket_offset(&self, b: usize) -> usize {
+        self.buckets_off + b * 4 * self.bucket_words
+    }
+}
+
+/// What a map was created with: its capacity and the formats of its keys
+/// and values, plus the [`Shape`] derived from them (once: views are made
+/// per call and must be cheap). Recorded in the segment header as
+/// `[capacity, key bytes << 32 | value bytes]`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MapParams {
+    capacity: usize,
+    key: Format,
+    value: Format,
+    shape: Result<Shape, LayoutError>,
+}
+
+impl fmt::Debug for MapParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "capacity {}", self.capacity)?;
+        match (self.key, self.value) {
+            (Format::Bytes(k), Format::Bytes(v)) => {
+                write!(f, ", keys up to {k} bytes, values up to {v} bytes")
+            }
+            (k, v) => write!(f, ", {}-byte keys, {}-byte values", k.bytes(), v.bytes()),
+        }
+    }
+}
+
+impl MapParams {
+    /// A map of `capacity` entries with keys and values of these formats.
+    #[must_use]
+    pub fn new(capacity: usize, key: Format, value: Format) -> MapParams {
+        MapParams {
+            capacity,
+            key,
+            value,
+            shape: Shape::new(capacity, key, value),
+        }
+    }
+
+    /// A `Map<K, V>` of `capacity` entries.
+    #[must_use]
+    pub fn of<K: Pod, V: Pod>(capacity: usize) -> MapParams {
+        MapParams::new(
+            capacity,
+            Format::Fixed(size_of::<K>()),
+            Format::Fixed(size_of::<V>()),
+        )
+    }
+
+    /// A [`ByteMap`] of `capacity` entries, keys of at most `max_key_len`
+    /// bytes and values of at most `max_value_len`.
+    #[must_use]
+    pub fn bytes(capacity: usize, max_key_len: usize, max_value_len: usize) -> MapParams {
+        MapParams::new(
+            capacity,
+            Format::Bytes(max_key_len),
+            Format::Bytes(max_value_len),
+        )
+    }
+
+    /// The capacity asked for.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The key format.
+    #[must_use]
+    pub fn key(&self) -> Format {
+        self.key
+    }
+
+    /// The value format.
+    #[must_use]
+    pub fn value(&self) -> Format {
+        self.value
+    }
+
+    /// The layout, or why there is none.
+    ///
+    /// # Errors
+    /// See [`Shape::new`].
+    pub fn shape(&self) -> Result<Shape, LayoutError> {
+        self.shape
+    }
+
+    fn encode(&self) -> [u64; 2] {
+        [
+            self.capacity as u64,
+            ((self.key.bytes() as u64) << 32) | (self.value.bytes() as u64 & 0xffff_ffff),
+        ]
+    }
+
+    /// The parameters recorded as `[capacity, key << 32 | value]`, for
+    /// formats of kind `fixed` (true) or byte strings.
+    fn decode(recorded: [u64; 2], fixed: bool) -> Result<MapParams, LayoutError> {
+        let capacity = usize::try_from(recorded[0])
+            .map_err(|_| LayoutError::new("the recorded map capacity does not fit in memory"))?;
+        let key = (recorded[1] >> 32) as usize;
+        let value = (recorded[1] & 0xffff_ffff) as usize;
+        let (key, value) = if fixed {
+            (Format::Fixed(key), Format::Fixed(value))
+        } else {
+            (Format::Bytes(key), Format::Bytes(value))
+        };
+        let p = MapParams::new(capacity, key, value);
+        p.shape?;
+        Ok(p)
+    }
+}
+
+// --------------------------------------------------------- shared control
+
+/// The map-wide words, alone on a 128-byte line (read by every lookup,
+/// written only by clears and repairs).
+#[repr(C, align(128))]
+pub struct MapControl {
+    /// Odd while a clear runs (or its clearer died mid-clear); +1 at the
+    /// start and at the end of every clear.
+    epoch: AtomicU32,
+    /// Repairs made after dead writers, wrapping (diagnostics).
+    repairs: AtomicU32,
+}
+
+/// `MapControl` as laid out in a segment (loom's atomics differ in size).
+#[repr(C, align(128))]
+struct MapControlLayout([u32; 2]);
+
+impl Default for MapControl {
+    fn default() -> Self {
+        MapControl::new()
+    }
+}
+
+impl MapControl {
+    /// A fresh control block (zero, like zero-filled memory).
+    #[must_use]
+    pub fn new() -> MapControl {
+        MapControl {
+            epoch: AtomicU32::new(0),
+            repairs: AtomicU32::new(0),
+        }
+    }
+}
+
+/// One stripe's writer lock and the bucket its undo record belongs to,
+/// alone on a 128-byte line.
+#[repr(C, align(128))]
+pub struct Stripe {
+    lock: RawMutex,
+    /// `bucket + 1` of the last update's undo record; 0 before any.
+    undo_bucket: AtomicU32,
+}
+
+/// Bytes of a [`Stripe`] in a segment.
+const STRIPE_BYTES: usize = 128;
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(size_of::<Stripe>(), STRIPE_BYTES);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(size_of::<MapControl>(), size_of::<MapControlLayout>());
+#[cfg(not(loom))]
+static_assertions::const_assert!(core::mem::align_of::<Stripe>() <= PAYLOAD_ALIGN);
+
+impl Default for Stripe {
+    fn default() -> Self {
+        Stripe::new()
+    }
+}
+
+impl Stripe {
+    /// A fresh stripe (unlocked, no undo record).
+    #[must_use]
+    pub fn new() -> Stripe {
+        Stripe {
+            lock: RawMutex::new(),
+            undo_bucket: AtomicU32::new(0),
+        }
+    }
+
+    /// The stripe's writer lock (for diagnostics and tests: holding it
+    /// keeps writers out of the stripe; readers are not affected).
+    #[must_use]
+    pub fn lock(&self) -> &RawMutex {
+        &self.lock
+    }
+}
+
+/// The parts of a map, for building a view over memory laid out by hand
+/// (loom models, tests). Segments use [`Object::attach`].
+#[derive(Clone, Copy)]
+pub struct Parts<'a> {
+    /// The map-wide words.
+    pub control: &'a MapControl,
+    /// `shape.stripes()` stripes.
+    pub stripes: &'a [Stripe],
+    /// `shape.stripes()` counts.
+    pub counts: &'a [AtomicU32],
+    /// `shape.stripes()` undo records of the shape's undo stride.
+    pub undo: &'a [AtomicU32],
+    /// `shape.buckets()` buckets of `shape.bucket_bytes() / 4` words.
+    pub buckets: &'a [AtomicU32],
+}
+
+impl fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parts")
+            .field("stripes", &self.stripes.len())
+            .field("buckets_words", &self.buckets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shape {
+    /// Words the [`Parts::undo`] slice must have.
+    #[must_use]
+    pub fn undo_words(&self) -> usize {
+        self.undo_words * self.stripes
+    }
+    /// Words the [`Parts::buckets`] slice must have.
+    #[must_use]
+    pub fn bucket_words(&self) -> usize {
+        self.bucket_words * self.buckets
+    }
+}
+
+// ----------------------------------------------------------------- hashing
+
+const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The 64-bit hash of a key's bytes: 8-byte little-endian chunks (the last
+/// zero-padded) multiplied in, then a murmur3 finaliser. Fixed, so every
+/// process agrees; not keyed (a peer choosing colliding keys only makes
+/// probes longer, and they are bounded).
+#[inline]
+fn hash_chunks(len: usize, chunk: impl Fn(usize) -> u64) -> u64 {
+    let mut h = (len as u64).wrapping_mul(HASH_K) ^ 0x2545_f491_4f6c_dd1d;
+    for i in 0..len.div_ceil(8) {
+        h = (h ^ chunk(i)).wrapping_mul(HASH_K).rotate_left(31);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The hash of a key's bytes, as every map computes it.
+#[inline]
+#[must_use]
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    hash_chunks(bytes.len(), |i| {
+        let start = 8 * i;
+        let end = (start + 8).min(bytes.len());
+        let mut buf = [0u8; 8];
+        if let (Some(dst), Some(src)) = (buf.get_mut(..end - start), bytes.get(start..end)) {
+            dst.copy_from_slice(src);
+        }
+        u64::from_le_bytes(buf)
+    })
+}
+
+#[inline]
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+/// Word `i` of `bytes` packed four to a word (native order, zero-padded).
+#[inline]
+fn pack(bytes: &[u8], i: usize) -> u32 {
+    let start = 4 * i;
+    let end = (start + 4).min(bytes.len());
+    let mut w = [0u8; 4];
+    if let (Some(dst), Some(src)) = (
+        w.get_mut(..end.saturating_sub(start)),
+        bytes.get(start..end),
+    ) {
+        dst.copy_from_slice(src);
+    }
+    u32::from_ne_bytes(w)
+}
+
+/// A key or value as stored: its bytes, after a length word for byte
+/// strings.
+#[derive(Clone, Copy)]
+struct Image<'k> {
+    bytes: &'k [u8],
+    prefixed: bool,
+}
+
+impl Image<'_> {
+    #[inline]
+    fn words(&self) -> usize {
+        usize::from(self.prefixed) + self.bytes.len().div_ceil(4)
+    }
+
+    #[inline]
+    fn word(&self, i: usize) -> u32 {
+        if self.prefixed {
+            if i == 0 {
+                // Lengths are checked against the format's maximum (< 2^25).
+                return self.bytes.len() as u32;
+            }
+            pack(self.bytes, i - 1)
+        } else {
+            pack(self.bytes, i)
+        }
+    }
+}
+
+/// Copies words of `region` into `out` (relaxed loads), 4 bytes a word.
+#[inline]
+fn load_bytes(region: &[AtomicU32], out: &mut [u8]) {
+    for (w, chunk) in region.iter().zip(out.chunks_mut(4)) {
+        let v = w.load(Ordering::Relaxed).to_ne_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// Stores `img` into `region` (relaxed stores).
+#[inline]
+fn store_image(region: &[AtomicU32], img: &Image<'_>) {
+    for (i, w) in region.iter().take(img.words()).enumerate() {
+        w.store(img.word(i), Ordering::Relaxed);
+    }
+}
+
+/// Why a copied value cannot be returned (decided after validation: a
+/// torn copy retries instead).
+#[derive(Clone, Copy, Debug)]
+enum ValueIssue {
+    /// A length above the format's maximum.
+    Bad,
+    /// The caller's buffer is shorter than the value.
+    TooSmall(usize),
+}
+
+// ------------------------------------------------------------- crash tests
+
+/// Places where the crash tests kill a writer (see the tests module).
+#[allow(dead_code)] // only the crash tests read them
+mod crash {
+    pub const INSERT_WRITING: u32 = 1;
+    pub const INSERT_KEY: u32 = 2;
+    pub const INSERT_COMMITTED: u32 = 3;
+    pub const UPDATE_RECORD: u32 = 4;
+    pub const UPDATE_WRITING: u32 = 5;
+    pub const UPDATE_HALF: u32 = 6;
+    pub const UPDATE_COMMITTED: u32 = 7;
+    pub const REMOVE_TOMBSTONE: u32 = 8;
+    pub const REMOVE_PURGE: u32 = 9;
+    pub const CLEAR_EPOCH: u32 = 10;
+    pub const CLEAR_HALF: u32 = 11;
+    pub const CLEAR_COUNTS: u32 = 12;
+    pub const REPAIR_HALF: u32 = 13;
+    pub const LAST: u32 = 13;
+}
+
+#[cfg(all(test, not(loom), not(miri), target_os = "linux"))]
+#[inline]
+fn crash_point(at: u32) {
+    tests::die_at(at);
+}
+
+#[cfg(not(all(test, not(loom), not(miri), target_os = "linux")))]
+#[inline(always)]
+fn crash_point(_at: u32) {}
+
+// ------------------------------------------------------------------ engine
+
+/// The map engine over its parts: everything but the key and value types.
+#[derive(Clone, Copy)]
+struct Table<'a> {
+    shape: Shape,
+    ctl: &'a MapControl,
+    stripes: &'a [Stripe],
+    counts: &'a [AtomicU32],
+    undo: &'a [AtomicU32],
+    words: &'a [AtomicU32],
+    timeout: Option<Duration>,
+}
+
+/// The stripe locks an operation holds, by stripe index.
+struct Held<'a> {
+    guards: [MaybeUninit<RawMutexGuard<'a>>; MAX_STRIPES],
+    /// Bit `s`: `guards[s]` is initialised (stripe `s` is held).
+    bits: u64,
+}
+
+impl<'a> Held<'a> {
+    fn new() -> Held<'a> {
+        Held {
+            guards: [const { MaybeUninit::uninit() }; MAX_STRIPES],
+            bits: 0,
+        }
+    }
+
+    #[inline]
+    fn holds(&self, s: usize) -> bool {
+        s < MAX_STRIPES && self.bits >> s & 1 == 1
+    }
+
+    /// Whether a stripe above `s` is held (then `s` may only be `try_lock`ed).
+    fn holds_above(&self, s: usize) -> bool {
+        s + 1 < MAX_STRIPES && self.bits >> (s + 1) != 0
+    }
+
+    fn put(&mut self, s: usize, g: RawMutexGuard<'a>) {
+        if let Some(slot) = self.guards.get_mut(s) {
+            if self.bits >> s & 1 == 1 {
+                // SAFETY: bit `s` says slot `s` is initialised; it is
+                // replaced below, so drop the old guard first.
+                unsafe { slot.assume_init_drop() };
+            }
+            slot.write(g);
+            self.bits |= 1 << s;
+        }
+    }
+
+    fn release_all(&mut self) {
+        let mut bits = self.bits;
+        self.bits = 0;
+        while bits != 0 {
+            let s = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(slot) = self.guards.get_mut(s) {
+                // SAFETY: bit `s` was set, so slot `s` holds a guard; the
+                // bit is cleared (above), so it is dropped exactly once.
+                unsafe { slot.assume_init_drop() };
+            }
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}
+
+/// How to take a stripe lock.
+#[derive(Clone, Copy)]
+enum How {
+    /// Wait, until the deadline if there is one.
+    Block(Option<Deadline>),
+    /// Never wait.
+    Try,
+}
+
+/// Where a writer's probe ended.
+#[derive(Clone, Copy, Debug)]
+struct Located {
+    /// The key's bucket, if present.
+    found: Option<usize>,
+    /// The first free bucket of the probe (a tombstone, or the `EMPTY`
+    /// that ended it), if the key is absent.
+    free: Option<usize>,
+}
+
+enum Probe {
+    At(Located),
+    /// Release everything and lock this set of stripes in order.
+    Relock(u64),
+}
+
+/// A bucket as a reader found it.
+enum Seen<R> {
+    Empty,
+    Other,
+    Hit(R),
+}
+
+impl<'a> Table<'a> {
+    fn new(shape: Shape, parts: Parts<'a>) -> Option<Table<'a>> {
+        if parts.stripes.len() != shape.stripes
+            || parts.counts.len() != shape.stripes
+            || parts.undo.len() != shape.undo_words()
+            || parts.buckets.len() != shape.bucket_words()
+        {
+            return None;
+        }
+        Some(Table {
+            shape,
+            ctl: parts.control,
+            stripes: parts.stripes,
+            counts: parts.counts,
+            undo: parts.undo,
+            words: parts.buckets,
+            timeout: None,
+        })
+    }
+
+    /// The view of a map laid out by `shape` at `payload`.
+    ///
+    /// # Safety
+    /// `shape.payload_len()` bytes at `payload`, aligned to
+    /// `PAYLOAD_ALIGN`, stay mapped read-write for `'a` and are only
+    /// accessed atomically.
+    unsafe fn at(payload: NonNull<u8>, shape: Shape) -> Table<'a> {
+        let p = payload.as_ptr();
+        // SAFETY: every offset and length below comes from `shape`, whose
+        // parts all end within `shape.total` (checked arithmetic in
+        // `Shape::custom`) and are aligned (128 for the control, stripes
+        // and undo records, 4 for words); `MapControl` and `Stripe` are
+        // made of atomics (any bytes are valid), and `AtomicU32` has the
+        // size and alignment of `u32`. The caller keeps the bytes mapped
+        // and accessed only atomically for 'a.
+        unsafe {
+            Table {
+                shape,
+                ctl: &*p.cast::<MapControl>(),
+                stripes: core::slice::from_raw_parts(
+                    p.add(shape.stripes_off).cast::<Stripe>(),
+                    shape.stripes,
+                ),
+                counts: core::slice::from_raw_parts(
+                    p.add(shape.counts_off).cast::<AtomicU32>(),
+                    shape.stripes,
+                ),
+                undo: core::slice::from_raw_parts(
+                    p.add(shape.undo_off).cast::<AtomicU32>(),
+                    shape.undo_words(),
+                ),
+                words: core::slice::from_raw_parts(
+                    p.add(shape.buckets_off).cast::<AtomicU32>(),
+                    shape.bucket_words(),
+                ),
+                timeout: None,
+            }
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.shape.buckets - 1
+    }
+
+    #[inline]
+    fn stripe_of(&self, b: usize) -> usize {
+        b >> self.shape.stripe_shift
+    }
+
+    #[inline]
+    fn bucket(&self, b: usize) -> &'a [AtomicU32] {
+        let start = b * self.shape.bucket_words;
+        self.words
+            .get(start..start + self.shape.bucket_words)
+            .unwrap_or(&[])
+    }
+
+    /// The meta word of bucket `b` (`b` < buckets).
+    #[inline]
+    fn meta(&self, b: usize) -> &'a AtomicU32 {
+        // Buckets have at least HEAD_WORDS words; `b` is always masked.
+        &self.words[b * self.shape.bucket_words]
+    }
+
+    #[inline]
+    fn key_region(&self, b: usize) -> &'a [AtomicU32] {
+        let k = self.shape.key_words;
+        self.bucket(b)
+            .get(HEAD_WORDS..HEAD_WORDS + k)
+            .unwrap_or(&[])
+    }
+
+    #[inline]
+    fn value_region(&self, b: usize) -> &'a [AtomicU32] {
+        let (k, v) = (self.shape.key_words, self.shape.value_words);
+        self.bucket(b)
+            .get(HEAD_WORDS + k..HEAD_WORDS + k + v)
+            .unwrap_or(&[])
+    }
+
+    #[inline]
+    fn undo_region(&self, s: usize) -> &'a [AtomicU32] {
+        let start = s * self.shape.undo_words;
+        self.undo
+            .get(start..start + self.shape.value_words)
+            .unwrap_or(&[])
+    }
+
+    /// Whether bucket `b` holds the key `key` with hash tag `tag` (relaxed
+    /// loads: a reader validates afterwards, a writer holds the lock).
+    #[inline]
+    fn key_matches(&self, b: usize, tag: u32, key: &Image<'_>) -> bool {
+        let bucket = self.bucket(b);
+        if bucket.get(1).map(|w| w.load(Ordering::Relaxed)) != Some(tag) {
+            return false;
+        }
+        let region = self.key_region(b);
+        let n = key.words();
+        n <= region.len()
+            && region
+                .iter()
+                .take(n)
+                .enumerate()
+                .all(|(i, w)| w.load(Ordering::Relaxed) == key.word(i))
+    }
+
+    fn deadline(&self) -> Option<Deadline> {
+        self.timeout.map(Deadline::after)
+    }
+
+    // ---------------------------------------------------------- readers
+
+    /// Looks `key` up without locking; `read` copies a value region out.
+    #[inline]
+    fn lookup<R>(
+        &self,
+        key: Image<'_>,
+        hash: u64,
+        mut read: impl FnMut(&[AtomicU32]) -> Result<R, ValueIssue>,
+    ) -> Result<Option<R>, MapError> {
+        let mask = self.mask();
+        let home = hash as usize & mask;
+        let tag = tag_of(hash);
+        let mut deadline = None;
+        for _ in 0..RESTARTS {
+            // SYNC POINT MAP-EPOCH (reader, start): Acquire pairs with the
+            // Release store that ended the last clear.
+            let e1 = self.ctl.epoch.load(Ordering::Acquire);
+            if e1 & 1 != 0 {
+                // A clear is under way (or its clearer died): it holds
+                // every stripe, so no insert follows it before it ends.
+                // Linearised after it, the map is empty.
+                return Ok(None);
+            }
+            let mut result = None;
+            for n in 0..=mask {
+                match self.read_bucket((home + n) & mask, tag, &key, &mut read, &mut deadline)? {
+                    Seen::Empty => break,
+                    Seen::Other => {}
+                    Seen::Hit(r) => {
+                        result = Some(r);
+                        break;
+                    }
+                }
+            }
+            // SYNC POINT MAP-EPOCH (reader, end): the Acquire fence pairs
+            // with the clearer's Release fence after its odd store: if any
+            // bucket read above was emptied by a clear, the load below sees
+            // the epoch moved.
+            fence(Ordering::Acquire);
+            let e2 = self.ctl.epoch.load(Ordering::Relaxed);
+            if e2 == e1 {
+                return Ok(result);
+            }
+            if e2 & 1 != 0 {
+                return Ok(None);
+            }
+        }
+        Err(corrupt("the map's epoch kept changing"))
+    }
+
+    /// One bucket, copied out and validated (module docs, "Readers").
+    #[inline]
+    fn read_bucket<R>(
+        &self,
+        b: usize,
+        tag: u32,
+        key: &Image<'_>,
+        read: &mut impl FnMut(&[AtomicU32]) -> Result<R, ValueIssue>,
+        deadline: &mut Option<Option<Deadline>>,
+    ) -> Result<Seen<R>, MapError> {
+        let meta = self.meta(b);
+        for _ in 0..READ_RETRIES {
+            // SYNC POINT MAP-COMMIT (reader): Acquire pairs with the
+            // writer's Release commit; for `FULL | WRITING`, with the
+            // updater's Release store of `WRITING` after its undo record
+            // (MAP-UNDO).
+            let m1 = meta.load(Ordering::Acquire);
+            match state(m1) {
+                // `EMPTY | WRITING` and `TOMBSTONE | WRITING` are inserts
+                // not yet committed: the bucket is what it was.
+                EMPTY => return Ok(Seen::Empty),
+                TOMBSTONE => return Ok(Seen::Other),
+                FULL => {}
+                _ => return Err(corrupt("a bucket state no writer stores")),
+            }
+            // A mismatch needs no validation: if this bucket held `key`
+            // when `m1` was stored, its tag and key words were not written
+            // since unless `key` was removed meanwhile (updates write only
+            // the value), and then "not here" is a true answer too.
+            if !self.key_matches(b, tag, key) {
+                return Ok(Seen::Other);
+            }
+            let r = if m1 & WRITING == 0 {
+                read(self.value_region(b))
+            } else {
+                // An update in progress, or its writer died: the committed
+                // value is in the stripe's undo record.
+                let s = self.stripe_of(b);
+                let rec = self
+                    .stripes
+                    .get(s)
+                    .map(|st| st.undo_bucket.load(Ordering::Relaxed));
+                if rec == Some(b as u32 + 1) {
+                    read(self.undo_region(s))
+                } else {
+                    Err(ValueIssue::Bad)
+                }
+            };
+            // SYNC POINT MAP-SEQ / MAP-UNDO (reader): the Acquire fence
+            // pairs with a writer's Release fence before the words it
+            // stores: if we copied any of them, the re-load sees the meta
+            // moved.
+            fence(Ordering::Acquire);
+            if meta.load(Ordering::Relaxed) != m1 {
+                continue;
+            }
+            return match r {
+                Ok(r) => Ok(Seen::Hit(r)),
+                Err(ValueIssue::Bad) if m1 & WRITING != 0 => Err(corrupt(
+                    "an update in progress has no undo record, or a bad one",
+                )),
+                Err(ValueIssue::Bad) => Err(corrupt("a stored value length above the maximum")),
+                Err(ValueIssue::TooSmall(needed)) => Err(MapError::BufferTooSmall { needed }),
+            };
+        }
+        let d = *deadline.get_or_insert_with(|| self.deadline());
+        self.read_bucket_locked(b, tag, key, read, d)
+    }
+
+    /// The fallback of [`read_bucket`](Self::read_bucket): the same under
+    /// the stripe lock, where no honest writer changes the bucket.
+    #[cold]
+    fn read_bucket_locked<R>(
+        &self,
+        b: usize,
+        tag: u32,
+        key: &Image<'_>,
+        read: &mut impl FnMut(&[AtomicU32]) -> Result<R, ValueIssue>,
+        deadline: Option<Deadline>,
+    ) -> Result<Seen<R>, MapError> {
+        let mut held = Held::new();
+        self.acquire(&mut held, self.stripe_of(b), How::Block(deadline))?;
+        let m = self.meta(b).load(Ordering::Relaxed);
+        if m & WRITING != 0 {
+            return Err(corrupt("a bucket marked mid-write under a free lock"));
+        }
+        match state(m) {
+            EMPTY => Ok(Seen::Empty),
+            TOMBSTONE => Ok(Seen::Other),
+            FULL if self.key_matches(b, tag, key) => match read(self.value_region(b)) {
+                Ok(r) => Ok(Seen::Hit(r)),
+                Err(ValueIssue::Bad) => Err(corrupt("a stored value length above the maximum")),
+                Err(ValueIssue::TooSmall(needed)) => Err(MapError::BufferTooSmall { needed }),
+            },
+            FULL => Ok(Seen::Other),
+            _ => Err(corrupt("a bucket state no writer stores")),
+        }
+    }
+
+    /// Entries, as the per-stripe counts say (0 while a clear runs).
+    fn len(&self) -> usize {
+        if self.ctl.epoch.load(Ordering::Acquire) & 1 != 0 {
+            return 0;
+        }
+        self.count_sum()
+    }
+
+    fn count_sum(&self) -> usize {
+        let sum = self.counts.iter().fold(0u64, |acc, c| {
+            acc.saturating_add(u64::from(c.load(Ordering::Relaxed)))
+        });
+        usize::try_from(sum)
+            .unwrap_or(usize::MAX)
+            .min(self.shape.buckets)
+    }
+
+    // ---------------------------------------------------------- locking
+
+    /// Takes stripe `s`'s lock into `held`, repairing the stripe if its
+    /// last holder died. `Ok(false)`: `How::Try` found it held.
+    fn acquire(&self, held: &mut Held<'a>, s: usize, how: How) -> Result<bool, MapError> {
+        let stripes: &'a [Stripe] = self.stripes;
+        let Some(stripe) = stripes.get(s) else {
+            return Err(corrupt("a stripe index out of range"));
+        };
+        let r = match how {
+            How::Try => stripe.lock.try_lock(),
+            How::Block(None) => stripe.lock.lock(),
+            How::Block(Some(d)) if d.has_passed() => stripe.lock.try_lock(),
+            How::Block(Some(d)) => stripe.lock.lock_timeout(d.remaining()),
+        };
+        match r {
+            Ok(g) => {
+                held.put(s, g);
+                Ok(true)
+            }
+            Err(LockError::OwnerDied(mut g)) => {
+                self.repair(s);
+                g.mark_consistent();
+                held.put(s, g);
+                Ok(true)
+            }
+            Err(LockError::WouldBlock) if matches!(how, How::Try) => Ok(false),
+            Err(LockError::WouldBlock | LockError::TimedOut) => Err(MapError::TimedOut),
+            Err(LockError::WouldDeadlock) => Err(MapError::WouldDeadlock),
+            Err(LockError::NotRecoverable | LockError::Overflow) => Err(MapError::NotRecoverable),
+        }
+    }
+
+    /// Releases everything and locks the stripes of `want`, in ascending
+    /// order.
+    fn lock_set(
+        &self,
+        held: &mut Held<'a>,
+        want: u64,
+        deadline: Option<Deadline>,
+    ) -> Result<(), MapError> {
+        held.release_all();
+        let mut bits = want;
+        while bits != 0 {
+            let s = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.acquire(held, s, How::Block(deadline))?;
+        }
+        Ok(())
+    }
+
+    fn all_stripes(&self) -> u64 {
+        if self.shape.stripes >= 64 {
+            u64::MAX
+        } else {
+            (1 << self.shape.stripes) - 1
+        }
+    }
+
+    // ---------------------------------------------------------- writers
+
+    /// Locks what `key`'s probe needs and runs `op` on where it ended.
+    fn modify<R>(
+        &self,
+        key: Image<'_>,
+        hash: u64,
+        op: impl FnOnce(&Self, &Held<'a>, Located) -> Result<R, MapError>,
+    ) -> Result<R, MapError> {
+        let deadline = self.deadline();
+        let home = hash as usize & self.mask();
+        let tag = tag_of(hash);
+        let mut held = Held::new();
+        let mut want = 1u64 << self.stripe_of(home);
+        for _ in 0..RESTARTS {
+            self.lock_set(&mut held, want, deadline)?;
+            // Relaxed: our lock acquisition (Acquire) ordered us after the
+            // last clearer's unlock, and no clear can start while we hold a
+            // stripe.
+            if self.ctl.epoch.load(Ordering::Relaxed) & 1 != 0 {
+                // Its clearer died (it would hold our stripe otherwise).
+                held.release_all();
+                self.clear_locked_all(deadline, true)?;
+                continue;
+            }
+            match self.probe(&mut held, home, tag, &key, deadline)? {
+                Probe::Relock(set) => want = set,
+                Probe::At(at) => return op(self, &held, at),
+            }
+        }
+        Err(corrupt("a writer's probe kept restarting"))
+    }
+
+    /// The writer's probe, locking stripes as it goes.
+    fn probe(
+        &self,
+        held: &mut Held<'a>,
+        home: usize,
+        tag: u32,
+        key: &Image<'_>,
+        deadline: Option<Deadline>,
+    ) -> Result<Probe, MapError> {
+        let mask = self.mask();
+        let mut free = None;
+        for n in 0..=mask {
+            let b = (home + n) & mask;
+            let s = self.stripe_of(b);
+            if !held.holds(s) {
+                if !held.holds_above(s) {
+                    self.acquire(held, s, How::Block(deadline))?;
+                } else if !self.acquire(held, s, How::Try)? {
+                    // Wrapped around to a stripe below one we hold: lock
+                    // the whole set in order instead.
+                    return Ok(Probe::Relock(held.bits | 1 << s));
+                }
+            }
+            // Relaxed: we hold the stripe; its last writer's unlock
+            // (Release) and our lock (Acquire) order its stores before.
+            let m = self.meta(b).load(Ordering::Relaxed);
+            if m & WRITING != 0 {
+                return Err(corrupt("a bucket marked mid-write under a held lock"));
+            }
+            match state(m) {
+                EMPTY => {
+                    return Ok(Probe::At(Located {
+                        found: None,
+                        free: free.or(Some(b)),
+                    }))
+                }
+                TOMBSTONE => {
+                    free.get_or_insert(b);
+                }
+                FULL => {
+                    if self.key_matches(b, tag, key) {
+                        return Ok(Probe::At(Located {
+                            found: Some(b),
+                            free: None,
+                        }));
+                    }
+                }
+                _ => return Err(corrupt("a bucket state no writer stores")),
+            }
+        }
+        Ok(Probe::At(Located { found: None, free }))
+    }
+
+    /// Copies bucket `b`'s value out under its stripe lock.
+    fn read_locked<R>(
+        &self,
+        b: usize,
+        read: impl FnOnce(&[AtomicU32]) -> Result<R, ValueIssue>,
+    ) -> Result<R, MapError> {
+        read(self.value_region(b)).map_err(|issue| match issue {
+            ValueIssue::Bad => corrupt("a stored value length above the maximum"),
+            ValueIssue::TooSmall(needed) => MapError::BufferTooSmall { needed },
+        })
+    }
+
+    /// Sets the value of the probed key: rewrites it in place if found,
+    /// else inserts the key into the free bucket (if below capacity).
+    fn set_locked(
+        &self,
+        at: &mut Located,
+        key: &Image<'_>,
+        tag: u32,
+        value: &Image<'_>,
+    ) -> Result<(), MapError> {
+        if let Some(b) = at.found {
+            self.update_in_place(b, value);
+            return Ok(());
+        }
+        if self.count_sum() >= self.shape.capacity {
+            return Err(MapError::Full {
+                capacity: self.shape.capacity,
+            });
+        }
+        let Some(b) = at.free else {
+            return Err(corrupt("no free bucket below the capacity"));
+        };
+        self.write_new(b, key, tag, value);
+        at.found = Some(b);
+        at.free = None;
+        Ok(())
+    }
+
+    fn bump_count(&self, b: usize, up: bool) {
+        if let Some(c) = self.counts.get(self.stripe_of(b)) {
+            // Relaxed: only this stripe's lock holder writes it; readers
+            // of `len` take it as a snapshot.
+            let n = c.load(Ordering::Relaxed);
+            c.store(
+                if up {
+                    n.wrapping_add(1)
+                } else {
+                    n.saturating_sub(1)
+                },
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Inserts into free bucket `b` (the stripe is held).
+    fn write_new(&self, b: usize, key: &Image<'_>, tag: u32, value: &Image<'_>) {
+        let meta = self.meta(b);
+        let m = meta.load(Ordering::Relaxed);
+        // Relaxed: a reader of a free bucket copies nothing; the fence
+        // below covers readers still copying the entry this bucket held.
+        meta.store(m | WRITING, Ordering::Relaxed);
+        // SYNC POINT MAP-SEQ (writer): a reader that copies any word
+        // stored below sees the meta moved when it re-loads it.
+        fence(Ordering::Release);
+        crash_point(crash::INSERT_WRITING);
+        if let Some(w) = self.bucket(b).get(1) {
+            w.store(tag, Ordering::Relaxed);
+        }
+        store_image(self.key_region(b), key);
+        crash_point(crash::INSERT_KEY);
+        store_image(self.value_region(b), value);
+        // SYNC POINT MAP-COMMIT (writer): publishes the words above to
+        // readers' Acquire meta loads. Also the crash boundary: before
+        // it the bucket is still free.
+        meta.store(committed(m, FULL), Ordering::Release);
+        crash_point(crash::INSERT_COMMITTED);
+        self.bump_count(b, true);
+    }
+
+    /// Rewrites the value of bucket `b` (the stripe is held), through the
+    /// stripe's undo record.
+    fn update_in_place(&self, b: usize, value: &Image<'_>) {
+        let s = self.stripe_of(b);
+        let (meta, region, undo) = (self.meta(b), self.value_region(b), self.undo_region(s));
+        let Some(stripe) = self.stripes.get(s) else {
+            return;
+        };
+        let m = meta.load(Ordering::Relaxed);
+        // SYNC POINT MAP-UNDO (writer, record): readers of the previous
+        // update's record that copy a word stored below see its commit.
+        fence(Ordering::Release);
+        // The committed value into the record: for byte strings only the
+        // words its length uses.
+        let used = match self.shape.value {
+            Format::Fixed(_) => region.len(),
+            Format::Bytes(max) => {
+                let len = region.first().map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
+                1 + len.min(max).div_ceil(4)
+            }
+        };
+        for (src, dst) in region.iter().zip(undo).take(used) {
+            dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        stripe.undo_bucket.store(b as u32 + 1, Ordering::Relaxed);
+        crash_point(crash::UPDATE_RECORD);
+        // SYNC POINT MAP-UNDO (writer, WRITING): Release publishes the
+        // record to readers that see `WRITING`, and keeps it before this
+        // store for a repairer after our death.
+        meta.store(m | WRITING, Ordering::Release);
+        // SYNC POINT MAP-SEQ (writer): as in `write_new`.
+        fence(Ordering::Release);
+        crash_point(crash::UPDATE_WRITING);
+        let n = value.words();
+        for (i, w) in region.iter().take(n).enumerate() {
+            if i == n / 2 {
+                crash_point(crash::UPDATE_HALF);
+            }
+            w.store(value.word(i), Ordering::Relaxed);
+        }
+        // SYNC POINT MAP-COMMIT (writer).
+        meta.store(committed(m, FULL), Ordering::Release);
+        crash_point(crash::UPDATE_COMMITTED);
+    }
+
+    /// Removes the entry in bucket `b` (its stripe is held), then empties
+    /// the tombstones no probe needs.
+    fn remove_locked(&self, held: &Held<'a>, b: usize) {
+        let meta = self.meta(b);
+        let m = meta.load(Ordering::Relaxed);
+        // Release: a reader that sees the tombstone sees everything this
+        // writer did before (every committed transition is Release).
+        meta.store(committed(m, TOMBSTONE), Ordering::Release);
+        crash_point(crash::REMOVE_TOMBSTONE);
+        self.bump_count(b, false);
+        self.purge(held, b);
+    }
+
+    /// Turns the tombstone at `b`, and those right before it, into `EMPTY`
+    /// if the bucket after `b` is `EMPTY`: no key is stored past an `EMPTY`
+    /// bucket of its probe, so none needs them. Only in held stripes: a
+    /// writer whose probe runs through a bucket holds its stripe, so no
+    /// insert can land past these buckets meanwhile.
+    fn purge(&self, held: &Held<'a>, b: usize) {
+        let mask = self.mask();
+        // Relaxed, and maybe in a stripe we do not hold: only its state
+        // matters, and a writer there can only fill it with a key whose
+        // home is past `b`, which does not need `b` either.
+        if state(self.meta((b + 1) & mask).load(Ordering::Relaxed)) != EMPTY {
+            return;
+        }
+        let mut p = b;
+        for _ in 0..mask {
+            if !held.holds(self.stripe_of(p)) {
+                return;
+            }
+            let meta = self.meta(p);
+            let m = meta.load(Ordering::Relaxed);
+            if m & WRITING != 0 || state(m) != TOMBSTONE {
+                return;
+            }
+            // Release: as for tombstones.
+            meta.store(committed(m, EMPTY), Ordering::Release);
+            crash_point(crash::REMOVE_PURGE);
+            p = (p + mask) & mask;
+        }
+    }
+
+    /// Locks every stripe and clears the map; with `only_if_odd`, only if
+    /// a dead clearer left the epoch odd.
+    fn clear_locked_all(
+        &self,
+        deadline: Option<Deadline>,
+        only_if_odd: bool,
+    ) -> Result<(), MapError> {
+        let mut held = Held::new();
+        self.lock_set(&mut held, self.all_stripes(), deadline)?;
+        let e = self.ctl.epoch.load(Ordering::Relaxed);
+        if only_if_odd && e & 1 == 0 {
+            return Ok(());
+        }
+        // Odd now (a dead clearer's odd epoch stays as it is).
+        let odd = e | 1;
+        self.ctl.epoch.store(odd, Ordering::Relaxed);
+        // SYNC POINT MAP-EPOCH (clearer): a reader that sees any bucket
+        // emptied below sees the odd epoch when it re-loads it.
+        fence(Ordering::Release);
+        crash_point(crash::CLEAR_EPOCH);
+        let half = self.shape.buckets / 2;
+        for b in 0..self.shape.buckets {
+            if b == half {
+                crash_point(crash::CLEAR_HALF);
+            }
+            let meta = self.meta(b);
+            let m = meta.load(Ordering::Relaxed);
+            if state(m) != EMPTY || m & WRITING != 0 {
+                // Relaxed: the epoch's fence and final store order it.
+                meta.store(committed(m, EMPTY), Ordering::Relaxed);
+            }
+        }
+        for c in self.counts {
+            c.store(0, Ordering::Relaxed);
+        }
+        crash_point(crash::CLEAR_COUNTS);
+        // SYNC POINT MAP-EPOCH (clearer, end): Release publishes the
+        // cleared buckets to readers' Acquire epoch load.
+        self.ctl.epoch.store(odd.wrapping_add(1), Ordering::Release);
+        Ok(())
+    }
+
+    /// Repairs stripe `s` after its lock holder died (module docs,
+    /// "Crashes"). Idempotent.
+    fn repair(&self, s: usize) {
+        let lo = s << self.shape.stripe_shift;
+        let hi = (lo + (1 << self.shape.stripe_shift)).min(self.shape.buckets);
+        let record = self
+            .stripes
+            .get(s)
+            .map_or(0, |st| st.undo_bucket.load(Ordering::Relaxed));
+        let undo = self.undo_region(s);
+        // SYNC POINT MAP-SEQ (repairer): like a writer's fence after
+        // `WRITING`: a reader that copies a word we restore below sees the
+        // meta moved on its re-load (we loaded `WRITING` before this).
+        fence(Ordering::Release);
+        let mut full = 0u32;
+        for b in lo..hi {
+            let meta = self.meta(b);
+            let m = meta.load(Ordering::Relaxed);
+            let st = state(m);
+            let fixed = if m & WRITING == 0 && st != INVALID {
+                None
+            } else if st == FULL && record == b as u32 + 1 && self.restore(b, undo) {
+                // A dead update: its committed value is back.
+                Some(FULL)
+            } else if st == EMPTY {
+                // A dead insert: the key was never there.
+                Some(EMPTY)
+            } else {
+                // A dead insert into a tombstone; and what no honest
+                // writer leaves (an update without its record, state 3):
+                // a tombstone keeps every probe going.
+                Some(TOMBSTONE)
+            };
+            if let Some(st) = fixed {
+                // Release: the restored words before the commit.
+                meta.store(committed(m, st), Ordering::Release);
+            }
+            if state(meta.load(Ordering::Relaxed)) == FULL {
+                full += 1;
+            }
+            if b == lo + (hi - lo) / 2 {
+                crash_point(crash::REPAIR_HALF);
+            }
+        }
+        if let Some(c) = self.counts.get(s) {
+            c.store(full, Ordering::Relaxed);
+        }
+        self.ctl.repairs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies the undo record back into bucket `b`'s value; false if the
+    /// record is impossible.
+    fn restore(&self, b: usize, undo: &[AtomicU32]) -> bool {
+        let region = self.value_region(b);
+        let used = match self.shape.value {
+            Format::Fixed(_) => region.len(),
+            Format::Bytes(max) => {
+                let len = undo.first().map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
+                if len > max {
+                    return false;
+                }
+                1 + len.div_ceil(4)
+            }
+        };
+        for (src, dst) in undo.iter().zip(region).take(used) {
+            dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Locks every stripe (finishing a dead clearer's clear) and calls `f`
+    /// with the bucket of every entry.
+    fn for_each_locked(
+        &self,
+        mut f: impl FnMut(usize) -> Result<(), MapError>,
+    ) -> Result<(), MapError> {
+        let deadline = self.deadline();
+        let mut held = Held::new();
+        self.lock_set(&mut held, self.all_stripes(), deadline)?;
+        if self.ctl.epoch.load(Ordering::Relaxed) & 1 != 0 {
+            held.release_all();
+            self.clear_locked_all(deadline, true)?;
+            return Ok(());
+        }
+        for b in 0..self.shape.buckets {
+            if state(self.meta(b).load(Ordering::Relaxed)) == FULL {
+                f(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The length of the byte-string key stored in bucket `b`, checked.
+    fn stored_key_len(&self, b: usize) -> Result<usize, MapError> {
+        match self.shape.key {
+            Format::Fixed(n) => Ok(n),
+            Format::Bytes(max) => {
+                let len = self
+                    .key_region(b)
+                    .first()
+                    .map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
+                if len > max {
+                    return Err(corrupt("a stored key length above the maximum"));
+                }
+                Ok(len)
+            }
+        }
+    }
+
+    /// The key bytes of bucket `b` (length from [`stored_key_len`]).
+    fn key_bytes_region(&self, b: usize) -> &'a [AtomicU32] {
+        let region = self.key_region(b);
+        match self.shape.key {
+            Format::Fixed(_) => region,
+            Format::Bytes(_) => region.get(1..).unwrap_or(&[]),
+        }
+    }
+
+    /// The hash of the key stored in bucket `b`.
+    fn stored_hash(&self, b: usize) -> Result<u64, MapError> {
+        let len = self.stored_key_len(b)?;
+        let region = self.key_bytes_region(b);
+        let words = len.div_ceil(4);
+        let word = |i: usize| -> [u8; 4] {
+            if i < words {
+                region
+                    .get(i)
+                    .map_or(0, |w| w.load(Ordering::Relaxed))
+                    .to_ne_bytes()
+            } else {
+                [0; 4]
+            }
+        };
+        Ok(hash_chunks(len, |i| {
+            let mut buf = [0u8; 8];
+            buf[..4].copy_from_slice(&word(2 * i));
+            buf[4..].copy_from_slice(&word(2 * i + 1));
+            // Zero the bytes past the key (the last word's tail is zero
+            // already; a byte key's stale words past its length are not).
+            let valid = len.saturating_sub(8 * i).min(8);
+            buf[valid..].fill(0);
+            u64::from_le_bytes(buf)
+        }))
+    }
+
+    /// Checks every invariant under every lock (see [`MapStats`]).
+    fn check(&self) -> Result<MapStats, MapError> {
+        let deadline = self.deadline();
+        let mut held = Held::new();
+        self.lock_set(&mut held, self.all_stripes(), deadline)?;
+        if self.ctl.epoch.load(Ordering::Relaxed) & 1 != 0 {
+            return Err(corrupt("the epoch is odd under every lock"));
+        }
+        let mask = self.mask();
+        let mut stats = MapStats::default();
+        let mut per_stripe = [0u32; MAX_STRIPES];
+        for b in 0..self.shape.buckets {
+            let m = self.meta(b).load(Ordering::Relaxed);
+            if m & WRITING != 0 {
+                return Err(corrupt("a bucket left mid-write"));
+            }
+            match state(m) {
+                EMPTY => continue,
+                TOMBSTONE => {
+                    stats.tombstones += 1;
+                    continue;
+                }
+                FULL => {}
+                _ => return Err(corrupt("a bucket state no writer stores")),
+            }
+            stats.len += 1;
+            if let Some(c) = per_stripe.get_mut(self.stripe_of(b)) {
+                *c += 1;
+            }
+            let hash = self.stored_hash(b)?;
+            if self.bucket(b).get(1).map(|w| w.load(Ordering::Relaxed)) != Some(tag_of(hash)) {
+                return Err(corrupt("a stored hash tag does not match its key"));
+            }
+            // Every bucket from the key's home to it must be non-empty,
+            // and none may hold the same key.
+            let home = hash as usize & mask;
+            let dist = b.wrapping_sub(home) & mask;
+            for n in 0..dist {
+                let p = (home + n) & mask;
+                let mp = self.meta(p).load(Ordering::Relaxed);
+                if state(mp) == EMPTY {
+                    return Err(corrupt("an entry stored past an empty bucket of its probe"));
+                }
+                if state(mp) == FULL && self.same_key(p, b) {
+                    return Err(corrupt("a key stored twice"));
+                }
+            }
+            stats.longest_probe = stats.longest_probe.max(dist + 1);
+            stats.total_probe += dist + 1;
+        }
+        for (s, c) in self.counts.iter().enumerate() {
+            if Some(&c.load(Ordering::Relaxed)) != per_stripe.get(s) {
+                return Err(corrupt("a stripe's count differs from its entries"));
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Whether buckets `a` and `b` hold the same key (their tags, and the
+    /// words their keys use).
+    fn same_key(&self, a: usize, b: usize) -> bool {
+        let tag = |x: usize| self.bucket(x).get(1).map(|w| w.load(Ordering::Relaxed));
+        let used = |x: usize| match self.shape.key {
+            Format::Fixed(_) => self.shape.key_words,
+            Format::Bytes(max) => {
+                let len = self
+                    .key_region(x)
+                    .first()
+                    .map_or(0, |w| w.load(Ordering::Relaxed));
+                1 + (len as usize).min(max).div_ceil(4)
+            }
+        };
+        let n = used(a);
+        tag(a) == tag(b)
+            && n == used(b)
+            && self
+                .key_region(a)
+                .iter()
+                .zip(self.key_region(b))
+                .take(n)
+                .all(|(x, y)| x.load(Ordering::Relaxed) == y.load(Ordering::Relaxed))
+    }
+}
+
+/// What [`MapView::check`] found: the map's invariants hold, and these
+/// are its numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapStats {
+    /// Entries.
+    pub len: usize,
+    /// Removed entries whose buckets still count as used by probes.
+    pub tombstones: usize,
+    /// The longest probe of any present key, in buckets (1: at its home).
+    pub longest_probe: usize,
+    /// The sum of every present key's probe length (divide by `len` for
+    /// the mean).
+    pub total_probe: usize,
+}
+
+// ------------------------------------------------------------- Map<K, V>
+
+/// A hash map of `K` to `V` (`Pod` both) as the payload of a segment (kind
+/// `map`). Never constructed: it names the [`Object`]; its view is
+/// [`MapView`].
+#[derive(Debug)]
+pub enum Map<K, V> {
+    #[doc(hidden)]
+    _Never(core::convert::Infallible, PhantomData<fn() -> (K, V)>),
+}
+
+/// A map of `K` to `V` in shared memory; see the [module docs](self).
+/// Cheap to copy; every method may be called from any thread and process
+/// at once.
+pub struct MapView<'a, K, V> {
+    table: Table<'a>,
+    _kv: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for MapView<'_, K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for MapView<'_, K, V> {}
+
+impl<K, V> fmt::Debug for MapView<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapView")
+            .field("capacity", &self.table.shape.capacity)
+            .field("buckets", &self.table.shape.buckets)
+            .field("stripes", &self.table.shape.stripes)
+            .field("timeout", &self.table.timeout)
+            .finish()
+    }
+}
+
+#[inline]
+fn read_pod<V: Pod>(region: &[AtomicU32]) -> Result<V, ValueIssue> {
+    let mut v = V::zeroed();
+    load_bytes(region, bytemuck::bytes_of_mut(&mut v));
+    Ok(v)
+}
+
+#[inline]
+fn pod_image<T: Pod>(v: &T) -> Image<'_> {
+    Image {
+        bytes: bytemuck::bytes_of(v),
+        prefixed: false,
+    }
+}
+
+impl<'a, K: Pod, V: Pod> MapView<'a, K, V> {
+    /// A view over parts laid out by hand (loom models, tests); `None` if
+    /// the shape's formats are not `K` and `V` or the parts' lengths do
+    /// not match it.
+    #[must_use]
+    pub fn from_parts(shape: Shape, parts: Parts<'a>) -> Option<Self> {
+        if shape.key != Format::Fixed(size_of::<K>())
+            || shape.value != Format::Fixed(size_of::<V>())
+        {
+            return None;
+        }
+        Some(MapView {
+            table: Table::new(shape, parts)?,
+            _kv: PhantomData,
+        })
+    }
+
+    /// The same view, whose operations give up with
+    /// [`MapError::TimedOut`] once `timeout` has passed waiting for a
+    /// writer lock (measured from the start of each writing operation; a
+    /// read only ever waits in its fallback, and from there). Never early.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.table.timeout = Some(timeout);
+        self
+    }
+
+    /// The layout.
+    #[must_use]
+    pub fn shape(&self) -> &Shape {
+        &self.table.shape
+    }
+
+    /// Entries the map holds at most.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.table.shape.capacity
+    }
+
+    /// Entries now (a snapshot: writers in other stripes may be changing
+    /// it). Python's `len(d)`.
+    #[doc(alias = "__len__")]
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many times a writer repaired a stripe after its previous lock
+    /// holder died (wrapping).
+    #[must_use]
+    pub fn repairs(&self) -> u32 {
+        self.table.ctl.repairs.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the value of `key`. Never waits for a writer, unless one
+    /// rewrites this very entry faster than it can be copied
+    /// ([`READ_RETRIES`] times); then it reads under the lock.
+    ///
+    /// # Errors
+    /// Only after that fallback: `TimedOut`, `WouldDeadlock`,
+    /// `NotRecoverable`; and `Corrupt`.
+    #[doc(alias = "__getitem__")]
+    #[inline]
+    pub fn get(&self, key: &K) -> Result<Option<V>, MapError> {
+        let img = pod_image(key);
+        self.table.lookup(img, hash_bytes(img.bytes), read_pod::<V>)
+    }
+
+    /// The value of `key`, or `default`: Python's `d.get(k, default)`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn get_or(&self, key: &K, default: V) -> Result<V, MapError> {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    /// Whether `key` is present: Python's `k in d`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    #[doc(alias = "__contains__")]
+    pub fn contains_key(&self, key: &K) -> Result<bool, MapError> {
+        let img = pod_image(key);
+        Ok(self
+            .table
+            .lookup(img, hash_bytes(img.bytes), |_| Ok(()))?
+            .is_some())
+    }
+
+    /// Sets `key` to `value`; returns the old value.
+    ///
+    /// # Errors
+    /// `Full` (a new key in a full map; nothing changes), `TimedOut`,
+    /// `WouldDeadlock`, `NotRecoverable`, `Corrupt`.
+    #[doc(alias = "__setitem__")]
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>, MapError> {
+        let (k, v) = (pod_image(&key), pod_image(&value));
+        let hash = hash_bytes(k.bytes);
+        self.table.modify(k, hash, |t, _, mut at| {
+            let old = match at.found {
+                Some(b) => Some(t.read_locked(b, read_pod::<V>)?),
+                None => None,
+            };
+            t.set_locked(&mut at, &k, tag_of(hash), &v)?;
+            Ok(old)
+        })
+    }
+
+    /// Removes `key`; returns its value. Python's `d.pop(k, None)`.
+    ///
+    /// # Errors
+    /// `TimedOut`, `WouldDeadlock`, `NotRecoverable`, `Corrupt`.
+    #[doc(alias = "pop")]
+    #[doc(alias = "__delitem__")]
+    pub fn remove(&self, key: &K) -> Result<Option<V>, MapError> {
+        let k = pod_image(key);
+        self.table.modify(k, hash_bytes(k.bytes), |t, held, at| {
+            let Some(b) = at.found else {
+                return Ok(None);
+            };
+            let old = t.read_locked(b, read_pod::<V>)?;
+            t.remove_locked(held, b);
+            Ok(Some(old))
+        })
+    }
+
+    /// The value of `key`, inserting `default` first if it is absent:
+    /// Python's `d.setdefault(k, default)`.
+    ///
+    /// # Errors
+    /// As [`insert`](Self::insert).
+    #[doc(alias = "setdefault")]
+    pub fn get_or_insert(&self, key: K, default: V) -> Result<V, MapError> {
+        let (k, v) = (pod_image(&key), pod_image(&default));
+        let hash = hash_bytes(k.bytes);
+        self.table.modify(k, hash, |t, _, mut at| match at.found {
+            Some(b) => t.read_locked(b, read_pod::<V>),
+            None => {
+                t.set_locked(&mut at, &k, tag_of(hash), &v)?;
+                Ok(default)
+            }
+        })
+    }
+
+    /// Changes the value of `key` with `f`, atomically (under the writer
+    /// lock: no other writer changes it between the read and the write;
+    /// readers see the old value or the new one). `Ok(None)` if `key` is
+    /// absent. `f` runs under the lock: keep it short, and do not call
+    /// this map's writing methods from it (`WouldDeadlock` or a deadlock).
+    ///
+    /// # Errors
+    /// `TimedOut`, `WouldDeadlock`, `NotRecoverable`, `Corrupt`.
+    pub fn update<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Result<Option<R>, MapError> {
+        let k = pod_image(key);
+        let hash = hash_bytes(k.bytes);
+        self.table.modify(k, hash, |t, _, mut at| {
+            let Some(b) = at.found else {
+                return Ok(None);
+            };
+            let mut v = t.read_locked(b, read_pod::<V>)?;
+            let r = f(&mut v);
+            t.set_locked(&mut at, &k, tag_of(hash), &pod_image(&v))?;
+            Ok(Some(r))
+        })
+    }
+
+    /// Like [`update`](Self::update), starting from `default` when `key`
+    /// is absent (Python's `d[k] = f(d.get(k, default))`, atomically).
+    ///
+    /// # Errors
+    /// As [`insert`](Self::insert).
+    pub fn update_or_insert<R>(
+        &self,
+        key: K,
+        default: V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, MapError> {
+        let k = pod_image(&key);
+        let hash = hash_bytes(k.bytes);
+        self.table.modify(k, hash, |t, _, mut at| {
+            let mut v = match at.found {
+                Some(b) => t.read_locked(b, read_pod::<V>)?,
+                None => default,
+            };
+            let r = f(&mut v);
+            t.set_locked(&mut at, &k, tag_of(hash), &pod_image(&v))?;
+            Ok(r)
+        })
+    }
+
+    /// Removes every entry, atomically: readers see the map before or
+    /// after, never half-cleared. Python's `d.clear()`.
+    ///
+    /// # Errors
+    /// `TimedOut`, `WouldDeadlock`, `NotRecoverable`.
+    pub fn clear(&self) -> Result<(), MapError> {
+        self.table.clear_locked_all(self.table.deadline(), false)
+    }
+
+    /// Calls `f` with every entry of a consistent snapshot: it holds every
+    /// writer lock meanwhile (readers go on). Python's `d.items()`; the
+    /// posix handle collects it into `items()`, `keys()` and `values()`.
+    ///
+    /// # Errors
+    /// `TimedOut`, `WouldDeadlock`, `NotRecoverable`.
+    #[doc(alias = "items")]
+    pub fn for_each(&self, mut f: impl FnMut(K, V)) -> Result<(), MapError> {
+        let t = &self.table;
+        t.for_each_locked(|b| {
+            let mut k = K::zeroed();
+            load_bytes(t.key_region(b), bytemuck::bytes_of_mut(&mut k));
+            let v = t.read_locked(b, read_pod::<V>)?;
+            f(k, v);
+            Ok(())
+        })
+    }
+
+    /// Checks every invariant of the map under every writer lock (every
+    /// key reachable from its home through non-empty buckets, no key twice,
+    /// no bucket mid-write, counts right) and returns its numbers. For
+    /// tests and diagnostics: it costs a pass over the map.
+    ///
+    /// # Errors
+    /// `Corrupt` naming the broken invariant; `TimedOut`,
+    /// `WouldDeadlock`, `NotRecoverable`.
+    pub fn check(&self) -> Result<MapStats, MapError> {
+        self.table.check()
+    }
+}
+
+// SAFETY: the view is a `Table` over exactly the `payload_len` bytes the
+// shape computes (`Table::at`, whose parts all end within them); every
+// access is atomic, every index is masked or range-checked, every length
+// read back is compared with its maximum (module docs, "Hostile bytes").
+// It writes (locks, buckets), so it needs a writable mapping. `init`
+// writes nothing: zero-filled memory is an empty map (epoch 0, locks free,
+// buckets EMPTY). `decode(encode(p)) == p` for every valid `p`.
+unsafe impl<K: Pod, V: Pod> Object for Map<K, V> {
+    const KIND: Kind = Kind::MAP;
+    type Params = MapParams;
+    type View<'a> = MapView<'a, K, V>;
+    type Element = (K, V);
+
+    fn encode(params: &MapParams) -> [u64; 2] {
+        params.encode()
+    }
+
+    fn decode(recorded: [u64; 2]) -> Result<MapParams, LayoutError> {
+        let p = MapParams::decode(recorded, true)?;
+        if p != MapParams::of::<K, V>(p.capacity) {
+            return Err(LayoutError::new(
+                "the recorded key and value sizes are not this map's",
+            ));
+        }
+        Ok(p)
+    }
+
+    fn payload_len(params: &MapParams) -> Result<usize, LayoutError> {
+        if params.key != Format::Fixed(size_of::<K>())
+            || params.value != Format::Fixed(size_of::<V>())
+        {
+            return Err(LayoutError::new(
+                "the parameters are not those of this map's key and value types",
+            ));
+        }
+        Ok(params.shape?.payload_len())
+    }
+
+    unsafe fn init(_payload: NonNull<u8>, _params: &MapParams) {}
+
+    unsafe fn attach<'a>(payload: NonNull<u8>, params: &MapParams) -> MapView<'a, K, V> {
+        let shape = params
+            .shape
+            .expect("attach's contract: payload_len(params) succeeded");
+        MapView {
+            // SAFETY: forwarded from the caller: `payload_len(params)` =
+            // `shape.payload_len()` bytes, aligned, mapped read-write for
+            // 'a, accessed only atomically.
+            table: unsafe { Table::at(payload, shape) },
+            _kv: PhantomData,
+        }
+    }
+}
+
+// --------------------------------------------------------------- ByteMap
+
+/// A hash map of byte strings to byte strings, with maximum key and value
+/// lengths fixed at creation, as the payload of a segment (kind
+/// `byte-map`): Python's `dict[str] = bytes`. Never constructed: it names
+/// the [`Object`]; its view is [`ByteMapView`].
+#[derive(Debug)]
+pub enum ByteMap {
+    #[doc(hidden)]
+    _Never(core::convert::Infallible),
+}
+
+/// A byte-string map in shared memory; see the [module docs](self). The
+/// same engine as [`MapView`], with keys and values as `&[u8]` and values
+/// copied into caller buffers (this crate allocates nothing).
+#[derive(Clone, Copy)]
+pub struct ByteMapView<'a> {
+    table: Table<'a>,
+}
+
+impl fmt::Debug for ByteMapView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteMapView")
+            .field("capacity", &self.table.shape.capacity)
+            .field("max_key_len", &self.max_key_len())
+            .field("max_value_len", &self.max_value_len())
+            .field("timeout", &self.table.timeout)
+            .finish()
+    }
+}
+
+/// One entry of a [`ByteMapView::for_each`] snapshot, read under the
+/// writer locks.
+#[derive(Clone, Copy)]
+pub struct ByteEntry<'t, 'a> {
+    table: &'t Table<'a>,
+    bucket: usize,
+    key_len: usize,
+    value_len: usize,
+}
+
+impl fmt::Debug for ByteEntry<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteEntry")
+            .field("key_len", &self.key_len)
+            .field("value_len", &self.value_len)
+            .finish()
+    }
+}
+
+impl ByteEntry<'_, '_> {
+    /// The key's length.
+    #[must_use]
+    pub fn key_len(&self) -> usize {
+        self.key_len
+    }
+    /// The value's length.
+    #[must_use]
+    pub fn value_len(&self) -> usize {
+        self.value_len
+    }
+    /// Copies the key into `out[..key_len]` (`out` must be that long;
+    /// shorter copies a prefix).
+    pub fn read_key(&self, out: &mut [u8]) {
+        let n = self.key_len.min(out.len());
+        load_bytes(self.table.key_bytes_region(self.bucket), &mut out[..n]);
+    }
+    /// Copies the value into `out[..value_len]` (shorter: a prefix).
+    pub fn read_value(&self, out: &mut [u8]) {
+        let n = self.value_len.min(out.len());
+        let region = self.table.value_region(self.bucket);
+        load_bytes(region.get(1..).unwrap_or(&[]), &mut out[..n]);
+    }
+}
+
+/// Reads a byte-string value region into `out`.
+#[inline]
+fn read_bytes_into(region: &[AtomicU32], max: usize, out: &mut [u8]) -> Result<usize, ValueIssue> {
+    let len = region.first().map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
+    if len > max {
+        return Err(ValueIssue::Bad);
+    }
+    let Some(dst) = out.get_mut(..len) else {
+        return Err(ValueIssue::TooSmall(len));
+    };
+    load_bytes(region.get(1..).unwrap_or(&[]), dst);
+    Ok(len)
+}
+
+fn bytes_image(b: &[u8]) -> Image<'_> {
+    Image {
+        bytes: b,
+        prefixed: true,
+    }
+}
+
+impl<'a> ByteMapView<'a> {
+    /// A view over parts laid out by hand; `None` if the shape is not a
+    /// byte map's or the parts' lengths do not match it.
+    #[must_use]
+    pub fn from_parts(shape: Shape, parts: Parts<'a>) -> Option<Self> {
+        if !matches!(
+            (shape.key, shape.value),
+            (Format::Bytes(_), Format::Bytes(_))
+        ) {
+            return None;
+        }
+        Some(ByteMapView {
+            table: Table::new(shape, parts)?,
+        })
+    }
+
+    /// As [`MapView::with_timeout`].
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.table.timeout = Some(timeout);
+        self
+    }
+
+    /// The layout.
+    #[must_use]
+    pub fn shape(&self) -> &Shape {
+        &self.table.shape
+    }
+
+    /// Entries the map holds at most.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.table.shape.capacity
+    }
+
+    /// The longest key the map takes.
+    #[must_use]
+    pub fn max_key_len(&self) -> usize {
+        self.table.shape.key.bytes()
+    }
+
+    /// The longest value the map takes.
+    #[must_use]
+    pub fn max_value_len(&self) -> usize {
+        self.table.shape.value.bytes()
+    }
+
+    /// As [`MapView::len`].
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// As [`MapView::repairs`].
+    #[must_use]
+    pub fn repairs(&self) -> u32 {
+        self.table.ctl.repairs.load(Ordering::Relaxed)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), MapError> {
+        let max = self.max_key_len();
+        if key.len() > max {
+            return Err(MapError::KeyTooLong {
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), MapError> {
+        let max = self.max_value_len();
+        if value.len() > max {
+            return Err(MapError::ValueTooLong {
+                len: value.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies the value of `key` into `out`; returns its length. As
+    /// [`MapView::get`] otherwise. A key longer than the maximum is absent.
+    ///
+    /// # Errors
+    /// `BufferTooSmall` if `out` is shorter than the value (a buffer of
+    /// [`max_value_len`](Self::max_value_len) bytes always fits); as
+    /// [`MapView::get`].
+    pub fn get_into(&self, key: &[u8], out: &mut [u8]) -> Result<Option<usize>, MapError> {
+        if key.len() > self.max_key_len() {
+            return Ok(None);
+        }
+        let max = self.max_value_len();
+        self.table.lookup(bytes_image(key), hash_bytes(key), |r| {
+            read_bytes_into(r, max, out)
+        })
+    }
+
+    /// The length of the value of `key`, if present.
+    ///
+    /// # Errors
+    /// As [`MapView::get`].
+    pub fn value_len(&self, key: &[u8]) -> Result<Option<usize>, MapError> {
+        if key.len() > self.max_key_len() {
+            return Ok(None);
+        }
+        let max = self.max_value_len();
+        self.table.lookup(bytes_image(key), hash_bytes(key), |r| {
+            let len = r.first().map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
+            if len > max {
+                Err(ValueIssue::Bad)
+            } else {
+                Ok(len)
+            }
+        })
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// # Errors
+    /// As [`MapView::get`].
+    #[doc(alias = "__contains__")]
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool, MapError> {
+        Ok(self.value_len(key)?.is_some())
+    }
+
+    /// Sets `key` to `value`. If `key` was present, returns the old
+    /// value's length, and copies it into `old` when given (a prefix if
+    /// `old` is shorter).
+    ///
+    /// # Errors
+    /// `KeyTooLong`, `ValueTooLong`; as [`MapView::insert`].
+    #[doc(alias = "__setitem__")]
+    pub fn insert(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        old: Option<&mut [u8]>,
+    ) -> Result<Option<usize>, MapError> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let (k, v) = (bytes_image(key), bytes_image(value));
+        let hash = hash_bytes(key);
+        let max = self.max_value_len();
+        self.table.modify(k, hash, |t, _, mut at| {
+            let prev = match at.found {
+                Some(b) => Some(t.read_locked(b, |r| copy_prefix(r, max, old))?),
+                None => None,
+            };
+            t.set_locked(&mut at, &k, tag_of(hash), &v)?;
+            Ok(prev)
+        })
+    }
+
+    /// Sets `key` to `value` only if it is absent; returns whether it did.
+    /// (Python's `d.setdefault(k, v)` without the copy out: read the value
+    /// with [`get_into`](Self::get_into).)
+    ///
+    /// # Errors
+    /// As [`insert`](Self::insert).
+    #[doc(alias = "setdefault")]
+    pub fn insert_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, MapError> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let (k, v) = (bytes_image(key), bytes_image(value));
+        let hash = hash_bytes(key);
+        self.table.modify(k, hash, |t, _, mut at| {
+            if at.found.is_some() {
+                return Ok(false);
+            }
+            t.set_locked(&mut at, &k, tag_of(hash), &v)?;
+            Ok(true)
+        })
+    }
+
+    /// Removes `key`; returns its value's length, copying the value into
+    /// `old` when given (a prefix if shorter).
+    ///
+    /// # Errors
+    /// As [`MapView::remove`].
+    #[doc(alias = "pop")]
+    #[doc(alias = "__delitem__")]
+    pub fn remove(&self, key: &[u8], old: Option<&mut [u8]>) -> Result<Option<usize>, MapError> {
+        if key.len() > self.max_key_len() {
+            return Ok(None);
+        }
+        let k = bytes_image(key);
+        let max = self.max_value_len();
+        self.table.modify(k, hash_bytes(key), |t, held, at| {
+            let Some(b) = at.found else {
+                return Ok(None);
+            };
+            let len = t.read_locked(b, |r| copy_prefix(r, max, old))?;
+            t.remove_locked(held, b);
+            Ok(Some(len))
+        })
+    }
+
+    /// Changes the value of `key` atomically: copies it into `buf`, calls
+    /// `f(buf, len)`, which changes `buf` and returns the new length, and
+    /// stores `buf[..new_len]`. `buf` must hold the value (a buffer of
+    /// [`max_value_len`](Self::max_value_len) bytes always does). With
+    /// `default`, an absent key starts as that value; without, the call
+    /// returns `Ok(None)`. Returns the new length. `f` runs under the lock,
+    /// as in [`MapView::update`].
+    ///
+    /// # Errors
+    /// `BufferTooSmall`; `ValueTooLong` if `f` returns a length beyond
+    /// `buf` or the maximum (nothing is stored); as [`insert`](Self::insert).
+    pub fn update_in(
+        &self,
+        key: &[u8],
+        default: Option<&[u8]>,
+        buf: &mut [u8],
+        f: impl FnOnce(&mut [u8], usize) -> usize,
+    ) -> Result<Option<usize>, MapError> {
+        self.check_key(key)?;
+        if let Some(d) = default {
+            self.check_value(d)?;
+        }
+        let k = bytes_image(key);
+        let hash = hash_bytes(key);
+        let max = self.max_value_len();
+        self.table.modify(k, hash, |t, _, mut at| {
+            let len = match (at.found, default) {
+                (Some(b), _) => t.read_locked(b, |r| read_bytes_into(r, max, buf))?,
+                (None, Some(d)) => {
+                    let Some(dst) = buf.get_mut(..d.len()) else {
+                        return Err(MapError::BufferTooSmall { needed: d.len() });
+                    };
+                    dst.copy_from_slice(d);
+                    d.len()
+                }
+                (None, None) => return Ok(None),
+            };
+            let new_len = f(buf, len);
+            let Some(value) = buf.get(..new_len).filter(|_| new_len <= max) else {
+                return Err(MapError::ValueTooLong { len: new_len, max });
+            };
+            t.set_locked(&mut at, &k, tag_of(hash), &bytes_image(value))?;
+            Ok(Some(new_len))
+        })
+    }
+
+    /// As [`MapView::clear`].
+    ///
+    /// # Errors
+    /// As [`MapView::clear`].
+    pub fn clear(&self) -> Result<(), MapError> {
+        self.table.clear_locked_all(self.table.deadline(), false)
+    }
+
+    /// Calls `f` with every entry of a consistent snapshot, as
+    /// [`MapView::for_each`].
+    ///
+    /// # Errors
+    /// `Corrupt` for a stored length above its maximum; as
+    /// [`MapView::for_each`].
+    #[doc(alias = "items")]
+    pub fn for_each(&self, mut f: impl FnMut(&ByteEntry<'_, 'a>)) -> Result<(), MapError> {
+        let t = &self.table;
+        let max = self.max_value_len();
+        t.for_each_locked(|b| {
+            let key_len = t.stored_key_len(b)?;
+            let value_len = t
+                .value_region(b)
+                .first()
+                .map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
+            if value_len > max {
+                return Err(corrupt("a stored value length above the maximum"));
+            }
+            f(&ByteEntry {
+                table: t,
+                bucket: b,
+                key_len,
+                value_len,
+            });
+            Ok(())
+        })
+    }
+
+    /// As [`MapView::check`].
+    ///
+    /// # Errors
+    /// As [`MapView::check`].
+    pub fn check(&self) -> Result<MapStats, MapError> {
+        self.table.check()
+    }
+}
+
+/// Copies a byte-string value region into a prefix of `out` (if given);
+/// returns the value's length.
+fn copy_prefix(
+    region: &[AtomicU32],
+    max: usize,
+    out: Option<&mut [u8]>,
+) -> Result<usize, ValueIssue> {
+    let len = region.first().map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
+    if len > max {
+        return Err(ValueIssue::Bad);
+    }
+    if let Some(out) = out {
+        let n = len.min(out.len());
+        load_bytes(region.get(1..).unwrap_or(&[]), &mut out[..n]);
+    }
+    Ok(len)
+}
+
+// SAFETY: as for `Map<K, V>`.
+unsafe impl Object for ByteMap {
+    const KIND: Kind = Kind::BYTE_MAP;
+    type Params = MapParams;
+    type View<'a> = ByteMapView<'a>;
+    type Element = ByteMap;
+
+    fn encode(params: &MapParams) -> [u64; 2] {
+        params.encode()
+    }
+
+    fn decode(recorded: [u64; 2]) -> Result<MapParams, LayoutError> {
+        MapParams::decode(recorded, false)
+    }
+
+    fn payload_len(params: &MapParams) -> Result<usize, LayoutError> {
+        if !matches!(
+            (params.key, params.value),
+            (Format::Bytes(_), Format::Bytes(_))
+        ) {
+            return Err(LayoutError::new("the parameters are not a byte map's"));
+        }
+        Ok(params.shape?.payload_len())
+    }
+
+    unsafe fn init(_payload: NonNull<u8>, _params: &MapParams) {}
+
+    unsafe fn attach<'a>(payload: NonNull<u8>, params: &MapParams) -> ByteMapView<'a> {
+        let shape = params
+            .shape
+            .expect("attach's contract: payload_len(params) succeeded");
+        ByteMapView {
+            // SAFETY: as for `Map<K, V>`.
+            table: unsafe { Table::at(payload, shape) },
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    pub(super) fn die_at(_at: u32) {}
+}
