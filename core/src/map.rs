@@ -702,6 +702,11 @@ pub struct Stripe {
     lock: RawMutex,
     /// `bucket + 1` of the last update's undo record; 0 before any.
     undo_bucket: AtomicU32,
+    /// `bucket + 1` of an entry of this stripe being moved back by a
+    /// remove; 0 when no move is under way.
+    move_from: AtomicU32,
+    /// The bucket that entry is being copied to.
+    move_to: AtomicU32,
 }
 
 /// Bytes of a [`Stripe`] in a segment.
@@ -727,6 +732,8 @@ impl Stripe {
         Stripe {
             lock: RawMutex::new(),
             undo_bucket: AtomicU32::new(0),
+            move_from: AtomicU32::new(0),
+            move_to: AtomicU32::new(0),
         }
     }
 
@@ -905,7 +912,10 @@ mod crash {
     pub const CLEAR_HALF: u32 = 11;
     pub const CLEAR_COUNTS: u32 = 12;
     pub const REPAIR_HALF: u32 = 13;
-    pub const LAST: u32 = 13;
+    pub const MOVE_RECORD: u32 = 14;
+    pub const MOVE_COPIED: u32 = 15;
+    pub const MOVE_DONE: u32 = 16;
+    pub const LAST: u32 = 16;
 }
 
 #[cfg(all(test, not(loom), not(miri), target_os = "linux"))]
@@ -999,6 +1009,16 @@ enum How {
     Try,
 }
 
+/// Where a writer's probe stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// At the key (or the `EMPTY` bucket that says it is absent).
+    Key,
+    /// At the `EMPTY` bucket after the key: a remove shifts the entries
+    /// up to it back, so it holds their stripes too.
+    Empty,
+}
+
 /// Where a writer's probe ended.
 #[derive(Clone, Copy, Debug)]
 struct Located {
@@ -1007,19 +1027,14 @@ struct Located {
     /// The first free bucket of the probe (a tombstone, or the `EMPTY`
     /// that ended it), if the key is absent.
     free: Option<usize>,
+    /// The `EMPTY` bucket that ended the probe, if one did.
+    empty: Option<usize>,
 }
 
 enum Probe {
     At(Located),
     /// Release everything and lock this set of stripes in order.
     Relock(u64),
-}
-
-/// A bucket as a reader found it.
-enum Seen<R> {
-    Empty,
-    Other,
-    Hit(R),
 }
 
 impl<'a> Table<'a> {
@@ -1156,6 +1171,12 @@ impl<'a> Table<'a> {
     // ---------------------------------------------------------- readers
 
     /// Looks `key` up without locking; `read` copies a value region out.
+    ///
+    /// The walk from the key's home to the bucket that answers is one
+    /// seqlock read (module docs, "Readers"): every meta word walked is
+    /// summed, and after an Acquire fence summed again. Every transition
+    /// of a meta word increases it (see [`meta`]), so equal sums mean no
+    /// bucket walked changed meanwhile: no write, no entry moved past us.
     #[inline]
     fn lookup<R>(
         &self,
@@ -1164,10 +1185,9 @@ impl<'a> Table<'a> {
         mut read: impl FnMut(&[AtomicU32]) -> Result<R, ValueIssue>,
     ) -> Result<Option<R>, MapError> {
         let mask = self.mask();
-        let home = hash as usize & mask;
         let tag = tag_of(hash);
-        let mut deadline = None;
-        for _ in 0..RESTARTS {
+        let home = tag as usize & mask;
+        for _ in 0..READ_RETRIES {
             // SYNC POINT MAP-EPOCH (reader, start): Acquire pairs with the
             // Release store that ended the last clear.
             let e1 = self.ctl.epoch.load(Ordering::Acquire);
@@ -1177,130 +1197,98 @@ impl<'a> Table<'a> {
                 // Linearised after it, the map is empty.
                 return Ok(None);
             }
-            let mut result = None;
+            let mut sum = 0u64;
+            let mut walked = 0;
+            let mut found = None;
+            let mut bad = false;
             for n in 0..=mask {
-                match self.read_bucket((home + n) & mask, tag, &key, &mut read, &mut deadline)? {
-                    Seen::Empty => break,
-                    Seen::Other => {}
-                    Seen::Hit(r) => {
-                        result = Some(r);
+                let b = (home + n) & mask;
+                // SYNC POINT MAP-COMMIT (reader): Acquire pairs with the
+                // writer's Release commit (for `FULL | WRITING`, with the
+                // updater's Release store of `WRITING` after its undo
+                // record, MAP-UNDO): the words it stored before are
+                // visible.
+                let m = self.meta(b).load(Ordering::Acquire);
+                sum += u64::from(m);
+                walked = n + 1;
+                match state(m) {
+                    // `EMPTY | WRITING`, `TOMBSTONE | WRITING`: inserts (or
+                    // moves) not committed yet: the bucket is what it was.
+                    EMPTY => break,
+                    TOMBSTONE => {}
+                    FULL => {
+                        if self.key_matches(b, tag, &key) {
+                            found = Some(if m & WRITING == 0 {
+                                read(self.value_region(b))
+                            } else {
+                                // An update in progress (or its writer
+                                // died): the committed value is in the
+                                // stripe's undo record.
+                                let s = self.stripe_of(b);
+                                let rec = self
+                                    .stripes
+                                    .get(s)
+                                    .map(|st| st.undo_bucket.load(Ordering::Relaxed));
+                                if rec == Some(b as u32 + 1) {
+                                    read(self.undo_region(s))
+                                } else {
+                                    Err(ValueIssue::Bad)
+                                }
+                            });
+                            break;
+                        }
+                    }
+                    _ => {
+                        bad = true;
                         break;
                     }
                 }
             }
-            // SYNC POINT MAP-EPOCH (reader, end): the Acquire fence pairs
-            // with the clearer's Release fence after its odd store: if any
-            // bucket read above was emptied by a clear, the load below sees
-            // the epoch moved.
+            // SYNC POINT MAP-SEQ / MAP-UNDO / MAP-EPOCH (reader): the
+            // Acquire fence pairs with every writer's Release fence before
+            // the words it stores (after `WRITING`, before an undo record,
+            // after an odd epoch): if we copied any of those words, the
+            // loads below see the meta or the epoch moved.
             fence(Ordering::Acquire);
+            let again: u64 = (0..walked)
+                .map(|n| u64::from(self.meta((home + n) & mask).load(Ordering::Relaxed)))
+                .sum();
             let e2 = self.ctl.epoch.load(Ordering::Relaxed);
-            if e2 == e1 {
-                return Ok(result);
-            }
-            if e2 & 1 != 0 {
-                return Ok(None);
-            }
-        }
-        Err(corrupt("the map's epoch kept changing"))
-    }
-
-    /// One bucket, copied out and validated (module docs, "Readers").
-    #[inline]
-    fn read_bucket<R>(
-        &self,
-        b: usize,
-        tag: u32,
-        key: &Image<'_>,
-        read: &mut impl FnMut(&[AtomicU32]) -> Result<R, ValueIssue>,
-        deadline: &mut Option<Option<Deadline>>,
-    ) -> Result<Seen<R>, MapError> {
-        let meta = self.meta(b);
-        for _ in 0..READ_RETRIES {
-            // SYNC POINT MAP-COMMIT (reader): Acquire pairs with the
-            // writer's Release commit; for `FULL | WRITING`, with the
-            // updater's Release store of `WRITING` after its undo record
-            // (MAP-UNDO).
-            let m1 = meta.load(Ordering::Acquire);
-            match state(m1) {
-                // `EMPTY | WRITING` and `TOMBSTONE | WRITING` are inserts
-                // not yet committed: the bucket is what it was.
-                EMPTY => return Ok(Seen::Empty),
-                TOMBSTONE => return Ok(Seen::Other),
-                FULL => {}
-                _ => return Err(corrupt("a bucket state no writer stores")),
-            }
-            // A mismatch needs no validation: if this bucket held `key`
-            // when `m1` was stored, its tag and key words were not written
-            // since unless `key` was removed meanwhile (updates write only
-            // the value), and then "not here" is a true answer too.
-            if !self.key_matches(b, tag, key) {
-                return Ok(Seen::Other);
-            }
-            let r = if m1 & WRITING == 0 {
-                read(self.value_region(b))
-            } else {
-                // An update in progress, or its writer died: the committed
-                // value is in the stripe's undo record.
-                let s = self.stripe_of(b);
-                let rec = self
-                    .stripes
-                    .get(s)
-                    .map(|st| st.undo_bucket.load(Ordering::Relaxed));
-                if rec == Some(b as u32 + 1) {
-                    read(self.undo_region(s))
-                } else {
-                    Err(ValueIssue::Bad)
+            if again != sum || e2 != e1 {
+                if e2 & 1 != 0 {
+                    return Ok(None);
                 }
-            };
-            // SYNC POINT MAP-SEQ / MAP-UNDO (reader): the Acquire fence
-            // pairs with a writer's Release fence before the words it
-            // stores: if we copied any of them, the re-load sees the meta
-            // moved.
-            fence(Ordering::Acquire);
-            if meta.load(Ordering::Relaxed) != m1 {
                 continue;
             }
-            return match r {
-                Ok(r) => Ok(Seen::Hit(r)),
-                Err(ValueIssue::Bad) if m1 & WRITING != 0 => Err(corrupt(
-                    "an update in progress has no undo record, or a bad one",
+            if bad {
+                return Err(corrupt("a bucket state no writer stores"));
+            }
+            return match found {
+                None => Ok(None),
+                Some(Ok(r)) => Ok(Some(r)),
+                Some(Err(ValueIssue::TooSmall(needed))) => Err(MapError::BufferTooSmall { needed }),
+                Some(Err(ValueIssue::Bad)) => Err(corrupt(
+                    "a stored value length above the maximum, or an update without its undo record",
                 )),
-                Err(ValueIssue::Bad) => Err(corrupt("a stored value length above the maximum")),
-                Err(ValueIssue::TooSmall(needed)) => Err(MapError::BufferTooSmall { needed }),
             };
         }
-        let d = *deadline.get_or_insert_with(|| self.deadline());
-        self.read_bucket_locked(b, tag, key, read, d)
+        self.lookup_locked(key, hash, read)
     }
 
-    /// The fallback of [`read_bucket`](Self::read_bucket): the same under
-    /// the stripe lock, where no honest writer changes the bucket.
+    /// The fallback of [`lookup`](Self::lookup) after [`READ_RETRIES`]
+    /// walks that changed under it: the same walk under the writer locks,
+    /// waiting at most the view's timeout.
     #[cold]
-    fn read_bucket_locked<R>(
+    fn lookup_locked<R>(
         &self,
-        b: usize,
-        tag: u32,
-        key: &Image<'_>,
-        read: &mut impl FnMut(&[AtomicU32]) -> Result<R, ValueIssue>,
-        deadline: Option<Deadline>,
-    ) -> Result<Seen<R>, MapError> {
-        let mut held = Held::new();
-        self.acquire(&mut held, self.stripe_of(b), How::Block(deadline))?;
-        let m = self.meta(b).load(Ordering::Relaxed);
-        if m & WRITING != 0 {
-            return Err(corrupt("a bucket marked mid-write under a free lock"));
-        }
-        match state(m) {
-            EMPTY => Ok(Seen::Empty),
-            TOMBSTONE => Ok(Seen::Other),
-            FULL if self.key_matches(b, tag, key) => match read(self.value_region(b)) {
-                Ok(r) => Ok(Seen::Hit(r)),
-                Err(ValueIssue::Bad) => Err(corrupt("a stored value length above the maximum")),
-                Err(ValueIssue::TooSmall(needed)) => Err(MapError::BufferTooSmall { needed }),
-            },
-            FULL => Ok(Seen::Other),
-            _ => Err(corrupt("a bucket state no writer stores")),
-        }
+        key: Image<'_>,
+        hash: u64,
+        mut read: impl FnMut(&[AtomicU32]) -> Result<R, ValueIssue>,
+    ) -> Result<Option<R>, MapError> {
+        self.modify(key, hash, Until::Key, |t, _, at| match at.found {
+            Some(b) => t.read_locked(b, &mut read).map(Some),
+            None => Ok(None),
+        })
     }
 
     /// Entries, as the per-stripe counts say (0 while a clear runs).
@@ -1386,11 +1374,12 @@ impl<'a> Table<'a> {
         &self,
         key: Image<'_>,
         hash: u64,
+        until: Until,
         op: impl FnOnce(&Self, &Held<'a>, Located) -> Result<R, MapError>,
     ) -> Result<R, MapError> {
         let deadline = self.deadline();
-        let home = hash as usize & self.mask();
         let tag = tag_of(hash);
+        let home = tag as usize & self.mask();
         let mut held = Held::new();
         let mut want = 1u64 << self.stripe_of(home);
         for _ in 0..RESTARTS {
@@ -1404,9 +1393,18 @@ impl<'a> Table<'a> {
                 self.clear_locked_all(deadline, true)?;
                 continue;
             }
-            match self.probe(&mut held, home, tag, &key, deadline)? {
+            match self.probe(&mut held, home, tag, &key, until, deadline)? {
                 Probe::Relock(set) => want = set,
-                Probe::At(at) => return op(self, &held, at),
+                Probe::At(at) => {
+                    let r = op(self, &held, at);
+                    if let Some(e) = at.empty {
+                        // The probe ended at an EMPTY bucket: the
+                        // tombstones right before it are needed by no probe
+                        // (unless the op just filled it; `purge` looks).
+                        self.purge(&held, e.wrapping_sub(1) & self.mask());
+                    }
+                    return r;
+                }
             }
         }
         Err(corrupt("a writer's probe kept restarting"))
@@ -1419,10 +1417,12 @@ impl<'a> Table<'a> {
         home: usize,
         tag: u32,
         key: &Image<'_>,
+        until: Until,
         deadline: Option<Deadline>,
     ) -> Result<Probe, MapError> {
         let mask = self.mask();
         let mut free = None;
+        let mut found = None;
         for n in 0..=mask {
             let b = (home + n) & mask;
             let s = self.stripe_of(b);
@@ -1444,25 +1444,38 @@ impl<'a> Table<'a> {
             match state(m) {
                 EMPTY => {
                     return Ok(Probe::At(Located {
-                        found: None,
-                        free: free.or(Some(b)),
+                        found,
+                        free: if found.is_some() {
+                            None
+                        } else {
+                            free.or(Some(b))
+                        },
+                        empty: Some(b),
                     }))
                 }
                 TOMBSTONE => {
                     free.get_or_insert(b);
                 }
                 FULL => {
-                    if self.key_matches(b, tag, key) {
-                        return Ok(Probe::At(Located {
-                            found: Some(b),
-                            free: None,
-                        }));
+                    if found.is_none() && self.key_matches(b, tag, key) {
+                        found = Some(b);
+                        if until == Until::Key {
+                            return Ok(Probe::At(Located {
+                                found,
+                                free: None,
+                                empty: None,
+                            }));
+                        }
                     }
                 }
                 _ => return Err(corrupt("a bucket state no writer stores")),
             }
         }
-        Ok(Probe::At(Located { found: None, free }))
+        Ok(Probe::At(Located {
+            found,
+            free: if found.is_some() { None } else { free },
+            empty: None,
+        }))
     }
 
     /// Copies bucket `b`'s value out under its stripe lock.
@@ -1559,13 +1572,7 @@ impl<'a> Table<'a> {
         fence(Ordering::Release);
         // The committed value into the record: for byte strings only the
         // words its length uses.
-        let used = match self.shape.value {
-            Format::Fixed(_) => region.len(),
-            Format::Bytes(max) => {
-                let len = region.first().map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
-                1 + len.min(max).div_ceil(4)
-            }
-        };
+        let used = self.used_value_words(region);
         for (src, dst) in region.iter().zip(undo).take(used) {
             dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
         }
@@ -1590,9 +1597,15 @@ impl<'a> Table<'a> {
         crash_point(crash::UPDATE_COMMITTED);
     }
 
-    /// Removes the entry in bucket `b` (its stripe is held), then empties
-    /// the tombstones no probe needs.
-    fn remove_locked(&self, held: &Held<'a>, b: usize) {
+    /// Removes the entry in bucket `b`, then shifts the entries after it
+    /// back toward their homes (Knuth's algorithm R), up to the `EMPTY`
+    /// bucket `empty` that ended the probe; every stripe in between is
+    /// held. The remove itself is the tombstone store; each move is
+    /// crash-safe on its own ([`move_entry`](Self::move_entry)), and the
+    /// last hole is emptied. No tombstone outlives the operation, so probes
+    /// stay as short as in a table that never saw a remove.
+    fn remove_locked(&self, held: &Held<'a>, b: usize, empty: Option<usize>) {
+        let mask = self.mask();
         let meta = self.meta(b);
         let m = meta.load(Ordering::Relaxed);
         // Release: a reader that sees the tombstone sees everything this
@@ -1600,22 +1613,91 @@ impl<'a> Table<'a> {
         meta.store(committed(m, TOMBSTONE), Ordering::Release);
         crash_point(crash::REMOVE_TOMBSTONE);
         self.bump_count(b, false);
-        self.purge(held, b);
+        let Some(empty) = empty else {
+            return; // No EMPTY bucket anywhere (only a scribbled table).
+        };
+        let mut hole = b;
+        let mut q = (b + 1) & mask;
+        while q != empty {
+            let m = self.meta(q).load(Ordering::Relaxed);
+            if m & WRITING == 0 && state(m) == FULL {
+                let home = self.tag(q) as usize & mask;
+                // The entry at `q` may move back to `hole` if `hole` lies on
+                // its probe, between its home and `q`.
+                if hole.wrapping_sub(home) & mask <= q.wrapping_sub(home) & mask {
+                    self.move_entry(q, hole);
+                    hole = q;
+                }
+            }
+            q = (q + 1) & mask;
+        }
+        // Every entry between `hole` and `empty` lives past `hole`: no probe
+        // needs it. (With the tombstones right before it.)
+        self.empty_from(held, hole);
     }
 
-    /// Turns the tombstone at `b`, and those right before it, into `EMPTY`
-    /// if the bucket after `b` is `EMPTY`: no key is stored past an `EMPTY`
-    /// bucket of its probe, so none needs them. Only in held stripes: a
-    /// writer whose probe runs through a bucket holds its stripe, so no
-    /// insert can land past these buckets meanwhile.
-    fn purge(&self, held: &Held<'a>, b: usize) {
-        let mask = self.mask();
-        // Relaxed, and maybe in a stripe we do not hold: only its state
-        // matters, and a writer there can only fill it with a key whose
-        // home is past `b`, which does not need `b` either.
-        if state(self.meta((b + 1) & mask).load(Ordering::Relaxed)) != EMPTY {
+    /// Moves the entry at `q` into the free bucket `t` before it on its
+    /// probe (both stripes held). The stripe of `q` records the move first:
+    /// between the copy's commit and the source's tombstone the key is in
+    /// both buckets, and a repairer finishes (or forgets) the move from the
+    /// record (see [`repair`](Self::repair)). Readers find the first copy,
+    /// and a walk that changed under them does not validate.
+    fn move_entry(&self, q: usize, t: usize) {
+        let Some(stripe) = self.stripes.get(self.stripe_of(q)) else {
             return;
+        };
+        stripe.move_to.store(t as u32, Ordering::Relaxed);
+        stripe.move_from.store(q as u32 + 1, Ordering::Relaxed);
+        crash_point(crash::MOVE_RECORD);
+        let meta = self.meta(t);
+        let mt = meta.load(Ordering::Relaxed);
+        // Release: the move record before the copy (crash order).
+        meta.store(mt | WRITING, Ordering::Release);
+        // SYNC POINT MAP-SEQ (writer): as in `write_new`.
+        fence(Ordering::Release);
+        let (src, dst) = (self.bucket(q), self.bucket(t));
+        let used = HEAD_WORDS + self.shape.key_words + self.used_value_words(self.value_region(q));
+        for (from, to) in src.iter().zip(dst).take(used).skip(1) {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        // SYNC POINT MAP-COMMIT (writer).
+        meta.store(committed(mt, FULL), Ordering::Release);
+        self.bump_count(t, true);
+        crash_point(crash::MOVE_COPIED);
+        let mq = self.meta(q).load(Ordering::Relaxed);
+        self.meta(q)
+            .store(committed(mq, TOMBSTONE), Ordering::Release);
+        self.bump_count(q, false);
+        crash_point(crash::MOVE_DONE);
+        // Release: the tombstone before the record's end (crash order).
+        stripe.move_from.store(0, Ordering::Release);
+    }
+
+    /// Words of a value region in use (a byte string's length word and
+    /// the words its length covers; all of a fixed value).
+    fn used_value_words(&self, region: &[AtomicU32]) -> usize {
+        match self.shape.value {
+            Format::Fixed(_) => region.len(),
+            Format::Bytes(max) => {
+                let len = region.first().map_or(0, |w| w.load(Ordering::Relaxed)) as usize;
+                1 + len.min(max).div_ceil(4)
+            }
+        }
+    }
+
+    /// The hash tag of bucket `b` (the home is `tag & mask`).
+    #[inline]
+    fn tag(&self, b: usize) -> u32 {
+        self.bucket(b)
+            .get(1)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    /// Empties the tombstone at `b`, which no probe needs, and the
+    /// tombstones right before it (no probe needs a tombstone followed by
+    /// an `EMPTY` bucket), as long as their stripes are held.
+    fn empty_from(&self, held: &Held<'a>, b: usize) {
+        let mask = self.mask();
         let mut p = b;
         for _ in 0..mask {
             if !held.holds(self.stripe_of(p)) {
@@ -1630,6 +1712,20 @@ impl<'a> Table<'a> {
             meta.store(committed(m, EMPTY), Ordering::Release);
             crash_point(crash::REMOVE_PURGE);
             p = (p + mask) & mask;
+        }
+    }
+
+    /// Empties the tombstone at `b` and those right before it if the
+    /// bucket after `b` is `EMPTY`: no key is stored past an `EMPTY`
+    /// bucket of its probe, so none needs them. Only in held stripes: a
+    /// writer whose probe runs through a bucket holds its stripe, so no
+    /// insert can land past these buckets meanwhile.
+    fn purge(&self, held: &Held<'a>, b: usize) {
+        // Relaxed, and maybe in a stripe we do not hold: only its state
+        // matters, and a writer there can only fill it with a key whose
+        // home is past `b`, which does not need `b` either.
+        if state(self.meta((b + 1) & self.mask()).load(Ordering::Relaxed)) == EMPTY {
+            self.empty_from(held, b);
         }
     }
 
@@ -1717,6 +1813,41 @@ impl<'a> Table<'a> {
             }
             if b == lo + (hi - lo) / 2 {
                 crash_point(crash::REPAIR_HALF);
+            }
+        }
+        // A move of one of our entries, cut short: if its copy was
+        // committed, the entry is in both buckets: drop the source.
+        // Otherwise the copy's bucket is still free (or `WRITING`, which
+        // its own stripe's repair clears): keep the source.
+        let from = self
+            .stripes
+            .get(s)
+            .map_or(0, |st| st.move_from.load(Ordering::Relaxed));
+        if from != 0 {
+            let q = from as usize - 1;
+            let t = self
+                .stripes
+                .get(s)
+                .map_or(0, |st| st.move_to.load(Ordering::Relaxed)) as usize;
+            if (lo..hi).contains(&q) && t < self.shape.buckets && t != q {
+                let (mq, mt) = (
+                    self.meta(q).load(Ordering::Relaxed),
+                    self.meta(t).load(Ordering::Relaxed),
+                );
+                if mq & WRITING == 0
+                    && state(mq) == FULL
+                    && mt & WRITING == 0
+                    && state(mt) == FULL
+                    && self.same_key(q, t)
+                {
+                    self.meta(q)
+                        .store(committed(mq, TOMBSTONE), Ordering::Release);
+                    full = full.saturating_sub(1);
+                }
+            }
+            if let Some(st) = self.stripes.get(s) {
+                // Release: the tombstone before the record's end.
+                st.move_from.store(0, Ordering::Release);
             }
         }
         if let Some(c) = self.counts.get(s) {
@@ -1826,7 +1957,10 @@ impl<'a> Table<'a> {
         let mut held = Held::new();
         self.lock_set(&mut held, self.all_stripes(), deadline)?;
         if self.ctl.epoch.load(Ordering::Relaxed) & 1 != 0 {
-            return Err(corrupt("the epoch is odd under every lock"));
+            // A clearer died: finish its clear first.
+            held.release_all();
+            self.clear_locked_all(deadline, true)?;
+            self.lock_set(&mut held, self.all_stripes(), deadline)?;
         }
         let mask = self.mask();
         let mut stats = MapStats::default();
@@ -1855,7 +1989,7 @@ impl<'a> Table<'a> {
             }
             // Every bucket from the key's home to it must be non-empty,
             // and none may hold the same key.
-            let home = hash as usize & mask;
+            let home = tag_of(hash) as usize & mask;
             let dist = b.wrapping_sub(home) & mask;
             for n in 0..dist {
                 let p = (home + n) & mask;
@@ -1875,6 +2009,34 @@ impl<'a> Table<'a> {
                 return Err(corrupt("a stripe's count differs from its entries"));
             }
         }
+        if self
+            .stripes
+            .iter()
+            .any(|st| st.move_from.load(Ordering::Relaxed) != 0)
+        {
+            return Err(corrupt("a move record left behind"));
+        }
+        // Walking backwards from an EMPTY bucket, each bucket's distance
+        // to the next EMPTY one.
+        let empty =
+            (0..self.shape.buckets).find(|&b| state(self.meta(b).load(Ordering::Relaxed)) == EMPTY);
+        stats.total_miss_probe = match empty {
+            None => self.shape.buckets * self.shape.buckets,
+            Some(e) => {
+                let mut run = 0;
+                let mut total = 0;
+                for n in 0..self.shape.buckets {
+                    let b = e.wrapping_sub(n) & mask;
+                    run = if state(self.meta(b).load(Ordering::Relaxed)) == EMPTY {
+                        1
+                    } else {
+                        run + 1
+                    };
+                    total += run;
+                }
+                total
+            }
+        };
         Ok(stats)
     }
 
@@ -1917,6 +2079,10 @@ pub struct MapStats {
     /// The sum of every present key's probe length (divide by `len` for
     /// the mean).
     pub total_probe: usize,
+    /// The sum over every bucket of the probe length of an absent key
+    /// whose home it is: the buckets up to and including the first
+    /// `EMPTY` (divide by the bucket count for the mean).
+    pub total_miss_probe: usize,
 }
 
 // ------------------------------------------------------------- Map<K, V>
@@ -2075,7 +2241,7 @@ impl<'a, K: Pod, V: Pod> MapView<'a, K, V> {
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>, MapError> {
         let (k, v) = (pod_image(&key), pod_image(&value));
         let hash = hash_bytes(k.bytes);
-        self.table.modify(k, hash, |t, _, mut at| {
+        self.table.modify(k, hash, Until::Key, |t, _, mut at| {
             let old = match at.found {
                 Some(b) => Some(t.read_locked(b, read_pod::<V>)?),
                 None => None,
@@ -2093,14 +2259,15 @@ impl<'a, K: Pod, V: Pod> MapView<'a, K, V> {
     #[doc(alias = "__delitem__")]
     pub fn remove(&self, key: &K) -> Result<Option<V>, MapError> {
         let k = pod_image(key);
-        self.table.modify(k, hash_bytes(k.bytes), |t, held, at| {
-            let Some(b) = at.found else {
-                return Ok(None);
-            };
-            let old = t.read_locked(b, read_pod::<V>)?;
-            t.remove_locked(held, b);
-            Ok(Some(old))
-        })
+        self.table
+            .modify(k, hash_bytes(k.bytes), Until::Empty, |t, held, at| {
+                let Some(b) = at.found else {
+                    return Ok(None);
+                };
+                let old = t.read_locked(b, read_pod::<V>)?;
+                t.remove_locked(held, b, at.empty);
+                Ok(Some(old))
+            })
     }
 
     /// The value of `key`, inserting `default` first if it is absent:
@@ -2112,13 +2279,14 @@ impl<'a, K: Pod, V: Pod> MapView<'a, K, V> {
     pub fn get_or_insert(&self, key: K, default: V) -> Result<V, MapError> {
         let (k, v) = (pod_image(&key), pod_image(&default));
         let hash = hash_bytes(k.bytes);
-        self.table.modify(k, hash, |t, _, mut at| match at.found {
-            Some(b) => t.read_locked(b, read_pod::<V>),
-            None => {
-                t.set_locked(&mut at, &k, tag_of(hash), &v)?;
-                Ok(default)
-            }
-        })
+        self.table
+            .modify(k, hash, Until::Key, |t, _, mut at| match at.found {
+                Some(b) => t.read_locked(b, read_pod::<V>),
+                None => {
+                    t.set_locked(&mut at, &k, tag_of(hash), &v)?;
+                    Ok(default)
+                }
+            })
     }
 
     /// Changes the value of `key` with `f`, atomically (under the writer
@@ -2132,7 +2300,7 @@ impl<'a, K: Pod, V: Pod> MapView<'a, K, V> {
     pub fn update<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Result<Option<R>, MapError> {
         let k = pod_image(key);
         let hash = hash_bytes(k.bytes);
-        self.table.modify(k, hash, |t, _, mut at| {
+        self.table.modify(k, hash, Until::Key, |t, _, mut at| {
             let Some(b) = at.found else {
                 return Ok(None);
             };
@@ -2156,7 +2324,7 @@ impl<'a, K: Pod, V: Pod> MapView<'a, K, V> {
     ) -> Result<R, MapError> {
         let k = pod_image(&key);
         let hash = hash_bytes(k.bytes);
-        self.table.modify(k, hash, |t, _, mut at| {
+        self.table.modify(k, hash, Until::Key, |t, _, mut at| {
             let mut v = match at.found {
                 Some(b) => t.read_locked(b, read_pod::<V>)?,
                 None => default,
@@ -2507,7 +2675,7 @@ impl<'a> ByteMapView<'a> {
         let (k, v) = (bytes_image(key), bytes_image(value));
         let hash = hash_bytes(key);
         let max = self.max_value_len();
-        self.table.modify(k, hash, |t, _, mut at| {
+        self.table.modify(k, hash, Until::Key, |t, _, mut at| {
             let prev = match at.found {
                 Some(b) => Some(t.read_locked(b, |r| copy_prefix(r, max, old))?),
                 None => None,
@@ -2529,7 +2697,7 @@ impl<'a> ByteMapView<'a> {
         self.check_value(value)?;
         let (k, v) = (bytes_image(key), bytes_image(value));
         let hash = hash_bytes(key);
-        self.table.modify(k, hash, |t, _, mut at| {
+        self.table.modify(k, hash, Until::Key, |t, _, mut at| {
             if at.found.is_some() {
                 return Ok(false);
             }
@@ -2551,14 +2719,15 @@ impl<'a> ByteMapView<'a> {
         }
         let k = bytes_image(key);
         let max = self.max_value_len();
-        self.table.modify(k, hash_bytes(key), |t, held, at| {
-            let Some(b) = at.found else {
-                return Ok(None);
-            };
-            let len = t.read_locked(b, |r| copy_prefix(r, max, old))?;
-            t.remove_locked(held, b);
-            Ok(Some(len))
-        })
+        self.table
+            .modify(k, hash_bytes(key), Until::Empty, |t, held, at| {
+                let Some(b) = at.found else {
+                    return Ok(None);
+                };
+                let len = t.read_locked(b, |r| copy_prefix(r, max, old))?;
+                t.remove_locked(held, b, at.empty);
+                Ok(Some(len))
+            })
     }
 
     /// Changes the value of `key` atomically: copies it into `buf`, calls
@@ -2586,7 +2755,7 @@ impl<'a> ByteMapView<'a> {
         let k = bytes_image(key);
         let hash = hash_bytes(key);
         let max = self.max_value_len();
-        self.table.modify(k, hash, |t, _, mut at| {
+        self.table.modify(k, hash, Until::Key, |t, _, mut at| {
             let len = match (at.found, default) {
                 (Some(b), _) => t.read_locked(b, |r| read_bytes_into(r, max, buf))?,
                 (None, Some(d)) => {
@@ -2711,5 +2880,776 @@ unsafe impl Object for ByteMap {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    pub(super) fn die_at(_at: u32) {}
+    extern crate std;
+
+    use super::*;
+    use core::cell::UnsafeCell;
+    use std::boxed::Box;
+    use std::collections::HashMap;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Zeroed 128-aligned memory of this process.
+    #[repr(C, align(128))]
+    struct Block(UnsafeCell<[u8; 128]>);
+
+    struct Mem(Box<[Block]>);
+
+    impl Mem {
+        fn new(len: usize) -> Mem {
+            Mem((0..len.div_ceil(128).max(1))
+                .map(|_| Block(UnsafeCell::new([0; 128])))
+                .collect())
+        }
+
+        fn ptr(&self) -> NonNull<u8> {
+            // Every byte sits in an UnsafeCell, so writing through a
+            // pointer derived from the shared borrow is allowed.
+            NonNull::new(self.0.as_ptr().cast::<u8>().cast_mut()).unwrap()
+        }
+
+        fn len(&self) -> usize {
+            self.0.len() * 128
+        }
+    }
+
+    fn pod_view<K: Pod, V: Pod>(ptr: NonNull<u8>, shape: Shape) -> MapView<'static, K, V> {
+        assert_eq!(shape.key, Format::Fixed(size_of::<K>()));
+        assert_eq!(shape.value, Format::Fixed(size_of::<V>()));
+        MapView {
+            // SAFETY: every caller passes memory of at least
+            // `shape.payload_len()` zeroed (or map-initialised) bytes,
+            // 128-aligned, that outlives the view (tests leak or keep it),
+            // accessed only atomically.
+            table: unsafe { Table::at(ptr, shape) },
+            _kv: PhantomData,
+        }
+    }
+
+    fn byte_view(ptr: NonNull<u8>, shape: Shape) -> ByteMapView<'static> {
+        ByteMapView {
+            // SAFETY: as in `pod_view`.
+            table: unsafe { Table::at(ptr, shape) },
+        }
+    }
+
+    /// A `Map<K, V>` of `capacity` in leaked memory (tests are short).
+    fn new_map<K: Pod, V: Pod>(capacity: usize) -> MapView<'static, K, V> {
+        let shape = MapParams::of::<K, V>(capacity).shape().unwrap();
+        let mem = Box::leak(Box::new(Mem::new(shape.payload_len())));
+        pod_view(mem.ptr(), shape)
+    }
+
+    fn custom<K: Pod, V: Pod>(
+        capacity: usize,
+        buckets: usize,
+        stripes: usize,
+    ) -> MapView<'static, K, V> {
+        let shape = Shape::custom(
+            capacity,
+            buckets,
+            stripes,
+            Format::Fixed(size_of::<K>()),
+            Format::Fixed(size_of::<V>()),
+        )
+        .unwrap();
+        let mem = Box::leak(Box::new(Mem::new(shape.payload_len())));
+        pod_view(mem.ptr(), shape)
+    }
+
+    fn home_of<K: Pod>(shape: &Shape, k: &K) -> usize {
+        tag_of(hash_bytes(bytemuck::bytes_of(k))) as usize & (shape.buckets - 1)
+    }
+
+    fn contents<K: Pod + Eq + core::hash::Hash, V: Pod>(m: &MapView<'_, K, V>) -> HashMap<K, V> {
+        let mut out = HashMap::new();
+        m.for_each(|k, v| assert!(out.insert(k, v).is_none(), "a key twice"))
+            .unwrap();
+        out
+    }
+
+    /// A small xorshift generator.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn operations_and_python_idioms() {
+        let m = new_map::<u64, u64>(8);
+        assert_eq!(m.capacity(), 8);
+        assert_eq!(m.insert(1, 10), Ok(None));
+        assert_eq!(m.insert(1, 11), Ok(Some(10)));
+        assert_eq!(m.get(&1), Ok(Some(11)));
+        assert_eq!(m.get(&2), Ok(None));
+        assert_eq!(m.contains_key(&1), Ok(true));
+        assert_eq!(m.contains_key(&2), Ok(false));
+        assert_eq!(m.get_or(&2, 5), Ok(5));
+        assert_eq!(m.get_or_insert(2, 20), Ok(20));
+        assert_eq!(m.get_or_insert(2, 21), Ok(20));
+        assert_eq!(
+            m.update(&1, |v| {
+                *v += 1;
+                *v * 2
+            }),
+            Ok(Some(24))
+        );
+        assert_eq!(m.update(&3, |v| *v += 1), Ok(None));
+        assert_eq!(m.update_or_insert(3, 100, |v| *v += 1), Ok(()));
+        assert_eq!(m.update_or_insert(3, 100, |v| *v += 1), Ok(()));
+        assert_eq!(m.get(&3), Ok(Some(102)));
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.remove(&1), Ok(Some(12)));
+        assert_eq!(m.remove(&1), Ok(None));
+        assert_eq!(m.len(), 2);
+        assert_eq!(contents(&m), HashMap::from([(2, 20), (3, 102)]));
+        assert_eq!(m.check().unwrap().len, 2);
+        m.clear().unwrap();
+        assert!(m.is_empty());
+        assert_eq!(m.get(&2), Ok(None));
+        assert_eq!(m.check().unwrap().len, 0);
+        assert_eq!(m.repairs(), 0);
+        // Zero-sized values make a set.
+        let set = new_map::<u32, ()>(4);
+        set.insert(7, ()).unwrap();
+        assert_eq!(set.contains_key(&7), Ok(true));
+        assert_eq!(set.contains_key(&8), Ok(false));
+    }
+
+    #[test]
+    fn a_full_map_is_an_error_and_changes_nothing() {
+        let m = new_map::<u32, u32>(10);
+        for k in 0..10 {
+            m.insert(k, k).unwrap();
+        }
+        let full = MapError::Full { capacity: 10 };
+        assert_eq!(m.insert(10, 10), Err(full));
+        assert_eq!(m.get_or_insert(10, 10), Err(full));
+        assert_eq!(m.update_or_insert(10, 10, |_| ()), Err(full));
+        assert_eq!(m.get(&10), Ok(None));
+        assert_eq!(m.len(), 10);
+        // Existing keys still change.
+        assert_eq!(m.insert(3, 33), Ok(Some(3)));
+        assert_eq!(m.update(&4, |v| *v = 44), Ok(Some(())));
+        assert_eq!(m.remove(&0), Ok(Some(0)));
+        assert_eq!(m.insert(10, 10), Ok(None));
+        assert_eq!(m.check().unwrap().len, 10);
+        assert!(std::format!("{full}").contains("full"));
+    }
+
+    #[test]
+    fn byte_map_operations() {
+        let shape = MapParams::bytes(4, 8, 16).shape().unwrap();
+        let mem = Mem::new(shape.payload_len());
+        let m = byte_view(mem.ptr(), shape);
+        let mut buf = [0u8; 16];
+        assert_eq!(m.insert(b"image", b"pixels", None), Ok(None));
+        assert_eq!(m.get_into(b"image", &mut buf), Ok(Some(6)));
+        assert_eq!(&buf[..6], b"pixels");
+        assert_eq!(m.value_len(b"image"), Ok(Some(6)));
+        let mut old = [0u8; 16];
+        assert_eq!(m.insert(b"image", b"px", Some(&mut old)), Ok(Some(6)));
+        assert_eq!(&old[..6], b"pixels");
+        assert_eq!(m.get_into(b"image", &mut buf), Ok(Some(2)));
+        assert_eq!(&buf[..2], b"px");
+        // Limits.
+        assert_eq!(
+            m.insert(b"123456789", b"", None),
+            Err(MapError::KeyTooLong { len: 9, max: 8 })
+        );
+        assert_eq!(
+            m.insert(b"k", &[0; 17], None),
+            Err(MapError::ValueTooLong { len: 17, max: 16 })
+        );
+        assert_eq!(m.get_into(b"123456789", &mut buf), Ok(None));
+        m.insert(b"lidar", b"0123456789abcdef", None).unwrap();
+        assert_eq!(
+            m.get_into(b"lidar", &mut [0; 4]),
+            Err(MapError::BufferTooSmall { needed: 16 })
+        );
+        // Empty key and value.
+        m.insert(b"", b"", None).unwrap();
+        assert_eq!(m.get_into(b"", &mut buf), Ok(Some(0)));
+        assert_eq!(m.len(), 3);
+        // Python's setdefault and an atomic append.
+        assert_eq!(m.insert_if_absent(b"image", b"zzz"), Ok(false));
+        let mut work = [0u8; 16];
+        let appended = m.update_in(b"image", None, &mut work, |b, len| {
+            b[len..len + 3].copy_from_slice(b"-v2");
+            len + 3
+        });
+        assert_eq!(appended, Ok(Some(5)));
+        assert_eq!(m.get_into(b"image", &mut buf), Ok(Some(5)));
+        assert_eq!(&buf[..5], b"px-v2");
+        assert_eq!(m.update_in(b"none", None, &mut work, |_, l| l), Ok(None));
+        assert_eq!(
+            m.update_in(b"image", None, &mut work, |_, _| 17),
+            Err(MapError::ValueTooLong { len: 17, max: 16 })
+        );
+        assert_eq!(
+            m.update_in(b"anchor", Some(b"a"), &mut work, |_, l| l),
+            Ok(Some(1))
+        );
+        assert_eq!(m.len(), 4);
+        assert_eq!(
+            m.insert(b"fifth", b"", None),
+            Err(MapError::Full { capacity: 4 })
+        );
+        let mut seen = Vec::new();
+        m.for_each(|e| {
+            let mut k = vec![0; e.key_len()];
+            let mut v = vec![0; e.value_len()];
+            e.read_key(&mut k);
+            e.read_value(&mut v);
+            seen.push((k, v));
+        })
+        .unwrap();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (b"".to_vec(), b"".to_vec()),
+                (b"anchor".to_vec(), b"a".to_vec()),
+                (b"image".to_vec(), b"px-v2".to_vec()),
+                (b"lidar".to_vec(), b"0123456789abcdef".to_vec()),
+            ]
+        );
+        assert_eq!(m.remove(b"lidar", Some(&mut old)), Ok(Some(16)));
+        assert_eq!(&old, b"0123456789abcdef");
+        assert_eq!(m.contains_key(b"lidar"), Ok(false));
+        // check() recomputes every stored key's hash from its words.
+        assert_eq!(m.check().unwrap().len, 3);
+    }
+
+    /// Random operations on tiny maps of several stripes (probes cross
+    /// stripes and wrap around the table) against `std::HashMap`.
+    #[test]
+    fn random_operations_match_std_hashmap() {
+        let shapes: [(usize, usize, usize); 4] =
+            [(4, 8, 4), (40, 64, 8), (8, 16, 8), (100, 256, 4)];
+        let ops = if cfg!(miri) { 300 } else { 20_000 };
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for (cap, buckets, stripes) in shapes {
+            let m = custom::<u16, u32>(cap, buckets, stripes);
+            let mut model: HashMap<u16, u32> = HashMap::new();
+            let keys = (cap as u64 * 3 / 2).max(4);
+            for i in 0..ops {
+                let k = rng.below(keys) as u16;
+                let v = rng.next() as u32;
+                let full = model.len() >= cap && !model.contains_key(&k);
+                match rng.below(100) {
+                    0..=39 => {
+                        let want = if full {
+                            Err(MapError::Full { capacity: cap })
+                        } else {
+                            Ok(model.insert(k, v))
+                        };
+                        assert_eq!(m.insert(k, v), want, "insert {k}");
+                    }
+                    40..=64 => assert_eq!(m.remove(&k), Ok(model.remove(&k)), "remove {k}"),
+                    65..=79 => assert_eq!(m.get(&k), Ok(model.get(&k).copied()), "get {k}"),
+                    80..=89 => {
+                        let got = m.update(&k, |x| *x = x.wrapping_add(v));
+                        let want = model.get_mut(&k).map(|x| *x = x.wrapping_add(v));
+                        assert_eq!(got, Ok(want), "update {k}");
+                    }
+                    90..=98 => {
+                        let want = if full {
+                            Err(MapError::Full { capacity: cap })
+                        } else {
+                            Ok(*model.entry(k).or_insert(v))
+                        };
+                        assert_eq!(m.get_or_insert(k, v), want, "setdefault {k}");
+                    }
+                    _ => {
+                        if rng.below(20) == 0 {
+                            m.clear().unwrap();
+                            model.clear();
+                        }
+                    }
+                }
+                if i % 97 == 0 {
+                    let stats = m.check().unwrap();
+                    assert_eq!(stats.len, model.len());
+                    assert_eq!(m.len(), model.len());
+                    assert_eq!(contents(&m), model);
+                }
+            }
+            assert_eq!(contents(&m), model);
+        }
+    }
+
+    /// Inserting and removing keys for a long time at full capacity keeps
+    /// probes as short as in a fresh table: removes shift entries back and
+    /// leave no tombstone. (With tombstones instead, this workload filled
+    /// the whole table with them and every miss probed all of it.)
+    #[test]
+    #[cfg(not(miri))]
+    fn churn_at_full_capacity_keeps_probes_short() {
+        let m = new_map::<u64, u64>(1024);
+        let mut rng = Rng(99);
+        let mut live: Vec<u64> = Vec::new();
+        for _ in 0..1024 {
+            let k = rng.next();
+            m.insert(k, k).unwrap();
+            live.push(k);
+        }
+        for _ in 0..200_000 {
+            let i = rng.below(live.len() as u64) as usize;
+            assert_eq!(m.remove(&live[i]), Ok(Some(live[i])));
+            let k = rng.next();
+            m.insert(k, k).unwrap();
+            live[i] = k;
+        }
+        let s = m.check().unwrap();
+        assert_eq!(s.len, 1024);
+        let buckets = m.shape().buckets();
+        let mean_hit = s.total_probe as f64 / s.len as f64;
+        let mean_miss = s.total_miss_probe as f64 / buckets as f64;
+        std::eprintln!(
+            "after churn: {} tombstones in {buckets} buckets, mean probe {mean_hit:.2} (hit) {mean_miss:.2} (miss), longest {}",
+            s.tombstones, s.longest_probe
+        );
+        // Linear probing at load 1/2 averages 1.5 (hit) and 2.5 (miss).
+        assert_eq!(s.tombstones, 0, "{s:?}");
+        assert!(mean_hit < 2.0 && mean_miss < 4.0, "{s:?}");
+    }
+
+    #[test]
+    fn threads_update_counters_exactly() {
+        let m = custom::<u32, u64>(200, 512, 8);
+        let n = if cfg!(miri) { 20 } else { 3000 };
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                s.spawn(move || {
+                    for i in 0..n {
+                        m.update_or_insert(i % 16, 0, |v| *v += 1).unwrap();
+                        m.insert(1000 + t * 100_000 + i % 40, u64::from(i)).unwrap();
+                        let _ = m.get(&(i % 16)).unwrap();
+                    }
+                });
+            }
+        });
+        let total: u64 = (0..16).map(|k| m.get(&k).unwrap().unwrap()).sum();
+        assert_eq!(total, 4 * u64::from(n));
+        assert_eq!(m.len(), 16 + 4 * 40.min(n as usize));
+        m.check().unwrap();
+    }
+
+    #[test]
+    fn readers_never_see_torn_values() {
+        let m = custom::<u32, [u32; 8]>(16, 32, 4);
+        let n = if cfg!(miri) { 30 } else { 20_000 };
+        let done = core::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let mut seen = 0u32;
+                    while !done.load(core::sync::atomic::Ordering::Relaxed) || seen == 0 {
+                        for k in 0..3 {
+                            if let Some(v) = m.get(&k).unwrap() {
+                                assert!(v.iter().all(|&x| x == v[0]), "torn: {v:?}");
+                                seen += 1;
+                            }
+                        }
+                    }
+                });
+            }
+            for i in 0..n {
+                let k = i % 3;
+                m.insert(k, [i; 8]).unwrap();
+                if i % 7 == 0 {
+                    m.remove(&k).unwrap();
+                }
+                m.update(&k, |v| *v = [v[0] + 1; 8]).unwrap();
+            }
+            done.store(true, core::sync::atomic::Ordering::Relaxed);
+        });
+        m.check().unwrap();
+    }
+
+    /// Readers go on while a writer lock is held; writers give up at their
+    /// deadline, never before it.
+    #[test]
+    #[cfg(not(miri))]
+    fn readers_do_not_wait_and_timeouts_are_never_early() {
+        let m = custom::<u64, u64>(32, 64, 4);
+        let shape = *m.shape();
+        // A key, and another whose probe stays in another stripe.
+        let stripe = |k: &u64| home_of(&shape, k) >> shape.stripe_shift;
+        let k = 1u64;
+        let other = (2..)
+            .find(|o| stripe(o) != stripe(&k) && (home_of(&shape, o) + 1) % 16 != 0)
+            .unwrap();
+        m.insert(k, 5).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let _g = m.table.stripes[stripe(&k)].lock.lock().unwrap();
+                held_tx.send(()).unwrap();
+                let _ = go_rx.recv();
+            });
+            held_rx.recv().unwrap();
+            assert_eq!(m.get(&k), Ok(Some(5)), "a reader does not wait");
+            let d = Duration::from_millis(30);
+            let t = m.with_timeout(d);
+            for op in 0..3 {
+                let t0 = std::time::Instant::now();
+                let r = match op {
+                    0 => t.insert(k, 6).map(|_| ()),
+                    1 => t.clear(),
+                    _ => t.for_each(|_, _| ()),
+                };
+                assert_eq!(r, Err(MapError::TimedOut), "op {op}");
+                assert!(
+                    t0.elapsed() >= d,
+                    "op {op} gave up early: {:?}",
+                    t0.elapsed()
+                );
+            }
+            // Another stripe is free.
+            assert_eq!(t.insert(other, 7), Ok(None));
+            go_tx.send(()).unwrap();
+        });
+        assert_eq!(m.insert(k, 6), Ok(Some(5)));
+        // A map method inside an update closure of the same stripe.
+        assert_eq!(
+            m.update(&k, |_| m.insert(k, 1)),
+            Ok(Some(Err(MapError::WouldDeadlock)))
+        );
+        m.check().unwrap();
+    }
+
+    /// Garbage over the whole payload: every operation answers (often an
+    /// error), within its timeout, and never panics or reads out of bounds.
+    #[test]
+    #[cfg(not(miri))]
+    fn garbage_never_panics_or_hangs() {
+        let shape = Shape::custom(12, 32, 4, Format::Fixed(8), Format::Fixed(20)).unwrap();
+        let bshape = MapParams::bytes(12, 10, 20).shape().unwrap();
+        let mut rng = Rng(0xdead_beef_1234_5678);
+        let mut errors = 0;
+        let rounds = if std::env::var_os("SHMKIT_LONG_TESTS").is_some() {
+            400
+        } else {
+            60
+        };
+        for round in 0..rounds {
+            for (byte_map, shape) in [(false, shape), (true, bshape)] {
+                let mem = Mem::new(shape.payload_len());
+                let words = mem.len() / 4;
+                let p = mem.ptr().as_ptr().cast::<u32>();
+                for i in 0..words {
+                    let w = match rng.below(4) {
+                        0 => 0,
+                        1 => rng.below(64) as u32,
+                        _ => rng.next() as u32,
+                    };
+                    // SAFETY: i < words, inside `mem`; atomic like the map.
+                    unsafe { core::sync::atomic::AtomicU32::from_ptr(p.add(i)) }
+                        .store(w, core::sync::atomic::Ordering::Relaxed);
+                }
+                if round % 2 == 1 {
+                    // Free locks and an even epoch: the operations get past
+                    // them into the garbage buckets.
+                    for i in 0..shape.buckets_off / 4 {
+                        // SAFETY: as above.
+                        unsafe { core::sync::atomic::AtomicU32::from_ptr(p.add(i)) }
+                            .store(0, core::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                let d = Duration::from_millis(20);
+                let t0 = std::time::Instant::now();
+                let mut results: Vec<bool> = Vec::new();
+                if byte_map {
+                    let m = byte_view(mem.ptr(), shape).with_timeout(d);
+                    let mut buf = [0u8; 20];
+                    for k in 0..6u8 {
+                        let key = [k; 3];
+                        results.push(m.get_into(&key, &mut buf).is_ok());
+                        results.push(m.insert(&key, &[k; 5], Some(&mut buf)).is_ok());
+                        results.push(m.update_in(&key, Some(b"x"), &mut buf, |_, l| l).is_ok());
+                        results.push(m.remove(&key, None).is_ok());
+                    }
+                    results.push(m.for_each(|e| e.read_value(&mut buf)).is_ok());
+                    results.push(m.check().is_ok());
+                    let _ = m.len();
+                    results.push(m.clear().is_ok());
+                } else {
+                    let m = pod_view::<u64, [u8; 20]>(mem.ptr(), shape).with_timeout(d);
+                    for k in 0..6u64 {
+                        results.push(m.get(&k).is_ok());
+                        results.push(m.insert(k, [1; 20]).is_ok());
+                        results.push(m.update_or_insert(k, [2; 20], |v| v[0] += 1).is_ok());
+                        results.push(m.remove(&k).is_ok());
+                    }
+                    results.push(m.for_each(|_, _| ()).is_ok());
+                    results.push(m.check().is_ok());
+                    let _ = m.len();
+                    results.push(m.clear().is_ok());
+                }
+                errors += results.iter().filter(|ok| !**ok).count();
+                // 28 operations, each bounded by the 20 ms timeout (and a
+                // dead owner's take-over costs at most one liveness slice
+                // inside it): generous, only a hang fails.
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "round {round}: {:?}",
+                    t0.elapsed()
+                );
+            }
+        }
+        assert!(errors > 0, "garbage was never reported");
+    }
+
+    #[test]
+    fn params_round_trip_and_garbage_is_refused() {
+        let p = MapParams::of::<u64, u32>(100);
+        assert_eq!(Map::<u64, u32>::decode(Map::<u64, u32>::encode(&p)), Ok(p));
+        assert_eq!(
+            Map::<u64, u32>::payload_len(&p),
+            Ok(p.shape().unwrap().payload_len())
+        );
+        assert!(Map::<u32, u32>::decode(Map::<u64, u32>::encode(&p)).is_err());
+        assert!(Map::<u64, u32>::decode([0, (8 << 32) | 4]).is_err());
+        assert!(Map::<u64, u32>::decode([u64::MAX, (8 << 32) | 4]).is_err());
+        let b = MapParams::bytes(10, 32, 4096);
+        assert_eq!(ByteMap::decode(ByteMap::encode(&b)), Ok(b));
+        assert!(ByteMap::decode([10, u64::MAX]).is_err());
+        assert!(ByteMap::payload_len(&p).is_err());
+        assert!(Map::<u64, u32>::payload_len(&b).is_err());
+        assert!(MapParams::of::<u8, u8>(0).shape().is_err());
+        assert!(MapParams::of::<u8, u8>(MAX_CAPACITY + 1).shape().is_err());
+        let s = MapParams::of::<u8, u8>(MAX_CAPACITY).shape().unwrap();
+        assert_eq!(s.buckets(), 1 << 31);
+        for (cap, buckets, stripes) in [
+            (4, 4, 1),
+            (1, 3, 1),
+            (1, 4, 3),
+            (1, 128, 128),
+            (0, 4, 1),
+            (1, 1, 1),
+        ] {
+            assert!(
+                Shape::custom(cap, buckets, stripes, Format::Fixed(1), Format::Fixed(1)).is_err(),
+                "{cap} {buckets} {stripes}"
+            );
+        }
+        // The standard layout: half full at capacity, 64+ buckets a stripe.
+        let s = MapParams::of::<u64, u64>(1000).shape().unwrap();
+        assert_eq!((s.buckets(), s.stripes(), s.bucket_bytes()), (2048, 32, 32));
+        assert_eq!(
+            std::format!("{p:?}"),
+            "capacity 100, 8-byte keys, 4-byte values"
+        );
+    }
+
+    // ------------------------------------------------------------ crashes
+
+    static DIE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+    /// The crash hook: a forked child that set `DIE` kills itself there.
+    pub(super) fn die_at(at: u32) {
+        if DIE.load(core::sync::atomic::Ordering::Relaxed) == at {
+            // SAFETY: raise has no preconditions; SIGKILL ends this
+            // (forked, single-threaded) process at this instruction.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+    }
+
+    /// `len` bytes of `MAP_SHARED` anonymous memory, shared with children
+    /// forked later.
+    struct Shm {
+        ptr: NonNull<u8>,
+        len: usize,
+    }
+
+    impl Shm {
+        fn new(len: usize) -> Shm {
+            // SAFETY: a fresh anonymous mapping; no pointer is passed in.
+            let p = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            Shm {
+                ptr: NonNull::new(p.cast()).unwrap(),
+                len,
+            }
+        }
+    }
+
+    impl Drop for Shm {
+        fn drop(&mut self) {
+            // SAFETY: our own mapping, unmapped once.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
+    }
+
+    /// Runs `f` in a forked child that dies at crash point `point`;
+    /// returns whether it died there (SIGKILL) rather than finishing.
+    fn die_in_child(point: u32, f: impl FnOnce()) -> bool {
+        // SAFETY: the child runs only map operations (atomics, futex and
+        // raw syscalls, no allocation) and then `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            DIE.store(point, core::sync::atomic::Ordering::Relaxed);
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 101 }) };
+        }
+        let mut status = 0;
+        // SAFETY: our child; `status` is a valid out-pointer.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {}
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL
+    }
+
+    type V4 = [u64; 4];
+
+    /// Keys whose homes are `h` and `h` again, and nothing else near.
+    fn two_keys_at_one_home(shape: &Shape) -> (u64, u64) {
+        let mut by_home: HashMap<usize, u64> = HashMap::new();
+        for k in 1000u64.. {
+            let h = home_of(shape, &k);
+            if h % 8 > 4 {
+                continue; // keep h..h+2 inside one 8-bucket stripe
+            }
+            if let Some(&first) = by_home.get(&h) {
+                return (first, k);
+            }
+            by_home.insert(h, k);
+        }
+        unreachable!()
+    }
+
+    /// A writer killed at every crash point: readers see the state before
+    /// or after the operation (never a torn value), and the next locker
+    /// repairs the map to exactly that state.
+    #[test]
+    #[cfg(not(miri))]
+    fn a_writer_killed_at_any_point_is_repaired() {
+        use crash::*;
+        for point in 1..=LAST {
+            let shape = Shape::custom(16, 32, 4, Format::Fixed(8), Format::Fixed(32)).unwrap();
+            let shm = Shm::new(shape.payload_len());
+            let m = pod_view::<u64, V4>(shm.ptr, shape);
+            let (a, b) = two_keys_at_one_home(&shape);
+            let mut before: HashMap<u64, V4> = HashMap::new();
+            // `a` at its home, `b` (same home) right after it, then an
+            // empty bucket: removing `a` moves `b` back and empties b's
+            // old bucket.
+            for k in [1u64, 2, 3, a, b] {
+                m.insert(k, [k; 4]).unwrap();
+                before.insert(k, [k; 4]);
+            }
+            let mut after = before.clone();
+            let op: &dyn Fn() = match point {
+                INSERT_WRITING | INSERT_KEY | INSERT_COMMITTED => {
+                    after.insert(77, [77; 4]);
+                    &|| {
+                        let _ = m.insert(77, [77; 4]);
+                    }
+                }
+                UPDATE_RECORD | UPDATE_WRITING | UPDATE_HALF | UPDATE_COMMITTED | REPAIR_HALF => {
+                    after.insert(2, [9; 4]);
+                    &|| {
+                        let _ = m.insert(2, [9; 4]);
+                    }
+                }
+                REMOVE_TOMBSTONE | REMOVE_PURGE | MOVE_RECORD | MOVE_COPIED | MOVE_DONE => {
+                    after.remove(&a);
+                    &|| {
+                        let _ = m.remove(&a);
+                    }
+                }
+                _ => {
+                    after.clear();
+                    &|| {
+                        let _ = m.clear();
+                    }
+                }
+            };
+            let first = if point == REPAIR_HALF {
+                UPDATE_HALF
+            } else {
+                point
+            };
+            assert!(
+                die_in_child(first, op),
+                "point {point}: the child did not die there"
+            );
+            if point == REPAIR_HALF {
+                // The repairer dies half-way through its repair.
+                assert!(
+                    die_in_child(REPAIR_HALF, || {
+                        let _ = m.check();
+                    }),
+                    "the repairer did not die"
+                );
+            }
+            let expected = match point {
+                INSERT_COMMITTED | UPDATE_COMMITTED | REMOVE_TOMBSTONE | REMOVE_PURGE => &after,
+                MOVE_RECORD | MOVE_COPIED | MOVE_DONE => &after,
+                CLEAR_EPOCH | CLEAR_HALF | CLEAR_COUNTS => &after,
+                _ => &before,
+            };
+            // Readers, before anyone repairs: the committed state.
+            for k in [1u64, 2, 3, a, b, 77] {
+                assert_eq!(
+                    m.get(&k),
+                    Ok(expected.get(&k).copied()),
+                    "point {point}, key {k}"
+                );
+            }
+            // The next locker repairs; the map is exactly that state.
+            let repairs = m.repairs();
+            let stats = m.check().unwrap_or_else(|e| panic!("point {point}: {e}"));
+            assert!(m.repairs() > repairs, "point {point}: no repair");
+            assert_eq!(stats.len, expected.len(), "point {point}");
+            assert_eq!(&contents(&m), expected, "point {point}");
+            assert_eq!(m.len(), expected.len(), "point {point}");
+            // And works on.
+            m.insert(5, [5; 4]).unwrap();
+            m.check().unwrap();
+        }
+    }
+
+    /// The same for a byte map's update (the record holds a length).
+    #[test]
+    #[cfg(not(miri))]
+    fn a_byte_map_writer_killed_mid_update_is_undone() {
+        let shape = MapParams::bytes(8, 8, 64).shape().unwrap();
+        let shm = Shm::new(shape.payload_len());
+        let m = byte_view(shm.ptr, shape);
+        m.insert(b"k", b"short", None).unwrap();
+        assert!(die_in_child(crash::UPDATE_HALF, || {
+            let _ = m.insert(b"k", &[7; 64], None);
+        }));
+        let mut buf = [0u8; 64];
+        assert_eq!(m.get_into(b"k", &mut buf), Ok(Some(5)));
+        assert_eq!(&buf[..5], b"short");
+        m.check().unwrap();
+        assert_eq!(m.get_into(b"k", &mut buf), Ok(Some(5)));
+        assert_eq!(&buf[..5], b"short");
+        assert!(m.repairs() > 0);
+    }
 }
