@@ -65,6 +65,7 @@ pub mod error;
 pub mod handle;
 pub mod inspect;
 pub mod locked;
+pub mod map;
 pub mod name;
 pub mod process;
 pub mod queue;
@@ -76,6 +77,7 @@ pub use bytemuck;
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
 pub use handle::{Access, Create, IntoInit, ReadOnly, ReadOnlyView, ReadWrite, Shared};
 pub use locked::{LockedArray, LockedValue};
+pub use map::{ByteMapInit, MapError, SharedByteMap, SharedMap};
 pub use name::{InvalidName, SegmentName};
 pub use queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
 pub use segment::{Expect, ObjectSpec, Options, Owner, Segment};
@@ -85,5 +87,5 @@ pub use shmkit_core::{Pod, Zeroable};
 pub mod prelude {
     pub use crate::process;
     pub use crate::sync::{Barrier, Condvar, Event, Lock, Mutex, RLock, RwLock, Semaphore};
-    pub use crate::{Array, Options, Pod, Shared, Value, Zeroable};
+    pub use crate::{Array, Options, Pod, Shared, SharedByteMap, SharedMap, Value, Zeroable};
 }
