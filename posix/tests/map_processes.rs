@@ -278,7 +278,7 @@ fn a_writer_killed_at_random_points() {
 #[test]
 fn hostile_bytes_over_the_whole_payload() {
     let rounds = if common::long() { 300 } else { 40 };
-    let mut junk = Junk(0x5eed_0f_ba5e);
+    let mut junk = Junk(0x5eed_0fba_5e00);
     for (i, bytes) in [false, true].into_iter().enumerate() {
         let name = unique_name("map-hostile");
         let (seg_len, check): (u64, Box<dyn Fn(Duration) -> usize>) = if bytes {
