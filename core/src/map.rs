@@ -802,13 +802,28 @@ const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
 /// The 64-bit hash of a key's bytes: 8-byte little-endian chunks (the last
 /// zero-padded) multiplied in, then a murmur3 finaliser. Fixed, so every
 /// process agrees; not keyed (a peer choosing colliding keys only makes
-/// probes longer, and they are bounded).
+/// probes longer, and they are bounded). `chunk(i)` gives chunk `i`.
 #[inline]
 fn hash_chunks(len: usize, chunk: impl Fn(usize) -> u64) -> u64 {
-    let mut h = (len as u64).wrapping_mul(HASH_K) ^ 0x2545_f491_4f6c_dd1d;
+    let mut h = hash_start(len);
     for i in 0..len.div_ceil(8) {
-        h = (h ^ chunk(i)).wrapping_mul(HASH_K).rotate_left(31);
+        h = hash_mix(h, chunk(i));
     }
+    hash_finish(h)
+}
+
+#[inline(always)]
+fn hash_start(len: usize) -> u64 {
+    (len as u64).wrapping_mul(HASH_K) ^ 0x2545_f491_4f6c_dd1d
+}
+
+#[inline(always)]
+fn hash_mix(h: u64, chunk: u64) -> u64 {
+    (h ^ chunk).wrapping_mul(HASH_K).rotate_left(31)
+}
+
+#[inline(always)]
+fn hash_finish(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -816,19 +831,26 @@ fn hash_chunks(len: usize, chunk: impl Fn(usize) -> u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// The hash of a key's bytes, as every map computes it.
+/// The hash of a key's bytes, as every map computes it (the same function
+/// as [`hash_chunks`] over the bytes, written so that a fixed-size key
+/// compiles to a few instructions).
 #[inline]
 #[must_use]
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    hash_chunks(bytes.len(), |i| {
-        let start = 8 * i;
-        let end = (start + 8).min(bytes.len());
+    let mut h = hash_start(bytes.len());
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
         let mut buf = [0u8; 8];
-        if let (Some(dst), Some(src)) = (buf.get_mut(..end - start), bytes.get(start..end)) {
-            dst.copy_from_slice(src);
-        }
-        u64::from_le_bytes(buf)
-    })
+        buf.copy_from_slice(c);
+        h = hash_mix(h, u64::from_le_bytes(buf));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        h = hash_mix(h, u64::from_le_bytes(buf));
+    }
+    hash_finish(h)
 }
 
 #[inline]
@@ -882,9 +904,18 @@ impl Image<'_> {
 /// Copies words of `region` into `out` (relaxed loads), 4 bytes a word.
 #[inline]
 fn load_bytes(region: &[AtomicU32], out: &mut [u8]) {
-    for (w, chunk) in region.iter().zip(out.chunks_mut(4)) {
-        let v = w.load(Ordering::Relaxed).to_ne_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
+    let mut words = region.iter();
+    let mut chunks = out.chunks_exact_mut(4);
+    for c in &mut chunks {
+        match words.next() {
+            Some(w) => c.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes()),
+            None => return,
+        }
+    }
+    let rest = chunks.into_remainder();
+    if let (false, Some(w)) = (rest.is_empty(), words.next()) {
+        let n = rest.len();
+        rest.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes()[..n]);
     }
 }
 
@@ -1075,6 +1106,7 @@ impl<'a> Table<'a> {
     /// `shape.payload_len()` bytes at `payload`, aligned to
     /// `PAYLOAD_ALIGN`, stay mapped read-write for `'a` and are only
     /// accessed atomically.
+    #[inline]
     unsafe fn at(payload: NonNull<u8>, shape: Shape) -> Table<'a> {
         let p = payload.as_ptr();
         // SAFETY: every offset and length below comes from `shape`, whose
@@ -1119,35 +1151,48 @@ impl<'a> Table<'a> {
         b >> self.shape.stripe_shift
     }
 
+    /// The words of bucket `b mod buckets`. Masking here makes every
+    /// bucket access in range whatever index a caller computed (from a
+    /// hash, a probe, a record a peer may have scribbled on).
     #[inline]
     fn bucket(&self, b: usize) -> &'a [AtomicU32] {
-        let start = b * self.shape.bucket_words;
-        self.words
-            .get(start..start + self.shape.bucket_words)
-            .unwrap_or(&[])
+        let bw = self.shape.bucket_words;
+        let start = (b & self.mask()) * bw;
+        debug_assert!(start + bw <= self.words.len());
+        // SAFETY: `b & mask < buckets`, and `words` holds exactly
+        // `buckets * bucket_words` words: `Table::new` checks it, and
+        // `Table::at` makes the slice from the same shape. So
+        // `start + bw <= words.len()`.
+        unsafe { self.words.get_unchecked(start..start + bw) }
     }
 
-    /// The meta word of bucket `b` (`b` < buckets).
+    /// Words `from..from + n` of bucket `b`, where the shape guarantees
+    /// `from + n <= bucket_words`.
+    #[inline]
+    fn bucket_part(&self, b: usize, from: usize, n: usize) -> &'a [AtomicU32] {
+        let bucket = self.bucket(b);
+        debug_assert!(from + n <= bucket.len());
+        // SAFETY: callers pass the head, key and value regions, which
+        // `Shape::custom` lays out inside a bucket: HEAD_WORDS + key_words
+        // + value_words <= bucket_words. Shapes are only made there.
+        unsafe { bucket.get_unchecked(from..from + n) }
+    }
+
+    /// The meta word of bucket `b`.
     #[inline]
     fn meta(&self, b: usize) -> &'a AtomicU32 {
-        // Buckets have at least HEAD_WORDS words; `b` is always masked.
-        &self.words[b * self.shape.bucket_words]
+        &self.bucket_part(b, 0, 1)[0]
     }
 
     #[inline]
     fn key_region(&self, b: usize) -> &'a [AtomicU32] {
-        let k = self.shape.key_words;
-        self.bucket(b)
-            .get(HEAD_WORDS..HEAD_WORDS + k)
-            .unwrap_or(&[])
+        self.bucket_part(b, HEAD_WORDS, self.shape.key_words)
     }
 
     #[inline]
     fn value_region(&self, b: usize) -> &'a [AtomicU32] {
         let (k, v) = (self.shape.key_words, self.shape.value_words);
-        self.bucket(b)
-            .get(HEAD_WORDS + k..HEAD_WORDS + k + v)
-            .unwrap_or(&[])
+        self.bucket_part(b, HEAD_WORDS + k, v)
     }
 
     #[inline]
@@ -1162,18 +1207,33 @@ impl<'a> Table<'a> {
     /// loads: a reader validates afterwards, a writer holds the lock).
     #[inline]
     fn key_matches(&self, b: usize, tag: u32, key: &Image<'_>) -> bool {
-        let bucket = self.bucket(b);
-        if bucket.get(1).map(|w| w.load(Ordering::Relaxed)) != Some(tag) {
+        if self.bucket_part(b, 1, 1)[0].load(Ordering::Relaxed) != tag {
             return false;
         }
-        let region = self.key_region(b);
-        let n = key.words();
-        n <= region.len()
-            && region
-                .iter()
-                .take(n)
-                .enumerate()
-                .all(|(i, w)| w.load(Ordering::Relaxed) == key.word(i))
+        let mut region = self.key_region(b);
+        if key.prefixed {
+            match region.split_first() {
+                // Lengths are checked against the maximum (< 2^17).
+                Some((len, rest)) if len.load(Ordering::Relaxed) == key.bytes.len() as u32 => {
+                    region = rest
+                }
+                _ => return false,
+            }
+        }
+        if region.len() < key.bytes.len().div_ceil(4) {
+            return false;
+        }
+        let mut words = region.iter();
+        let mut chunks = key.bytes.chunks_exact(4);
+        for c in &mut chunks {
+            let mut buf = [0u8; 4];
+            buf.copy_from_slice(c);
+            if words.next().map(|w| w.load(Ordering::Relaxed)) != Some(u32::from_ne_bytes(buf)) {
+                return false;
+            }
+        }
+        let rest = chunks.remainder();
+        rest.is_empty() || words.next().map(|w| w.load(Ordering::Relaxed)) == Some(pack(rest, 0))
     }
 
     fn deadline(&self) -> Option<Deadline> {
@@ -1223,37 +1283,36 @@ impl<'a> Table<'a> {
                 let m = self.meta(b).load(Ordering::Acquire);
                 sum += u64::from(m);
                 walked = n + 1;
-                match state(m) {
-                    // `EMPTY | WRITING`, `TOMBSTONE | WRITING`: inserts (or
-                    // moves) not committed yet: the bucket is what it was.
-                    EMPTY => break,
-                    TOMBSTONE => {}
-                    FULL => {
-                        if self.key_matches(b, tag, &key) {
-                            found = Some(if m & WRITING == 0 {
-                                read(self.value_region(b))
+                let st = state(m);
+                if st == FULL {
+                    if self.key_matches(b, tag, &key) {
+                        found = Some(if m & WRITING == 0 {
+                            read(self.value_region(b))
+                        } else {
+                            // An update in progress (or its writer died):
+                            // the committed value is in the stripe's undo
+                            // record.
+                            let s = self.stripe_of(b);
+                            let rec = self
+                                .stripes
+                                .get(s)
+                                .map(|st| st.undo_bucket.load(Ordering::Relaxed));
+                            if rec == Some(b as u32 + 1) {
+                                read(self.undo_region(s))
                             } else {
-                                // An update in progress (or its writer
-                                // died): the committed value is in the
-                                // stripe's undo record.
-                                let s = self.stripe_of(b);
-                                let rec = self
-                                    .stripes
-                                    .get(s)
-                                    .map(|st| st.undo_bucket.load(Ordering::Relaxed));
-                                if rec == Some(b as u32 + 1) {
-                                    read(self.undo_region(s))
-                                } else {
-                                    Err(ValueIssue::Bad)
-                                }
-                            });
-                            break;
-                        }
-                    }
-                    _ => {
-                        bad = true;
+                                Err(ValueIssue::Bad)
+                            }
+                        });
                         break;
                     }
+                } else if st == EMPTY {
+                    // `EMPTY | WRITING` (and `TOMBSTONE | WRITING`): an
+                    // insert or a move not committed yet; the bucket is
+                    // what it was.
+                    break;
+                } else if st != TOMBSTONE {
+                    bad = true;
+                    break;
                 }
             }
             // SYNC POINT MAP-SEQ / MAP-UNDO / MAP-EPOCH (reader): the
@@ -2427,6 +2486,7 @@ unsafe impl<K: Pod, V: Pod> Object for Map<K, V> {
 
     unsafe fn init(_payload: NonNull<u8>, _params: &MapParams) {}
 
+    #[inline]
     unsafe fn attach<'a>(payload: NonNull<u8>, params: &MapParams) -> MapView<'a, K, V> {
         let shape = params
             .shape
@@ -2879,6 +2939,7 @@ unsafe impl Object for ByteMap {
 
     unsafe fn init(_payload: NonNull<u8>, _params: &MapParams) {}
 
+    #[inline]
     unsafe fn attach<'a>(payload: NonNull<u8>, params: &MapParams) -> ByteMapView<'a> {
         let shape = params
             .shape
