@@ -2986,48 +2986,56 @@ mod tests {
         }
     }
 
-    fn pod_view<K: Pod, V: Pod>(ptr: NonNull<u8>, shape: Shape) -> MapView<'static, K, V> {
+    fn pod_view<'m, K: Pod, V: Pod>(ptr: NonNull<u8>, shape: Shape) -> MapView<'m, K, V> {
         assert_eq!(shape.key, Format::Fixed(size_of::<K>()));
         assert_eq!(shape.value, Format::Fixed(size_of::<V>()));
         MapView {
             // SAFETY: every caller passes memory of at least
             // `shape.payload_len()` zeroed (or map-initialised) bytes,
-            // 128-aligned, that outlives the view (tests leak or keep it),
-            // accessed only atomically.
+            // 128-aligned, that outlives the view ('m, which callers tie
+            // to the memory's owner), accessed only atomically.
             table: unsafe { Table::at(ptr, shape) },
             _kv: PhantomData,
         }
     }
 
-    fn byte_view(ptr: NonNull<u8>, shape: Shape) -> ByteMapView<'static> {
+    fn byte_view<'m>(ptr: NonNull<u8>, shape: Shape) -> ByteMapView<'m> {
         ByteMapView {
             // SAFETY: as in `pod_view`.
             table: unsafe { Table::at(ptr, shape) },
         }
     }
 
-    /// A `Map<K, V>` of `capacity` in leaked memory (tests are short).
-    fn new_map<K: Pod, V: Pod>(capacity: usize) -> MapView<'static, K, V> {
-        let shape = MapParams::of::<K, V>(capacity).shape().unwrap();
-        let mem = Box::leak(Box::new(Mem::new(shape.payload_len())));
-        pod_view(mem.ptr(), shape)
+    /// A `Map<K, V>` in memory of this process.
+    struct Owned<K, V> {
+        mem: Mem,
+        shape: Shape,
+        _kv: PhantomData<fn() -> (K, V)>,
     }
 
-    fn custom<K: Pod, V: Pod>(
-        capacity: usize,
-        buckets: usize,
-        stripes: usize,
-    ) -> MapView<'static, K, V> {
-        let shape = Shape::custom(
-            capacity,
-            buckets,
-            stripes,
-            Format::Fixed(size_of::<K>()),
-            Format::Fixed(size_of::<V>()),
-        )
-        .unwrap();
-        let mem = Box::leak(Box::new(Mem::new(shape.payload_len())));
-        pod_view(mem.ptr(), shape)
+    impl<K: Pod, V: Pod> Owned<K, V> {
+        /// The standard layout for `capacity` entries.
+        fn new(capacity: usize) -> Self {
+            Self::with(MapParams::of::<K, V>(capacity).shape().unwrap())
+        }
+
+        /// A custom layout (several stripes in a tiny map).
+        fn custom(capacity: usize, buckets: usize, stripes: usize) -> Self {
+            let (k, v) = (Format::Fixed(size_of::<K>()), Format::Fixed(size_of::<V>()));
+            Self::with(Shape::custom(capacity, buckets, stripes, k, v).unwrap())
+        }
+
+        fn with(shape: Shape) -> Self {
+            Owned {
+                mem: Mem::new(shape.payload_len()),
+                shape,
+                _kv: PhantomData,
+            }
+        }
+
+        fn view(&self) -> MapView<'_, K, V> {
+            pod_view(self.mem.ptr(), self.shape)
+        }
     }
 
     fn home_of<K: Pod>(shape: &Shape, k: &K) -> usize {
@@ -3060,7 +3068,8 @@ mod tests {
 
     #[test]
     fn operations_and_python_idioms() {
-        let m = new_map::<u64, u64>(8);
+        let owned_m = Owned::<u64, u64>::new(8);
+        let m = owned_m.view();
         assert_eq!(m.capacity(), 8);
         assert_eq!(m.insert(1, 10), Ok(None));
         assert_eq!(m.insert(1, 11), Ok(Some(10)));
@@ -3094,7 +3103,8 @@ mod tests {
         assert_eq!(m.check().unwrap().len, 0);
         assert_eq!(m.repairs(), 0);
         // Zero-sized values make a set.
-        let set = new_map::<u32, ()>(4);
+        let owned_set = Owned::<u32, ()>::new(4);
+        let set = owned_set.view();
         set.insert(7, ()).unwrap();
         assert_eq!(set.contains_key(&7), Ok(true));
         assert_eq!(set.contains_key(&8), Ok(false));
@@ -3102,7 +3112,8 @@ mod tests {
 
     #[test]
     fn a_full_map_is_an_error_and_changes_nothing() {
-        let m = new_map::<u32, u32>(10);
+        let owned_m = Owned::<u32, u32>::new(10);
+        let m = owned_m.view();
         for k in 0..10 {
             m.insert(k, k).unwrap();
         }
@@ -3214,7 +3225,8 @@ mod tests {
         let ops = if cfg!(miri) { 300 } else { 20_000 };
         let mut rng = Rng(0x1234_5678_9abc_def1);
         for (cap, buckets, stripes) in shapes {
-            let m = custom::<u16, u32>(cap, buckets, stripes);
+            let owned_m = Owned::<u16, u32>::custom(cap, buckets, stripes);
+            let m = owned_m.view();
             let mut model: HashMap<u16, u32> = HashMap::new();
             let keys = (cap as u64 * 3 / 2).max(4);
             for i in 0..ops {
@@ -3270,7 +3282,8 @@ mod tests {
     #[test]
     #[cfg(not(miri))]
     fn churn_at_full_capacity_keeps_probes_short() {
-        let m = new_map::<u64, u64>(1024);
+        let owned_m = Owned::<u64, u64>::new(1024);
+        let m = owned_m.view();
         let mut rng = Rng(99);
         let mut live: Vec<u64> = Vec::new();
         for _ in 0..1024 {
@@ -3301,7 +3314,8 @@ mod tests {
 
     #[test]
     fn threads_update_counters_exactly() {
-        let m = custom::<u32, u64>(200, 512, 8);
+        let owned_m = Owned::<u32, u64>::custom(200, 512, 8);
+        let m = owned_m.view();
         let n = if cfg!(miri) { 20 } else { 3000 };
         std::thread::scope(|s| {
             for t in 0..4u32 {
@@ -3322,7 +3336,8 @@ mod tests {
 
     #[test]
     fn readers_never_see_torn_values() {
-        let m = custom::<u32, [u32; 8]>(16, 32, 4);
+        let owned_m = Owned::<u32, [u32; 8]>::custom(16, 32, 4);
+        let m = owned_m.view();
         let n = if cfg!(miri) { 30 } else { 20_000 };
         let done = core::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -3357,7 +3372,8 @@ mod tests {
     #[test]
     #[cfg(not(miri))]
     fn readers_do_not_wait_and_timeouts_are_never_early() {
-        let m = custom::<u64, u64>(32, 64, 4);
+        let owned_m = Owned::<u64, u64>::custom(32, 64, 4);
+        let m = owned_m.view();
         let shape = *m.shape();
         // A key, and another whose probe stays in another stripe.
         let stripe = |k: &u64| home_of(&shape, k) >> shape.stripe_shift;
