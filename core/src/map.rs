@@ -43,6 +43,10 @@
 //! tombstones; sustained churn at full capacity then emptied no bucket,
 //! and every miss probed the whole table.)
 //!
+//! Keys are hashed and compared by their bytes (a `Pod` type has no
+//! padding): `0.0` and `-0.0` are two keys, and a NaN key is found again
+//! by the same bits.
+//!
 //! **Readers never lock and never wait for a writer.** Every bucket starts
 //! with a *meta* word: a version, a state (`EMPTY`, `FULL`, `TOMBSTONE`)
 //! and a `WRITING` bit; every change of a meta word makes it larger (see
@@ -832,7 +836,7 @@ fn hash_finish(mut h: u64) -> u64 {
 }
 
 /// The hash of a key's bytes, as every map computes it (the same function
-/// as [`hash_chunks`] over the bytes, written so that a fixed-size key
+/// as `hash_chunks` over the bytes, written so that a fixed-size key
 /// compiles to a few instructions).
 #[inline]
 #[must_use]
@@ -1245,7 +1249,7 @@ impl<'a> Table<'a> {
     /// Looks `key` up without locking; `read` copies a value region out.
     ///
     /// The walk from the key's home to the bucket that answers is one
-    /// seqlock read (module docs, "Readers"): every meta word walked is
+    /// seqlock read (module docs, "Readers never lock"): every meta word walked is
     /// summed, and after an Acquire fence summed again. Every transition
     /// of a meta word increases it (see [`meta`]), so equal sums mean no
     /// bucket walked changed meanwhile: no write, no entry moved past us.
