@@ -2956,6 +2956,9 @@ unsafe impl Object for ByteMap {
 }
 
 #[cfg(all(test, not(loom)))]
+// Under miri the fork, timing and long tests are left out, and some of
+// their helpers with them.
+#[cfg_attr(miri, allow(dead_code))]
 mod tests {
     extern crate std;
 
