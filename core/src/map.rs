@@ -1409,10 +1409,15 @@ impl<'a> Table<'a> {
                 held.put(s, g);
                 Ok(true)
             }
-            Err(LockError::WouldBlock) if matches!(how, How::Try) => Ok(false),
-            Err(LockError::WouldBlock | LockError::TimedOut) => Err(MapError::TimedOut),
             Err(LockError::WouldDeadlock) => Err(MapError::WouldDeadlock),
-            Err(LockError::NotRecoverable | LockError::Overflow) => Err(MapError::NotRecoverable),
+            Err(LockError::NotRecoverable) => Err(MapError::NotRecoverable),
+            Err(LockError::TimedOut) => Err(MapError::TimedOut),
+            // What is left are the `try_lock` refusals (`WouldBlock`, and
+            // any "the word kept changing" the lock may report): not taken.
+            // (`Overflow` is a reentrant lock's, never a `RawMutex`'s.)
+            Err(_) if matches!(how, How::Try) => Ok(false),
+            // The deadline had passed: `try_lock` said no.
+            Err(_) => Err(MapError::TimedOut),
         }
     }
 
