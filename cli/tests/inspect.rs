@@ -18,7 +18,7 @@ use shmkit::core::sync::{
 };
 use shmkit::posix::queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
 use shmkit::posix::sync as psync;
-use shmkit::{Array, LockedValue};
+use shmkit::{Array, LockedValue, SharedByteMap, SharedMap};
 use shmkit_testkit::{fork, unique_name, Child};
 
 /// Runs the tests of this file one at a time. A child forked by one test
@@ -454,6 +454,62 @@ fn pipes_count_pending_messages_per_direction() {
     kill(child);
 }
 
+#[test]
+fn map_capacity_length_and_a_writer_lock_held_then_dead() {
+    let _serial = serial();
+    let name = unique_name("insp-map");
+    let map = SharedMap::<u64, u64>::create(&name, 100).unwrap();
+    for k in 0..5 {
+        map.insert(k, k * 10).unwrap();
+    }
+    let out = inspect_ok(&name);
+    assert_eq!(value(&out, "kind"), "map (17)");
+    assert_eq!(
+        value(&out, "capacity"),
+        "100 entries (256 buckets of 32 bytes, 4 writer lock(s))"
+    );
+    assert_eq!(value(&out, "length"), "5 of 100 (read without the locks)");
+    assert_eq!(value(&out, "locks"), "none of 4 writer lock(s) held");
+    // A child holds the writer lock of key 3's stripe, inside an update.
+    let ready = Ready::new();
+    let holder = fork(|| {
+        let _ = map.update(&3, |_| {
+            ready.signal();
+            park_forever()
+        });
+        1
+    });
+    ready.wait();
+    let pid = holder.pid();
+    let out = inspect_ok(&name);
+    assert_eq!(value(&out, "locks"), "1 of 4 writer lock(s) held");
+    let held = value(&out, "writer lock");
+    assert!(
+        held.starts_with("stripe ") && held.ends_with(&format!("pid {pid}, alive")),
+        "{out}"
+    );
+    kill(holder);
+    let out = inspect_ok(&name);
+    assert!(value(&out, "writer lock").contains("dead"), "{out}");
+    assert!(value(&out, "repairs").starts_with("0 "), "{out}");
+    // Inspecting repaired nothing: the next writer does.
+    assert_eq!(map.insert(3, 31), Ok(Some(30)));
+    let out = inspect_ok(&name);
+    assert_eq!(value(&out, "locks"), "none of 4 writer lock(s) held");
+    assert!(value(&out, "repairs").starts_with("1 "), "{out}");
+
+    let bname = unique_name("insp-bytemap");
+    let bytes = SharedByteMap::create(&bname, (10, 16, 64)).unwrap();
+    bytes.insert("image", b"pixels").unwrap();
+    let out = inspect_ok(&bname);
+    assert_eq!(value(&out, "kind"), "byte-map (18)");
+    assert_eq!(
+        value(&out, "entries"),
+        "keys up to 16 bytes, values up to 64 bytes"
+    );
+    assert_eq!(value(&out, "length"), "1 of 10 (read without the locks)");
+}
+
 /// Writes `bytes` at `off` of `/dev/shm/NAME` (outside the mapping code:
 /// what a corrupt peer or a stray writer does).
 fn scribble(name: &str, off: u64, bytes: &[u8]) {
@@ -594,6 +650,16 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
         {
             let n = unique_name("insp-g-duplex");
             let h = SharedDuplexPipe::create(&n, 32).unwrap();
+            (n, Box::new(h))
+        },
+        {
+            let n = unique_name("insp-g-map");
+            let h = SharedMap::<u64, u64>::create(&n, 100).unwrap();
+            (n, Box::new(h))
+        },
+        {
+            let n = unique_name("insp-g-bytemap");
+            let h = SharedByteMap::create(&n, (8, 16, 32)).unwrap();
             (n, Box::new(h))
         },
     ];

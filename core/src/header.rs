@@ -159,6 +159,10 @@ impl Kind {
     pub const PIPE: Kind = Kind(14);
     /// A two-way byte-message pipe.
     pub const DUPLEX_PIPE: Kind = Kind(15);
+    /// A hash map of `Pod` keys to `Pod` values.
+    pub const MAP: Kind = Kind(17);
+    /// A hash map of bounded byte strings to bounded byte strings.
+    pub const BYTE_MAP: Kind = Kind(18);
     /// A condition: a mutex around a `Pod` value and its condition
     /// variable, one object (Python's `Condition`).
     pub const CONDITION: Kind = Kind(20);
@@ -184,6 +188,8 @@ impl Kind {
             Kind::QUEUE => "queue",
             Kind::PIPE => "pipe",
             Kind::DUPLEX_PIPE => "duplex-pipe",
+            Kind::MAP => "map",
+            Kind::BYTE_MAP => "byte-map",
             Kind::CONDITION => "condition",
             Kind(k) if k >= Kind::USER.0 => "user",
             _ => "unknown",

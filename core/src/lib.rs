@@ -2,8 +2,9 @@
 //!
 //! Everything that lives *inside* a shmkit shared-memory segment, with no
 //! `std` and no allocator: the [segment header](header), element-wise
-//! [shared data](shared), and the [wait/wake](wait) and [owner](owner)
-//! layers that blocking primitives are built on.
+//! [shared data](shared), the [shared map](map), and the
+//! [wait/wake](wait) and [owner](owner) layers that blocking primitives
+//! are built on.
 //!
 //! Objects here are `#[repr(C)]`, pointer-free and position-independent, so
 //! they work at whatever address each process maps them. They validate
@@ -48,6 +49,7 @@
 extern crate std;
 
 pub mod header;
+pub mod map;
 pub mod object;
 pub mod owner;
 pub mod primitive;

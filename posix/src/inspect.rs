@@ -4,7 +4,8 @@
 //! [`describe`] takes a validated [`HeaderSnapshot`] and a [`PayloadView`]
 //! and returns `(label, value)` lines: a lock's owner and whether it lives,
 //! its waiters; a semaphore's permits; a barrier's parties and generation;
-//! a queue's capacity, occupancy and attached producers and consumers.
+//! a queue's capacity, occupancy and attached producers and consumers; a
+//! map's capacity, length and held writer locks.
 //!
 //! # Rules
 //! - **Reads only.** The payload may be mapped read-only. Every access is an
@@ -45,6 +46,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use shmkit_core::header::{type_hash, HeaderSnapshot, Kind, PAYLOAD_ALIGN};
+use shmkit_core::map::{Format, Shape};
 use shmkit_core::owner::Liveness;
 use shmkit_core::queue::mpmc::{QueueControl, FULL, NO_INTENT};
 use shmkit_core::queue::pipe::FRAME_HEADER;
@@ -231,6 +233,7 @@ pub fn describe(h: &HeaderSnapshot, p: &PayloadView<'_>) -> Option<Lines> {
         Kind::QUEUE => queue(h, p, &mut out),
         Kind::PIPE => pipe(h, p, 1, &mut out),
         Kind::DUPLEX_PIPE => pipe(h, p, 2, &mut out),
+        Kind::MAP | Kind::BYTE_MAP => map(h, p, &mut out),
         _ => return None,
     }
     Some(out)
@@ -1035,5 +1038,132 @@ fn pipe(h: &HeaderSnapshot, p: &PayloadView<'_>, rings: usize, out: &mut Lines) 
         }
         out.push((sender, role_text(ctl.producer_slot())));
         out.push((receiver, role_text(ctl.consumer_slot())));
+    }
+}
+
+// ------------------------------------------------------------------- maps
+
+/// A map: its capacity and layout, length (the per-stripe counts), a clear
+/// under way, the writer locks held (one per stripe) and the repairs made.
+/// The layout comes from `shmkit_core::map::Shape` of the header's
+/// parameters, checked against the payload length.
+fn map(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
+    let [cap, sizes] = h.fingerprint.params;
+    let (k, v) = ((sizes >> 32) as usize, (sizes & 0xffff_ffff) as usize);
+    let (key, value) = if h.kind == Kind::MAP {
+        (Format::Fixed(k), Format::Fixed(v))
+    } else {
+        (Format::Bytes(k), Format::Bytes(v))
+    };
+    let shape = match usize::try_from(cap).ok().map(|c| Shape::new(c, key, value)) {
+        Some(Ok(s)) if s.payload_len() as u64 == h.payload_len && s.payload_len() <= p.len() => s,
+        Some(Ok(s)) => {
+            corrupt(
+                out,
+                "layout",
+                format!(
+                    "a map of {cap} entries needs a {}-byte payload, the header says {}",
+                    s.payload_len(),
+                    h.payload_len
+                ),
+            );
+            return;
+        }
+        Some(Err(e)) => {
+            return corrupt(
+                out,
+                "layout",
+                format!("capacity {cap}, keys {k}, values {v}: {e}"),
+            )
+        }
+        None => {
+            return corrupt(
+                out,
+                "layout",
+                format!("capacity {cap} does not fit in memory"),
+            )
+        }
+    };
+    out.push((
+        "capacity",
+        format!(
+            "{cap} entries ({} buckets of {} bytes, {} writer lock(s))",
+            shape.buckets(),
+            shape.bucket_bytes(),
+            shape.stripes()
+        ),
+    ));
+    out.push((
+        "entries",
+        match (key, value) {
+            (Format::Bytes(k), Format::Bytes(v)) => {
+                format!("keys up to {k} bytes, values up to {v} bytes")
+            }
+            _ => format!("{k}-byte keys, {v}-byte values"),
+        },
+    ));
+    let len = (0..shape.stripes())
+        .filter_map(|i| p.u32_at(shape.count_offset(i)))
+        .fold(0u64, |acc, c| acc.saturating_add(u64::from(c)));
+    // Inserts racing in different stripes may overshoot by one a stripe.
+    if len > (shape.capacity() + shape.stripes()) as u64 {
+        corrupt(
+            out,
+            "length",
+            format!("{len} entries counted, more than the capacity {cap}"),
+        );
+    } else {
+        out.push(("length", format!("{len} of {cap} (read without the locks)")));
+    }
+    if p.u32_at(shape.epoch_offset()).is_some_and(|e| e & 1 != 0) {
+        out.push((
+            "clear",
+            "under way, or its clearer died (readers see an empty map; the next writer finishes it)".to_string(),
+        ));
+    }
+    let mut held = Vec::new();
+    for i in 0..shape.stripes() {
+        let Some(lock) = p.object::<RawMutex>(shape.stripe_offset(i)) else {
+            corrupt(
+                out,
+                "writer lock",
+                format!("stripe {i} is outside the payload"),
+            );
+            return;
+        };
+        let s = lock.snapshot();
+        match s.state {
+            MutexState::Unlocked => {}
+            MutexState::Held { .. } => held.push((i, owner_text(&s.state))),
+            MutexState::NotRecoverable => corrupt(
+                out,
+                "writer lock",
+                format!("stripe {i}'s lock is not recoverable (a peer overwrote its word)"),
+            ),
+        }
+    }
+    out.push((
+        "locks",
+        format!(
+            "{} of {} writer lock(s) held",
+            if held.is_empty() {
+                "none".to_string()
+            } else {
+                held.len().to_string()
+            },
+            shape.stripes()
+        ),
+    ));
+    for (i, owner) in held.iter().take(SHOW) {
+        out.push(("writer lock", format!("stripe {i}: {owner}")));
+    }
+    if held.len() > SHOW {
+        out.push(("writer lock", "…".to_string()));
+    }
+    if let Some(r) = p.u32_at(shape.repairs_offset()) {
+        out.push((
+            "repairs",
+            format!("{r} (stripes repaired after a writer died holding their lock)"),
+        ));
     }
 }

@@ -64,6 +64,7 @@ pub mod array;
 pub mod error;
 pub mod handle;
 pub mod inspect;
+pub mod map;
 pub mod message;
 pub mod name;
 pub mod process;
@@ -75,6 +76,7 @@ pub use array::{Array, ArrayInit, Value};
 pub use bytemuck;
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
 pub use handle::{Access, Create, IntoInit, ReadOnly, ReadOnlyView, ReadWrite, Shared};
+pub use map::{ByteMapInit, MapError, SharedByteMap, SharedMap};
 pub use sync::LockedArray;
 /// Python's `Value(t, v, lock=True)`: a value reached only through its
 /// robust lock (the same object as [`sync::Mutex`]).
@@ -91,5 +93,5 @@ pub mod prelude {
     pub use crate::sync::{
         Barrier, Condition, Event, Lock, LockedArray, Mutex, RLock, RwLock, Semaphore,
     };
-    pub use crate::{Array, Options, Pod, Shared, Value, Zeroable};
+    pub use crate::{Array, Options, Pod, Shared, SharedByteMap, SharedMap, Value, Zeroable};
 }

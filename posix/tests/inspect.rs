@@ -10,7 +10,7 @@ use shmkit_core::sync::{Condvar, Event, Mutex, ReentrantMutex, RwLock, Semaphore
 use shmkit_posix::inspect::{describe, Lines, PayloadView};
 use shmkit_posix::queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
 use shmkit_posix::sync as psync;
-use shmkit_posix::{Array, LockedArray, LockedValue, Segment, Value};
+use shmkit_posix::{Array, LockedArray, LockedValue, Segment, SharedByteMap, SharedMap, Value};
 
 fn view(seg: &Segment) -> PayloadView<'_> {
     // SAFETY: the payload stays mapped while `seg` lives; it is written
@@ -115,6 +115,14 @@ fn every_kind() -> Vec<(&'static str, Box<dyn AsSegment>)> {
         ),
         ("pipe", Box::new(SharedPipe::anonymous(64).unwrap())),
         ("duplex", Box::new(SharedDuplexPipe::anonymous(64).unwrap())),
+        (
+            "map",
+            Box::new(SharedMap::<u64, u32>::anonymous(100).unwrap()),
+        ),
+        (
+            "byte map",
+            Box::new(SharedByteMap::anonymous((10, 16, 64)).unwrap()),
+        ),
     ]
 }
 
@@ -149,6 +157,8 @@ as_segment!(
     SharedQueue<u32>,
     SharedPipe,
     SharedDuplexPipe,
+    SharedMap<u64, u32>,
+    SharedByteMap,
 );
 
 #[test]
@@ -218,6 +228,25 @@ fn fresh_objects_of_every_kind() {
     assert!(
         value(&l, "1→0 pending").starts_with("0 message(s)"),
         "{l:?}"
+    );
+    let l = get("map");
+    assert_eq!(
+        value(&l, "capacity"),
+        "100 entries (256 buckets of 32 bytes, 4 writer lock(s))"
+    );
+    assert_eq!(value(&l, "entries"), "8-byte keys, 4-byte values");
+    assert_eq!(value(&l, "length"), "0 of 100 (read without the locks)");
+    assert_eq!(value(&l, "locks"), "none of 4 writer lock(s) held");
+    assert!(value(&l, "repairs").starts_with("0 "), "{l:?}");
+    assert!(!l.iter().any(|(k, _)| *k == "clear"), "{l:?}");
+    let l = get("byte map");
+    assert_eq!(
+        value(&l, "capacity"),
+        "10 entries (32 buckets of 128 bytes, 1 writer lock(s))"
+    );
+    assert_eq!(
+        value(&l, "entries"),
+        "keys up to 16 bytes, values up to 64 bytes"
     );
 }
 
@@ -290,6 +319,24 @@ fn states_set_in_process_are_read_back() {
     let l = lines(b.segment());
     assert!(value(&l, "generation").starts_with("2 "), "{l:?}");
     assert_eq!(value(&l, "party"), format!("{task}, alive, not arrived"));
+
+    // A map with two entries, seen from inside an update: one writer lock
+    // held, by this thread.
+    let map = SharedMap::<u64, u32>::anonymous(100).unwrap();
+    map.insert(1, 2).unwrap();
+    map.insert(3, 4).unwrap();
+    let l = map.update(&1, |_| lines(map.segment())).unwrap().unwrap();
+    assert_eq!(value(&l, "length"), "2 of 100 (read without the locks)");
+    assert_eq!(value(&l, "locks"), "1 of 4 writer lock(s) held");
+    let held = value(&l, "writer lock");
+    assert!(
+        held.starts_with("stripe ") && held.ends_with(&format!("{task}, alive")),
+        "{l:?}"
+    );
+    assert_eq!(
+        value(&lines(map.segment()), "locks"),
+        "none of 4 writer lock(s) held"
+    );
 }
 
 /// The payload of `seg` at byte `off`, as a u32, overwritten.
@@ -360,6 +407,22 @@ fn known_corruptions_are_named() {
         value(&l, "capacity").starts_with("corrupt: 3 is impossible"),
         "{l:?}"
     );
+    // A map whose clearer died mid-clear (odd epoch, the first word), and
+    // whose counts add up to more than it can hold.
+    let map = SharedMap::<u64, u64>::anonymous(8).unwrap();
+    let shape = map.params().shape().unwrap();
+    poke_u32(map.segment(), shape.epoch_offset(), 7);
+    poke_u32(map.segment(), shape.count_offset(0), 1000);
+    let l = lines(map.segment());
+    assert!(value(&l, "clear").starts_with("under way"), "{l:?}");
+    assert!(
+        value(&l, "length").starts_with("corrupt: 1000 entries counted"),
+        "{l:?}"
+    );
+    let mut h = *map.segment().header();
+    h.fingerprint.params[0] = 1 << 40;
+    let l = describe(&h, &view(map.segment())).unwrap();
+    assert!(value(&l, "layout").starts_with("corrupt: "), "{l:?}");
     let mut h = *m.segment().header();
     h.fingerprint.align = 3;
     let l = describe(&h, &view(m.segment())).unwrap();

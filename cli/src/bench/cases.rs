@@ -3,7 +3,9 @@
 //!
 //! Stable names (JSON, README): see `docs/bench.md`.
 
-use super::{floors, peers, shmkit_locks, shmkit_queues, shmkit_segment, Impl, Metric, Params};
+use super::{
+    floors, peers, shmkit_locks, shmkit_map, shmkit_queues, shmkit_segment, Impl, Metric, Params,
+};
 
 /// Where a case puts its processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +121,16 @@ pub const CASES: &[Case] = &[
         ops: [200_000, 2_000_000],
     },
     Case {
+        name: "map_get",
+        impls_of: "map_get",
+        metric: Metric::NsPerOp,
+        floor: Some("std_hashmap"),
+        description: "get in a u64 -> u64 map at 50% load (batches of 1000); with_writer: a peer process rewrites entries meanwhile",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [1_000_000, 10_000_000],
+    },
+    Case {
         name: "segment_lifecycle",
         impls_of: "segment_lifecycle",
         metric: Metric::NsPerOp,
@@ -159,6 +171,7 @@ pub fn providers() -> Vec<Provider> {
         shmkit_locks::impls,
         shmkit_queues::impls,
         shmkit_segment::impls,
+        shmkit_map::impls,
     ];
     v.extend_from_slice(OPTIONAL);
     v

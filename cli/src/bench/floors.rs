@@ -9,6 +9,7 @@
 //! | `lock_handoff` | `pthread_pshared` | a `PTHREAD_PROCESS_SHARED` mutex passed back and forth between two processes ([`handoff`]) |
 //! | `spsc_throughput` | `floor` | a minimal single-producer single-consumer ring of `u64` between two processes |
 //! | `pipe_bytes` | `floor` | `memcpy` of one message (64 KiB) on one core |
+//! | `map_get` | `std_hashmap` | `std::collections::HashMap<u64, u64>::get` at 50 % load, one process ([`map_get_std`]) |
 //!
 //! The protocols ([`handoff`], [`u32_pingpong`]) are public so shmkit's
 //! own impls run exactly the same loop around their primitive.
@@ -64,6 +65,13 @@ pub fn impls() -> Vec<(&'static str, Impl)> {
             Impl {
                 name: "floor",
                 run: memcpy,
+            },
+        ),
+        (
+            "map_get",
+            Impl {
+                name: "std_hashmap",
+                run: map_get_std,
             },
         ),
     ]
@@ -435,4 +443,53 @@ fn memcpy(p: &Params) -> RunResult {
         bytes_per_op: n as u64,
         elapsed: start.elapsed(),
     })
+}
+
+/// Capacity of every map of case `map_get`; half of it is filled.
+pub const MAP_CAPACITY: usize = 4096;
+/// Lookups per timed batch in `map_get`.
+pub const MAP_BATCH: u64 = 1000;
+
+/// The keys of case `map_get`: the `MAP_CAPACITY / 2` present keys
+/// (random, fixed seed), and the order they are looked up in (a shuffled
+/// cycle through all of them, so no prefetcher walks it).
+#[must_use]
+pub fn map_keys() -> (Vec<u64>, Vec<u64>) {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let present: Vec<u64> = (0..MAP_CAPACITY / 2).map(|_| next()).collect();
+    let mut order = present.clone();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    (present, order)
+}
+
+/// `map_get`/`std_hashmap`: `get` on a `std::collections::HashMap<u64,
+/// u64>` (default hasher) made `with_capacity(MAP_CAPACITY)` and filled
+/// with [`map_keys`], in one process; values summed so nothing is
+/// optimised away.
+pub fn map_get_std(p: &Params) -> RunResult {
+    pin_index(&p.cpus, 0).map_err(io("pin"))?;
+    let (present, order) = map_keys();
+    let mut map = std::collections::HashMap::<u64, u64>::with_capacity(MAP_CAPACITY);
+    for &k in &present {
+        map.insert(k, k ^ 1);
+    }
+    let mut sum = 0u64;
+    let samples = time_batched(p, MAP_BATCH, |i| {
+        let k = order[i as usize % order.len()];
+        let v = std::hint::black_box(&map)
+            .get(&k)
+            .ok_or("a key went missing")?;
+        sum = sum.wrapping_add(*v);
+        Ok(())
+    })?;
+    std::hint::black_box(sum);
+    Ok(Measurement::Latencies(samples))
 }
