@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 use shmkit_core::header::{Fingerprint, Kind};
+use shmkit_core::object::Object;
 use shmkit_core::sync::{Barrier, Condvar, Event, Mutex, RawMutex, ReentrantMutex, RwLock, Semaphore};
 use shmkit_posix::inspect::{describe, PayloadView};
-use shmkit_posix::queue::{
-    RecvBytes, SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing,
+use shmkit_posix::queue::{RecvBytes, SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::segment::MAPPED_BYTE;
+use shmkit_posix::{
+    Array, Create, Expect, IntoInit, LockedArray, LockedValue, Options, Segment, Shared, Value,
 };
-use shmkit_posix::sync::Shared;
-use shmkit_posix::{Expect, LockedArray, LockedValue, Segment, SegmentOptions, SharedArray, SharedValue};
 
 use crate::{Clock, Input};
 
@@ -78,23 +79,23 @@ pub enum Attached<H> {
 
 /// The typed handles, by index.
 pub const HANDLES: &[&str] = &[
-    "SharedArray<u8>",
-    "SharedArray<u32>",
-    "SharedArray<u64>",
-    "SharedArray<[u8; 3]>",
-    "SharedValue<u64>",
-    "SharedValue<u8>",
+    "Array<u8>",
+    "Array<u32>",
+    "Array<u64>",
+    "Array<[u8; 3]>",
+    "Value<u64>",
+    "Value<u8>",
     "LockedArray<u32>",
     "LockedArray<u64>",
     "LockedValue<u64>",
-    "SharedMutex<u64>",
-    "SharedRawMutex",
-    "SharedReentrantMutex<u64>",
-    "SharedRwLock<u64>",
-    "SharedSemaphore",
-    "SharedEvent",
-    "SharedCondvar",
-    "SharedBarrier",
+    "Mutex<u64>",
+    "Lock",
+    "ReentrantMutex<u64>",
+    "RwLock<u64>",
+    "Semaphore",
+    "Event",
+    "Condvar",
+    "Barrier",
     "SharedRing<u8>",
     "SharedRing<u64>",
     "SharedQueue<u32>",
@@ -112,12 +113,12 @@ pub const MAX_ASK: u64 = 1 << 24;
 macro_rules! dispatch {
     ($h:expr, $t:ident => $body:expr) => {
         match $h % HANDLES.len() {
-            0 => { type $t = SharedArray<u8>; $body }
-            1 => { type $t = SharedArray<u32>; $body }
-            2 => { type $t = SharedArray<u64>; $body }
-            3 => { type $t = SharedArray<[u8; 3]>; $body }
-            4 => { type $t = SharedValue<u64>; $body }
-            5 => { type $t = SharedValue<u8>; $body }
+            0 => { type $t = Array<u8>; $body }
+            1 => { type $t = Array<u32>; $body }
+            2 => { type $t = Array<u64>; $body }
+            3 => { type $t = Array<[u8; 3]>; $body }
+            4 => { type $t = Value<u64>; $body }
+            5 => { type $t = Value<u8>; $body }
             6 => { type $t = LockedArray<u32>; $body }
             7 => { type $t = LockedArray<u64>; $body }
             8 => { type $t = LockedValue<u64>; $body }
@@ -200,6 +201,31 @@ pub fn open_and_exercise(
     })
 }
 
+/// Holds the file at `path` open the way a live process mapping the
+/// segment does (the shared open-file-description lock on its mapped
+/// byte), so that `create` and `open_or_create` take it for a live peer's
+/// segment rather than a dead creator's leftover to reclaim. The hold lasts
+/// as long as the returned descriptor.
+///
+/// # Errors
+/// The file cannot be opened or locked.
+pub fn hold_as_live_peer(path: &str) -> std::io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    // SAFETY: an all-zero `flock` is a valid value of the C struct.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_RDLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = MAPPED_BYTE as libc::off_t;
+    lock.l_len = 1;
+    // SAFETY: F_OFD_SETLK reads the `flock` we pass, on a descriptor we own.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(file))
+}
+
 /// What `shmkit inspect` does with a name: a read-only open accepting any
 /// kind and type, then the kind's decoder. Returns whether it opened.
 fn inspect(name: &str) -> bool {
@@ -221,7 +247,7 @@ fn inspect(name: &str) -> bool {
         params: [word(72), word(80)],
     };
     expect.match_params = true;
-    let options = SegmentOptions::default()
+    let options = Options::default()
         .read_only(true)
         .init_timeout(Duration::ZERO);
     let Ok(seg) = Segment::open(name, &expect, &options) else {
@@ -289,7 +315,7 @@ fn array_len(p: u8) -> usize {
     1 + usize::from(p % 64)
 }
 
-impl<T: Pod + Debug> Handle for SharedArray<T> {
+impl<T: Pod + Debug> Handle for Array<T> {
     type Param = usize;
     fn param(p: u8) -> usize {
         array_len(p)
@@ -298,19 +324,19 @@ impl<T: Pod + Debug> Handle for SharedArray<T> {
         ask_len(ask, array_len)
     }
     fn honest(p: u8) -> Option<Self> {
-        SharedArray::anonymous(array_len(p)).ok()
+        Array::anonymous(array_len(p)).ok()
     }
     fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        SharedArray::open(name)
+        Array::open(name)
     }
     fn by_name_or_create(name: &str, len: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        SharedArray::open_or_create(name, len)
+        Array::open_or_create(name, len)
     }
     fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        SharedArray::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
+        Array::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
     }
     fn open_read_only_and_exercise(name: &str, input: &mut Input<'_>, _: &mut Clock) -> bool {
-        let Ok(a) = SharedArray::<T>::open_read_only(name) else {
+        let Ok(a) = Array::<T>::open_read_only(name) else {
             return false;
         };
         let n = a.len();
@@ -321,11 +347,11 @@ impl<T: Pod + Debug> Handle for SharedArray<T> {
         if n <= 4096 {
             let _ = a.to_vec();
         }
-        let _ = (format!("{a:?}"), a.segment().header());
+        let _ = (format!("{a:?}"), a.segment().header(), a.params());
         true
     }
     fn seg(&self) -> &Segment {
-        SharedArray::segment(self)
+        self.segment()
     }
     fn exercise(&self, input: &mut Input<'_>, _: &mut Clock) {
         let n = self.len();
@@ -346,7 +372,7 @@ impl<T: Pod + Debug> Handle for SharedArray<T> {
     }
 }
 
-impl<T: Pod + Debug> Handle for SharedValue<T> {
+impl<T: Pod + Debug> Handle for Value<T> {
     type Param = T;
     fn param(p: u8) -> T {
         ask_value(Ask::Template(p))
@@ -355,46 +381,33 @@ impl<T: Pod + Debug> Handle for SharedValue<T> {
         Some(ask_value(ask))
     }
     fn honest(p: u8) -> Option<Self> {
-        SharedValue::anonymous(Self::param(p)).ok()
+        Value::anonymous(Self::param(p)).ok()
     }
     fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        SharedValue::open(name)
+        Value::open(name)
     }
     fn by_name_or_create(name: &str, v: T) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        SharedValue::open_or_create(name, v)
+        Value::open_or_create(name, v)
     }
     fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        // No typed from_fd: the generic attach and the inspect decoder.
-        Attached::Generic(generic_from_fd::<T>(fd, Kind::VALUE))
+        Value::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
     }
     fn open_read_only_and_exercise(name: &str, _: &mut Input<'_>, _: &mut Clock) -> bool {
-        let Ok(v) = SharedValue::<T>::open_read_only(name) else {
+        let Ok(v) = Value::<T>::open_read_only(name) else {
             return false;
         };
         let _ = (v.get(), format!("{v:?}"), v.segment().header());
         true
     }
     fn seg(&self) -> &Segment {
-        SharedValue::segment(self)
+        self.segment()
     }
     fn exercise(&self, input: &mut Input<'_>, _: &mut Clock) {
         let _ = self.get();
         self.set(input.pod::<T>());
+        self.update(|x| *x = T::zeroed());
         let _ = self.get();
     }
-}
-
-/// `Segment::from_fd` for kind `kind` holding `T`, then the inspect
-/// decoder on what it mapped.
-fn generic_from_fd<T>(fd: OwnedFd, kind: Kind) -> bool {
-    let Ok(seg) = Segment::from_fd(fd, &Expect::of::<T>(kind), &SegmentOptions::default()) else {
-        return false;
-    };
-    // SAFETY: the validated payload is `payload_len()` bytes, mapped while
-    // `seg` lives; this process writes it only atomically (it does not).
-    let view = unsafe { PayloadView::new(seg.payload(), seg.payload_len()) };
-    let _ = describe(seg.header(), &view);
-    true
 }
 
 impl<T: Pod + Debug> Handle for LockedArray<T> {
@@ -496,12 +509,16 @@ impl<T: Pod + Debug> Handle for LockedValue<T> {
 
 /// The sync objects in their own segments: how each is made honestly,
 /// asked for, and exercised.
-trait SyncObject: shmkit_posix::sync::SegmentObject + Sized + 'static {
+trait SyncObject: Object<Params = ()> + Create + IntoInit<Self> + Sized + Send + Sync + 'static {
     fn make(raw: u64) -> Self;
     fn exercise(object: &Self, input: &mut Input<'_>, clock: &mut Clock);
 }
 
-impl<O: SyncObject + Debug> Handle for Shared<O> {
+impl<O> Handle for Shared<O>
+where
+    O: SyncObject,
+    Shared<O>: std::ops::Deref<Target = O>,
+{
     type Param = O;
     fn param(p: u8) -> O {
         O::make(u64::from(p % 4))
@@ -526,7 +543,7 @@ impl<O: SyncObject + Debug> Handle for Shared<O> {
         Shared::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
     }
     fn seg(&self) -> &Segment {
-        Shared::segment(self)
+        self.segment()
     }
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
         O::exercise(self, input, clock);

@@ -19,7 +19,9 @@
 //! byte 3     bits 0-1: what open_or_create asks for: the honest
 //!            parameter, the header's parameters (a victim asking for
 //!            exactly what a forger recorded), or a number (8 more bytes);
-//!            bit 4: the memfd refuses seals; bit 5: it is sealed already
+//!            bit 4: the memfd refuses seals; bit 5: it is sealed already;
+//!            bit 6: no live peer holds the named segment (it is a dead
+//!            creator's leftover, which create paths may reclaim)
 //! [u64]      the number, if asked for
 //! u16        segment length (unless bit 7 of byte 1), at most MAX_SEGMENT
 //! ...        the segment's bytes (zero-padded)
@@ -76,10 +78,18 @@ pub fn run(path: Path, data: &[u8]) {
         }
         _ => {
             let name = Named::write(&bytes);
+            let _peer = if mode & 0x40 == 0 {
+                Some(open::hold_as_live_peer(&name.path()).expect("hold the segment file"))
+            } else {
+                None
+            };
             open::open_and_exercise(h, path, Source::Named(name.as_str()), ask, &mut input)
         }
     };
-    if honest && !(path == Path::FromFd && mode & 0x10 != 0) {
+    // A memfd that refuses seals is refused on purpose (a sender could
+    // shrink it); everything else honest must open.
+    let refused_on_purpose = path == Path::FromFd && mode & 0x10 != 0;
+    if honest && !refused_on_purpose {
         assert!(
             opened,
             "an honest {} segment did not open by {path:?}",
@@ -168,6 +178,10 @@ impl Named {
 
     fn as_str(&self) -> &str {
         &self.name
+    }
+
+    fn path(&self) -> String {
+        format!("/dev/shm{}", self.name)
     }
 }
 
