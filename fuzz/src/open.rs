@@ -20,7 +20,9 @@ use std::time::Duration;
 use bytemuck::Pod;
 use shmkit_core::header::{Fingerprint, Kind};
 use shmkit_core::object::Object;
-use shmkit_core::sync::{Barrier, Condvar, Event, Mutex, RawMutex, ReentrantMutex, RwLock, Semaphore};
+use shmkit_core::sync::{
+    Barrier, Condvar, Event, Mutex, RawMutex, ReentrantMutex, RwLock, Semaphore,
+};
 use shmkit_posix::inspect::{describe, PayloadView};
 use shmkit_posix::queue::{RecvBytes, SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
 use shmkit_posix::segment::MAPPED_BYTE;
@@ -113,29 +115,98 @@ pub const MAX_ASK: u64 = 1 << 24;
 macro_rules! dispatch {
     ($h:expr, $t:ident => $body:expr) => {
         match $h % HANDLES.len() {
-            0 => { type $t = Array<u8>; $body }
-            1 => { type $t = Array<u32>; $body }
-            2 => { type $t = Array<u64>; $body }
-            3 => { type $t = Array<[u8; 3]>; $body }
-            4 => { type $t = Value<u64>; $body }
-            5 => { type $t = Value<u8>; $body }
-            6 => { type $t = LockedArray<u32>; $body }
-            7 => { type $t = LockedArray<u64>; $body }
-            8 => { type $t = LockedValue<u64>; $body }
-            9 => { type $t = Shared<Mutex<u64>>; $body }
-            10 => { type $t = Shared<RawMutex>; $body }
-            11 => { type $t = Shared<ReentrantMutex<u64>>; $body }
-            12 => { type $t = Shared<RwLock<u64>>; $body }
-            13 => { type $t = Shared<Semaphore>; $body }
-            14 => { type $t = Shared<Event>; $body }
-            15 => { type $t = Shared<Condvar>; $body }
-            16 => { type $t = Shared<Barrier>; $body }
-            17 => { type $t = SharedRing<u8>; $body }
-            18 => { type $t = SharedRing<u64>; $body }
-            19 => { type $t = SharedQueue<u32>; $body }
-            20 => { type $t = SharedQueue<u64>; $body }
-            21 => { type $t = SharedPipe; $body }
-            _ => { type $t = SharedDuplexPipe; $body }
+            0 => {
+                type $t = Array<u8>;
+                $body
+            }
+            1 => {
+                type $t = Array<u32>;
+                $body
+            }
+            2 => {
+                type $t = Array<u64>;
+                $body
+            }
+            3 => {
+                type $t = Array<[u8; 3]>;
+                $body
+            }
+            4 => {
+                type $t = Value<u64>;
+                $body
+            }
+            5 => {
+                type $t = Value<u8>;
+                $body
+            }
+            6 => {
+                type $t = LockedArray<u32>;
+                $body
+            }
+            7 => {
+                type $t = LockedArray<u64>;
+                $body
+            }
+            8 => {
+                type $t = LockedValue<u64>;
+                $body
+            }
+            9 => {
+                type $t = Shared<Mutex<u64>>;
+                $body
+            }
+            10 => {
+                type $t = Shared<RawMutex>;
+                $body
+            }
+            11 => {
+                type $t = Shared<ReentrantMutex<u64>>;
+                $body
+            }
+            12 => {
+                type $t = Shared<RwLock<u64>>;
+                $body
+            }
+            13 => {
+                type $t = Shared<Semaphore>;
+                $body
+            }
+            14 => {
+                type $t = Shared<Event>;
+                $body
+            }
+            15 => {
+                type $t = Shared<Condvar>;
+                $body
+            }
+            16 => {
+                type $t = Shared<Barrier>;
+                $body
+            }
+            17 => {
+                type $t = SharedRing<u8>;
+                $body
+            }
+            18 => {
+                type $t = SharedRing<u64>;
+                $body
+            }
+            19 => {
+                type $t = SharedQueue<u32>;
+                $body
+            }
+            20 => {
+                type $t = SharedQueue<u64>;
+                $body
+            }
+            21 => {
+                type $t = SharedPipe;
+                $body
+            }
+            _ => {
+                type $t = SharedDuplexPipe;
+                $body
+            }
         }
     };
 }
@@ -211,7 +282,10 @@ pub fn open_and_exercise(
 /// The file cannot be opened or locked.
 pub fn hold_as_live_peer(path: &str) -> std::io::Result<OwnedFd> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
     // SAFETY: an all-zero `flock` is a valid value of the C struct.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = libc::F_RDLCK as libc::c_short;
@@ -238,7 +312,9 @@ fn inspect(name: &str) -> bool {
         return false;
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
-    let kind = Kind(u32::from_le_bytes(bytes[16..20].try_into().unwrap_or_default()));
+    let kind = Kind(u32::from_le_bytes(
+        bytes[16..20].try_into().unwrap_or_default(),
+    ));
     let mut expect = Expect::of::<u8>(kind);
     expect.fingerprint = Fingerprint {
         type_hash: word(48),
@@ -280,7 +356,11 @@ trait Handle: Sized + Debug {
     /// `from_fd`, or the generic segment attach for handles without one.
     fn by_fd(fd: OwnedFd) -> Attached<Self>;
     /// The typed read-only open, if the handle has one; exercises it.
-    fn open_read_only_and_exercise(_name: &str, _input: &mut Input<'_>, _clock: &mut Clock) -> bool {
+    fn open_read_only_and_exercise(
+        _name: &str,
+        _input: &mut Input<'_>,
+        _clock: &mut Clock,
+    ) -> bool {
         false
     }
     fn seg(&self) -> &Segment;
@@ -355,7 +435,12 @@ impl<T: Pod + Debug> Handle for Array<T> {
     }
     fn exercise(&self, input: &mut Input<'_>, _: &mut Clock) {
         let n = self.len();
-        let _ = (self.is_empty(), self.get(0), self.get(n.wrapping_sub(1)), self.get(n));
+        let _ = (
+            self.is_empty(),
+            self.get(0),
+            self.get(n.wrapping_sub(1)),
+            self.get(n),
+        );
         let v = input.pod::<T>();
         let _ = self.set(n.wrapping_sub(1), v);
         let _ = self.set(0, v);
@@ -509,7 +594,9 @@ impl<T: Pod + Debug> Handle for LockedValue<T> {
 
 /// The sync objects in their own segments: how each is made honestly,
 /// asked for, and exercised.
-trait SyncObject: Object<Params = ()> + Create + IntoInit<Self> + Sized + Send + Sync + 'static {
+trait SyncObject:
+    Object<Params = ()> + Create + IntoInit<Self> + Sized + Send + Sync + 'static
+{
     fn make(raw: u64) -> Self;
     fn exercise(object: &Self, input: &mut Input<'_>, clock: &mut Clock);
 }

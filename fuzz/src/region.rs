@@ -68,7 +68,10 @@ impl Region {
     #[must_use]
     pub unsafe fn object<T>(&self, offset: usize) -> &T {
         debug_assert!(offset + std::mem::size_of::<T>() <= self.len);
-        debug_assert_eq!((self.ptr.as_ptr() as usize + offset) % std::mem::align_of::<T>(), 0);
+        debug_assert_eq!(
+            (self.ptr.as_ptr() as usize + offset) % std::mem::align_of::<T>(),
+            0
+        );
         // SAFETY: the caller's contract.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<T>() }
     }

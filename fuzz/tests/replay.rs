@@ -34,7 +34,11 @@ fn every_committed_input_runs_clean() {
     let mut replayed = 0;
     for dir in fs::read_dir(&root).expect("fuzz/corpus") {
         let dir = dir.expect("corpus entry").path();
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         let run = target(&name).unwrap_or_else(|| panic!("corpus/{name}: no such target"));
         for file in fs::read_dir(&dir).expect("target corpus") {
             let file = file.expect("corpus file").path();
@@ -44,5 +48,9 @@ fn every_committed_input_runs_clean() {
             replayed += 1;
         }
     }
-    assert!(replayed >= 14, "only {replayed} inputs found under {}", root.display());
+    assert!(
+        replayed >= 14,
+        "only {replayed} inputs found under {}",
+        root.display()
+    );
 }

@@ -13,7 +13,7 @@ use shmkit_core::queue::roles::RoleSlot;
 use shmkit_core::wait::Spin;
 
 use super::{region_with, Fifo, HONEST};
-use crate::{Clock, Input, MAX_OPS, Region};
+use crate::{Clock, Input, Region, MAX_OPS};
 
 /// Runs one input. Setup bits 1..5 choose the capacity (1 to 16), the
 /// next byte the registry sizes (1 to 4 each) and the element type.
@@ -180,10 +180,10 @@ fn run_typed<T: Pod + PartialEq + Debug>(
                 }
             }
             8 => {
-                // Empty `try_pop`s in a row: the 4096th asks about peers'
-                // liveness and may skip positions of dead claimers.
+                // Empty `try_pop`s in a row: every 4096th asks about
+                // peers' liveness and may skip positions of dead claimers.
                 if let Some(c) = pick(&mut rxs, input.u8()) {
-                    for _ in 0..4096 {
+                    for _ in 0..1024 {
                         if let Ok(v) = c.try_pop() {
                             fifo.received(&v);
                         }
@@ -191,7 +191,12 @@ fn run_typed<T: Pod + PartialEq + Debug>(
                 }
             }
             9 => {
-                let _ = (queue.len(), queue.is_empty(), queue.is_full(), queue.capacity());
+                let _ = (
+                    queue.len(),
+                    queue.is_empty(),
+                    queue.is_full(),
+                    queue.capacity(),
+                );
                 let _ = queue.control_positions();
                 let spin = Spin {
                     iterations: u32::from(input.u8()),

@@ -83,4 +83,3 @@ pub fn run(data: &[u8]) {
     drop(raw_held);
     drop(held);
 }
-

@@ -53,7 +53,11 @@ pub fn run(data: &[u8]) {
         }
         let op = input.u8() % 16;
         // Which direction (duplex only): pipe 0 or pipe 1.
-        let d = if duplex { usize::from(input.u8() & 1) } else { 0 };
+        let d = if duplex {
+            usize::from(input.u8() & 1)
+        } else {
+            0
+        };
         match op {
             0 => {
                 if ends.tx[d].is_none() {
@@ -196,7 +200,11 @@ fn received(fifo: &mut Fifo<Vec<u8>>, r: Result<usize, PipeRecvError>, buf: &[u8
             fifo.received(&buf[..n].to_vec());
         }
         Err(PipeRecvError::BufferTooSmall { needed }) => {
-            assert!(needed > buf.len(), "BufferTooSmall for {needed} <= {}", buf.len());
+            assert!(
+                needed > buf.len(),
+                "BufferTooSmall for {needed} <= {}",
+                buf.len()
+            );
             check_len(fifo, needed);
         }
         Err(_) => {}

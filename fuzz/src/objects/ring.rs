@@ -53,16 +53,8 @@ fn run_typed<T: Pod + PartialEq + Debug>(setup: u8, capacity: u32, input: &mut I
         }
         let op = input.u8() % 15;
         match op {
-            0 => {
-                if tx.is_none() {
-                    tx = ring.producer().ok();
-                }
-            }
-            1 => {
-                if rx.is_none() {
-                    rx = ring.consumer().ok();
-                }
-            }
+            0 if tx.is_none() => tx = ring.producer().ok(),
+            1 if rx.is_none() => rx = ring.consumer().ok(),
             2 => tx = None,
             3 => rx = None,
             _ => {}

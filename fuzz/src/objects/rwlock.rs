@@ -14,8 +14,14 @@ pub fn run(data: &[u8]) {
     let setup = input.u8();
     // SAFETY: an RwLock<u64> is atomics and an UnsafeCell<u64> that is only
     // ever copied atomically.
-    let region =
-        unsafe { region_with(size_of::<RwLock<u64>>(), setup, RwLock::new(0u64), &mut input) };
+    let region = unsafe {
+        region_with(
+            size_of::<RwLock<u64>>(),
+            setup,
+            RwLock::new(0u64),
+            &mut input,
+        )
+    };
     // SAFETY: as above; the region is exactly one lock, aligned.
     let l: &RwLock<u64> = unsafe { region.object(0) };
     let mut clock = Clock::new();

@@ -35,7 +35,9 @@ pub fn run(data: &[u8]) {
                 let spin = Spin {
                     iterations: u32::from(input.u8()),
                 };
-                let _ = Clock::timed(t, "Semaphore::acquire_spin", || s.acquire_spin(spin, Some(t)));
+                let _ = Clock::timed(t, "Semaphore::acquire_spin", || {
+                    s.acquire_spin(spin, Some(t))
+                });
             }
             3 => {
                 let _ = s.release();
