@@ -64,8 +64,9 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// Sum of the timeouts one input may ask for.
-    pub const BUDGET: Duration = Duration::from_millis(5);
+    /// Sum of the timeouts one input may ask for: waiting is most of what
+    /// a timed call costs, and inputs must stay fast.
+    pub const BUDGET: Duration = Duration::from_millis(1);
 
     /// A fresh budget.
     #[must_use]
@@ -75,15 +76,15 @@ impl Clock {
         }
     }
 
-    /// A tiny timeout chosen by the input: 0, 1 µs, 20 µs, 200 µs or 1 ms,
-    /// or 0 once the input's budget is spent.
+    /// A tiny timeout chosen by the input: 0 (give up after the spin), 1 µs
+    /// (passes while spinning), 20 µs or 100 µs (sleeps), or 0 once the
+    /// input's budget is spent.
     pub fn timeout(&mut self, input: &mut Input<'_>) -> Duration {
-        const CHOICES: [Duration; 5] = [
+        const CHOICES: [Duration; 4] = [
             Duration::ZERO,
             Duration::from_micros(1),
             Duration::from_micros(20),
-            Duration::from_micros(200),
-            Duration::from_millis(1),
+            Duration::from_micros(100),
         ];
         let t = CHOICES[input.below(CHOICES.len())];
         if self.spent + t > Self::BUDGET {
