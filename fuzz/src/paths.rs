@@ -43,12 +43,12 @@ pub const MAX_SEGMENT: usize = 16 * 1024;
 
 const HEADER: usize = 256;
 
-/// Runs one input against `path`.
+/// Runs one input against `path`; returns whether the segment opened.
 ///
 /// # Panics
 /// If an honest segment does not open, or on any failure of the code
 /// under test.
-pub fn run(path: Path, data: &[u8]) {
+pub fn run(path: Path, data: &[u8]) -> bool {
     let mut input = Input::new(data);
     let h = usize::from(input.u8()) % open::HANDLES.len();
     let fix = input.u8();
@@ -96,6 +96,7 @@ pub fn run(path: Path, data: &[u8]) {
             open::HANDLES[h]
         );
     }
+    opened
 }
 
 /// The u64 at `at` (0 if the segment is shorter).

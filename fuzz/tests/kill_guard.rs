@@ -44,11 +44,19 @@ fn signalling_another_process_aborts_and_probing_does_not() {
         // SAFETY: a plain kill; the interposer must abort before it.
         unsafe { libc::kill(victim, libc::SIGTERM) };
     });
-    assert_eq!(wait(signaller), Err(libc::SIGABRT), "kill(other, SIGTERM) must abort");
+    assert_eq!(
+        wait(signaller),
+        Err(libc::SIGABRT),
+        "kill(other, SIGTERM) must abort"
+    );
     // The victim was never signalled: it still lives. End it with the raw
     // system call (libc's kill would abort this test).
     // SAFETY: signal 0 only probes.
-    assert_eq!(unsafe { libc::kill(victim, 0) }, 0, "the victim was signalled");
+    assert_eq!(
+        unsafe { libc::kill(victim, 0) },
+        0,
+        "the victim was signalled"
+    );
     // SAFETY: SIGKILL to our own child.
     unsafe { libc::syscall(libc::SYS_kill, victim, libc::SIGKILL) };
     assert_eq!(wait(victim), Err(libc::SIGKILL));
