@@ -8,8 +8,10 @@
 //! - "open the object at this name or descriptor as handle `h` by this
 //!   path, then call each of its operations once" ([`open_and_exercise`]).
 //!
-//! The posix handle API is being redesigned: porting the fuzzer to the new
-//! one means rewriting this file, nothing else. Every operation called
+//! Written for the one-handle API (`Shared<O>` over core's `Object`, one
+//! `Options` builder), with the queue and `lock=True` handles that still
+//! have their own types. When the handles change again, porting the
+//! fuzzer means rewriting this file, nothing else. Every operation called
 //! here is a `try_` or timed one (timeouts from [`Clock`]); blocking calls
 //! are never made, since a forged state could make them wait forever.
 
@@ -67,14 +69,11 @@ pub enum Ask {
     Raw(u64),
 }
 
-/// What a typed `from_fd` gave.
+/// What a `from_fd` gave.
 #[derive(Debug)]
 pub enum Attached<H> {
     /// The typed handle.
     Typed(H),
-    /// The handle has no typed `from_fd`; the generic segment attach ran
-    /// (and the inspect decoder on it), and opened or not.
-    Generic(bool),
     /// Refused.
     Refused,
 }
@@ -247,7 +246,6 @@ pub fn open_and_exercise(
             }
             (Path::FromFd, Source::Fd(fd)) => match H::by_fd(fd) {
                 Attached::Typed(handle) => Some(handle),
-                Attached::Generic(opened) => return opened,
                 Attached::Refused => None,
             },
             (Path::OpenReadOnly, Source::Named(name)) => {
@@ -353,7 +351,7 @@ trait Handle: Sized + Debug {
         name: &str,
         param: Self::Param,
     ) -> Result<Self, shmkit_posix::OpenOrCreateError>;
-    /// `from_fd`, or the generic segment attach for handles without one.
+    /// `from_fd`.
     fn by_fd(fd: OwnedFd) -> Attached<Self>;
     /// The typed read-only open, if the handle has one; exercises it.
     fn open_read_only_and_exercise(
