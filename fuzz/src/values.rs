@@ -4,6 +4,8 @@
 //! fuzzer could find most of them byte by byte; offering them lets it
 //! reach the `owner == me`, `id reused` and wrap-around branches at once.
 
+use std::sync::OnceLock;
+
 use shmkit_core::owner;
 
 /// Bit 30 of lock and role words (`WAITERS`, `BUSY`).
@@ -13,12 +15,20 @@ const BIT31: u32 = 1 << 31;
 /// An id no task has (Linux ids stay below 2²²).
 const DEAD_ID: u32 = 1 << 23;
 
+/// The fuzzing thread's start time as owner records hold it (read
+/// from `/proc` once: a read per peer write made scribbling the dearest
+/// operation of every target).
+fn my_start() -> u64 {
+    static START: OnceLock<u64> = OnceLock::new();
+    *START.get_or_init(|| owner::start_time(owner::current_thread_id()).unwrap_or(0))
+}
+
 /// A 32-bit word from the table, chosen by `pick`.
 #[must_use]
 pub fn word32(pick: u8) -> u32 {
     let tid = owner::current_thread_id();
     let pid = owner::current_process_id();
-    let start = owner::start_time(tid).unwrap_or(0) as u32;
+    let start = my_start() as u32;
     let table = [
         0,
         1,
@@ -62,7 +72,7 @@ pub fn word32(pick: u8) -> u32 {
 #[must_use]
 pub fn word64(pick: u8) -> u64 {
     let tid = u64::from(owner::current_thread_id());
-    let start = owner::start_time(tid as u32).unwrap_or(0) & 0xffff_ffff;
+    let start = my_start() & 0xffff_ffff;
     let table = [
         0,
         1,
