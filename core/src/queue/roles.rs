@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(slot[0].holder(), Holder::Gone);
     }
 
-    /// A peer may write every byte of a slot, the reserved word included,
+    /// A peer may write every word of a slot
     /// while this process holds a `&RoleSlot` (every queue handle does):
     /// that is only sound if every byte is inside an atomic. Miri checks it
     /// (a write through a shared reference to plain data is UB there);

@@ -12,7 +12,8 @@ use crate::{Clock, Input, MAX_OPS};
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let setup = input.u8();
-    let honest = Barrier::new(u32::from(setup >> 1));
+    // 1 to 128 parties.
+    let honest = Barrier::new(1 + u32::from(setup >> 1)).expect("1 to 128 parties");
     // SAFETY: a Barrier is atomic words only.
     let region = unsafe { region_with(size_of::<Barrier>(), setup, honest, &mut input) };
     // SAFETY: as above; the region is exactly one barrier, aligned.
