@@ -345,4 +345,23 @@ mod tests {
         slot[0].holder.store(0xffff_ffff, Ordering::Relaxed);
         assert_eq!(slot[0].holder(), Holder::Gone);
     }
+
+    /// A peer may write every word of a slot
+    /// while this process holds a `&RoleSlot` (every queue handle does):
+    /// that is only sound if every byte is inside an atomic. Miri checks it
+    /// (a write through a shared reference to plain data is UB there);
+    /// natively the test only shows the slot survives the bytes.
+    #[test]
+    fn a_peer_may_write_every_word_of_a_borrowed_slot() {
+        let slot = RoleSlot::new();
+        let seen: &RoleSlot = &slot;
+        let base = core::ptr::from_ref(seen).cast::<u32>().cast_mut();
+        for i in 0..core::mem::size_of::<RoleSlot>() / 4 {
+            // SAFETY: in bounds and 4-aligned; the peer's write is atomic,
+            // as every shmkit peer's is.
+            unsafe { core::sync::atomic::AtomicU32::from_ptr(base.add(i)) }
+                .store(0xffff_ffff, core::sync::atomic::Ordering::Relaxed);
+        }
+        assert_eq!(seen.raw(), 0xffff_ffff);
+    }
 }

@@ -1,0 +1,5 @@
+//! Fuzz target: the `open_or_create` path, see `shmkit_fuzz::paths`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    shmkit_fuzz::paths::run(shmkit_fuzz::open::Path::OpenOrCreate, data);
+});
