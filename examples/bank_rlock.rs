@@ -25,7 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let balance = ReentrantMutex::<i32>::anonymous(900)?;
     let children: Vec<_> = ["A", "B", "C"]
         .iter()
-        .map(|name| process::Builder::new().name(*name).spawn(|| draw(&balance, 800)))
+        .map(|name| {
+            process::Builder::new()
+                .name(*name)
+                .spawn(|| draw(&balance, 800))
+        })
         .collect::<Result<_, _>>()?;
     for child in children {
         child.join()?;

@@ -15,7 +15,9 @@ fn worker(barrier: &Barrier, i: u32) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let barrier = Barrier::anonymous(3)?;
-    let workers: Vec<_> = (0..3).map(|i| process::spawn(|| worker(&barrier, i))).collect();
+    let workers: Vec<_> = (0..3)
+        .map(|i| process::spawn(|| worker(&barrier, i)))
+        .collect();
     for w in workers {
         w?.join()?;
     }

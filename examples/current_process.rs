@@ -13,10 +13,17 @@ fn whoami() {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("main: {}", process::current().name);
     let children: Vec<_> = (0..2)
-        .map(|i| process::Builder::new().name(format!("worker-{i}")).spawn(whoami))
+        .map(|i| {
+            process::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(whoami)
+        })
         .collect::<Result<_, _>>()?;
     for mut child in children {
-        let (name, _) = (child.name().to_owned(), child.join_timeout(std::time::Duration::MAX));
+        let (name, _) = (
+            child.name().to_owned(),
+            child.join_timeout(std::time::Duration::MAX),
+        );
         println!("joined {name} {:?}", child.exitcode());
     }
     Ok(())

@@ -15,7 +15,10 @@ fn heartbeat() {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let d = process::Builder::new().name("daemon").daemon(true).spawn(heartbeat)?;
+    let d = process::Builder::new()
+        .name("daemon")
+        .daemon(true)
+        .spawn(heartbeat)?;
     std::thread::sleep(Duration::from_millis(300));
     println!("main: exiting; the daemon {} dies with me", d.pid());
     Ok(())

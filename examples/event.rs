@@ -23,8 +23,12 @@ fn wait_for_event_timeout(e: &Event, t: Duration) {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let e = Event::new()?;
     println!("begin, e.is_set() {}", e.is_set());
-    let w1 = process::Builder::new().name("block").spawn(|| wait_for_event(&e))?;
-    let w2 = process::Builder::new().name("block").spawn(|| wait_for_event(&e))?;
+    let w1 = process::Builder::new()
+        .name("block")
+        .spawn(|| wait_for_event(&e))?;
+    let w2 = process::Builder::new()
+        .name("block")
+        .spawn(|| wait_for_event(&e))?;
     let w3 = process::Builder::new()
         .name("nonblock")
         .spawn(|| wait_for_event_timeout(&e, Duration::from_millis(200)))?;

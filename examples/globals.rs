@@ -17,6 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("child x: {}", X.load(Ordering::Relaxed));
     })?;
     child.join()?;
-    println!("main x: {}, shared: {}", X.load(Ordering::Relaxed), shared.get());
+    println!(
+        "main x: {}, shared: {}",
+        X.load(Ordering::Relaxed),
+        shared.get()
+    );
     Ok(())
 }

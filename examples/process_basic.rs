@@ -10,8 +10,12 @@ fn fun_1(text: &str) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let children = ["this is process 1", "this is process 2", "this is process 3"]
-        .map(|text| process::spawn(move || fun_1(text)));
+    let children = [
+        "this is process 1",
+        "this is process 2",
+        "this is process 3",
+    ]
+    .map(|text| process::spawn(move || fun_1(text)));
     println!("main pid: {}", std::process::id());
     for child in children {
         child?.join()?;

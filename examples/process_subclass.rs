@@ -17,7 +17,9 @@ impl SubProcess {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let workers = (1..=3).map(|i| SubProcess { text: format!("this is process {i}") });
+    let workers = (1..=3).map(|i| SubProcess {
+        text: format!("this is process {i}"),
+    });
     let children: Vec<_> = workers.map(|w| process::spawn(move || w.run())).collect();
     println!("main pid: {}", std::process::id());
     for child in children {

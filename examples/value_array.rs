@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arr = Array::<i32>::anonymous((0..10).collect::<Vec<_>>())?;
     println!("before: num {} arr {:?}", num.get(), arr.to_vec());
     process::spawn(|| {
-        num.set(3.14);
+        num.set(2.5);
         arr.set(0, 5).unwrap();
     })?
     .join()?;

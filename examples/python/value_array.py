@@ -1,7 +1,7 @@
 from multiprocessing import Process, Value, Array
 
 def fun(n, a):
-  n.value = 3.14
+  n.value = 2.5
   a[0] = 5
 
 if __name__ == '__main__':

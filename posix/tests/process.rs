@@ -324,3 +324,33 @@ fn current_process_names_the_child() {
         assert_eq!(bytes[6], 0, "{method:?}");
     }
 }
+
+/// A later start reaps finished children for `active_children`; a child
+/// whose handle is still held keeps its exit code for its own join (the
+/// restaurant example found this: `join` said ECHILD). A timeout too far
+/// to name means "forever", not an overflow.
+#[test]
+fn reaping_for_others_never_steals_a_childs_exit_code() {
+    let _serial = serial();
+    let first = fork().spawn(|| 7u8).unwrap();
+    let pid = first.pid();
+    // Wait (through /proc, not waitpid) until it has exited.
+    let t0 = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let second = fork().spawn(|| 8u8).unwrap(); // reaps `first` on the way
+    assert!(!process::active_children().contains(&pid));
+    assert_eq!(first.join().unwrap(), 7);
+    let mut second = second;
+    assert_eq!(second.join_timeout(Duration::MAX).unwrap().unwrap(), 8);
+}

@@ -238,11 +238,15 @@ pub fn spawn_fn<A: Message, R: Message>(f: fn(A) -> R, args: A) -> Result<Child<
 /// `active_children()`); reaps the ones that have exited since.
 #[must_use]
 pub fn active_children() -> Vec<u32> {
-    let mut live = registry()
+    let mut children = registry()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    live.retain(|&pid| waitpid(pid, libc::WNOHANG).is_none());
-    live.iter().map(|&pid| pid as u32).collect()
+    children.reap();
+    children
+        .iter()
+        .filter(|(_, c)| c.exit.is_none())
+        .map(|(&pid, _)| pid as u32)
+        .collect()
 }
 
 /// How to start a child: its name and start method, whether it dies with
@@ -387,7 +391,7 @@ impl Builder {
                 registry()
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(pid);
+                    .started(pid);
                 Ok(Child::new(Handle::Local(pid), self.name, task))
             }
             StartMethod::ForkServer => {
@@ -451,7 +455,7 @@ impl Builder {
         registry()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(pid);
+            .started(pid);
         Ok(Child::new(Handle::Local(pid), self.name, task))
     }
 }
@@ -656,28 +660,43 @@ impl<T: Message> Child<T> {
         };
         if let Some(code) = code {
             self.status = Some(code);
-            if let Handle::Local(pid) = self.handle {
-                registry()
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .retain(|&p| p != pid);
-            }
         }
         Ok(code)
     }
 }
 
-/// Waits for our child `pid`, until `timeout` (forever if `None`).
+/// Waits for our child `pid`, until `timeout` (forever if `None` or too
+/// far to name). Reaps it through the registry, which may have reaped it
+/// already (then it hands over the exit code it kept).
 fn wait_local(pid: libc::pid_t, timeout: Option<Duration>) -> io::Result<Option<i32>> {
-    if let Some(code) = waitpid(pid, libc::WNOHANG) {
+    let reap = |flags| {
+        registry()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .reap_one(pid, flags)
+    };
+    if let Some(code) = reap(libc::WNOHANG) {
         return Ok(Some(code));
     }
-    let Some(timeout) = timeout else {
-        return waitpid(pid, 0)
-            .map(Some)
-            .ok_or_else(io::Error::last_os_error);
+    let Some(deadline) = timeout.and_then(|t| Instant::now().checked_add(t)) else {
+        // Blocking in waitpid under the registry's lock would stall every
+        // other start: poll on the pidfd instead, without a deadline.
+        loop {
+            if !wait_exit_fd(pid, Duration::from_secs(3600)) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if let Some(code) = reap(libc::WNOHANG) {
+                return Ok(Some(code));
+            }
+            if !registry()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .knows(pid)
+            {
+                return Err(io::Error::from_raw_os_error(libc::ECHILD));
+            }
+        }
     };
-    let deadline = Instant::now() + timeout;
     let mut nap = Duration::from_micros(50);
     loop {
         let now = Instant::now();
@@ -689,7 +708,7 @@ fn wait_local(pid: libc::pid_t, timeout: Option<Duration>) -> io::Result<Option<
             std::thread::sleep(nap.min(deadline - now));
             nap = (nap * 2).min(Duration::from_millis(10));
         }
-        if let Some(code) = waitpid(pid, libc::WNOHANG) {
+        if let Some(code) = reap(libc::WNOHANG) {
             return Ok(Some(code));
         }
     }
@@ -746,21 +765,89 @@ fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> Option<i32> {
 
 impl<T> Drop for Child<T> {
     fn drop(&mut self) {
-        // Reap now if it has exited; otherwise the registry reaps it later
-        // (the forkserver reaps its own).
+        // Nobody will ask for its exit code any more: reap it now if it
+        // has exited, else let the next start or `active_children` reap
+        // it and forget it (the forkserver reaps its own).
         if let (None, Handle::Local(pid)) = (self.status, &self.handle) {
-            if waitpid(*pid, libc::WNOHANG).is_some() {
-                registry()
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .retain(|p| p != pid);
-            }
+            registry()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .disown(*pid);
         }
     }
 }
 
-fn registry() -> &'static Mutex<Vec<libc::pid_t>> {
-    static CHILDREN: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+/// This process's children started by [`spawn`] and friends, reaped as
+/// they exit: an exit code is kept until its [`Child`] asks for it (or is
+/// dropped), so reaping on behalf of `active_children` never steals one.
+#[derive(Default)]
+struct Children {
+    entries: std::collections::HashMap<libc::pid_t, Entry>,
+}
+
+struct Entry {
+    /// The exit code, once reaped.
+    exit: Option<i32>,
+    /// Whether a `Child` still wants the exit code.
+    owned: bool,
+}
+
+impl Children {
+    fn started(&mut self, pid: libc::pid_t) {
+        self.entries.insert(
+            pid,
+            Entry {
+                exit: None,
+                owned: true,
+            },
+        );
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&libc::pid_t, &Entry)> {
+        self.entries.iter()
+    }
+
+    fn knows(&self, pid: libc::pid_t) -> bool {
+        self.entries.contains_key(&pid)
+    }
+
+    /// Reaps every child that has exited, keeping the codes still wanted.
+    fn reap(&mut self) {
+        self.entries.retain(|&pid, entry| {
+            if entry.exit.is_none() {
+                entry.exit = waitpid(pid, libc::WNOHANG);
+            }
+            entry.exit.is_none() || entry.owned
+        });
+    }
+
+    /// The exit code of `pid` if it has exited (reaping it with `flags`),
+    /// handed over once: the entry is gone afterwards.
+    fn reap_one(&mut self, pid: libc::pid_t, flags: libc::c_int) -> Option<i32> {
+        let code = match self.entries.get(&pid).and_then(|e| e.exit) {
+            Some(code) => code,
+            None => waitpid(pid, flags)?,
+        };
+        self.entries.remove(&pid);
+        Some(code)
+    }
+
+    /// Its `Child` was dropped: forget the exit code once reaped.
+    fn disown(&mut self, pid: libc::pid_t) {
+        if let Some(entry) = self.entries.get_mut(&pid) {
+            entry.owned = false;
+        }
+        self.reap();
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+fn registry() -> &'static Mutex<Children> {
+    static CHILDREN: std::sync::LazyLock<Mutex<Children>> =
+        std::sync::LazyLock::new(|| Mutex::new(Children::default()));
     &CHILDREN
 }
 

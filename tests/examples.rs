@@ -1,0 +1,231 @@
+//! Every example runs, does what its Python original does (checked on its
+//! output), and stays within 1.5× the Python program's lines — so none of
+//! them can rot. The Python originals are in `examples/python/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The example binaries `cargo test` built next to this test binary.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/examples-<hash> -> target/<profile>/examples/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory")
+        .join("examples");
+    dir.join(name)
+}
+
+/// Runs example `name` (at most a minute) and returns its stdout.
+fn run(name: &str) -> String {
+    let path = example(name);
+    assert!(
+        path.exists(),
+        "{} was not built: run the tests with `cargo test` (which builds the examples)",
+        path.display()
+    );
+    let mut child = Command::new(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("{name} ran for a minute");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn count(out: &str, needle: &str) -> usize {
+    out.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// Lines of code: non-blank, not a comment (nor a Python docstring).
+fn loc(path: &str) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let python = path.ends_with(".py");
+    let mut in_doc = false;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            if l.is_empty() {
+                return false;
+            }
+            if python {
+                if l.starts_with("\"\"\"") {
+                    if !(l.len() > 3 && l.ends_with("\"\"\"")) {
+                        in_doc = !in_doc;
+                    }
+                    return false;
+                }
+                !in_doc && !l.starts_with('#')
+            } else {
+                !l.starts_with("//")
+            }
+        })
+        .count()
+}
+
+#[test]
+fn every_example_is_at_most_one_and_a_half_times_its_python_original() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir("examples/python").expect("examples/python") {
+        let py = entry.expect("entry").path();
+        let name = py.file_stem().and_then(|s| s.to_str()).expect("a name");
+        let rs = format!("examples/{name}.rs");
+        let (p, r) = (loc(py.to_str().expect("utf-8")), loc(&rs));
+        assert!(
+            r * 2 <= p * 3,
+            "{rs}: {r} lines for Python's {p} (more than 1.5×)"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 12,
+        "only {checked} examples have a Python original"
+    );
+}
+
+#[test]
+fn process_basic_and_subclass() {
+    for name in ["process_basic", "process_subclass"] {
+        let out = run(name);
+        for i in 1..=3 {
+            assert_eq!(
+                count(&out, &format!("this is process {i}")),
+                1,
+                "{name}:\n{out}"
+            );
+        }
+        assert_eq!(count(&out, "main pid:"), 1, "{name}:\n{out}");
+    }
+}
+
+#[test]
+fn bank_balances_end_where_they_began() {
+    assert_eq!(run("bank").trim(), "100");
+    let out = run("bank_rlock");
+    assert_eq!(count(&out, "drew 800"), 1, "{out}");
+    assert_eq!(count(&out, "refused"), 2, "{out}");
+    assert!(out.contains("balance 100"), "{out}");
+}
+
+#[test]
+fn restaurant_seats_at_most_ten() {
+    let out = run("restaurant");
+    assert_eq!(count(&out, " acquire"), 20, "{out}");
+    assert_eq!(count(&out, " release"), 20, "{out}");
+    // Each line is printed while the table is held, so the running count
+    // in output order is the number eating.
+    let mut eating = 0i32;
+    let mut most = 0;
+    for line in out.lines() {
+        if line.ends_with(" acquire") {
+            eating += 1;
+        } else if line.ends_with(" release") {
+            eating -= 1;
+        }
+        most = most.max(eating);
+    }
+    assert!(most <= 10, "{most} ate at once:\n{out}");
+    assert!(most >= 2, "nobody ate at the same time:\n{out}");
+}
+
+#[test]
+fn event_releases_both_waiters_and_the_timed_one_times_out() {
+    let out = run("event");
+    assert_eq!(count(&out, "wait_for_event: e.is_set()-> true"), 2, "{out}");
+    assert_eq!(
+        count(&out, "wait_for_event_timeout: e.is_set()-> false"),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("main: event is set"), "{out}");
+}
+
+#[test]
+fn barrier_elects_one_leader_after_everyone_arrived() {
+    let out = run("barrier");
+    assert_eq!(count(&out, "is the leader"), 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let last_before = lines
+        .iter()
+        .rposition(|l| l.contains("before"))
+        .expect("before");
+    let first_after = lines
+        .iter()
+        .position(|l| l.contains("after"))
+        .expect("after");
+    assert!(last_before < first_after, "someone passed early:\n{out}");
+}
+
+#[test]
+fn condition_hands_over_ten_items() {
+    assert!(run("condition").contains("consumer took 10"));
+}
+
+#[test]
+fn globals_are_per_process_but_a_value_is_shared() {
+    let out = run("globals");
+    assert!(out.contains("child x: 0"), "{out}");
+    assert!(out.contains("main x: 100, shared: 0"), "{out}");
+    let out = run("value_array");
+    assert!(out.contains("before: num 0 arr [0, 1, 2"), "{out}");
+    assert!(out.contains("after: num 2.5 arr [5, 1, 2"), "{out}");
+}
+
+#[test]
+fn current_process_names_and_exit_codes() {
+    let out = run("current_process");
+    assert!(out.contains("main: MainProcess"), "{out}");
+    for i in 0..2 {
+        assert!(out.contains(&format!("child: worker-{i} true")), "{out}");
+        assert!(out.contains(&format!("joined worker-{i} Some(0)")), "{out}");
+    }
+}
+
+#[test]
+fn a_daemon_dies_with_its_parent() {
+    let out = run("daemon");
+    assert!(out.contains("daemon: still here"), "{out}");
+    let pid: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("main: exiting; the daemon "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in:\n{out}"));
+    let t0 = Instant::now();
+    // Not our child: look until /proc has it gone or a zombie.
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if matches!(state, None | Some("Z" | "X")) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the daemon outlived main"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
