@@ -365,6 +365,70 @@ fn holds_lock_at(info: &str, ino: u64, offset: u64) -> bool {
             })
 }
 
+/// A **presence token**: a token held through a description of the
+/// liveness file that belongs to one object (a queue's sender, a pipe end)
+/// rather than to a thread or a process.
+///
+/// A `fork` child inherits the description (the atfork handler closes only
+/// the process's own one), so the token stays held while *any* process
+/// keeps a copy of the object, and is released when the last copy is
+/// dropped or the last process holding one dies. That is how a role
+/// handle inherited across `fork` stays present after its creator drops
+/// its copy (Python's "create both ends, fork, close the parent's copy").
+///
+/// | event | the token |
+/// |---|---|
+/// | [`Presence::new`] | held (a fresh description, a lock on a fresh byte) |
+/// | `fork` | still held, now also by the child's inherited descriptor |
+/// | drop in one process | held while another process keeps its descriptor |
+/// | last descriptor closed (drop, exit, kill, `exec`) | released: [`liveness`] says `Dead` |
+///
+/// Checking it is [`liveness`], like any token. `None` from
+/// [`Presence::new`] where tokens are not used (module docs, "Fallback"):
+/// callers then fall back to the process token.
+#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+#[derive(Debug)]
+pub struct Presence {
+    fd: i32,
+    token: u32,
+}
+
+#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+impl Presence {
+    /// Opens a description of the liveness file and holds a fresh token
+    /// through it. `None` on the fallback path (no liveness file, no
+    /// tokens on this target, or draws failing).
+    #[must_use]
+    pub fn new() -> Option<Presence> {
+        cache::register();
+        let (fd, token) = tokens::draw_presence()?;
+        Some(Presence { fd, token })
+    }
+
+    /// The token (an owner id: check it with [`liveness`]).
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.token
+    }
+
+    /// Whether another description (a copy inherited by a `fork` child,
+    /// usually) still holds the token after this one is closed: closes
+    /// this process's descriptor, then asks. Consumes the presence.
+    #[must_use]
+    pub fn close_and_check_elsewhere(self) -> bool {
+        let token = self.token;
+        drop(self);
+        liveness(token) == Liveness::Alive
+    }
+}
+
+#[cfg(all(feature = "std", target_os = "linux", not(loom)))]
+impl Drop for Presence {
+    fn drop(&mut self) {
+        sys::close(self.fd);
+    }
+}
+
 /// Test support (feature `test-hooks`, never in a normal build): make the
 /// calling process behave in ways tests cannot otherwise force.
 #[cfg(feature = "test-hooks")]
@@ -879,6 +943,35 @@ mod tokens {
         })
     }
 
+    /// A presence token: a fresh description of the liveness file and a
+    /// token locked through it (see `owner::Presence`). The draw clashes
+    /// with every lock another description holds, this process's own
+    /// included, so it never equals a live thread or process token.
+    pub(super) fn draw_presence() -> Option<(i32, u32)> {
+        if super::test_hooks::task_ids_forced() {
+            return None;
+        }
+        let fd = sys::open_liveness_file(true).ok()?;
+        // The file our process checks against: a presence taken on a
+        // different (replaced) file would look dead to it.
+        let ours = with(|p| p.fd().map(|_| p.identity));
+        if ours.is_some() && sys::file_identity(fd) != ours {
+            sys::close(fd);
+            return None;
+        }
+        for _ in 0..DRAWS {
+            let token = super::test_hooks::forced_draw()
+                .unwrap_or_else(|| FIRST_TOKEN + sys::random_u32() % (ID_MASK - FIRST_TOKEN));
+            match sys::ofd_lock(fd, TOKEN_BASE + u64::from(token), true) {
+                Ok(()) => return Some((fd, token)),
+                Err(e) if e == libc::EAGAIN || e == libc::EACCES => {}
+                Err(_) => break,
+            }
+        }
+        sys::close(fd);
+        None
+    }
+
     /// `pthread_atfork` prepare: hold the lock across `fork`, so the child
     /// inherits a consistent state (no descriptor half-opened, no token
     /// half-drawn).
@@ -931,6 +1024,9 @@ mod tokens {
     pub(super) fn held_here(_token: u32) -> bool {
         false
     }
+    pub(super) fn draw_presence() -> Option<(i32, u32)> {
+        None
+    }
     /// A token another process holds, asked without a descriptor of our
     /// own (we hold none).
     #[cfg(target_os = "linux")]
@@ -976,6 +1072,47 @@ mod tests {
         assert_ne!(p, me);
         assert_eq!(liveness(p), Liveness::Alive);
         assert_eq!(thread_owner_id(), me, "cached");
+    }
+
+    #[test]
+    fn presence_lives_while_any_fork_copy_does() {
+        let p = Presence::new().expect("no presence token: is /dev/shm writable?");
+        let token = p.id();
+        assert!(is_token(token));
+        assert_eq!(liveness(token), Liveness::Alive);
+        assert!(!is_this_process(token), "held by its own description");
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` is a valid out-array of two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only calls async-signal-safe functions (read,
+        // _exit) before exiting.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let mut b = 0u8;
+            // SAFETY: reading one byte into a valid buffer.
+            unsafe {
+                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        assert!(child > 0);
+        // The child's inherited descriptor keeps the token held.
+        assert!(p.close_and_check_elsewhere());
+        assert_eq!(liveness(token), Liveness::Alive);
+        // SAFETY: writing one byte from a valid buffer; reaping our child.
+        unsafe {
+            assert_eq!(libc::write(fds[1], [1u8].as_ptr().cast(), 1), 1);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(child, &mut status, 0), child);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        assert_eq!(liveness(token), Liveness::Dead);
+        // Alone, the last copy's close releases it at once.
+        let q = Presence::new().unwrap();
+        let t = q.id();
+        assert!(!q.close_and_check_elsewhere());
+        assert_eq!(liveness(t), Liveness::Dead);
     }
 
     #[test]
