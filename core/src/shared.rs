@@ -320,7 +320,9 @@ unsafe impl<T: Pod> Object for Value<T> {
 
     fn params_from(fingerprint: &Fingerprint) -> Result<(), LayoutError> {
         if fingerprint.params != [1, 0] {
-            return Err(LayoutError::new("a value segment must hold exactly one element"));
+            return Err(LayoutError::new(
+                "a value segment must hold exactly one element",
+            ));
         }
         Ok(())
     }

@@ -112,7 +112,7 @@ pub const CASES: &[Case] = &[
         name: "mpmc_pxc",
         impls_of: "mpmc_pxc",
         metric: Metric::MsgsPerS,
-        floor: None,
+        floor: Some("vyukov"),
         description: "8-byte messages, --producers × --consumers processes on one queue",
         layout: Layout::Pair,
         msg_size: 8,

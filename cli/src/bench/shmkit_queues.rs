@@ -8,7 +8,8 @@
 //! | `spsc_throughput` | `shmkit_spsc_batched` | the same with `push_slice`/`pop_into` batches of 64 (no floor loop to match) |
 //! | `pipe_bytes` | `shmkit_pipe` | 64 KiB messages through a pipe of [`PIPE_BYTES_CAPACITY`] (16 messages), producer process → measuring consumer |
 //! | `pipe_bytes` | `raw_stream` | the same transfer with no pipe: `memcpy` into and out of 16 message slots in shared memory (the cross-core ceiling; see [`raw_stream`]) |
-//! | `mpmc_pxc` | `shmkit_mpmc` | `producers` × `consumers` processes through one queue of capacity 1024 |
+//! | `mpmc_pxc` | `shmkit_mpmc` | [`floors::pxc`] with the `vyukov` floor's waiting loop around `try_push`/`try_pop`, one queue of capacity 1024 |
+//! | `mpmc_pxc` | `shmkit_mpmc_blocking` | the same with blocking `push`/`pop` |
 //!
 //! Messages for the `Pod` queues are `[u64; W]` with `W` the smallest of
 //! 1, 8, 64, 512 words that holds `msg_size` bytes. Every impl uses the
@@ -24,7 +25,9 @@ use std::time::Instant;
 use shmkit_core::queue::mpmc::{QueueConsumer, QueueProducer};
 use shmkit_core::queue::pipe::{PipeReceiver, PipeRecvError, PipeSendError, PipeSender};
 use shmkit_core::queue::ring::{Consumer, Producer};
-use shmkit_core::queue::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+use shmkit_core::queue::{
+    RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
+};
 use shmkit_core::wait::Spin;
 use shmkit_core::Pod;
 use shmkit_posix::queue::{SharedPipe, SharedQueue, SharedRing};
@@ -53,6 +56,7 @@ pub fn impls() -> Vec<(&'static str, Impl)> {
         ("pipe_bytes", i("shmkit_pipe", pipe_bytes)),
         ("pipe_bytes", i("raw_stream", raw_stream)),
         ("mpmc_pxc", i("shmkit_mpmc", mpmc_pxc)),
+        ("mpmc_pxc", i("shmkit_mpmc_blocking", mpmc_pxc_blocking)),
     ]
 }
 
@@ -351,8 +355,8 @@ has_spin!(
     QueueConsumer<'_, [u64; W]>
 );
 
-/// Ring capacity (messages) of the round-trip impls.
-const RTT_CAPACITY: usize = 64;
+/// Ring capacity (messages) of the round-trip impls (the Vyukov floor's).
+const RTT_CAPACITY: usize = floors::RTT_CAPACITY;
 
 /// `$name(p, busy)`: two `$handle`s of [`RTT_CAPACITY`] (one per
 /// direction), their ends attached through `.$view()` in the process that
@@ -727,66 +731,84 @@ fn raw_stream(p: &Params) -> RunResult {
     })
 }
 
-/// `producers` × `consumers` processes through one queue; producers push
-/// `(warmup + ops) / producers` messages each; the clock runs from the
-/// start signal until every process is done.
+/// `mpmc_pxc` / `shmkit_mpmc`: [`floors::pxc`], the Vyukov floor's
+/// protocol and waiting loop ([`floors::spin_yield_until`] around
+/// `try_push`/`try_pop`), over one queue of [`floors::PXC_CAPACITY`];
+/// consumers stop at `Disconnected` (every producer dropped its handle).
 fn mpmc_pxc(p: &Params) -> RunResult {
     let (np, nc) = (p.producers.max(1), p.consumers.max(1));
-    let q = SharedQueue::<u64>::anonymous_with(1024, np, nc).map_err(err("queue"))?;
-    let per = (p.warmup + p.ops) / np as u64;
-    let s = Scratch::new(4096).map_err(err("mmap"))?;
-    let (ready, go) = (s.atomic_u32(0), s.atomic_u32(128));
-    let n = p.cpus.len().max(1);
-    let mut peers = Vec::new();
-    for i in 0..np + nc {
-        let (q, ready, go) = (&q, ready, go);
-        let cpu = p.cpus.get(i % n).copied();
-        peers.push(
-            spawn_peer(cpu, move || {
-                peer_guard();
-                let wait_go = || {
-                    ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    while go.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                        std::thread::yield_now();
+    let q =
+        SharedQueue::<u64>::anonymous_with(floors::PXC_CAPACITY, np, nc).map_err(err("queue"))?;
+    floors::pxc(
+        p,
+        |start, per| {
+            let Ok(mut tx) = q.queue().producer() else {
+                return false;
+            };
+            start();
+            (0..per).all(|k| {
+                let mut failed = false;
+                floors::spin_yield_until("shmkit_mpmc producer", || match tx.try_push(k) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => false,
+                    Err(_) => {
+                        failed = true;
+                        true
                     }
-                };
-                if i < np {
-                    let Ok(mut tx) = q.queue().producer() else {
-                        return 2;
-                    };
-                    wait_go();
-                    for k in 0..per {
-                        if tx.push(k).is_err() {
-                            return 3;
-                        }
-                    }
-                } else {
-                    let Ok(mut rx) = q.queue().consumer() else {
-                        return 2;
-                    };
-                    wait_go();
-                    while rx.pop().is_ok() {}
-                }
-                0
+                })
+                .is_ok()
+                    && !failed
             })
-            .map_err(err("fork"))?,
-        );
-    }
-    let t_wait = Instant::now();
-    while ready.load(std::sync::atomic::Ordering::SeqCst) < (np + nc) as u32 {
-        if t_wait.elapsed() > STALL {
-            return Err("peers did not start".into());
-        }
-        std::thread::yield_now();
-    }
-    let t0 = Instant::now();
-    go.store(1, std::sync::atomic::Ordering::Release);
-    for peer in peers {
-        peer.join()?;
-    }
-    Ok(Measurement::Rate {
-        ops: per * np as u64,
-        bytes_per_op: 8,
-        elapsed: t0.elapsed(),
-    })
+        },
+        |start| {
+            let Ok(mut rx) = q.queue().consumer() else {
+                return false;
+            };
+            start();
+            let mut end = false;
+            floors::spin_yield_until("shmkit_mpmc consumer", || match rx.try_pop() {
+                Ok(_) | Err(TryRecvError::Empty) => false,
+                Err(TryRecvError::Disconnected) => {
+                    end = true;
+                    true
+                }
+                Err(_) => true,
+            })
+            .is_ok()
+                && end
+        },
+        || Ok(()),
+    )
+}
+
+/// `mpmc_pxc` / `shmkit_mpmc_blocking`: the same with the blocking
+/// `push`/`pop` (spin, then sleep on the queue's futexes).
+fn mpmc_pxc_blocking(p: &Params) -> RunResult {
+    let (np, nc) = (p.producers.max(1), p.consumers.max(1));
+    let q =
+        SharedQueue::<u64>::anonymous_with(floors::PXC_CAPACITY, np, nc).map_err(err("queue"))?;
+    floors::pxc(
+        p,
+        |start, per| {
+            let Ok(mut tx) = q.queue().producer() else {
+                return false;
+            };
+            start();
+            (0..per).all(|k| tx.push(k).is_ok())
+        },
+        |start| {
+            let Ok(mut rx) = q.queue().consumer() else {
+                return false;
+            };
+            start();
+            loop {
+                match rx.pop() {
+                    Ok(_) => {}
+                    Err(RecvError::Disconnected) => return true,
+                    Err(_) => return false,
+                }
+            }
+        },
+        || Ok(()),
+    )
 }
