@@ -475,11 +475,14 @@ fn hostile_pipe_lengths_give_corrupt() {
 }
 
 /// A producer process that claimed a position and died before committing
-/// (simulated: it bumps the shared tail itself, then exits) does not wedge
-/// the queue: a blocked consumer skips the abandoned position within a
-/// wait slice and gets the next committed message.
+/// (simulated: it writes its claim into the slot's stamp, as a push
+/// killed between its claim and its commit leaves it, then exits) does not
+/// wedge the queue: a blocked consumer skips the abandoned position within
+/// a wait slice and gets the next committed message; a producer passes it.
 #[test]
 fn claimed_but_unpublished_position_of_a_dead_producer_is_skipped() {
+    use shmkit_core::queue::mpmc::{stamp, CLAIMED, EMPTY};
+    use std::sync::atomic::Ordering::SeqCst;
     let q = SharedQueue::<u64>::anonymous(4).unwrap();
     let mut rx = q.queue().consumer().unwrap();
     let mut tx = q.queue().producer().unwrap();
@@ -488,10 +491,19 @@ fn claimed_but_unpublished_position_of_a_dead_producer_is_skipped() {
         let Ok(tx) = q.queue().producer() else {
             return 2;
         };
-        let (_, tail) = q.queue().control_positions();
-        tail.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let who = tx.registry_index() as u64;
+        // Position 1 (lap 0 of slot 1): EMPTY → CLAIMED by us.
+        let claimed = q
+            .queue()
+            .stamp_of(1)
+            .compare_exchange(stamp(0, 0, EMPTY), stamp(0, who, CLAIMED), SeqCst, SeqCst)
+            .is_ok();
         std::mem::forget(tx);
-        0
+        if claimed {
+            0
+        } else {
+            3
+        }
     });
     assert_eq!(child.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
     tx.try_push(2).unwrap();

@@ -35,6 +35,8 @@ pub mod mpmc;
 pub mod pipe;
 pub mod ring;
 pub mod roles;
+#[cfg(target_has_atomic = "64")]
+pub mod slots;
 
 /// The longest a blocked queue operation sleeps before it looks at its
 /// peers' liveness again: bounds how long a waiter takes to notice that the
@@ -381,7 +383,7 @@ pub(crate) mod asym {
     // Miri cannot run `membarrier`: it takes the portable path.
     #[cfg(all(target_os = "linux", not(loom), not(miri)))]
     mod imp {
-        use core::sync::atomic::{compiler_fence, fence, AtomicU8, Ordering};
+        use core::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU8, Ordering};
 
         const UNKNOWN: u8 = 0;
         const READY: u8 = 1;
@@ -402,8 +404,22 @@ pub(crate) mod asym {
             unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0) }
         }
 
+        /// Bumped in every child after `fork`: a handle that recorded the
+        /// epoch when it registered in a process can tell that it now runs
+        /// in another one.
+        static EPOCH: AtomicU32 = AtomicU32::new(0);
+
         extern "C" fn forget_in_child() {
             STATE.store(UNKNOWN, Ordering::Relaxed);
+            EPOCH.fetch_add(1, Ordering::Relaxed);
+        }
+
+        /// The fork epoch of the calling process (see `EPOCH`). Relaxed:
+        /// the child handler runs in the child's only thread before `fork`
+        /// returns there, so every later load in the child sees it.
+        #[inline(always)]
+        pub(crate) fn fork_epoch() -> u32 {
+            EPOCH.load(Ordering::Relaxed)
         }
 
         pub(crate) fn register() {
@@ -445,6 +461,12 @@ pub(crate) mod asym {
 
         pub(crate) fn register() {}
 
+        /// No `fork` here (or it is not tracked): one epoch.
+        #[inline(always)]
+        pub(crate) fn fork_epoch() -> u32 {
+            0
+        }
+
         #[inline]
         pub(crate) fn light() {
             fence(Ordering::SeqCst);
@@ -456,6 +478,11 @@ pub(crate) mod asym {
         }
     }
 
+    /// Which process generation runs: changes in a `fork` child (once the
+    /// process called [`register`]). Handles whose shared registration
+    /// names the process compare it to notice that they were inherited.
+    #[cfg_attr(not(target_has_atomic = "64"), allow(unused_imports))] // used by mpmc
+    pub(crate) use imp::fork_epoch;
     /// Registers the calling process for the cheap waker side (Linux:
     /// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, once per process).
     pub(crate) use imp::register;
@@ -546,23 +573,10 @@ mod tests {
         use crate::primitive::AtomicU64;
         let ctl = QueueControl::new();
         let producers = [RoleSlot::new(), RoleSlot::new()];
-        let intents = [AtomicU64::new(0), AtomicU64::new(0)];
         let consumers = [RoleSlot::new()];
-        let stamps = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-        let mut slots = [0u16; 3];
-        Queue::<u16>::init(&stamps, &intents);
-        // SAFETY: `slots` outlives the queue and is only used through it.
-        let q = unsafe {
-            Queue::from_raw(
-                &ctl,
-                &producers,
-                &intents,
-                &consumers,
-                &stamps,
-                NonNull::from(&mut slots).cast(),
-            )
-        }
-        .unwrap();
+        // 4 slots of a u16: a stamp word and a value word each.
+        let words: [AtomicU64; 8] = Default::default();
+        let q = Queue::<u16>::from_parts(&ctl, &producers, &consumers, &words).unwrap();
         let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
         for i in 0..20u16 {
             tx.try_push(i).unwrap();
@@ -570,13 +584,13 @@ mod tests {
             assert_eq!(rx.try_pop(), Ok(i));
             assert_eq!(rx.try_pop(), Ok(i + 100));
         }
-        for i in 0..3 {
+        for i in 0..4 {
             tx.try_push(i).unwrap();
         }
         assert!(matches!(tx.try_push(9), Err(TrySendError::Full(9))));
-        assert_eq!(q.len(), 3);
+        assert_eq!(q.len(), 4);
         drop(tx);
-        for i in 0..3 {
+        for i in 0..4 {
             assert_eq!(rx.try_pop(), Ok(i));
         }
         assert_eq!(rx.try_pop(), Err(TryRecvError::Disconnected));

@@ -93,6 +93,8 @@ use super::{
     CachePadded, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError, WaitPoint, LIVENESS_POLL_EVERY,
 };
+use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
+use crate::object::{LayoutError, Object};
 use crate::primitive::{AtomicU32, Ordering};
 use crate::shared::SharedSlice;
 use crate::wait::{Deadline, Spin};
@@ -951,5 +953,107 @@ impl<T: Pod> ReadChunk<'_, '_, T> {
     pub fn commit_all(self) {
         let n = self.len;
         self.commit(n as usize);
+    }
+}
+
+/// Bytes of a [`RingControl`] in a segment: the slots start this far into
+/// the payload.
+pub const CONTROL_LEN: usize = 5 * 128;
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(core::mem::size_of::<RingControl>(), CONTROL_LEN);
+
+/// Checks a ring capacity: the one place it is checked.
+///
+/// # Errors
+/// Not a power of two in `1..=MAX_CAPACITY`.
+pub fn validate_capacity(capacity: usize) -> Result<u32, LayoutError> {
+    match u32::try_from(capacity) {
+        Ok(c) if c.is_power_of_two() && c <= MAX_CAPACITY => Ok(c),
+        _ => Err(LayoutError::new(
+            "ring capacity must be a power of two in 1..=2^31",
+        )),
+    }
+}
+
+/// The payload length of a ring of `capacity` elements of `size` bytes
+/// aligned to `align` (any of them possibly read from a header nobody
+/// vouches for): the control block, then the slots.
+///
+/// # Errors
+/// A bad capacity or alignment, or a payload too large for memory.
+pub fn payload_len_for(capacity: usize, size: usize, align: usize) -> Result<usize, LayoutError> {
+    validate_capacity(capacity)?;
+    if !align.is_power_of_two() || align > PAYLOAD_ALIGN {
+        return Err(LayoutError::new(
+            "the element alignment must be a power of two up to 128",
+        ));
+    }
+    capacity
+        .checked_mul(size)
+        .and_then(|b| b.checked_add(CONTROL_LEN))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or(LayoutError::new("the ring does not fit in memory"))
+}
+
+/// A [`Ring`] of `T` as the payload of a segment (kind `ring`): a
+/// [`RingControl`] then `capacity` elements. Never constructed: it names
+/// the [`Object`], whose view is a [`Ring`].
+#[derive(Debug)]
+pub enum Spsc<T> {
+    #[doc(hidden)]
+    _Never(core::convert::Infallible, PhantomData<fn() -> T>),
+}
+
+// SAFETY: `payload_len` = 640 + capacity * size_of::<T>() for a checked
+// capacity; `attach` places the control block (atomics, 128-aligned) at 0
+// and `capacity` elements at 640 (a multiple of every alignment up to
+// 128), which the ring only accesses through atomic copies at masked
+// indices. All-zero is a fresh ring: `init` writes nothing.
+unsafe impl<T: Pod> Object for Spsc<T> {
+    const KIND: Kind = Kind::RING;
+    type Params = usize;
+    type View<'a> = Ring<'a, T>;
+
+    fn fingerprint(capacity: &usize) -> Fingerprint {
+        Fingerprint::of::<T>([*capacity as u64, 0])
+    }
+
+    fn type_name() -> &'static str {
+        core::any::type_name::<T>()
+    }
+
+    fn params_from(fingerprint: &Fingerprint) -> Result<usize, LayoutError> {
+        if fingerprint.params[1] != 0 {
+            return Err(LayoutError::new("a ring records no second parameter"));
+        }
+        let capacity = usize::try_from(fingerprint.params[0])
+            .map_err(|_| LayoutError::new("the ring capacity does not fit in memory"))?;
+        validate_capacity(capacity)?;
+        Ok(capacity)
+    }
+
+    fn payload_len(capacity: &usize) -> Result<usize, LayoutError> {
+        payload_len_for(
+            *capacity,
+            core::mem::size_of::<T>(),
+            core::mem::align_of::<T>(),
+        )
+    }
+
+    unsafe fn init(_payload: NonNull<u8>, _capacity: &usize) {}
+
+    unsafe fn attach<'a>(payload: NonNull<u8>, capacity: &usize) -> Ring<'a, T> {
+        let base = payload.as_ptr();
+        // SAFETY: `attach`'s contract: `payload_len(capacity)` bytes,
+        // PAYLOAD_ALIGN-aligned, mapped for 'a, accessed only atomically;
+        // the control block is atomics (valid for any bytes) at 0, the
+        // slots at CONTROL_LEN (aligned for T, see above).
+        unsafe {
+            let ctl = &*base.cast::<RingControl>();
+            let data = NonNull::new_unchecked(base.add(CONTROL_LEN)).cast::<T>();
+            Ring::from_raw(ctl, data, *capacity as u32)
+        }
+        .expect("the caller checked payload_len(capacity), which checks the capacity")
     }
 }
