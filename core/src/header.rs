@@ -133,6 +133,9 @@ impl Kind {
     pub const PIPE: Kind = Kind(14);
     /// A two-way byte-message pipe.
     pub const DUPLEX_PIPE: Kind = Kind(15);
+    /// A single-producer single-consumer ring with stamped slots (one
+    /// cache line per message).
+    pub const STAMPED_RING: Kind = Kind(16);
     /// First value free for user-defined kinds.
     pub const USER: Kind = Kind(0x1000);
 
@@ -155,6 +158,7 @@ impl Kind {
             Kind::QUEUE => "queue",
             Kind::PIPE => "pipe",
             Kind::DUPLEX_PIPE => "duplex-pipe",
+            Kind::STAMPED_RING => "stamped-ring",
             Kind(k) if k >= Kind::USER.0 => "user",
             _ => "unknown",
         }

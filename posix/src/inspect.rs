@@ -51,6 +51,8 @@ use shmkit_core::queue::mpmc::{self, QueueControl, QueueLayout, QueueParams};
 use shmkit_core::queue::pipe::{self as pipe_layout, FRAME_HEADER};
 use shmkit_core::queue::ring::{self as ring_layout, RingControl};
 use shmkit_core::queue::roles::{Holder, RoleSlot};
+use shmkit_core::queue::slots::SlotLayout;
+use shmkit_core::queue::stamped::{self, StampedControl};
 use shmkit_core::sync::barrier::MAX_PARTIES;
 use shmkit_core::sync::{
     Barrier, Condvar, Event, MutexSnapshot, MutexState, RawMutex, ReentrantMutex, RwLock, Semaphore,
@@ -113,6 +115,8 @@ unsafe impl AtomicsOnly for Barrier {}
 unsafe impl AtomicsOnly for RingControl {}
 // SAFETY: as above.
 unsafe impl AtomicsOnly for QueueControl {}
+// SAFETY: as above.
+unsafe impl AtomicsOnly for StampedControl {}
 // SAFETY: as above (its `_reserved` word is plain `u32`, as everywhere the
 // queue handles map it).
 unsafe impl AtomicsOnly for RoleSlot {}
@@ -232,6 +236,7 @@ pub fn describe(h: &HeaderSnapshot, p: &PayloadView<'_>) -> Option<Lines> {
         Kind::QUEUE => queue(h, p, &mut out),
         Kind::PIPE => pipe(h, p, 1, &mut out),
         Kind::DUPLEX_PIPE => pipe(h, p, 2, &mut out),
+        Kind::STAMPED_RING => stamped_ring(h, p, &mut out),
         _ => return None,
     }
     Some(out)
@@ -904,6 +909,51 @@ fn queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
         "consumers",
         registry_text(&slots(l.consumers_at, l.params.consumers)),
     ));
+}
+
+fn stamped_ring(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
+    let size = usize::try_from(h.fingerprint.size).unwrap_or(usize::MAX);
+    let align = usize::try_from(h.fingerprint.align).unwrap_or(0);
+    let unit = format!("slot(s) of {size} byte(s)");
+    let Some(cap) = capacity(
+        h,
+        p,
+        |c| stamped::payload_len_for(c, size, align).ok(),
+        &unit,
+        out,
+    ) else {
+        return;
+    };
+    let Some(ctl) = object_or_report::<StampedControl>(p, "ring", out) else {
+        return;
+    };
+    // `capacity` validated the element, so the slot layout exists.
+    if let Ok(slot) = SlotLayout::for_element(size, align) {
+        let at = stamped::slots_at(align);
+        let (mut full, mut bad) = (0usize, 0usize);
+        for i in 0..cap.min(MAX_STAMPS) {
+            match p.u64_at(at + i * slot.stride_bytes()).map(mpmc::decode) {
+                Some((_, 0, mpmc::EMPTY)) => {}
+                Some((_, 0, mpmc::FULL)) => full += 1,
+                _ => bad += 1,
+            }
+        }
+        let scanned = if cap > MAX_STAMPS {
+            format!(" in the first {MAX_STAMPS} slots")
+        } else {
+            String::new()
+        };
+        out.push(("occupancy", format!("{full} of {cap} committed{scanned}")));
+        if bad > 0 {
+            corrupt(
+                out,
+                "stamps",
+                format!("{bad} slot stamp(s) hold no possible state"),
+            );
+        }
+    }
+    out.push(("producer", role_text(ctl.producer_slot())));
+    out.push(("consumer", role_text(ctl.consumer_slot())));
 }
 
 /// Messages framed between `head` and `tail` of the byte ring whose bytes

@@ -6,6 +6,9 @@
 //! | `blocking_rtt` | `shmkit_spsc_blocking`, `shmkit_mpmc_blocking`, `shmkit_pipe_blocking` | [`floors::u32_pingpong`] (the futex floor's protocol) with blocking calls and `Spin::NONE`, so every receive parks |
 //! | `spsc_throughput` | `shmkit_spsc` | the raw ring floor's loop: one `try_push` per message in the producer process, one `try_pop` per message in the measuring consumer; each side enters [`spin_until`] only when a call finds the ring full/empty, as the floor does |
 //! | `spsc_throughput` | `shmkit_spsc_batched` | the same with `push_slice`/`pop_into` batches of 64 (no floor loop to match) |
+//! | `spsc_throughput` | `shmkit_stamped` | the `shmkit_spsc` loop through a stamped ring ([`StampedSpsc`]) |
+//! | `busy_rtt` | `shmkit_stamped` | the round trip through two stamped rings |
+//! | `blocking_rtt` | `shmkit_stamped_blocking` | the blocking round trip through two stamped rings |
 //! | `pipe_bytes` | `shmkit_pipe` | 64 KiB messages through a pipe of [`PIPE_BYTES_CAPACITY`] (16 messages), producer process → measuring consumer |
 //! | `pipe_bytes` | `raw_stream` | the same transfer with no pipe: `memcpy` into and out of 16 message slots in shared memory (the cross-core ceiling; see [`raw_stream`]) |
 //! | `mpmc_pxc` | `shmkit_mpmc` | [`floors::pxc`] with the `vyukov` floor's waiting loop around `try_push`/`try_pop`, one queue of capacity 1024 |
@@ -22,15 +25,18 @@
 use std::cell::RefCell;
 use std::time::Instant;
 
+use shmkit_core::object::Object;
 use shmkit_core::queue::mpmc::{QueueConsumer, QueueProducer};
 use shmkit_core::queue::pipe::{PipeReceiver, PipeRecvError, PipeSendError, PipeSender};
 use shmkit_core::queue::ring::{Consumer, Producer};
+use shmkit_core::queue::stamped::{StampedConsumer, StampedProducer, StampedSpsc};
 use shmkit_core::queue::{
     RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use shmkit_core::wait::Spin;
 use shmkit_core::Pod;
 use shmkit_posix::queue::{SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::{ObjectSpec, Segment};
 
 use super::floors;
 use super::proc::{pin_index, spawn_peer, Scratch};
@@ -45,6 +51,12 @@ pub fn impls() -> Vec<(&'static str, Impl)> {
         ("busy_rtt", i("shmkit_spsc", busy_spsc)),
         ("busy_rtt", i("shmkit_mpmc", busy_mpmc)),
         ("busy_rtt", i("shmkit_pipe", busy_pipe)),
+        ("busy_rtt", i("shmkit_stamped", busy_stamped)),
+        (
+            "blocking_rtt",
+            i("shmkit_stamped_blocking", blocking_stamped),
+        ),
+        ("spsc_throughput", i("shmkit_stamped", throughput_stamped)),
         ("blocking_rtt", i("shmkit_spsc_blocking", blocking_spsc)),
         ("blocking_rtt", i("shmkit_mpmc_blocking", blocking_mpmc)),
         ("blocking_rtt", i("shmkit_pipe_blocking", blocking_pipe)),
@@ -153,6 +165,7 @@ macro_rules! queue_adapters {
 
 queue_adapters!(Producer, Consumer);
 queue_adapters!(QueueProducer, QueueConsumer);
+queue_adapters!(StampedProducer, StampedConsumer);
 
 /// A pipe sender with its `msg_size`-byte message; the tag is in the first
 /// (up to) 8 bytes, little-endian.
@@ -352,8 +365,44 @@ has_spin!(
     Producer<'_, [u64; W]>,
     Consumer<'_, [u64; W]>,
     QueueProducer<'_, [u64; W]>,
-    QueueConsumer<'_, [u64; W]>
+    QueueConsumer<'_, [u64; W]>,
+    StampedProducer<'_, [u64; W]>,
+    StampedConsumer<'_, [u64; W]>
 );
+
+/// An anonymous segment holding the core object `O`, for structures that
+/// have no posix handle (yet): the spec, `init` and the view all come
+/// from the object.
+struct ObjectSegment<O: Object> {
+    segment: Segment,
+    params: O::Params,
+}
+
+impl<O: Object> ObjectSegment<O> {
+    fn anonymous(params: O::Params) -> Result<Self, String> {
+        let len = O::payload_len(&params).map_err(err("layout"))?;
+        let spec = ObjectSpec {
+            kind: O::KIND,
+            fingerprint: O::fingerprint(&params),
+            type_name: O::type_name(),
+            payload_len: len as u64,
+        };
+        let segment = Segment::anonymous(&spec, &mut |payload, _| {
+            // SAFETY: the fresh, zero-filled payload of `payload_len`
+            // bytes, aligned to PAYLOAD_ALIGN, nobody else's yet.
+            unsafe { O::init(payload, &params) }
+        })
+        .map_err(err("segment"))?;
+        Ok(ObjectSegment { segment, params })
+    }
+
+    fn view(&self) -> O::View<'_> {
+        // SAFETY: made by `anonymous` with these params (read-write, the
+        // length checked by `payload_len`), initialised, mapped while
+        // `self` lives, accessed only atomically.
+        unsafe { O::attach(self.segment.payload(), &self.params) }
+    }
+}
 
 /// Ring capacity (messages) of the round-trip impls (the Vyukov floor's).
 const RTT_CAPACITY: usize = floors::RTT_CAPACITY;
@@ -390,6 +439,31 @@ macro_rules! rtt_impl {
 
 rtt_impl!(spsc_rtt, SharedRing, ring, "ring");
 rtt_impl!(mpmc_rtt, SharedQueue, queue, "queue");
+
+/// [`rtt_impl`]'s shape for the stamped ring (no posix handle: an
+/// [`ObjectSegment`]).
+fn stamped_rtt<const W: usize>(p: &Params, busy: bool) -> RunResult
+where
+    [u64; W]: Pod,
+{
+    let q = [
+        ObjectSegment::<StampedSpsc<[u64; W]>>::anonymous(RTT_CAPACITY)?,
+        ObjectSegment::<StampedSpsc<[u64; W]>>::anonymous(RTT_CAPACITY)?,
+    ];
+    let tx = |d: usize| {
+        let tx = q[d].view().producer().map_err(err("attach"))?;
+        Ok(spin_mode(tx, busy))
+    };
+    let rx = |d: usize| {
+        let rx = q[d].view().consumer().map_err(err("attach"))?;
+        Ok(spin_mode(rx, busy))
+    };
+    if busy {
+        busy_round_trips(p, same, || Ok((tx(0)?, rx(1)?)), || Ok((tx(1)?, rx(0)?)))
+    } else {
+        blocking_round_trips(p, same, tx, rx)
+    }
+}
 
 fn pipe_rtt(p: &Params, busy: bool) -> RunResult {
     let size = p.msg_size;
@@ -464,6 +538,12 @@ fn blocking_mpmc(p: &Params) -> RunResult {
 }
 fn blocking_pipe(p: &Params) -> RunResult {
     pipe_rtt(p, false)
+}
+fn busy_stamped(p: &Params) -> RunResult {
+    by_size!(stamped_rtt, p, true)
+}
+fn blocking_stamped(p: &Params) -> RunResult {
+    by_size!(stamped_rtt, p, false)
 }
 
 /// Ring capacity (messages) of `spsc_throughput`: the raw floor's.
@@ -540,12 +620,15 @@ fn throughput_batched(p: &Params) -> RunResult {
 /// clock set up per message, in one loop shared with the batched variant)
 /// made this impl ≈1.4× slower than the same ring in the floor's loop
 /// (40–55 vs 57–80 M msg/s here): it measured the loop, not the ring.
-fn throughput_single(p: &Params) -> RunResult {
-    let ring = SharedRing::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
+fn throughput_single<P: PushEnd, C: PopEnd>(
+    p: &Params,
+    attach_tx: impl FnOnce() -> Option<P>,
+    attach_rx: impl FnOnce() -> Result<C, String>,
+) -> RunResult {
     let total = p.warmup + p.ops;
     let peer = spawn_peer(p.cpus.get(1).copied(), || {
         peer_guard();
-        let Ok(mut tx) = ring.ring().producer() else {
+        let Some(mut tx) = attach_tx() else {
             return 2;
         };
         for i in 0..total {
@@ -568,7 +651,7 @@ fn throughput_single(p: &Params) -> RunResult {
         0
     })
     .map_err(err("fork"))?;
-    let mut rx = ring.ring().consumer().map_err(err("attach"))?;
+    let mut rx = attach_rx()?;
     pin_index(&p.cpus, 0).map_err(err("pin"))?;
     let mut start = Instant::now();
     for i in 0..total {
@@ -605,8 +688,52 @@ fn throughput_single(p: &Params) -> RunResult {
     })
 }
 
+/// The pushing end of a `u64` SPSC ring, with the core error type (no
+/// adapter in between: [`throughput_single`] must compile to the floor's
+/// loop around the ring's own inlined `try_push`).
+trait PushEnd {
+    fn try_push(&mut self, v: u64) -> Result<(), TrySendError<u64>>;
+}
+/// The popping end, likewise.
+trait PopEnd {
+    fn try_pop(&mut self) -> Result<u64, TryRecvError>;
+}
+macro_rules! spsc_ends {
+    ($producer:ident, $consumer:ident) => {
+        impl PushEnd for $producer<'_, u64> {
+            #[inline(always)]
+            fn try_push(&mut self, v: u64) -> Result<(), TrySendError<u64>> {
+                $producer::try_push(self, v)
+            }
+        }
+        impl PopEnd for $consumer<'_, u64> {
+            #[inline(always)]
+            fn try_pop(&mut self) -> Result<u64, TryRecvError> {
+                $consumer::try_pop(self)
+            }
+        }
+    };
+}
+spsc_ends!(Producer, Consumer);
+spsc_ends!(StampedProducer, StampedConsumer);
+
 fn throughput_spsc(p: &Params) -> RunResult {
-    throughput_single(p)
+    let ring = SharedRing::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
+    throughput_single(
+        p,
+        || ring.ring().producer().ok(),
+        || ring.ring().consumer().map_err(err("attach")),
+    )
+}
+/// `spsc_throughput` / `shmkit_stamped`: [`throughput_single`] through a
+/// [`StampedSpsc`] ring of the same capacity.
+fn throughput_stamped(p: &Params) -> RunResult {
+    let ring = ObjectSegment::<StampedSpsc<u64>>::anonymous(THROUGHPUT_CAPACITY)?;
+    throughput_single(
+        p,
+        || ring.view().producer().ok(),
+        || ring.view().consumer().map_err(err("attach")),
+    )
 }
 fn throughput_spsc_batched(p: &Params) -> RunResult {
     throughput_batched(p)

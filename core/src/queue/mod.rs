@@ -5,7 +5,14 @@
 //! |---|---|---|---|---|
 //! | [`ring::Ring`] | `ring.rs` | 1 × 1 | FIFO | `T: Pod` |
 //! | [`mpmc::Queue`] (64-bit atomics only) | `mpmc.rs` | up to a fixed number each | FIFO per producer | `T: Pod` |
+//! | [`stamped::StampedRing`] (64-bit atomics only) | `stamped.rs` | 1 × 1 | FIFO | `T: Pod` |
 //! | [`pipe::Pipe`] | `pipe.rs` | 1 × 1 per direction | FIFO | byte messages |
+//!
+//! The index ring moves a message's slot and the shared index (two cache
+//! lines) and hands out contiguous chunks: the choice for streams and
+//! batches. The stamped ring and the MPMC queue keep a stamp next to each
+//! value, so a message moves one line: the choice for latency (see
+//! [`stamped`] for the comparison).
 //!
 //! Each structure is a `#[repr(C)]` control block plus arrays, all of them
 //! pointer-free: the `shmkit-posix` crate places them in named, anonymous or
@@ -37,6 +44,8 @@ pub mod ring;
 pub mod roles;
 #[cfg(target_has_atomic = "64")]
 pub mod slots;
+#[cfg(target_has_atomic = "64")]
+pub mod stamped;
 
 /// The longest a blocked queue operation sleeps before it looks at its
 /// peers' liveness again: bounds how long a waiter takes to notice that the

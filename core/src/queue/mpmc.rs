@@ -61,7 +61,12 @@
 //! Transitions of slot `i`, position `p = lap·cap + i`:
 //! `EMPTY(lap) → CLAIMED(lap, w)` (claim) `→ FULL(lap)` (commit)
 //! `→ EMPTY(lap + 1)` (delivery); or `CLAIMED(lap, w) → EMPTY(lap + 1)`
-//! (skip, only once `w` is found dead).
+//! (skip, by a consumer at `p` that found `w` dead). A producer that takes
+//! over the registry entry `w` of a dead holder re-marks that holder's
+//! claims `CLAIMED(lap, w) → CLAIMED(lap, ORPHAN)` instead of skipping
+//! them itself: skips, like deliveries, happen in position order, which
+//! is what lets a handle with a stale position trust a later lap's
+//! `EMPTY` as "everything before was delivered".
 //!
 //! # Invariants (honest peers)
 //! - Claims are **dense**: a producer passes position `t` only after
@@ -85,16 +90,23 @@
 //!   (Release), pair with the next lap's claim CAS (Acquire) that reads
 //!   the `EMPTY` it wrote, then that producer's value stores: a value is
 //!   never overwritten while its consumer still reads it.
-//! - Everything else (hints, the skip CAS, the stamp loads that only
-//!   decide where to look) is Relaxed: a stale read only sends a handle to
-//!   look again.
+//! - SYNC POINT MPMC-3: every stamp write is a Release and every stamp
+//!   or hint load an Acquire, and each handle stores its hint (Release)
+//!   after the stamp write it advertises. A handle deduces where the
+//!   frontier is from what it reads (a hint, a later lap in one slot);
+//!   with these pairs everything the writer had seen is visible to it, so
+//!   the other slots never show it a lap older than the deduction allows
+//!   (which would read as an impossible state). On x86_64 all of these
+//!   are plain loads and stores (the CASes are locked either way); the
+//!   loom models fail with Relaxed hints or stamp loads.
 //!
 //! # Guarantees
 //! - A message is committed by its producer's `FULL` store and delivered
 //!   exactly once, to the consumer whose delivery CAS succeeds. A producer
 //!   killed before its commit sent nothing: its claim is skipped by a
 //!   consumer (within one [`WAIT_SLICE`](super::WAIT_SLICE) of a blocked
-//!   pop) or by the next producer that takes over its registry entry. A
+//!   pop; at once if the producer that takes over its registry entry
+//!   marked it [`ORPHAN`] first). A
 //!   consumer killed after its delivery CAS took that message with it; a
 //!   consumer killed before it took nothing.
 //! - FIFO in position order: each producer's messages are delivered in
@@ -117,8 +129,8 @@
 //! [`roles`](super::roles)), and a registry entry names one *process*: a
 //! producer handle inherited across `fork` registers itself anew in the
 //! child on its first push (the parent's entry keeps naming the parent),
-//! and a producer that takes over an entry of a dead holder first skips
-//! every claim still recorded under that entry.
+//! and a producer that takes over an entry of a dead holder first marks
+//! every claim still recorded under that entry [`ORPHAN`].
 //!
 //! ```
 //! use shmkit_core::queue::mpmc::{Queue, QueueControl};
@@ -180,8 +192,13 @@ const WHO_MASK: u64 = (1 << WHO_BITS) - 1;
 /// Largest capacity (slots).
 pub const MAX_CAPACITY: usize = 1 << 31;
 /// Largest number of producers or consumers a registry may hold (a
-/// claimer's index fits in the stamp's 12 `who` bits).
-pub const MAX_REGISTRY: usize = 1 << WHO_BITS;
+/// claimer's index fits in the stamp's 12 `who` bits, [`ORPHAN`] aside).
+pub const MAX_REGISTRY: usize = (1 << WHO_BITS) - 1;
+/// The `who` of a claim whose claimer is known to be dead: a producer
+/// that takes over a dead holder's registry entry re-marks that holder's
+/// claims with it, and consumers skip such a claim when they reach it
+/// (in position order) without asking anyone's liveness.
+pub const ORPHAN: u64 = WHO_MASK;
 /// Registry size per role of [`QueueParams::new`].
 pub const DEFAULT_REGISTRY: usize = 32;
 
@@ -294,7 +311,7 @@ impl QueueParams {
             || !(1..=MAX_REGISTRY).contains(&self.consumers)
         {
             return Err(LayoutError::new(
-                "a queue registers 1..=4096 producers and 1..=4096 consumers",
+                "a queue registers 1..=4095 producers and 1..=4095 consumers",
             ));
         }
         Ok(())
@@ -560,8 +577,8 @@ impl<'a, T: Pod> Queue<'a, T> {
     /// Attaches the calling process (or thread) as one more producer.
     ///
     /// Taking a registry entry may mean taking over one of a dead holder:
-    /// any claim it left is skipped first (a scan of the stamps, once per
-    /// attach).
+    /// any claim it left is marked [`ORPHAN`] first (a scan of the stamps,
+    /// once per attach).
     ///
     /// # Errors
     /// [`AttachError::Full`] if every producer entry is held by a live
@@ -572,8 +589,8 @@ impl<'a, T: Pod> Queue<'a, T> {
             queue: *self,
             index,
             claimed: stamp(0, index as u64, CLAIMED),
-            // Relaxed: a starting hint.
-            tail: self.ctl.tail.load(Ordering::Relaxed),
+            // Acquire: MPMC-3.
+            tail: self.ctl.tail.load(Ordering::Acquire),
             epoch,
             spin: Spin::DEFAULT,
             idle: 0,
@@ -589,7 +606,7 @@ impl<'a, T: Pod> Queue<'a, T> {
         asym::register();
         let epoch = asym::fork_epoch();
         let index = roles::attach_any(self.producers)?;
-        self.skip_claims_of(index as u64);
+        self.orphan_claims_of(index as u64);
         Ok((index, epoch))
     }
 
@@ -604,8 +621,8 @@ impl<'a, T: Pod> Queue<'a, T> {
         Ok(QueueConsumer {
             queue: *self,
             index,
-            // Relaxed: a starting hint.
-            head: self.ctl.head.load(Ordering::Relaxed),
+            // Acquire: MPMC-3.
+            head: self.ctl.head.load(Ordering::Acquire),
             spin: Spin::DEFAULT,
             idle: 0,
             _not_sync: PhantomData,
@@ -635,17 +652,25 @@ impl<'a, T: Pod> Queue<'a, T> {
         (pos >> self.shift) & LAP_MASK
     }
 
-    /// Skips (`CLAIMED(lap, who) → EMPTY(lap + 1)`) every claim recorded
-    /// under registry entry `who`. Called by a producer that just took the
-    /// entry, before its first claim: any such claim is a dead holder's.
-    fn skip_claims_of(&self, who: u64) {
+    /// Re-marks (`CLAIMED(lap, who) → CLAIMED(lap, ORPHAN)`) every claim
+    /// recorded under registry entry `who`. Called by a producer that just
+    /// took the entry, before its first claim: any such claim is a dead
+    /// holder's, and consumers will skip it in order.
+    fn orphan_claims_of(&self, who: u64) {
         for i in 0..self.capacity() as u64 {
             let word = self.stamp_word(i);
-            // Relaxed: see `skip`.
+            // Relaxed: a claim of ours cannot exist yet, and a claim of
+            // the dead holder cannot change but by this CAS or a skip.
             let s = word.load(Ordering::Relaxed);
             let (lap, w, state) = decode(s);
             if state == CLAIMED && w == who {
-                skip(word, s, lap);
+                // Release: MPMC-3 (a stamp write).
+                let _ = word.compare_exchange(
+                    s,
+                    stamp(lap, ORPHAN, CLAIMED),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
             }
         }
     }
@@ -677,17 +702,18 @@ impl<'a, T: Pod> Queue<'a, T> {
 }
 
 /// Skips an abandoned claim: `CLAIMED(lap, _) → EMPTY(lap + 1)`, only if
-/// the stamp still is `claim`.
+/// the stamp still is `claim` (a CAS, so two skippers, or a skip and a
+/// re-marking, cannot both act).
 ///
-/// Relaxed: the skip hands no data to anyone (the dead claimer's partial
-/// value is overwritten by the next lap's producer, whose claim CAS
-/// orders nothing against it); a CAS so two skippers, or a skipper and a
-/// new claim of the next lap, cannot both act.
+/// Release: MPMC-3. No value is handed over (the dead claimer's partial
+/// value is overwritten by the next lap's producer), but a handle that
+/// reads this later lap deduces that everything before was delivered,
+/// which this skipper had seen.
 fn skip(word: &AtomicU64, claim: u64, lap: u64) {
     let _ = word.compare_exchange(
         claim,
         stamp(lap.wrapping_add(1), 0, EMPTY),
-        Ordering::Relaxed,
+        Ordering::Release,
         Ordering::Relaxed,
     );
 }
@@ -773,22 +799,16 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         loop {
             let word = q.stamp_word(t);
             let lap = q.lap(t);
-            // Relaxed: only decides where to look; the claim CAS below
-            // acquires.
-            let s = word.load(Ordering::Relaxed);
+            // Acquire: MPMC-3 (what we deduce from a later lap holds).
+            let s = word.load(Ordering::Acquire);
             let empty = stamp(lap, 0, EMPTY);
             if s == empty {
                 // SYNC POINT MPMC-2 (Acquire on success): pairs with the
                 // Release of the delivery CAS that wrote this EMPTY; that
                 // consumer's reads of the previous lap's value happen
-                // before our writes.
+                // before our writes. Release: MPMC-3.
                 if word
-                    .compare_exchange(
-                        s,
-                        empty | self.claimed,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
+                    .compare_exchange(s, empty | self.claimed, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
                     return Ok(t);
@@ -820,8 +840,8 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
                     // previous lap, an earlier lap, a bad state or claim).
                     // Retry from the shared hint a few times, then say so.
                     impossible = true;
-                    // Relaxed: a hint.
-                    t = q.ctl.tail.load(Ordering::Relaxed);
+                    // Acquire: MPMC-3.
+                    t = q.ctl.tail.load(Ordering::Acquire);
                 }
             }
             budget -= 1;
@@ -839,8 +859,8 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
     /// it is further on.
     #[inline(always)]
     fn next(&self, to: u64) -> u64 {
-        // Relaxed: a hint.
-        let hint = self.queue.ctl.tail.load(Ordering::Relaxed);
+        // Acquire: MPMC-3, pairs with the Release store in `commit`.
+        let hint = self.queue.ctl.tail.load(Ordering::Acquire);
         if (hint.wrapping_sub(to) as i64) > 0 {
             hint
         } else {
@@ -859,8 +879,8 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         q.stamp_word(t)
             .store(stamp(q.lap(t), 0, FULL), Ordering::Release);
         self.tail = t.wrapping_add(1);
-        // Relaxed: a hint.
-        q.ctl.tail.store(self.tail, Ordering::Relaxed);
+        // Release: MPMC-3, after the stamp write it advertises.
+        q.ctl.tail.store(self.tail, Ordering::Release);
         q.ctl.data_ready.notify();
     }
 
@@ -1009,8 +1029,8 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
                     .is_ok()
                 {
                     self.head = h.wrapping_add(1);
-                    // Relaxed: a hint.
-                    q.ctl.head.store(self.head, Ordering::Relaxed);
+                    // Release: MPMC-3, after the stamp write it advertises.
+                    q.ctl.head.store(self.head, Ordering::Release);
                     q.ctl.space_ready.notify();
                     return Ok(value);
                 }
@@ -1024,7 +1044,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
                 } else if ahead == 0 && state == CLAIMED {
                     // Claimed, not committed: usually about to be. Its
                     // claimer may be dead; asking costs syscalls.
-                    if slow && q.claimer_gone(who) {
+                    if who == ORPHAN || (slow && q.claimer_gone(who)) {
                         skip(word, s, lap);
                     } else {
                         self.head = h;
@@ -1038,8 +1058,8 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
                 } else {
                     // Impossible for honest peers.
                     impossible = true;
-                    // Relaxed: a hint.
-                    h = q.ctl.head.load(Ordering::Relaxed);
+                    // Acquire: MPMC-3.
+                    h = q.ctl.head.load(Ordering::Acquire);
                 }
             }
             budget -= 1;
@@ -1057,8 +1077,8 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
     /// it is further on.
     #[inline(always)]
     fn next(&self, to: u64) -> u64 {
-        // Relaxed: a hint.
-        let hint = self.queue.ctl.head.load(Ordering::Relaxed);
+        // Acquire: MPMC-3, pairs with the Release store after a delivery.
+        let hint = self.queue.ctl.head.load(Ordering::Acquire);
         if (hint.wrapping_sub(to) as i64) > 0 {
             hint
         } else {
