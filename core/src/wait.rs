@@ -21,8 +21,14 @@
 //!
 //! A cross-CPU futex wake costs tens of microseconds (≈40 µs on a 2-vCPU
 //! VM), while a peer that answers within a few hundred nanoseconds is
-//! caught by spinning on a load. [`Spin`] is that budget: primitives spin
-//! `Spin::iterations` times on plain loads before they sleep.
+//! caught by spinning on a load. [`Spin`] is a fixed budget: primitives
+//! spin `Spin::iterations` times on plain loads before they sleep.
+//!
+//! [`AdaptiveSpin`] learns the budget per wait point (per handle) instead,
+//! from what its waits took: spin for as long as a park-and-wake costs
+//! when the peer usually answers within that (which bounds the latency at
+//! about twice the best possible), and park almost at once when the peer
+//! is idle (waits much longer than a wake-up). See its docs.
 //!
 //! ```
 //! use shmkit_core::wait::{self, Deadline};
@@ -191,6 +197,231 @@ impl Default for Spin {
     fn default() -> Spin {
         Spin::DEFAULT
     }
+}
+
+/// A spin-then-park policy that learns, for one wait point, how long to
+/// spin before it parks: or a fixed [`Spin`] budget.
+///
+/// # Why
+/// Parking is cheap in CPU and expensive in latency: a sleeping process
+/// on another CPU wakes ≈40 µs after its peer's `FUTEX_WAKE` on the
+/// reference VM. A fixed few-microsecond spin therefore has a trap: once
+/// one side of a request/response pair parks, its answer comes ≈40 µs
+/// late, beyond the other side's spin, which parks too, and the pair stays
+/// in the slow regime (rounds of `blocking_rtt` alternated between 0.33 µs
+/// and 37–92 µs medians that way). Spinning for as long as a wake-up costs
+/// catches a peer that answers within one wake-up, and costs at most that
+/// much CPU per wait when it does not.
+///
+/// # The rule
+/// The handle keeps two estimates, in nanoseconds:
+/// - `typical`, how long its waits take: raised halfway towards a longer
+///   wait at once, lowered by an eighth towards a shorter one (a single
+///   slow answer restores a long spin; a burst of fast ones shortens it
+///   gradually);
+/// - `wake`, what a wake-up costs here: measured on every park ended by a
+///   peer's wake (the waker stamps the wait point with the time; the
+///   sleeper subtracts), starting from 50 µs.
+///
+/// The spin budget is then
+///
+/// | waits typically take | spin for | so that |
+/// |---|---|---|
+/// | up to one wake-up | twice `typical`, at least 3 µs, at most two wake-ups | a peer answering as usual is caught spinning |
+/// | one to eight wake-ups | two wake-ups | an answer within that is caught; a later one costs at most one extra wake-up of latency and two of CPU |
+/// | longer (an idle peer) | 3 µs | parking is cheap when the wait is long anyway |
+///
+/// Spinning is counted in iterations of [`Spin::pause`] (a `spin_loop`,
+/// and a CPU yield every [`Spin::YIELD_EVERY`]), converted from
+/// nanoseconds with a per-process calibration; without a clock (loom, bare
+/// metal without one) the policy keeps its starting budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdaptiveSpin {
+    /// `Some`: a fixed budget, nothing learned.
+    fixed: Option<Spin>,
+    /// How long waits typically take, ns.
+    typical: u32,
+    /// What a wake-up costs, ns.
+    wake: u32,
+}
+
+/// The shortest adaptive spin.
+const MIN_SPIN_NS: u32 = 3_000;
+/// The wake-up cost assumed until one is measured.
+const DEFAULT_WAKE_NS: u32 = 50_000;
+/// Wake-up samples outside this range are not wake-up costs (a stale stamp,
+/// a descheduled sleeper, a hostile peer).
+const WAKE_SAMPLE_NS: core::ops::RangeInclusive<u32> = 1_000..=2_000_000;
+/// The estimates stay in this range.
+const MAX_TYPICAL_NS: u32 = 1_000_000_000;
+const MAX_WAKE_NS: u32 = 500_000;
+
+impl AdaptiveSpin {
+    /// A learning policy with nothing learned yet: spins 3 µs.
+    #[must_use]
+    pub const fn new() -> AdaptiveSpin {
+        AdaptiveSpin {
+            fixed: None,
+            typical: 0,
+            wake: DEFAULT_WAKE_NS,
+        }
+    }
+
+    /// The fixed budget `spin`: [`Spin::NONE`] parks at once, a huge one
+    /// spins (nearly) forever.
+    #[must_use]
+    pub const fn fixed(spin: Spin) -> AdaptiveSpin {
+        AdaptiveSpin {
+            fixed: Some(spin),
+            typical: 0,
+            wake: DEFAULT_WAKE_NS,
+        }
+    }
+
+    /// The fixed budget, or for a learning policy [`Spin::DEFAULT`] (for
+    /// callers that scale a budget, such as the pipe for large messages).
+    #[must_use]
+    pub fn nominal(&self) -> Spin {
+        self.fixed.unwrap_or(Spin::DEFAULT)
+    }
+
+    /// Whether the policy learns.
+    #[must_use]
+    pub fn is_adaptive(&self) -> bool {
+        self.fixed.is_none()
+    }
+
+    /// What a wait typically takes and what a wake-up costs, as learned
+    /// (ns); `None` for a fixed policy.
+    #[must_use]
+    pub fn estimates(&self) -> Option<(Duration, Duration)> {
+        self.fixed.is_none().then(|| {
+            (
+                Duration::from_nanos(u64::from(self.typical)),
+                Duration::from_nanos(u64::from(self.wake)),
+            )
+        })
+    }
+
+    /// The spin budget of the next wait, in [`Spin::pause`] iterations.
+    #[must_use]
+    pub fn budget(&self) -> u32 {
+        if let Some(spin) = self.fixed {
+            return spin.iterations;
+        }
+        let (typical, wake) = (self.typical, self.wake);
+        let ns = if typical <= wake {
+            typical
+                .saturating_mul(2)
+                .clamp(MIN_SPIN_NS, wake.saturating_mul(2).max(MIN_SPIN_NS))
+        } else if typical / 8 <= wake {
+            wake.saturating_mul(2)
+        } else {
+            MIN_SPIN_NS
+        };
+        ns / ns_per_iteration()
+    }
+
+    fn learn(&mut self, ns: u64) {
+        let w = u32::try_from(ns).unwrap_or(u32::MAX).min(MAX_TYPICAL_NS);
+        self.typical = if w > self.typical {
+            self.typical + (w - self.typical) / 2
+        } else {
+            self.typical - (self.typical - w) / 8
+        };
+    }
+
+    /// Records a wait that ended while spinning, after `iterations`.
+    pub fn caught(&mut self, iterations: u32) {
+        if self.fixed.is_none() {
+            self.learn(u64::from(iterations) * u64::from(ns_per_iteration()));
+        }
+    }
+
+    /// Records a wait that ended after parking: `waited` in all (spin
+    /// included), and how long the last wake-up took to reach us, if a
+    /// peer's wake ended the park and the clock could tell.
+    pub fn parked(&mut self, waited: Duration, wake_latency: Option<Duration>) {
+        if self.fixed.is_some() {
+            return;
+        }
+        calibrate();
+        self.learn(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX));
+        if let Some(l) = wake_latency {
+            let l = u32::try_from(l.as_nanos()).unwrap_or(u32::MAX);
+            if WAKE_SAMPLE_NS.contains(&l) {
+                let wake = i64::from(self.wake) + (i64::from(l) - i64::from(self.wake)) / 4;
+                self.wake = u32::try_from(wake)
+                    .unwrap_or(DEFAULT_WAKE_NS)
+                    .clamp(MIN_SPIN_NS, MAX_WAKE_NS);
+            }
+        }
+    }
+}
+
+impl Default for AdaptiveSpin {
+    fn default() -> AdaptiveSpin {
+        AdaptiveSpin::new()
+    }
+}
+
+impl From<Spin> for AdaptiveSpin {
+    fn from(spin: Spin) -> AdaptiveSpin {
+        AdaptiveSpin::fixed(spin)
+    }
+}
+
+/// Nanoseconds one [`Spin::pause`] iteration takes here, measured once
+/// per process on the first park (until then, and without a clock, 25).
+#[must_use]
+pub fn ns_per_iteration() -> u32 {
+    #[cfg(not(loom))]
+    {
+        match calibration::NS_PER_ITERATION.load(core::sync::atomic::Ordering::Relaxed) {
+            0 => DEFAULT_NS_PER_ITERATION,
+            n => n,
+        }
+    }
+    #[cfg(loom)]
+    {
+        DEFAULT_NS_PER_ITERATION
+    }
+}
+
+const DEFAULT_NS_PER_ITERATION: u32 = 25;
+
+/// Measures [`ns_per_iteration`] if it was not yet (a few microseconds,
+/// once per process).
+fn calibrate() {
+    #[cfg(not(loom))]
+    {
+        use core::sync::atomic::Ordering::Relaxed;
+        if calibration::NS_PER_ITERATION.load(Relaxed) != 0 {
+            return;
+        }
+        const N: u32 = 256;
+        let Some(t0) = now() else {
+            return;
+        };
+        for i in 0..N {
+            Spin::pause(i);
+        }
+        if let Some(t1) = now() {
+            let per = (t1.saturating_sub(t0).as_nanos() / u128::from(N)) as u32;
+            calibration::NS_PER_ITERATION.store(per.clamp(1, 1_000), Relaxed);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod calibration {
+    //! Process-local and no part of any shared protocol, so not through
+    //! the loom shim (under loom there is no clock to calibrate with).
+    use core::sync::atomic::AtomicU32;
+
+    /// 0: not measured yet. Relaxed everywhere: any value is a usable
+    /// estimate.
+    pub(super) static NS_PER_ITERATION: AtomicU32 = AtomicU32::new(0);
 }
 
 /// The wait/wake/clock functions of a target without a built-in back end,

@@ -11,6 +11,8 @@
 //! | `blocking_rtt` | `shmkit_stamped_blocking` | the blocking round trip through two stamped rings |
 //! | `pipe_bytes` | `shmkit_pipe` | 64 KiB messages through a pipe of [`PIPE_BYTES_CAPACITY`] (16 messages), producer process → measuring consumer |
 //! | `pipe_bytes` | `raw_stream` | the same transfer with no pipe: `memcpy` into and out of 16 message slots in shared memory (the cross-core ceiling; see [`raw_stream`]) |
+//! | `delay_sweep_*us` | `pure_spin`, `pure_park`, `adaptive` | a blocking round trip through two SPSC rings whose peer busy-waits the case's delay before each answer, with a fixed spin of (nearly) forever, no spin at all, and the default [`AdaptiveSpin`]; latency per round trip and the measuring process's CPU time per round trip |
+//! | `blocking_rtt` | `shmkit_spsc_adaptive` | the `shmkit_spsc_blocking` round trip with the default [`AdaptiveSpin`] instead of `Spin::NONE` |
 //! | `mpmc_pxc` | `shmkit_mpmc` | [`floors::pxc`] with the `vyukov` floor's waiting loop around `try_push`/`try_pop`, one queue of capacity 1024 |
 //! | `mpmc_pxc` | `shmkit_mpmc_blocking` | the same with blocking `push`/`pop` |
 //!
@@ -33,7 +35,7 @@ use shmkit_core::queue::stamped::{StampedConsumer, StampedProducer, StampedSpsc}
 use shmkit_core::queue::{
     RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use shmkit_core::wait::Spin;
+use shmkit_core::wait::{AdaptiveSpin, Spin};
 use shmkit_core::Pod;
 use shmkit_posix::queue::{SharedPipe, SharedQueue, SharedRing};
 use shmkit_posix::{ObjectSpec, Segment};
@@ -68,6 +70,13 @@ pub fn impls() -> Vec<(&'static str, Impl)> {
         ("pipe_bytes", i("shmkit_pipe", pipe_bytes)),
         ("pipe_bytes", i("raw_stream", raw_stream)),
         ("mpmc_pxc", i("shmkit_mpmc", mpmc_pxc)),
+        ("delay_sweep", i("pure_spin", delay_pure_spin)),
+        ("delay_sweep", i("pure_park", delay_pure_park)),
+        ("delay_sweep", i("adaptive", delay_adaptive)),
+        (
+            "blocking_rtt",
+            i("shmkit_spsc_adaptive", blocking_spsc_adaptive),
+        ),
         ("mpmc_pxc", i("shmkit_mpmc_blocking", mpmc_pxc_blocking)),
     ]
 }
@@ -937,5 +946,110 @@ fn mpmc_pxc_blocking(p: &Params) -> RunResult {
             }
         },
         || Ok(()),
+    )
+}
+
+/// CPU time this process has used so far.
+fn cpu_now() -> Result<std::time::Duration, String> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return Err("clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed".into());
+    }
+    Ok(std::time::Duration::new(
+        ts.tv_sec as u64,
+        ts.tv_nsec as u32,
+    ))
+}
+
+/// A blocking round trip through two SPSC rings of [`RTT_CAPACITY`]: the
+/// parent pushes `i` and pops the answer, the peer pops `i`, busy-waits
+/// `p.delay` (the time a server takes to answer), and pushes it back;
+/// every blocking call of both sides waits with `spin`. One sample per
+/// round trip, and the parent's CPU time over the measured ones.
+fn delayed_round_trips(p: &Params, spin: AdaptiveSpin) -> RunResult {
+    let q = [
+        SharedRing::<u64>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
+        SharedRing::<u64>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
+    ];
+    let total = p.warmup + p.ops;
+    let delay = p.delay;
+    let peer = spawn_peer(p.cpus.get(1).copied(), || {
+        peer_guard();
+        let (Ok(mut rx), Ok(mut tx)) = (q[0].ring().consumer(), q[1].ring().producer()) else {
+            return 2;
+        };
+        rx.set_spin(spin);
+        tx.set_spin(spin);
+        for i in 1..=total {
+            if rx.pop_timeout(STALL) != Ok(i) {
+                return 3;
+            }
+            if !delay.is_zero() {
+                let t = Instant::now();
+                while t.elapsed() < delay {
+                    std::hint::spin_loop();
+                }
+            }
+            if tx.push_timeout(i, STALL).is_err() {
+                return 3;
+            }
+        }
+        0
+    })
+    .map_err(err("fork"))?;
+    let mut tx = q[0].ring().producer().map_err(err("attach"))?;
+    let mut rx = q[1].ring().consumer().map_err(err("attach"))?;
+    tx.set_spin(spin);
+    rx.set_spin(spin);
+    pin_index(&p.cpus, 0).map_err(err("pin"))?;
+    let mut cpu0 = None;
+    let samples = time_each(p, |i| {
+        if i == p.warmup {
+            cpu0 = Some(cpu_now()?);
+        }
+        let i = i + 1;
+        tx.push_timeout(i, STALL).map_err(err("push"))?;
+        match rx.pop_timeout(STALL) {
+            Ok(v) if v == i => Ok(()),
+            Ok(v) => Err(format!("delay_sweep: echo {v}, expected {i}")),
+            Err(e) => Err(format!("delay_sweep: {e}")),
+        }
+    })?;
+    let cpu = cpu_now()?.saturating_sub(cpu0.ok_or("delay_sweep: no measured round trip")?);
+    drop((tx, rx));
+    peer.join()?;
+    Ok(Measurement::LatenciesCpu {
+        cpu_ns_per_op: cpu.as_nanos() as f64 / p.ops.max(1) as f64,
+        samples,
+    })
+}
+
+fn delay_pure_spin(p: &Params) -> RunResult {
+    delayed_round_trips(
+        p,
+        AdaptiveSpin::fixed(Spin {
+            iterations: u32::MAX,
+        }),
+    )
+}
+fn delay_pure_park(p: &Params) -> RunResult {
+    delayed_round_trips(p, AdaptiveSpin::fixed(Spin::NONE))
+}
+fn delay_adaptive(p: &Params) -> RunResult {
+    delayed_round_trips(p, AdaptiveSpin::new())
+}
+/// `blocking_rtt` / `shmkit_spsc_adaptive`: the delay-sweep round trip
+/// with no delay and the default policy.
+fn blocking_spsc_adaptive(p: &Params) -> RunResult {
+    delayed_round_trips(
+        &Params {
+            delay: std::time::Duration::ZERO,
+            ..p.clone()
+        },
+        AdaptiveSpin::new(),
     )
 }

@@ -25,7 +25,8 @@
 //! # Shared building blocks
 //! - [`CachePadded`]: hot indices sit alone on a 128-byte line.
 //! - [`WaitPoint`]: a futex sequence word plus a sleeper count. Wakers pay
-//!   one fence and one load when nobody sleeps; sleepers sleep in slices of
+//!   one fence and one load when nobody sleeps; sleepers spin for what
+//!   their handle's [`AdaptiveSpin`] learned, then sleep in slices of
 //!   [`WAIT_SLICE`] so that they notice a dead peer without being woken.
 //! - The error enums shared by the `Pod` queues ([`TrySendError`],
 //!   [`SendTimeoutError`], [`SendError`], [`TryRecvError`],
@@ -35,7 +36,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::primitive::{AtomicU32, Ordering};
-use crate::wait::{self, Deadline, Spin};
+use crate::wait::{self, AdaptiveSpin, Deadline, Spin};
 
 #[cfg(target_has_atomic = "64")]
 pub mod mpmc;
@@ -82,8 +83,9 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// sleepers += 1          (SeqCst RMW)      make the condition true
 /// s = seq                (SeqCst)          fence(SeqCst)             [A]
 /// check condition -> done if true          if sleepers != 0 {
-/// futex_wait(seq, s, slice)                    seq += 1; futex_wake(seq)
-/// sleepers -= 1                            }
+/// futex_wait(seq, s, slice)                    woke_at = now
+/// sleepers -= 1                                seq += 1; futex_wake(seq)
+///                                          }
 /// ```
 /// SYNC POINT WAIT-1: if the waker's load at [A] reads 0, the waiter's
 /// increment comes later in the single total order of SeqCst operations,
@@ -102,6 +104,9 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// `membarrier` failed sleeps in 1 ms slices. Under loom and on other
 /// targets both halves are `fence(SeqCst)`.
 ///
+/// So when nobody sleeps a waker makes no syscall and writes nothing here:
+/// a compiler fence and one load of a line only sleepers write.
+///
 /// A waiter that dies asleep leaves `sleepers` too high: wakers then make a
 /// useless `FUTEX_WAKE` per operation. That costs speed, never correctness.
 ///
@@ -109,11 +114,19 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// |---|---|---|
 /// | `seq` | wakers | bumped (wrapping) on each wake; the futex word |
 /// | `sleepers` | waiters | how many are between "I am going to sleep" and "I woke" |
+/// | `woke_at` | wakers, before the bump | the low 32 bits of the monotonic clock (ns) at the last wake: a woken sleeper learns what a wake-up costs ([`AdaptiveSpin`]); any value is harmless |
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct WaitPoint {
     seq: AtomicU32,
     sleepers: AtomicU32,
+    woke_at: AtomicU32,
+}
+
+/// The low 32 bits of the monotonic clock in nanoseconds (wraps every
+/// 4.3 s; only differences below that are taken).
+fn clock_ns32() -> Option<u32> {
+    wait::now().map(|t| t.as_nanos() as u32)
 }
 
 impl WaitPoint {
@@ -123,6 +136,7 @@ impl WaitPoint {
         WaitPoint {
             seq: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
+            woke_at: AtomicU32::new(0),
         }
     }
 
@@ -140,36 +154,57 @@ impl WaitPoint {
 
     #[cold]
     fn wake(&self) {
+        if let Some(now) = clock_ns32() {
+            // Relaxed: a measurement, published by the Release below.
+            self.woke_at.store(now, Ordering::Relaxed);
+        }
         // Release: a waiter whose Acquire load of `seq` sees this bump sees
         // the condition the caller made true before it.
         self.seq.fetch_add(1, Ordering::Release);
         wait::wake_all(&self.seq);
     }
 
-    /// Runs `attempt` until it returns `Some`: at once, then spinning
-    /// `spin.iterations` times, then sleeping in slices of [`WAIT_SLICE`].
-    /// `attempt(true)` is the slow check, made once per sleep slice (where
-    /// peers' liveness may be asked). Returns `None` when `deadline` passes.
+    /// Runs `attempt` until it returns `Some`: at once, then spinning for
+    /// `spin`'s budget (at least `floor` iterations unless `spin` is a
+    /// fixed [`Spin::NONE`]), then sleeping in slices of [`WAIT_SLICE`];
+    /// then tells `spin` how long it took. `attempt(true)` is the slow
+    /// check, made once per sleep slice (where peers' liveness may be
+    /// asked). Returns `None` when `deadline` passes (checked every
+    /// [`Spin::YIELD_EVERY`] spins, and before each sleep).
     pub(crate) fn block_on<R>(
         &self,
-        spin: Spin,
+        spin: &mut AdaptiveSpin,
+        floor: u32,
         deadline: Option<Deadline>,
         mut attempt: impl FnMut(bool) -> Option<R>,
     ) -> Option<R> {
         if let Some(r) = attempt(false) {
             return Some(r);
         }
-        let mut got = None;
-        if spin.spin_until(|| {
-            got = attempt(false);
-            got.is_some()
-        }) {
-            return got;
+        let budget = if spin.nominal().iterations == 0 {
+            0
+        } else {
+            spin.budget().max(floor)
+        };
+        let mut i = 0;
+        while i < budget {
+            Spin::pause(i);
+            if let Some(r) = attempt(false) {
+                spin.caught(i);
+                return Some(r);
+            }
+            i += 1;
+            if i % Spin::YIELD_EVERY == 0 && deadline.is_some_and(|d| d.has_passed()) {
+                return None;
+            }
         }
+        let parked_at = wait::now();
+        let spun = u64::from(budget) * u64::from(wait::ns_per_iteration());
         // The slow check (liveness syscalls, a /proc read) runs only after
         // a whole slice passed without a wake-up: a peer that keeps waking
         // us is alive, and a dead one is noticed one slice later.
         let mut slow = false;
+        let mut wake_latency = None;
         loop {
             // SYNC POINT WAIT-1, waiter side: the heavy half.
             self.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -177,6 +212,10 @@ impl WaitPoint {
             let seq = self.seq.load(Ordering::SeqCst);
             if let Some(r) = attempt(slow) {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                if let (Some(t0), Some(t1)) = (parked_at, wait::now()) {
+                    let waited = t1.saturating_sub(t0) + Duration::from_nanos(spun);
+                    spin.parked(waited, wake_latency);
+                }
                 return Some(r);
             }
             if deadline.is_some_and(|d| d.has_passed()) {
@@ -192,6 +231,15 @@ impl WaitPoint {
                 Some(deadline.map_or(slice, |d| d.min(slice))),
             );
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            // Relaxed: only whether a wake happened, and its stamp (a
+            // measurement; the next attempt re-checks the condition).
+            if self.seq.load(Ordering::Relaxed) != seq {
+                wake_latency = clock_ns32().map(|now| {
+                    Duration::from_nanos(u64::from(
+                        now.wrapping_sub(self.woke_at.load(Ordering::Relaxed)),
+                    ))
+                });
+            }
             slow = slice.has_passed();
             // Without a clock (loom, bare metal) `wait` may return at once:
             // let the peer run.

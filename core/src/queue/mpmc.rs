@@ -168,7 +168,7 @@ use super::{
 use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
 use crate::object::{LayoutError, Object};
 use crate::primitive::{AtomicU64, Ordering};
-use crate::wait::{Deadline, Spin};
+use crate::wait::{AdaptiveSpin, Deadline};
 
 /// Stamp state: free for the producer of this lap.
 pub const EMPTY: u64 = 0;
@@ -592,7 +592,7 @@ impl<'a, T: Pod> Queue<'a, T> {
             // Acquire: MPMC-3.
             tail: self.ctl.tail.load(Ordering::Acquire),
             epoch,
-            spin: Spin::DEFAULT,
+            spin: AdaptiveSpin::new(),
             idle: 0,
             _not_sync: PhantomData,
         })
@@ -623,7 +623,7 @@ impl<'a, T: Pod> Queue<'a, T> {
             index,
             // Acquire: MPMC-3.
             head: self.ctl.head.load(Ordering::Acquire),
-            spin: Spin::DEFAULT,
+            spin: AdaptiveSpin::new(),
             idle: 0,
             _not_sync: PhantomData,
         })
@@ -736,7 +736,7 @@ pub struct QueueProducer<'a, T> {
     tail: u64,
     /// The fork epoch of the process that registered `index`.
     epoch: u32,
-    spin: Spin,
+    spin: AdaptiveSpin,
     idle: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -747,7 +747,7 @@ pub struct QueueConsumer<'a, T> {
     index: usize,
     /// Private cursor: at most the first undelivered position.
     head: u64,
-    spin: Spin,
+    spin: AdaptiveSpin,
     idle: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -781,9 +781,12 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         self.index
     }
 
-    /// Sets how long blocking pushes spin before sleeping.
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
+    /// Sets how blocking pushes spin before sleeping: an
+    /// [`AdaptiveSpin`] (the default, which learns), or a fixed
+    /// [`Spin`](crate::wait::Spin)
+    /// ([`Spin::NONE`](crate::wait::Spin::NONE) when both ends share a CPU).
+    pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
+        self.spin = spin.into();
     }
 
     /// Claims the next free position: `Ok(position)`, or why not.
@@ -966,12 +969,14 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         deadline: Option<Deadline>,
     ) -> Result<(), SendTimeoutError<T>> {
         let ctl = self.queue.ctl;
-        let r = ctl.space_ready.block_on(self.spin, deadline, |slow| {
+        let mut spin = self.spin;
+        let r = ctl.space_ready.block_on(&mut spin, 0, deadline, |slow| {
             match self.push_inner(value, slow) {
                 Ok(()) => Some(Ok(())),
                 Err(e) => e.blocking().ok().map(Err),
             }
         });
+        self.spin = spin;
         r.unwrap_or(Err(SendTimeoutError::Timeout(value)))
     }
 }
@@ -992,9 +997,12 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         &self.queue
     }
 
-    /// Sets how long blocking pops spin before sleeping.
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
+    /// Sets how blocking pops spin before sleeping: an
+    /// [`AdaptiveSpin`] (the default, which learns), or a fixed
+    /// [`Spin`](crate::wait::Spin)
+    /// ([`Spin::NONE`](crate::wait::Spin::NONE) when both ends share a CPU).
+    pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
+        self.spin = spin.into();
     }
 
     /// Takes the next message: `Ok(value)`, or why not. `slow` allows the
@@ -1176,12 +1184,15 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
     /// As [`pop_timeout`](Self::pop_timeout).
     pub fn pop_deadline(&mut self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
         let ctl = self.queue.ctl;
-        ctl.data_ready
-            .block_on(self.spin, deadline, |slow| match self.pop_inner(slow) {
-                Ok(v) => Some(Ok(v)),
-                Err(e) => e.blocking().map(Err),
-            })
-            .unwrap_or(Err(RecvTimeoutError::Timeout))
+        let mut spin = self.spin;
+        let r =
+            ctl.data_ready
+                .block_on(&mut spin, 0, deadline, |slow| match self.pop_inner(slow) {
+                    Ok(v) => Some(Ok(v)),
+                    Err(e) => e.blocking().map(Err),
+                });
+        self.spin = spin;
+        r.unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 }
 

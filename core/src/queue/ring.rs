@@ -97,7 +97,7 @@ use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
 use crate::object::{LayoutError, Object};
 use crate::primitive::{AtomicU32, Ordering};
 use crate::shared::SharedSlice;
-use crate::wait::{Deadline, Spin};
+use crate::wait::{AdaptiveSpin, Deadline, Spin};
 
 /// Largest capacity: positions are `u32` and `tail - head` must stay
 /// unambiguous.
@@ -249,7 +249,7 @@ impl<'a, T: Pod> Ring<'a, T> {
             } else {
                 head
             },
-            spin: Spin::DEFAULT,
+            spin: AdaptiveSpin::new(),
             idle: 0,
             _not_sync: PhantomData,
         })
@@ -269,7 +269,7 @@ impl<'a, T: Pod> Ring<'a, T> {
             head,
             // "Nothing known ready": the first pop refreshes the tail.
             tail_cache: head,
-            spin: Spin::DEFAULT,
+            spin: AdaptiveSpin::new(),
             idle: 0,
             _not_sync: PhantomData,
         })
@@ -313,7 +313,7 @@ pub struct Producer<'a, T> {
     tail: u32,
     /// Last head seen.
     head_cache: u32,
-    spin: Spin,
+    spin: AdaptiveSpin,
     /// Consecutive failing `try_` calls, to rate-limit liveness checks.
     idle: u32,
     _not_sync: PhantomData<Cell<()>>,
@@ -325,7 +325,7 @@ pub struct Consumer<'a, T> {
     ring: Ring<'a, T>,
     head: u32,
     tail_cache: u32,
-    spin: Spin,
+    spin: AdaptiveSpin,
     idle: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -390,11 +390,11 @@ impl<'a, T: Pod> Producer<'a, T> {
         self.ring.capacity()
     }
 
-    /// Sets how long blocking pushes spin before sleeping
-    /// (default [`Spin::DEFAULT`]; use [`Spin::NONE`] when both ends share
-    /// a CPU).
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
+    /// Sets how blocking pushes spin before sleeping: an
+    /// [`AdaptiveSpin`] (the default, which learns), or a fixed [`Spin`]
+    /// ([`Spin::NONE`] when both ends share a CPU).
+    pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
+        self.spin = spin.into();
     }
 
     /// Free slots, refreshing the consumer's index only when the cached one
@@ -512,9 +512,9 @@ impl<'a, T: Pod> Producer<'a, T> {
         deadline: Option<Deadline>,
     ) -> Result<(), SendTimeoutError<T>> {
         let ctl = self.ring.ctl;
-        let spin = self.spin;
+        let mut spin = self.spin;
         let mut value = Some(value);
-        let r = ctl.space_ready.block_on(spin, deadline, |slow| {
+        let r = ctl.space_ready.block_on(&mut spin, 0, deadline, |slow| {
             let v = value.take()?;
             match self.push_inner(v, slow) {
                 Ok(()) => Some(Ok(())),
@@ -527,6 +527,7 @@ impl<'a, T: Pod> Producer<'a, T> {
                 },
             }
         });
+        self.spin = spin;
         match (r, value) {
             (Some(r), _) => r,
             (None, Some(v)) => Err(SendTimeoutError::Timeout(v)),
@@ -592,27 +593,33 @@ impl<'a, T: Pod> Producer<'a, T> {
         })
     }
 
-    /// The spin budget of blocking pushes.
+    /// The nominal spin budget of blocking pushes (see
+    /// [`AdaptiveSpin::nominal`]).
     pub(crate) fn spin(&self) -> Spin {
-        self.spin
+        self.spin.nominal()
     }
 
-    /// Blocks (spin `spin`, then sleep) until `n` slots are free or the
-    /// deadline.
+    /// Blocks (spin at least `floor`, then sleep) until `n` slots are free
+    /// or the deadline.
     pub(crate) fn wait_for_space(
         &mut self,
         n: usize,
-        spin: Spin,
+        floor: Spin,
         deadline: Option<Deadline>,
     ) -> Option<Result<(), TrySendError<()>>> {
         let ctl = self.ring.ctl;
-        ctl.space_ready.block_on(spin, deadline, |slow| {
-            match self.write_chunk_inner(n, slow) {
-                Ok(_) => Some(Ok(())),
-                Err(TrySendError::Full(())) => None,
-                Err(e) => Some(Err(e)),
-            }
-        })
+        let mut spin = self.spin;
+        let r = ctl
+            .space_ready
+            .block_on(&mut spin, floor.iterations, deadline, |slow| {
+                match self.write_chunk_inner(n, slow) {
+                    Ok(_) => Some(Ok(())),
+                    Err(TrySendError::Full(())) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
+        self.spin = spin;
+        r
     }
 }
 
@@ -679,9 +686,11 @@ impl<'a, T: Pod> Consumer<'a, T> {
         self.ring.capacity()
     }
 
-    /// Sets how long blocking pops spin before sleeping.
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
+    /// Sets how blocking pops spin before sleeping: an
+    /// [`AdaptiveSpin`] (the default, which learns), or a fixed [`Spin`]
+    /// ([`Spin::NONE`] when both ends share a CPU).
+    pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
+        self.spin = spin.into();
     }
 
     /// Ready slots, refreshing the producer's index when the cached one
@@ -804,12 +813,15 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// As [`pop_timeout`](Self::pop_timeout).
     pub fn pop_deadline(&mut self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
         let ctl = self.ring.ctl;
-        ctl.data_ready
-            .block_on(self.spin, deadline, |slow| match self.pop_inner(slow) {
-                Ok(v) => Some(Ok(v)),
-                Err(e) => e.blocking().map(Err),
-            })
-            .unwrap_or(Err(RecvTimeoutError::Timeout))
+        let mut spin = self.spin;
+        let r =
+            ctl.data_ready
+                .block_on(&mut spin, 0, deadline, |slow| match self.pop_inner(slow) {
+                    Ok(v) => Some(Ok(v)),
+                    Err(e) => e.blocking().map(Err),
+                });
+        self.spin = spin;
+        r.unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
     /// Pops up to `out.len()` ready values into `out`; returns how many
@@ -871,27 +883,35 @@ impl<'a, T: Pod> Consumer<'a, T> {
         })
     }
 
-    /// The spin budget of blocking pops.
+    /// The nominal spin budget of blocking pops (see
+    /// [`AdaptiveSpin::nominal`]).
     pub(crate) fn spin(&self) -> Spin {
-        self.spin
+        self.spin.nominal()
     }
 
-    /// Blocks (spin `spin`, then sleep) until at least one value is ready.
+    /// Blocks (spin at least `floor`, then sleep) until at least one value
+    /// is ready.
     pub(crate) fn wait_for_data(
         &mut self,
-        spin: Spin,
+        floor: Spin,
         deadline: Option<Deadline>,
     ) -> Option<Result<(), TryRecvError>> {
         let ctl = self.ring.ctl;
-        ctl.data_ready
-            .block_on(spin, deadline, |slow| match self.ready(1) {
-                Ok(0) => match self.empty_error(slow) {
-                    TryRecvError::Empty => None,
-                    e => Some(Err(e)),
-                },
-                Ok(_) => Some(Ok(())),
-                Err(()) => Some(Err(TryRecvError::Corrupt)),
-            })
+        let mut spin = self.spin;
+        let r = ctl
+            .data_ready
+            .block_on(&mut spin, floor.iterations, deadline, |slow| {
+                match self.ready(1) {
+                    Ok(0) => match self.empty_error(slow) {
+                        TryRecvError::Empty => None,
+                        e => Some(Err(e)),
+                    },
+                    Ok(_) => Some(Ok(())),
+                    Err(()) => Some(Err(TryRecvError::Corrupt)),
+                }
+            });
+        self.spin = spin;
+        r
     }
 
     /// Whether the producer is gone (cheap check plus, when `slow`, a

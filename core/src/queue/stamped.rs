@@ -85,7 +85,7 @@ use super::{
 use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
 use crate::object::{LayoutError, Object};
 use crate::primitive::{AtomicU64, Ordering};
-use crate::wait::{Deadline, Spin};
+use crate::wait::{AdaptiveSpin, Deadline};
 
 /// Largest capacity (slots).
 pub const MAX_CAPACITY: usize = 1 << 31;
@@ -305,7 +305,7 @@ impl<'a, T: Pod> StampedRing<'a, T> {
             ring: *self,
             // Acquire: STAMPED-3.
             tail: self.ctl.tail.load(Ordering::Acquire),
-            spin: Spin::DEFAULT,
+            spin: AdaptiveSpin::new(),
             idle: 0,
             _not_sync: PhantomData,
         })
@@ -323,7 +323,7 @@ impl<'a, T: Pod> StampedRing<'a, T> {
             ring: *self,
             // Acquire: STAMPED-3.
             head: self.ctl.head.load(Ordering::Acquire),
-            spin: Spin::DEFAULT,
+            spin: AdaptiveSpin::new(),
             idle: 0,
             _not_sync: PhantomData,
         })
@@ -401,7 +401,7 @@ fn peer_gone(slot: &RoleSlot, slow: bool, idle: &mut u32) -> bool {
 pub struct StampedProducer<'a, T> {
     ring: StampedRing<'a, T>,
     tail: u64,
-    spin: Spin,
+    spin: AdaptiveSpin,
     idle: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -410,7 +410,7 @@ pub struct StampedProducer<'a, T> {
 pub struct StampedConsumer<'a, T> {
     ring: StampedRing<'a, T>,
     head: u64,
-    spin: Spin,
+    spin: AdaptiveSpin,
     idle: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -431,9 +431,12 @@ impl<T> fmt::Debug for StampedConsumer<'_, T> {
 }
 
 impl<'a, T: Pod> StampedProducer<'a, T> {
-    /// Sets how long blocking pushes spin before sleeping.
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
+    /// Sets how blocking pushes spin before sleeping: an
+    /// [`AdaptiveSpin`] (the default, which learns), or a fixed
+    /// [`Spin`](crate::wait::Spin)
+    /// ([`Spin::NONE`](crate::wait::Spin::NONE) when both ends share a CPU).
+    pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
+        self.spin = spin.into();
     }
 
     #[inline(always)]
@@ -516,12 +519,14 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
         deadline: Option<Deadline>,
     ) -> Result<(), SendTimeoutError<T>> {
         let ctl = self.ring.ctl;
-        let r = ctl.space_ready.block_on(self.spin, deadline, |slow| {
+        let mut spin = self.spin;
+        let r = ctl.space_ready.block_on(&mut spin, 0, deadline, |slow| {
             match self.push_inner(value, slow) {
                 Ok(()) => Some(Ok(())),
                 Err(e) => e.blocking().ok().map(Err),
             }
         });
+        self.spin = spin;
         r.unwrap_or(Err(SendTimeoutError::Timeout(value)))
     }
 }
@@ -534,9 +539,12 @@ impl<T> Drop for StampedProducer<'_, T> {
 }
 
 impl<'a, T: Pod> StampedConsumer<'a, T> {
-    /// Sets how long blocking pops spin before sleeping.
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
+    /// Sets how blocking pops spin before sleeping: an
+    /// [`AdaptiveSpin`] (the default, which learns), or a fixed
+    /// [`Spin`](crate::wait::Spin)
+    /// ([`Spin::NONE`](crate::wait::Spin::NONE) when both ends share a CPU).
+    pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
+        self.spin = spin.into();
     }
 
     #[inline(always)]
@@ -619,12 +627,15 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
     /// As [`pop_timeout`](Self::pop_timeout).
     pub fn pop_deadline(&mut self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
         let ctl = self.ring.ctl;
-        ctl.data_ready
-            .block_on(self.spin, deadline, |slow| match self.pop_inner(slow) {
-                Ok(v) => Some(Ok(v)),
-                Err(e) => e.blocking().map(Err),
-            })
-            .unwrap_or(Err(RecvTimeoutError::Timeout))
+        let mut spin = self.spin;
+        let r =
+            ctl.data_ready
+                .block_on(&mut spin, 0, deadline, |slow| match self.pop_inner(slow) {
+                    Ok(v) => Some(Ok(v)),
+                    Err(e) => e.blocking().map(Err),
+                });
+        self.spin = spin;
+        r.unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 }
 
