@@ -100,6 +100,14 @@
 //!   are plain loads and stores (the CASes are locked either way); the
 //!   loom models fail with Relaxed hints or stamp loads.
 //!
+//! The loom models also fail with a Relaxed commit (MPMC-1: a consumer
+//! reads a stale value). They cannot fail a Relaxed delivery CAS
+//! (MPMC-2): what it prevents is *load buffering* (the consumer's value
+//! loads reading the next lap's stores, which the memory model allows
+//! without the Release/Acquire pair), and loom does not model reads from
+//! later stores. The index ring's models do catch the same mistake on its
+//! side (see `ring::Shadow`).
+//!
 //! # Guarantees
 //! - A message is committed by its producer's `FULL` store and delivered
 //!   exactly once, to the consumer whose delivery CAS succeeds. A producer

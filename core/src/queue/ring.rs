@@ -121,10 +121,44 @@ pub struct RingControl {
     space_ready: CachePadded<WaitPoint>,
     /// `[producer, consumer]`.
     roles: CachePadded<[RoleSlot; 2]>,
+    /// Under loom only: see [`Shadow`].
+    #[cfg(loom)]
+    shadow: Shadow,
 }
 
 #[cfg(not(loom))]
 static_assertions::const_assert_eq!(core::mem::size_of::<RingControl>(), 5 * 128);
+
+/// Most slots a loom model's ring may have (one shadow cell each).
+#[cfg(loom)]
+pub const LOOM_MAX_SLOTS: usize = 64;
+
+/// Under loom, what stands for the slot copies. The copies are atomic
+/// accesses to raw memory ([`SharedSlice`], the pipe's byte copies),
+/// which loom cannot follow; each slot has a `loom::cell::UnsafeCell<()>`
+/// here that the producer writes (`with_mut`) for every slot it
+/// publishes, just before the publishing store, and the consumer reads
+/// (`with`) for every slot it releases, just before the releasing store.
+/// loom reports any two such accesses of one slot that are not ordered by
+/// happens-before, so a RING-1 or RING-2 ordering too weak to publish the
+/// copies fails the models, as a missing ordering on a real `UnsafeCell`
+/// would.
+#[cfg(loom)]
+pub(crate) struct Shadow([loom::cell::UnsafeCell<()>; LOOM_MAX_SLOTS]);
+
+#[cfg(loom)]
+impl Default for Shadow {
+    fn default() -> Shadow {
+        Shadow(core::array::from_fn(|_| loom::cell::UnsafeCell::new(())))
+    }
+}
+
+#[cfg(loom)]
+impl fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Shadow")
+    }
+}
 
 const PRODUCER: usize = 0;
 const CONSUMER: usize = 1;
@@ -140,6 +174,8 @@ impl RingControl {
             data_ready: CachePadded(WaitPoint::new()),
             space_ready: CachePadded(WaitPoint::new()),
             roles: CachePadded([RoleSlot::new(), RoleSlot::new()]),
+            #[cfg(loom)]
+            shadow: Shadow::default(),
         }
     }
 
@@ -273,6 +309,24 @@ impl<'a, T: Pod> Ring<'a, T> {
             idle: 0,
             _not_sync: PhantomData,
         })
+    }
+
+    /// Under loom, the shadow accesses standing for the copies of slots
+    /// `pos..pos + n` (see [`Shadow`]); nothing otherwise.
+    #[inline(always)]
+    fn shadow_access(&self, pos: u32, n: u32, write: bool) {
+        #[cfg(loom)]
+        for k in 0..n {
+            let cell =
+                &self.ctl.shadow.0[(pos.wrapping_add(k) & self.mask) as usize % LOOM_MAX_SLOTS];
+            if write {
+                cell.with_mut(|_| ());
+            } else {
+                cell.with(|_| ());
+            }
+        }
+        #[cfg(not(loom))]
+        let _ = (pos, n, write);
     }
 
     /// Slots `pos..pos + len` (mod capacity) as at most two raw ranges
@@ -436,6 +490,7 @@ impl<'a, T: Pod> Producer<'a, T> {
 
     #[inline(always)]
     fn publish(&mut self, n: u32) {
+        self.ring.shadow_access(self.tail, n, true);
         self.tail = self.tail.wrapping_add(n);
         self.idle = 0;
         // SYNC POINT RING-1 (Release): the slots written before are visible
@@ -743,6 +798,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
 
     #[inline(always)]
     fn release(&mut self, n: u32) {
+        self.ring.shadow_access(self.head, n, false);
         self.head = self.head.wrapping_add(n);
         self.idle = 0;
         // SYNC POINT RING-2 (Release): our reads of the slots are done

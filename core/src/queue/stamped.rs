@@ -43,6 +43,10 @@
 //!   it advertises; an attaching side loads it (Acquire), so the slots
 //!   agree with it.
 //!
+//! The loom model fails with a Relaxed `FULL` store (a stale value);
+//! STAMPED-2 guards against load buffering, which loom does not model
+//! (see the MPMC queue's notes on MPMC-2).
+//!
 //! # Guarantees
 //! As the index ring's: FIFO; a message is committed by the producer's
 //! `FULL` store and consumed by the consumer's `EMPTY` store, each one
