@@ -520,6 +520,7 @@ pub(crate) mod asym {
 
         /// No `fork` here (or it is not tracked): one epoch.
         #[inline(always)]
+        #[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
         pub(crate) fn fork_epoch() -> u32 {
             0
         }
@@ -620,6 +621,69 @@ mod tests {
         );
         drop(tx);
         assert_eq!(rx.try_recv_bytes_into(&mut buf), Err(PipeRecvError::Eof));
+    }
+
+    /// Every queue object, laid out by its `Object` impl in one raw
+    /// payload, initialised and attached there (as a segment holds it),
+    /// moves a message; the parameters round-trip through the header
+    /// fingerprint. Under miri this checks the layouts' casts.
+    #[cfg(target_has_atomic = "64")]
+    #[test]
+    fn objects_attach_over_raw_payloads() {
+        use super::mpmc::{Mpmc, QueueParams};
+        use super::pipe::{Connection, DuplexPipe, OneWayPipe};
+        use super::ring::Spsc;
+        use super::stamped::StampedSpsc;
+        use crate::object::Object;
+
+        #[repr(C, align(128))]
+        struct Payload([u8; 4096]);
+
+        fn place<O: Object>(params: O::Params, use_it: impl FnOnce(O::View<'_>)) {
+            let len = O::payload_len(&params).unwrap();
+            assert!(len <= 4096, "{len}");
+            assert_eq!(O::params_from(&O::fingerprint(&params)), Ok(params));
+            let mut mem = Payload([0; 4096]);
+            let payload = NonNull::new(mem.0.as_mut_ptr()).unwrap();
+            // SAFETY: 4096 >= len zeroed bytes, 128-aligned, private to
+            // this test, alive until the end of this function.
+            let view = unsafe {
+                O::init(payload, &params);
+                O::attach(payload, &params)
+            };
+            use_it(view);
+        }
+
+        place::<Mpmc<[u32; 3]>>(QueueParams::new(8).with_registry(3, 2), |q| {
+            let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+            tx.try_push([1, 2, 3]).unwrap();
+            assert_eq!(rx.try_pop(), Ok([1, 2, 3]));
+        });
+        assert!(Mpmc::<u64>::payload_len(&QueueParams::new(6)).is_err());
+        assert!(Mpmc::<u64>::payload_len(&QueueParams::new(8).with_registry(0, 1)).is_err());
+        place::<Spsc<u16>>(16, |r| {
+            let (mut tx, mut rx) = (r.producer().unwrap(), r.consumer().unwrap());
+            tx.try_push(9).unwrap();
+            assert_eq!(rx.try_pop(), Ok(9));
+        });
+        place::<StampedSpsc<u64>>(4, |r| {
+            let (mut tx, mut rx) = (r.producer().unwrap(), r.consumer().unwrap());
+            tx.try_push(7).unwrap();
+            assert_eq!(rx.try_pop(), Ok(7));
+        });
+        place::<OneWayPipe>(64, |p| {
+            let (mut tx, mut rx) = (p.sender().unwrap(), p.receiver().unwrap());
+            tx.try_send_bytes(b"hi").unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(rx.try_recv_bytes_into(&mut buf), Ok(2));
+        });
+        place::<DuplexPipe>(64, |pipes| {
+            let mut a = Connection::attach(pipes, 0).unwrap();
+            let mut b = Connection::attach(pipes, 1).unwrap();
+            a.tx.try_send_bytes(b"ping").unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(b.rx.try_recv_bytes_into(&mut buf), Ok(4));
+        });
     }
 
     #[cfg(target_has_atomic = "64")]
