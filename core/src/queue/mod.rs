@@ -57,9 +57,67 @@ pub const WAIT_SLICE: Duration = Duration::from_millis(50);
 const UNPAIRED_SLICE: Duration = Duration::from_millis(1);
 
 /// How many consecutive empty (or full) `try_` calls a handle makes on
-/// cheap checks alone before it asks the OS whether the peers are alive.
-/// Liveness costs syscalls; busy-polling loops must not pay them per call.
+/// cheap checks alone before it considers asking the OS whether the peers
+/// are alive. Liveness costs syscalls; busy-polling loops must not pay
+/// them per call.
 pub(crate) const LIVENESS_POLL_EVERY: u32 = 4096;
+
+/// The least time between two liveness checks of a busy-polling handle:
+/// every [`LIVENESS_POLL_EVERY`] failing calls it reads the clock, and asks
+/// the OS only if this long passed since it last did. (Counting calls
+/// alone made a fast poller ask every ≈100 µs, and a liveness check with
+/// its `/proc` read costs tens of microseconds.)
+pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A handle's consecutive failing `try_` calls, and when it last asked the
+/// OS about its peers: the rate limit of a busy poller's liveness checks.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Idle {
+    calls: u32,
+    asked_at: Option<Duration>,
+}
+
+impl Idle {
+    pub(crate) const fn new() -> Idle {
+        Idle {
+            calls: 0,
+            asked_at: None,
+        }
+    }
+
+    /// A call succeeded.
+    #[inline(always)]
+    pub(crate) fn reset(&mut self) {
+        self.calls = 0;
+    }
+
+    /// Counts one more failing call; `true` on every
+    /// [`LIVENESS_POLL_EVERY`]-th, which should then ask
+    /// [`interval_passed`](Self::interval_passed). Inline: the common
+    /// failing call of a busy poller costs an increment and a test.
+    #[inline(always)]
+    pub(crate) fn tick(&mut self) -> bool {
+        self.calls = self.calls.wrapping_add(1);
+        self.calls % LIVENESS_POLL_EVERY == 0
+    }
+
+    /// After [`tick`](Self::tick) said so: whether [`LIVENESS_INTERVAL`]
+    /// passed since the last check (then it counts as done now).
+    #[cold]
+    pub(crate) fn interval_passed(&mut self) -> bool {
+        let Some(now) = wait::now() else {
+            // No clock: count calls alone.
+            return true;
+        };
+        match self.asked_at {
+            Some(at) if now.saturating_sub(at) < LIVENESS_INTERVAL => false,
+            _ => {
+                self.asked_at = Some(now);
+                true
+            }
+        }
+    }
+}
 
 /// `T` alone on a 128-byte line (two 64-byte lines on x86_64, which the
 /// adjacent-line prefetcher pulls in pairs; one line on aarch64's big cores).

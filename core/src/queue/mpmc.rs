@@ -170,12 +170,12 @@ use bytemuck::Pod;
 use super::roles::{self, AttachError, RoleSlot};
 use super::slots::{self, SlotLayout};
 use super::{
-    asym, CachePadded, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError, WaitPoint, LIVENESS_POLL_EVERY,
+    asym, CachePadded, Idle, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError, WaitPoint,
 };
 use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
 use crate::object::{LayoutError, Object};
-use crate::primitive::{AtomicU64, Ordering};
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::{AdaptiveSpin, Deadline};
 
 /// Stamp state: free for the producer of this lap.
@@ -405,6 +405,15 @@ impl QueueLayout {
 /// | `head` | consumers, after a delivery (plain store: a hint) | consumers, `len` |
 /// | `data_ready` | producers wake | consumers sleep |
 /// | `space_ready` | consumers wake | producers sleep |
+/// | `present` | attach and detach | the other role, on every empty (full) `try_` call |
+///
+/// `present[r]` counts the handles of role `r` (producers, consumers)
+/// attached and not dropped, with [`EVER_ATTACHED`] set once one was: the
+/// cheap half of "every producer (consumer) is gone", one load of a line
+/// written only at attach and detach. A handle of a process that died is
+/// never subtracted; the registry's liveness check, on the slow path,
+/// finds those. A hostile value only makes the queue look disconnected or
+/// not.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct QueueControl {
@@ -412,10 +421,16 @@ pub struct QueueControl {
     head: CachePadded<AtomicU64>,
     data_ready: CachePadded<WaitPoint>,
     space_ready: CachePadded<WaitPoint>,
+    present: CachePadded<[AtomicU32; 2]>,
 }
 
+/// `QueueControl::present` flag: a handle of this role attached once.
+pub const EVER_ATTACHED: u32 = 1 << 31;
+const PRODUCERS: usize = 0;
+const CONSUMERS: usize = 1;
+
 #[cfg(not(loom))]
-static_assertions::const_assert_eq!(core::mem::size_of::<QueueControl>(), 4 * 128);
+static_assertions::const_assert_eq!(core::mem::size_of::<QueueControl>(), 5 * 128);
 #[cfg(not(loom))]
 static_assertions::const_assert_eq!(core::mem::size_of::<RoleSlot>(), ROLE_LEN);
 
@@ -428,7 +443,33 @@ impl QueueControl {
             head: CachePadded(AtomicU64::new(0)),
             data_ready: CachePadded(WaitPoint::new()),
             space_ready: CachePadded(WaitPoint::new()),
+            present: CachePadded([AtomicU32::new(0), AtomicU32::new(0)]),
         }
+    }
+
+    /// Counts one more attached handle of `role`.
+    fn arrive(&self, role: usize) {
+        // AcqRel (both RMWs): ordered with the detaches' Release and the
+        // readers' Acquire; the count first, so a reader never sees the
+        // flag with a count of zero for a handle that is arriving.
+        self.present.0[role].fetch_add(1, Ordering::AcqRel);
+        self.present.0[role].fetch_or(EVER_ATTACHED, Ordering::AcqRel);
+    }
+
+    /// Counts one attached handle of `role` less.
+    fn leave(&self, role: usize) {
+        // Release (in the AcqRel): the leaving handle's last commit or
+        // delivery happens before a reader's Acquire load that sees the
+        // count drop.
+        self.present.0[role].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether handles of `role` attached once and every one detached
+    /// (no syscall; a dead holder still counts as present).
+    #[inline]
+    fn all_left(&self, role: usize) -> bool {
+        // Acquire: pairs with `leave`.
+        self.present.0[role].load(Ordering::Acquire) == EVER_ATTACHED
     }
 
     /// The raw position hints `(head, tail)`, for diagnostics and tests.
@@ -446,10 +487,11 @@ pub struct Queue<'a, T> {
     consumers: &'a [RoleSlot],
     /// Every slot's words, `capacity * slot.stride_words` of them.
     words: &'a [AtomicU64],
-    slot: SlotLayout,
     mask: u64,
     /// `log2(capacity)`: a position's lap is `position >> shift`.
     shift: u32,
+    /// Iterations one claim or take may make ([`budget`]).
+    budget: u32,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -487,6 +529,10 @@ fn budget(capacity: u64) -> u32 {
 }
 
 impl<'a, T: Pod> Queue<'a, T> {
+    /// The slot layout of `T`, a compile-time constant (checked against
+    /// [`SlotLayout::of`] in `from_parts`).
+    const SLOT: SlotLayout = SlotLayout::constant::<T>();
+
     /// A queue over its parts; its capacity is `words.len()` divided by
     /// the slot size of `T` ([`SlotLayout::of`]). All-zero parts are a
     /// fresh, empty queue; parts a peer left behind are attached as they
@@ -503,6 +549,7 @@ impl<'a, T: Pod> Queue<'a, T> {
         words: &'a [AtomicU64],
     ) -> Result<Self, LayoutError> {
         let slot = SlotLayout::of::<T>()?;
+        debug_assert_eq!(slot, Self::SLOT);
         if words.len() % slot.stride_words != 0 {
             return Err(LayoutError::new(
                 "the slot words are not a whole number of slots",
@@ -520,9 +567,9 @@ impl<'a, T: Pod> Queue<'a, T> {
             producers,
             consumers,
             words,
-            slot,
             mask: capacity as u64 - 1,
             shift: capacity.trailing_zeros(),
+            budget: budget(capacity as u64),
             _type: PhantomData,
         })
     }
@@ -601,7 +648,7 @@ impl<'a, T: Pod> Queue<'a, T> {
             tail: self.ctl.tail.load(Ordering::Acquire),
             epoch,
             spin: AdaptiveSpin::new(),
-            idle: 0,
+            idle: Idle::new(),
             _not_sync: PhantomData,
         })
     }
@@ -615,6 +662,7 @@ impl<'a, T: Pod> Queue<'a, T> {
         let epoch = asym::fork_epoch();
         let index = roles::attach_any(self.producers)?;
         self.orphan_claims_of(index as u64);
+        self.ctl.arrive(PRODUCERS);
         Ok((index, epoch))
     }
 
@@ -625,14 +673,17 @@ impl<'a, T: Pod> Queue<'a, T> {
     /// process.
     pub fn consumer(&self) -> Result<QueueConsumer<'a, T>, AttachError> {
         asym::register();
+        let epoch = asym::fork_epoch();
         let index = roles::attach_any(self.consumers)?;
+        self.ctl.arrive(CONSUMERS);
         Ok(QueueConsumer {
             queue: *self,
             index,
+            epoch,
             // Acquire: MPMC-3.
             head: self.ctl.head.load(Ordering::Acquire),
             spin: AdaptiveSpin::new(),
-            idle: 0,
+            idle: Idle::new(),
             _not_sync: PhantomData,
         })
     }
@@ -640,7 +691,7 @@ impl<'a, T: Pod> Queue<'a, T> {
     /// The stamp word of position `pos`'s slot.
     #[inline(always)]
     fn stamp_word(&self, pos: u64) -> &'a AtomicU64 {
-        let i = (pos & self.mask) as usize * self.slot.stride_words;
+        let i = (pos & self.mask) as usize * Self::SLOT.stride_words;
         // In bounds: i < capacity * stride = words.len() (`from_parts`),
         // so the check never fails.
         &self.words[i]
@@ -649,9 +700,9 @@ impl<'a, T: Pod> Queue<'a, T> {
     /// The value words of position `pos`'s slot.
     #[inline(always)]
     fn value_words(&self, pos: u64) -> &'a [AtomicU64] {
-        let i = (pos & self.mask) as usize * self.slot.stride_words + self.slot.value_word;
+        let i = (pos & self.mask) as usize * Self::SLOT.stride_words + Self::SLOT.value_word;
         // In bounds: the value ends within the slot (`SlotLayout`).
-        &self.words[i..i + self.slot.value_words]
+        &self.words[i..i + Self::SLOT.value_words]
     }
 
     /// The lap of position `pos`, modulo 2⁵⁰.
@@ -693,20 +744,26 @@ impl<'a, T: Pod> Queue<'a, T> {
         }
     }
 
-    /// Every producer that ever attached is gone. `slow` asks the OS.
+    /// Every producer that ever attached is gone: every one detached (one
+    /// load), or, when `slow`, the registry says so (no entry held by a
+    /// live process: syscalls).
+    #[inline]
     fn producers_gone(&self, slow: bool) -> bool {
-        if !roles::ever_attached(self.producers) {
-            return false;
-        }
-        roles::all_look_empty(self.producers) || (slow && !roles::any_live(self.producers))
+        self.ctl.all_left(PRODUCERS) || (slow && registry_gone(self.producers))
     }
 
+    /// As [`producers_gone`](Self::producers_gone), for consumers.
+    #[inline]
     fn consumers_gone(&self, slow: bool) -> bool {
-        if !roles::ever_attached(self.consumers) {
-            return false;
-        }
-        roles::all_look_empty(self.consumers) || (slow && !roles::any_live(self.consumers))
+        self.ctl.all_left(CONSUMERS) || (slow && registry_gone(self.consumers))
     }
+}
+
+/// Whether a registry had holders and none lives: every entry reads gone
+/// (no syscall), or no entry is held by a live process (syscalls).
+#[cold]
+fn registry_gone(slots: &[RoleSlot]) -> bool {
+    roles::ever_attached(slots) && (roles::all_look_empty(slots) || !roles::any_live(slots))
 }
 
 /// Skips an abandoned claim: `CLAIMED(lap, _) → EMPTY(lap + 1)`, only if
@@ -745,7 +802,7 @@ pub struct QueueProducer<'a, T> {
     /// The fork epoch of the process that registered `index`.
     epoch: u32,
     spin: AdaptiveSpin,
-    idle: u32,
+    idle: Idle,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -753,10 +810,12 @@ pub struct QueueProducer<'a, T> {
 pub struct QueueConsumer<'a, T> {
     queue: Queue<'a, T>,
     index: usize,
+    /// The fork epoch of the process that attached it.
+    epoch: u32,
     /// Private cursor: at most the first undelivered position.
     head: u64,
     spin: AdaptiveSpin,
-    idle: u32,
+    idle: Idle,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -805,7 +864,7 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         // Where our last claim left us, or the shared hint if another
         // producer moved on since (alone, the hint is our own line).
         let mut t = self.next(self.tail);
-        let mut budget = budget(cap);
+        let mut budget = q.budget;
         let mut impossible = false;
         loop {
             let word = q.stamp_word(t);
@@ -903,20 +962,27 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         match self.claim() {
             Ok(t) => {
                 self.commit(t, &value);
-                self.idle = 0;
+                self.idle.reset();
                 Ok(())
             }
-            Err(stop) => Err(self.not_pushed(stop, value, slow)),
+            Err(Stop::Corrupt) => Err(TrySendError::Corrupt(value)),
+            Err(Stop::NotReady) => {
+                // The common failure of a busy poller stays inline: a
+                // count, and one load of a line nobody writes meanwhile.
+                let ticked = self.idle.tick();
+                if !slow && !ticked && !self.queue.ctl.all_left(CONSUMERS) {
+                    return Err(TrySendError::Full(value));
+                }
+                Err(self.full(ticked, value, slow))
+            }
         }
     }
 
+    /// Full, and the rare checks are due (or `slow`): `Disconnected` if
+    /// every consumer is gone.
     #[cold]
-    fn not_pushed(&mut self, stop: Stop, value: T, slow: bool) -> TrySendError<T> {
-        if stop == Stop::Corrupt {
-            return TrySendError::Corrupt(value);
-        }
-        self.idle = self.idle.wrapping_add(1);
-        let slow = slow || self.idle % LIVENESS_POLL_EVERY == 0;
+    fn full(&mut self, ticked: bool, value: T, slow: bool) -> TrySendError<T> {
+        let slow = slow || (ticked && self.idle.interval_passed());
         if self.queue.consumers_gone(slow) {
             TrySendError::Disconnected(value)
         } else {
@@ -991,9 +1057,13 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
 
 impl<T> Drop for QueueProducer<'_, T> {
     fn drop(&mut self) {
-        // A no-op in a forked child that never pushed: the entry names the
-        // parent (`release` only clears an entry naming this process).
+        // In a forked child that never pushed, the registration is the
+        // parent's: leave it alone.
+        if asym::fork_epoch() != self.epoch {
+            return;
+        }
         self.queue.producers[self.index].release();
+        self.queue.ctl.leave(PRODUCERS);
         self.queue.ctl.data_ready.notify();
     }
 }
@@ -1020,7 +1090,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         let q = &self.queue;
         let cap = q.mask + 1;
         let mut h = self.next(self.head);
-        let mut budget = budget(cap);
+        let mut budget = q.budget;
         let mut impossible = false;
         loop {
             let word = q.stamp_word(h);
@@ -1106,32 +1176,41 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
     fn pop_inner(&mut self, slow: bool) -> Result<T, TryRecvError> {
         match self.take(slow) {
             Ok(v) => {
-                self.idle = 0;
+                self.idle.reset();
                 Ok(v)
             }
-            Err(stop) => self.not_popped(stop, slow),
+            Err(Stop::Corrupt) => Err(TryRecvError::Corrupt),
+            Err(Stop::NotReady) => {
+                // The common failure of a busy poller stays inline (see
+                // `push_inner`).
+                let ticked = self.idle.tick();
+                if !slow && !ticked && !self.queue.ctl.all_left(PRODUCERS) {
+                    return Err(TryRecvError::Empty);
+                }
+                self.empty(ticked, slow)
+            }
         }
     }
 
+    /// Empty, and the rare checks are due (or `slow`): skip a dead claimer
+    /// at our position; `Disconnected` if every producer is gone and
+    /// nothing is left.
     #[cold]
-    fn not_popped(&mut self, stop: Stop, slow: bool) -> Result<T, TryRecvError> {
-        if stop == Stop::Corrupt {
-            return Err(TryRecvError::Corrupt);
-        }
-        self.idle = self.idle.wrapping_add(1);
-        if !slow && self.idle % LIVENESS_POLL_EVERY == 0 {
+    fn empty(&mut self, ticked: bool, slow: bool) -> Result<T, TryRecvError> {
+        let due = ticked && self.idle.interval_passed();
+        if !slow && due {
             // Every so often a busy poller, too, asks whether the claimer
             // at its position lives (and skips it if not).
             match self.take(true) {
                 Ok(v) => {
-                    self.idle = 0;
+                    self.idle.reset();
                     return Ok(v);
                 }
                 Err(Stop::Corrupt) => return Err(TryRecvError::Corrupt),
                 Err(Stop::NotReady) => {}
             }
         }
-        let slow = slow || self.idle % LIVENESS_POLL_EVERY == 0;
+        let slow = slow || due;
         if !self.queue.producers_gone(slow) {
             return Err(TryRecvError::Empty);
         }
@@ -1140,7 +1219,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         // look once more (skipping claims of the dead) before saying so.
         match self.take(true) {
             Ok(v) => {
-                self.idle = 0;
+                self.idle.reset();
                 Ok(v)
             }
             Err(Stop::Corrupt) => Err(TryRecvError::Corrupt),
@@ -1206,7 +1285,12 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
 
 impl<T> Drop for QueueConsumer<'_, T> {
     fn drop(&mut self) {
+        // In a forked child, the registration is the parent's.
+        if asym::fork_epoch() != self.epoch {
+            return;
+        }
         self.queue.consumers[self.index].release();
+        self.queue.ctl.leave(CONSUMERS);
         self.queue.ctl.space_ready.notify();
     }
 }

@@ -90,8 +90,8 @@ use bytemuck::Pod;
 
 use super::roles::{AttachError, RoleSlot};
 use super::{
-    CachePadded, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError, WaitPoint, LIVENESS_POLL_EVERY,
+    CachePadded, Idle, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError, WaitPoint,
 };
 use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
 use crate::object::{LayoutError, Object};
@@ -286,7 +286,7 @@ impl<'a, T: Pod> Ring<'a, T> {
                 head
             },
             spin: AdaptiveSpin::new(),
-            idle: 0,
+            idle: Idle::new(),
             _not_sync: PhantomData,
         })
     }
@@ -306,7 +306,7 @@ impl<'a, T: Pod> Ring<'a, T> {
             // "Nothing known ready": the first pop refreshes the tail.
             tail_cache: head,
             spin: AdaptiveSpin::new(),
-            idle: 0,
+            idle: Idle::new(),
             _not_sync: PhantomData,
         })
     }
@@ -369,7 +369,7 @@ pub struct Producer<'a, T> {
     head_cache: u32,
     spin: AdaptiveSpin,
     /// Consecutive failing `try_` calls, to rate-limit liveness checks.
-    idle: u32,
+    idle: Idle,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -380,7 +380,7 @@ pub struct Consumer<'a, T> {
     head: u32,
     tail_cache: u32,
     spin: AdaptiveSpin,
-    idle: u32,
+    idle: Idle,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -425,16 +425,29 @@ fn prefetch<T>(p: *const T) {
 }
 
 /// Whether the peer in `slot` is gone for good: the cheap check always, the
-/// liveness syscalls when `slow` or every `LIVENESS_POLL_EVERY` idle calls.
-fn peer_gone(slot: &RoleSlot, slow: bool, idle: &mut u32) -> bool {
-    if slot.raw() & super::roles::GONE != 0 {
+/// liveness syscalls when `slow` or when `idle` says a check is due.
+fn peer_gone(slot: &RoleSlot, slow: bool, idle: &mut Idle) -> bool {
+    let ticked = idle.tick();
+    peer_gone_ticked(slot, slow, ticked, idle)
+}
+
+/// [`peer_gone`] for a call already counted: `ticked` is what
+/// [`Idle::tick`] said.
+fn peer_gone_ticked(slot: &RoleSlot, slow: bool, ticked: bool, idle: &mut Idle) -> bool {
+    if peer_left(slot) {
         return true;
     }
-    *idle = idle.wrapping_add(1);
-    if slow || *idle % LIVENESS_POLL_EVERY == 0 {
+    if slow || (ticked && idle.interval_passed()) {
         return slot.raw() != super::roles::NEVER && !slot.is_live();
     }
     false
+}
+
+/// The cheap check: the peer detached (no syscall; a dead peer still
+/// looks attached).
+#[inline(always)]
+fn peer_left(slot: &RoleSlot) -> bool {
+    slot.raw() & super::roles::GONE != 0
 }
 
 impl<'a, T: Pod> Producer<'a, T> {
@@ -492,7 +505,7 @@ impl<'a, T: Pod> Producer<'a, T> {
     fn publish(&mut self, n: u32) {
         self.ring.shadow_access(self.tail, n, true);
         self.tail = self.tail.wrapping_add(n);
-        self.idle = 0;
+        self.idle.reset();
         // SYNC POINT RING-1 (Release): the slots written before are visible
         // to a consumer that loads this tail.
         self.ring.ctl.tail.store(self.tail, Ordering::Release);
@@ -501,7 +514,18 @@ impl<'a, T: Pod> Producer<'a, T> {
 
     #[cold]
     fn full_error(&mut self, slow: bool) -> TrySendError<()> {
-        if peer_gone(&self.ring.ctl.roles.0[CONSUMER], slow, &mut self.idle) {
+        let ticked = self.idle.tick();
+        self.full_error_ticked(slow, ticked)
+    }
+
+    #[cold]
+    fn full_error_ticked(&mut self, slow: bool, ticked: bool) -> TrySendError<()> {
+        if peer_gone_ticked(
+            &self.ring.ctl.roles.0[CONSUMER],
+            slow,
+            ticked,
+            &mut self.idle,
+        ) {
             TrySendError::Disconnected(())
         } else {
             TrySendError::Full(())
@@ -523,10 +547,16 @@ impl<'a, T: Pod> Producer<'a, T> {
     fn push_inner(&mut self, value: T, slow: bool) -> Result<(), TrySendError<T>> {
         match self.free(1) {
             Ok(0) => {
-                return Err(match self.full_error(slow) {
+                // The common failure of a busy poller stays inline: a
+                // count and one load of a line nobody writes meanwhile.
+                let ticked = self.idle.tick();
+                if !slow && !ticked && !peer_left(&self.ring.ctl.roles.0[CONSUMER]) {
+                    return Err(TrySendError::Full(value));
+                }
+                return Err(match self.full_error_ticked(slow, ticked) {
                     TrySendError::Disconnected(()) => TrySendError::Disconnected(value),
                     _ => TrySendError::Full(value),
-                })
+                });
             }
             Ok(_) => {}
             Err(()) => return Err(TrySendError::Corrupt(value)),
@@ -800,7 +830,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
     fn release(&mut self, n: u32) {
         self.ring.shadow_access(self.head, n, false);
         self.head = self.head.wrapping_add(n);
-        self.idle = 0;
+        self.idle.reset();
         // SYNC POINT RING-2 (Release): our reads of the slots are done
         // before a producer that sees this head reuses them.
         self.ring.ctl.head.store(self.head, Ordering::Release);
@@ -811,7 +841,18 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// the tail, so everything it committed is drained first).
     #[cold]
     fn empty_error(&mut self, slow: bool) -> TryRecvError {
-        if peer_gone(&self.ring.ctl.roles.0[PRODUCER], slow, &mut self.idle) {
+        let ticked = self.idle.tick();
+        self.empty_error_ticked(slow, ticked)
+    }
+
+    #[cold]
+    fn empty_error_ticked(&mut self, slow: bool, ticked: bool) -> TryRecvError {
+        if peer_gone_ticked(
+            &self.ring.ctl.roles.0[PRODUCER],
+            slow,
+            ticked,
+            &mut self.idle,
+        ) {
             match self.ready(1) {
                 Ok(0) => TryRecvError::Disconnected,
                 Ok(_) => TryRecvError::Empty,
@@ -835,7 +876,15 @@ impl<'a, T: Pod> Consumer<'a, T> {
     #[inline(always)]
     fn pop_inner(&mut self, slow: bool) -> Result<T, TryRecvError> {
         match self.ready(1) {
-            Ok(0) => return Err(self.empty_error(slow)),
+            Ok(0) => {
+                // The common failure of a busy poller stays inline (see
+                // `Producer::push_inner`).
+                let ticked = self.idle.tick();
+                if !slow && !ticked && !peer_left(&self.ring.ctl.roles.0[PRODUCER]) {
+                    return Err(TryRecvError::Empty);
+                }
+                return Err(self.empty_error_ticked(slow, ticked));
+            }
             Ok(_) => {}
             Err(()) => return Err(TryRecvError::Corrupt),
         }

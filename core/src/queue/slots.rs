@@ -73,6 +73,25 @@ impl SlotLayout {
     pub fn stride_bytes(&self) -> usize {
         self.stride_words * 8
     }
+
+    /// [`of`](Self::of), at compile time: the queues index their slots with
+    /// it, so a slot's offset is a shift and a value copy a fixed run of
+    /// stores. (For an element aligned beyond [`PAYLOAD_ALIGN`], which
+    /// `of` refuses, the numbers are meaningless; the queues check `of`
+    /// first.)
+    pub(crate) const fn constant<T>() -> SlotLayout {
+        let unit = if align_of::<T>() > 8 {
+            align_of::<T>()
+        } else {
+            8
+        };
+        let stride = (unit + size_of::<T>()).div_ceil(unit) * unit;
+        SlotLayout {
+            stride_words: stride / 8,
+            value_word: unit / 8,
+            value_words: size_of::<T>().div_ceil(8),
+        }
+    }
 }
 
 /// Copies `value` into the value words `words` with relaxed atomic
@@ -129,6 +148,23 @@ mod tests {
         assert_eq!((l.stride_words, l.value_word, l.value_words), (12, 4, 8));
         assert!(SlotLayout::for_element(8, 3).is_err());
         assert!(SlotLayout::for_element(usize::MAX - 3, 8).is_err());
+
+        assert_eq!(
+            SlotLayout::constant::<Wide>(),
+            SlotLayout::of::<Wide>().unwrap()
+        );
+        assert_eq!(
+            SlotLayout::constant::<u64>(),
+            SlotLayout::of::<u64>().unwrap()
+        );
+        assert_eq!(
+            SlotLayout::constant::<()>(),
+            SlotLayout::of::<()>().unwrap()
+        );
+        assert_eq!(
+            SlotLayout::constant::<[u8; 3]>(),
+            SlotLayout::of::<[u8; 3]>().unwrap()
+        );
 
         let words: [AtomicU64; 2] = Default::default();
         store_value(&words, &[1u8, 2, 3, 4, 5]);

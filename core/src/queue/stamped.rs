@@ -79,16 +79,16 @@ use core::time::Duration;
 
 use bytemuck::Pod;
 
-use super::mpmc::{decode, stamp, EMPTY, FULL};
+use super::mpmc::{decode, stamp, EMPTY, EVER_ATTACHED, FULL};
 use super::roles::{AttachError, RoleSlot};
 use super::slots::{self, SlotLayout};
 use super::{
-    CachePadded, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError, WaitPoint, LIVENESS_POLL_EVERY,
+    asym, CachePadded, Idle, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError, WaitPoint,
 };
 use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
 use crate::object::{LayoutError, Object};
-use crate::primitive::{AtomicU64, Ordering};
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::{AdaptiveSpin, Deadline};
 
 /// Largest capacity (slots).
@@ -107,7 +107,13 @@ const LAP_HALF: u64 = 1 << 49;
 /// | `head` | consumer, after each pop (a hint) | an attaching consumer, `len` |
 /// | `data_ready` | producer wakes | consumer sleeps |
 /// | `space_ready` | consumer wakes | producer sleeps |
-/// | `roles` | attach/detach ([`RoleSlot`]) | both |
+/// | `roles` | attach/detach ([`RoleSlot`]s, and the `present` counts) | both |
+///
+/// `present[r]` counts the handles of role `r` attached and not dropped,
+/// with [`EVER_ATTACHED`] set once one was (as the MPMC queue's): the
+/// cheap "the peer left" of an empty or full call is one load of it. A
+/// holder that died is never subtracted; the role slot's liveness check,
+/// on the slow path, finds it.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct StampedControl {
@@ -115,8 +121,15 @@ pub struct StampedControl {
     head: CachePadded<AtomicU64>,
     data_ready: CachePadded<WaitPoint>,
     space_ready: CachePadded<WaitPoint>,
-    /// `[producer, consumer]`.
-    roles: CachePadded<[RoleSlot; 2]>,
+    roles: CachePadded<Roles>,
+}
+
+/// The roles line: `[producer, consumer]` slots and counts.
+#[derive(Debug, Default)]
+#[repr(C)]
+struct Roles {
+    slots: [RoleSlot; 2],
+    present: [AtomicU32; 2],
 }
 
 /// Bytes of a [`StampedControl`] in a segment: the slots start this far
@@ -138,20 +151,50 @@ impl StampedControl {
             head: CachePadded(AtomicU64::new(0)),
             data_ready: CachePadded(WaitPoint::new()),
             space_ready: CachePadded(WaitPoint::new()),
-            roles: CachePadded([RoleSlot::new(), RoleSlot::new()]),
+            roles: CachePadded(Roles {
+                slots: [RoleSlot::new(), RoleSlot::new()],
+                present: [AtomicU32::new(0), AtomicU32::new(0)],
+            }),
         }
+    }
+
+    /// Counts one more attached handle of `role` (see the type docs).
+    fn arrive(&self, role: usize) {
+        // AcqRel: as the MPMC queue's `QueueControl::arrive`.
+        self.roles.0.present[role].fetch_add(1, Ordering::AcqRel);
+        self.roles.0.present[role].fetch_or(EVER_ATTACHED, Ordering::AcqRel);
+    }
+
+    /// Counts one attached handle of `role` less.
+    fn leave(&self, role: usize) {
+        // Release (in the AcqRel): the handle's last push or pop happens
+        // before a reader's Acquire load that sees the count drop.
+        self.roles.0.present[role].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether the `role` attached once and every handle detached (no
+    /// syscall; a dead holder still counts).
+    #[inline(always)]
+    fn all_left(&self, role: usize) -> bool {
+        // Acquire: pairs with `leave`.
+        self.roles.0.present[role].load(Ordering::Acquire) == EVER_ATTACHED
+    }
+
+    /// Whether `role` ever attached.
+    fn ever_attached(&self, role: usize) -> bool {
+        self.roles.0.present[role].load(Ordering::Acquire) & EVER_ATTACHED != 0
     }
 
     /// The producer's role slot (diagnostics, tests).
     #[must_use]
     pub fn producer_slot(&self) -> &RoleSlot {
-        &self.roles.0[PRODUCER]
+        &self.roles.0.slots[PRODUCER]
     }
 
     /// The consumer's role slot (diagnostics, tests).
     #[must_use]
     pub fn consumer_slot(&self) -> &RoleSlot {
-        &self.roles.0[CONSUMER]
+        &self.roles.0.slots[CONSUMER]
     }
 
     /// The raw position hints `(head, tail)`, for diagnostics and tests.
@@ -166,7 +209,6 @@ impl StampedControl {
 pub struct StampedRing<'a, T> {
     ctl: &'a StampedControl,
     words: &'a [AtomicU64],
-    slot: SlotLayout,
     mask: u64,
     shift: u32,
     _type: PhantomData<fn() -> T>,
@@ -226,6 +268,10 @@ pub fn slots_at(align: usize) -> usize {
 }
 
 impl<'a, T: Pod> StampedRing<'a, T> {
+    /// The slot layout of `T`, a compile-time constant (checked against
+    /// [`SlotLayout::of`] in `from_parts`).
+    const SLOT: SlotLayout = SlotLayout::constant::<T>();
+
     /// A ring over its parts; its capacity is `words.len()` divided by
     /// the slot size of `T` ([`SlotLayout::of`]). All-zero parts are an
     /// empty ring.
@@ -238,6 +284,7 @@ impl<'a, T: Pod> StampedRing<'a, T> {
         words: &'a [AtomicU64],
     ) -> Result<Self, LayoutError> {
         let slot = SlotLayout::of::<T>()?;
+        debug_assert_eq!(slot, Self::SLOT);
         if words.len() % slot.stride_words != 0 {
             return Err(LayoutError::new(
                 "the slot words are not a whole number of slots",
@@ -248,7 +295,6 @@ impl<'a, T: Pod> StampedRing<'a, T> {
         Ok(StampedRing {
             ctl,
             words,
-            slot,
             mask: capacity as u64 - 1,
             shift: capacity.trailing_zeros(),
             _type: PhantomData,
@@ -302,15 +348,19 @@ impl<'a, T: Pod> StampedRing<'a, T> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process holds the role.
     pub fn producer(&self) -> Result<StampedProducer<'a, T>, AttachError> {
-        self.ctl.roles.0[PRODUCER]
+        asym::register();
+        let epoch = asym::fork_epoch();
+        self.ctl.roles.0.slots[PRODUCER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
+        self.ctl.arrive(PRODUCER);
         Ok(StampedProducer {
             ring: *self,
+            epoch,
             // Acquire: STAMPED-3.
             tail: self.ctl.tail.load(Ordering::Acquire),
             spin: AdaptiveSpin::new(),
-            idle: 0,
+            idle: Idle::new(),
             _not_sync: PhantomData,
         })
     }
@@ -320,15 +370,19 @@ impl<'a, T: Pod> StampedRing<'a, T> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process holds the role.
     pub fn consumer(&self) -> Result<StampedConsumer<'a, T>, AttachError> {
-        self.ctl.roles.0[CONSUMER]
+        asym::register();
+        let epoch = asym::fork_epoch();
+        self.ctl.roles.0.slots[CONSUMER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
+        self.ctl.arrive(CONSUMER);
         Ok(StampedConsumer {
             ring: *self,
+            epoch,
             // Acquire: STAMPED-3.
             head: self.ctl.head.load(Ordering::Acquire),
             spin: AdaptiveSpin::new(),
-            idle: 0,
+            idle: Idle::new(),
             _not_sync: PhantomData,
         })
     }
@@ -336,14 +390,14 @@ impl<'a, T: Pod> StampedRing<'a, T> {
     #[inline(always)]
     fn stamp_word(&self, pos: u64) -> &'a AtomicU64 {
         // In bounds: (pos & mask) < capacity (`from_parts`).
-        &self.words[(pos & self.mask) as usize * self.slot.stride_words]
+        &self.words[(pos & self.mask) as usize * Self::SLOT.stride_words]
     }
 
     #[inline(always)]
     fn value_words(&self, pos: u64) -> &'a [AtomicU64] {
-        let i = (pos & self.mask) as usize * self.slot.stride_words + self.slot.value_word;
+        let i = (pos & self.mask) as usize * Self::SLOT.stride_words + Self::SLOT.value_word;
         // In bounds: the value ends within the slot (`SlotLayout`).
-        &self.words[i..i + self.slot.value_words]
+        &self.words[i..i + Self::SLOT.value_words]
     }
 
     #[inline(always)]
@@ -388,34 +442,33 @@ impl<'a, T: Pod> StampedRing<'a, T> {
     }
 }
 
-/// Whether the peer in `slot` is gone for good: the cheap check always, the
-/// liveness syscalls when `slow` or every `LIVENESS_POLL_EVERY` idle calls.
-fn peer_gone(slot: &RoleSlot, slow: bool, idle: &mut u32) -> bool {
-    if slot.raw() & super::roles::GONE != 0 {
-        return true;
-    }
-    *idle = idle.wrapping_add(1);
-    if slow || *idle % LIVENESS_POLL_EVERY == 0 {
-        return slot.raw() != super::roles::NEVER && !slot.is_live();
-    }
-    false
+/// Whether the peer of role `role` is gone for good: every handle of it
+/// detached (one load), or, when `check` (slow, or a liveness check is
+/// due), its slot is not held by a live process (syscalls).
+#[cold]
+fn peer_gone(ctl: &StampedControl, role: usize, check: bool) -> bool {
+    ctl.all_left(role) || (check && ctl.ever_attached(role) && !ctl.roles.0.slots[role].is_live())
 }
 
 /// The producer end of a [`StampedRing`]: `Send`, not `Sync`.
 pub struct StampedProducer<'a, T> {
     ring: StampedRing<'a, T>,
+    /// The fork epoch of the process that attached it.
+    epoch: u32,
     tail: u64,
     spin: AdaptiveSpin,
-    idle: u32,
+    idle: Idle,
     _not_sync: PhantomData<Cell<()>>,
 }
 
 /// The consumer end of a [`StampedRing`]: `Send`, not `Sync`.
 pub struct StampedConsumer<'a, T> {
     ring: StampedRing<'a, T>,
+    /// The fork epoch of the process that attached it.
+    epoch: u32,
     head: u64,
     spin: AdaptiveSpin,
-    idle: u32,
+    idle: Idle,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -451,14 +504,25 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
         // SYNC POINT STAMPED-2 (Acquire): the consumer finished reading
         // the slot before it stored this EMPTY.
         if word.load(Ordering::Acquire) != stamp(r.lap(t), 0, EMPTY) {
-            return self.not_free(value, slow);
+            // The common failure of a busy poller stays inline: full at
+            // our position (the previous lap's message), a count, and one
+            // load of a line nobody writes meanwhile.
+            let ticked = self.idle.tick();
+            if !slow
+                && !ticked
+                && word.load(Ordering::Relaxed) == stamp(r.lap(t).wrapping_sub(1), 0, FULL)
+                && !r.ctl.all_left(CONSUMER)
+            {
+                return Err(TrySendError::Full(value));
+            }
+            return self.not_free(value, slow, ticked);
         }
         slots::store_value(r.value_words(t), &value);
         // SYNC POINT STAMPED-1 (Release): the value is visible to a
         // consumer that sees FULL.
         word.store(stamp(r.lap(t), 0, FULL), Ordering::Release);
         self.tail = t.wrapping_add(1);
-        self.idle = 0;
+        self.idle.reset();
         // Release: STAMPED-3.
         r.ctl.tail.store(self.tail, Ordering::Release);
         r.ctl.data_ready.notify();
@@ -468,7 +532,7 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
     /// The slot at our position is not free: full, or our position is
     /// stale (we took over a dead producer's role), or corrupt.
     #[cold]
-    fn not_free(&mut self, value: T, slow: bool) -> Result<(), TrySendError<T>> {
+    fn not_free(&mut self, value: T, slow: bool, ticked: bool) -> Result<(), TrySendError<T>> {
         match self.ring.resync(self.tail, EMPTY) {
             Err(()) => return Err(TrySendError::Corrupt(value)),
             Ok(t) if t != self.tail => {
@@ -478,7 +542,8 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
             Ok(_) => {}
         }
         // Full (the slot holds the previous lap).
-        if peer_gone(&self.ring.ctl.roles.0[CONSUMER], slow, &mut self.idle) {
+        let check = slow || (ticked && self.idle.interval_passed());
+        if peer_gone(self.ring.ctl, CONSUMER, check) {
             Err(TrySendError::Disconnected(value))
         } else {
             Err(TrySendError::Full(value))
@@ -537,7 +602,12 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
 
 impl<T> Drop for StampedProducer<'_, T> {
     fn drop(&mut self) {
-        self.ring.ctl.roles.0[PRODUCER].release();
+        // In a forked child, the registration is the parent's.
+        if asym::fork_epoch() != self.epoch {
+            return;
+        }
+        self.ring.ctl.roles.0.slots[PRODUCER].release();
+        self.ring.ctl.leave(PRODUCER);
         self.ring.ctl.data_ready.notify();
     }
 }
@@ -559,14 +629,24 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
         // SYNC POINT STAMPED-1 (Acquire): the producer wrote the value
         // before it stored FULL.
         if word.load(Ordering::Acquire) != stamp(r.lap(h), 0, FULL) {
-            return self.not_full(slow);
+            // The common failure of a busy poller stays inline (see
+            // `StampedProducer::push_inner`): empty at our position.
+            let ticked = self.idle.tick();
+            if !slow
+                && !ticked
+                && word.load(Ordering::Relaxed) == stamp(r.lap(h), 0, EMPTY)
+                && !r.ctl.all_left(PRODUCER)
+            {
+                return Err(TryRecvError::Empty);
+            }
+            return self.not_full(slow, ticked);
         }
         let value = slots::load_value(r.value_words(h));
         // SYNC POINT STAMPED-2 (Release): our reads are done before a
         // producer that sees this EMPTY overwrites the slot.
         word.store(stamp(r.lap(h).wrapping_add(1), 0, EMPTY), Ordering::Release);
         self.head = h.wrapping_add(1);
-        self.idle = 0;
+        self.idle.reset();
         // Release: STAMPED-3.
         r.ctl.head.store(self.head, Ordering::Release);
         r.ctl.space_ready.notify();
@@ -576,7 +656,7 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
     /// Nothing committed at our position: empty, our position is stale
     /// (we took over a dead consumer's role), or corrupt.
     #[cold]
-    fn not_full(&mut self, slow: bool) -> Result<T, TryRecvError> {
+    fn not_full(&mut self, slow: bool, ticked: bool) -> Result<T, TryRecvError> {
         match self.ring.resync(self.head, FULL) {
             Err(()) => return Err(TryRecvError::Corrupt),
             Ok(h) if h != self.head => {
@@ -585,7 +665,8 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
             }
             Ok(_) => {}
         }
-        if peer_gone(&self.ring.ctl.roles.0[PRODUCER], slow, &mut self.idle) {
+        let check = slow || (ticked && self.idle.interval_passed());
+        if peer_gone(self.ring.ctl, PRODUCER, check) {
             // Look once more: the producer's last push may have landed
             // just before it left.
             let r = &self.ring;
@@ -645,7 +726,12 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
 
 impl<T> Drop for StampedConsumer<'_, T> {
     fn drop(&mut self) {
-        self.ring.ctl.roles.0[CONSUMER].release();
+        // In a forked child, the registration is the parent's.
+        if asym::fork_epoch() != self.epoch {
+            return;
+        }
+        self.ring.ctl.roles.0.slots[CONSUMER].release();
+        self.ring.ctl.leave(CONSUMER);
         self.ring.ctl.space_ready.notify();
     }
 }
