@@ -85,6 +85,12 @@ impl Idle {
         }
     }
 
+    /// Consecutive failing calls so far.
+    #[inline(always)]
+    pub(crate) fn polls(&self) -> u32 {
+        self.calls
+    }
+
     /// A call succeeded.
     #[inline(always)]
     pub(crate) fn reset(&mut self) {

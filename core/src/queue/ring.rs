@@ -399,6 +399,12 @@ impl<T> fmt::Debug for Consumer<'_, T> {
     }
 }
 
+/// Consecutive empty polls after which a consumer prefetches the next
+/// slot (see [`prefetch`]): a consumer waiting for a reply polls dozens of
+/// times per round trip, one streaming behind a producer a few times per
+/// message at most.
+const PREFETCH_AFTER: u32 = 8;
+
 /// A hint that the line holding `p` is about to be read. Not a memory
 /// access (no data race, no fault on any address): `prefetcht0` on x86_64,
 /// nothing elsewhere, under miri or under loom.
@@ -408,6 +414,11 @@ impl<T> fmt::Debug for Consumer<'_, T> {
 /// `tail`, so a prefetch issued while `tail` is still old already fetches
 /// the new slot; without it, the slot's line is only requested once the
 /// new `tail` was seen, a second cross-core miss in series with the first.
+///
+/// Only after [`PREFETCH_AFTER`] empty polls: a consumer streaming right
+/// behind the producer would otherwise pull the slot's line (which holds
+/// the next slots too) away from the producer while it is still writing
+/// them, one more transfer of the line per message.
 #[inline(always)]
 fn prefetch<T>(p: *const T) {
     #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
@@ -786,7 +797,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
         if ready >= want {
             return Ok(ready);
         }
-        if ready == 0 {
+        if ready == 0 && self.idle.polls() >= PREFETCH_AFTER {
             // Polling an empty ring: ask for the next slot's line too, so
             // that the miss on it overlaps the miss on `tail` instead of
             // following it (see `prefetch`).
@@ -1180,5 +1191,36 @@ unsafe impl<T: Pod> Object for Spsc<T> {
             Ring::from_raw(ctl, data, *capacity as u32)
         }
         .expect("the caller checked payload_len(capacity), which checks the capacity")
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// With nobody asleep, pushes and pops (`try_` and blocking) write
+    /// nothing to the wait points (no shared-line write, no wake
+    /// syscall): the futex words and the wake stamps stay as they were.
+    #[test]
+    fn no_sleeper_no_wait_point_write() {
+        let ctl = RingControl::new();
+        let mut slots = [0u32; 4];
+        // SAFETY: `slots` outlives the ring and is only used through it.
+        let ring = unsafe { Ring::from_raw(&ctl, NonNull::from(&mut slots).cast(), 4) }.unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let words = |w: &WaitPoint| {
+            (
+                w.seq.load(Ordering::Relaxed),
+                w.woke_at.load(Ordering::Relaxed),
+            )
+        };
+        let before = (words(&ctl.data_ready), words(&ctl.space_ready));
+        for i in 0..100 {
+            tx.try_push(i).unwrap();
+            tx.push(i + 1).unwrap();
+            assert_eq!(rx.try_pop(), Ok(i));
+            assert_eq!(rx.pop(), Ok(i + 1));
+        }
+        assert_eq!((words(&ctl.data_ready), words(&ctl.space_ready)), before);
     }
 }
