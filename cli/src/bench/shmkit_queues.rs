@@ -901,17 +901,30 @@ fn mpmc_pxc(p: &Params) -> RunResult {
                 return false;
             };
             start();
-            let mut end = false;
-            floors::spin_yield_until("shmkit_mpmc consumer", || match rx.try_pop() {
-                Ok(_) | Err(TryRecvError::Empty) => false,
-                Err(TryRecvError::Disconnected) => {
-                    end = true;
-                    true
+            // As the floor's consumer: one wait per message (a fresh
+            // spin-then-yield count each time), until the end.
+            loop {
+                let mut end = None;
+                if floors::spin_yield_until("shmkit_mpmc consumer", || match rx.try_pop() {
+                    Ok(_) => true,
+                    Err(TryRecvError::Empty) => false,
+                    Err(TryRecvError::Disconnected) => {
+                        end = Some(true);
+                        true
+                    }
+                    Err(_) => {
+                        end = Some(false);
+                        true
+                    }
+                })
+                .is_err()
+                {
+                    return false;
                 }
-                Err(_) => true,
-            })
-            .is_ok()
-                && end
+                if let Some(ok) = end {
+                    return ok;
+                }
+            }
         },
         || Ok(()),
     )
