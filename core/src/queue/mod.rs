@@ -60,7 +60,7 @@ const UNPAIRED_SLICE: Duration = Duration::from_millis(1);
 /// cheap checks alone before it considers asking the OS whether the peers
 /// are alive. Liveness costs syscalls; busy-polling loops must not pay
 /// them per call.
-pub(crate) const LIVENESS_POLL_EVERY: u32 = 4096;
+pub const LIVENESS_POLL_EVERY: u32 = 4096;
 
 /// The least time between two liveness checks of a busy-polling handle:
 /// every [`LIVENESS_POLL_EVERY`] failing calls it reads the clock, and asks
@@ -151,7 +151,7 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// sleepers -= 1                                seq += 1; futex_wake(seq)
 ///                                          }
 /// ```
-/// SYNC POINT WAIT-1: if the waker's load at [A] reads 0, the waiter's
+/// SYNC POINT WAIT-1: if the waker's load at \[A\] reads 0, the waiter's
 /// increment comes later in the single total order of SeqCst operations,
 /// so the waiter's check sees the condition. If it reads non-zero, it
 /// bumps `seq`: either before the waiter loaded `s` (then the Acquire of
@@ -162,7 +162,7 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// pop and only need a compiler fence, while a waiter, about to sleep
 /// anyway, issues `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes
 /// every running thread of every registered process execute a full
-/// barrier. Processes register when they attach a role ([`asym::register`]);
+/// barrier. Processes register when they attach a role (`asym::register`);
 /// an unregistered process (after `fork`, or where the kernel lacks the
 /// command) uses a real `fence(SeqCst)` as a waker, and a waiter whose
 /// `membarrier` failed sleeps in 1 ms slices. Under loom and on other

@@ -134,7 +134,7 @@
 //! # What the skip relies on
 //! The commit is a plain store, so a claimer wrongly judged dead would
 //! overwrite the slot after its skip. Liveness is exact (see
-//! [`roles`](super::roles)), and a registry entry names one *process*: a
+//! [`super::roles`]), and a registry entry names one *process*: a
 //! producer handle inherited across `fork` registers itself anew in the
 //! child on its first push (the parent's entry keeps naming the parent),
 //! and a producer that takes over an entry of a dead holder first marks

@@ -45,22 +45,47 @@
 //! read-modify-write: a slot copy, one Release store of the own index, a
 //! compiler-only fence and a load of the peer's sleeper count (a line
 //! nobody writes while nobody sleeps). The other side's index is re-read
-//! only when the cached one shows full/empty; liveness syscalls only after
-//! `LIVENESS_POLL_EVERY` consecutive failing calls.
+//! only when the cached one shows full/empty. A failing call (full,
+//! empty) is inline too and as cheap: a counter, and one load of the peer's
+//! role word; liveness syscalls at most once per
+//! [`LIVENESS_INTERVAL`](super::LIVENESS_INTERVAL) of polling.
 //! A message still moves **two** cache lines between the cores (the slot
 //! and `tail`), where a bare cache-line ping-pong moves one; a consumer
-//! polling an empty ring prefetches the next slot so the two misses
-//! overlap. Slots are contiguous `T`s (so chunks can be handed out as
-//! slices), which rules out a per-slot stamp in the slot's own line.
+//! that has polled an empty ring for a while prefetches the next slot so
+//! the two misses overlap. Slots are contiguous `T`s (so chunks can be
+//! handed out as slices), which rules out a per-slot stamp in the slot's
+//! own line: for latency, use the [stamped ring](super::stamped), one line
+//! per message.
 //!
 //! `try_push`/`try_pop` and everything on their fast path are
-//! `#[inline(always)]`, the full/empty error paths `#[cold]`. Left to its
+//! `#[inline(always)]`, the rare error paths `#[cold]`. Left to its
 //! heuristics, LLVM sometimes kept `pop_inner` out of line in a polling
 //! loop with two call sites: a call per message with the `Result` returned
 //! through memory, which cost a streaming consumer about a third of its
 //! throughput (single-message `spsc_throughput` ≈65 M/s instead of ≈95 M/s
 //! on the reference VM): a ring that the producer keeps nearly full runs as
 //! fast as the consumer turns one slot around.
+//!
+//! # Why `spsc_throughput` measured 0.74–0.80× its floor
+//! Against a raw ring whose loops poll one index with one load, the side
+//! of the pair that waits (the producer of a full ring, the consumer of an
+//! empty one) polled differently here, and the throughput of a two-core
+//! ring is set by how fast the waiting side reacts, so the ratio moved
+//! with the machine's mode (which side waits, how often) — 1.22× when
+//! the ring landed, 0.74–0.80× later:
+//! - every [`LIVENESS_POLL_EVERY`](super::LIVENESS_POLL_EVERY) failing
+//!   calls a poller checked its peer's liveness: `kill` plus a `/proc`
+//!   read, ≈13 µs here, every 4096 polls of 3–10 ns — a stall of the
+//!   waiting side worth up to a quarter of its time, long enough for the
+//!   other side to fill (drain) the ring and stall in turn. Now at most
+//!   once per 10 ms of polling;
+//! - a failing call went out of line (a `#[cold]` call, the liveness
+//!   counter, the peer's role word): ≈20–30 ns per poll where the floor
+//!   spends ≈3. Now inline, ≈3–8 ns;
+//! - a consumer polling an empty ring prefetched the next slot on every
+//!   poll: streaming right behind the producer, it pulled the line the
+//!   producer was still filling, one more transfer of the line per
+//!   message. Now only after 8 empty polls (a round trip's wait).
 //!
 //! ```
 //! use shmkit_core::queue::ring::{Ring, RingControl};

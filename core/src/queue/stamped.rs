@@ -20,7 +20,7 @@
 //! # Layout
 //! A [`StampedControl`] (five 128-byte lines: the position hints, the two
 //! wait points, the two role slots), then `capacity` slots of a stamp word
-//! and the value (see [`slots`](super::slots)). The capacity is a power of
+//! and the value (see [`super::slots`]). The capacity is a power of
 //! two; an all-zero payload is an empty ring.
 //!
 //! # Protocol
