@@ -279,7 +279,8 @@ impl<T: Pod> SharedRing<T> {
 
 /// A bounded multi-producer multi-consumer queue of `T` in a segment (kind
 /// `queue`): Python's `multiprocessing.Queue`. See
-/// [`shmkit_core::queue::mpmc`] for the crash-consistency guarantees.
+/// [`shmkit_core::queue::mpmc`] for the crash-consistency guarantees. The
+/// capacity is a power of two.
 #[derive(Debug)]
 pub struct SharedQueue<T: Pod> {
     segment: Segment,
@@ -310,11 +311,12 @@ impl<T: Pod> SharedQueue<T> {
         })
     }
 
-    /// Creates the named queue `name` with `capacity` slots and room for
-    /// [`DEFAULT_REGISTRY`] producers and consumers at once.
+    /// Creates the named queue `name` with `capacity` slots (a power of
+    /// two) and room for [`DEFAULT_REGISTRY`] producers and consumers at
+    /// once.
     ///
     /// # Errors
-    /// See [`CreateError`].
+    /// See [`CreateError`]; `InvalidLayout` for a bad capacity.
     pub fn create(name: &str, capacity: usize) -> Result<Self, CreateError> {
         Self::create_with(name, capacity, DEFAULT_REGISTRY, DEFAULT_REGISTRY)
     }
