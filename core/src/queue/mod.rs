@@ -35,6 +35,8 @@
 use core::fmt;
 use core::time::Duration;
 
+use roles::RoleSlot;
+
 use crate::primitive::{AtomicU32, Ordering};
 use crate::wait::{self, AdaptiveSpin, Deadline, Spin};
 
@@ -122,6 +124,78 @@ impl Idle {
                 true
             }
         }
+    }
+}
+
+/// `present` flag of a role: a handle of it attached once (see
+/// [`Roles`]).
+pub const EVER_ATTACHED: u32 = 1 << 31;
+
+/// Role index of producers (senders) in the role words.
+pub(crate) const PRODUCER: usize = 0;
+/// Role index of consumers (receivers).
+pub(crate) const CONSUMER: usize = 1;
+
+/// The roles line of a single-producer single-consumer structure (the
+/// index ring, the pipe, the stamped ring): one [`RoleSlot`] per role, and
+/// per role a `present` count of the handles attached and not dropped,
+/// with [`EVER_ATTACHED`] set once one was.
+///
+/// The count is the cheap half of "the peer is gone": a full or empty
+/// call loads it (a word written only at attach and detach). A holder
+/// that died is never subtracted; its slot's liveness check, on the slow
+/// path, finds it, and the next holder of the role resets the count. A handle counts only in the process that attached it
+/// (a copy inherited across `fork` neither subtracts nor releases). A
+/// hostile value only makes the peer look gone or not.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub(crate) struct Roles {
+    pub(crate) slots: [RoleSlot; 2],
+    present: [AtomicU32; 2],
+}
+
+impl Roles {
+    pub(crate) fn new() -> Roles {
+        Roles {
+            slots: [RoleSlot::new(), RoleSlot::new()],
+            present: [AtomicU32::new(0), AtomicU32::new(0)],
+        }
+    }
+
+    /// Records that the caller just took `role`'s slot: one handle is
+    /// attached now. A store, not an increment: the role is single, so
+    /// taking its slot means no live process held it, and a count left by
+    /// a holder that died (never subtracted) is stale. (Holders `leave`
+    /// before they release the slot, so no departure can land after this.)
+    pub(crate) fn arrive(&self, role: usize) {
+        // Release: pairs with the readers' Acquire (the attach happened).
+        self.present[role].store(EVER_ATTACHED | 1, Ordering::Release);
+    }
+
+    /// Counts one attached handle of `role` less.
+    pub(crate) fn leave(&self, role: usize) {
+        // Release (in the AcqRel): the leaving handle's last push or pop
+        // happens before a reader's Acquire load that sees the count drop.
+        self.present[role].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether `role` attached once and every handle of it detached (one
+    /// load; a dead holder still counts).
+    #[inline(always)]
+    pub(crate) fn all_left(&self, role: usize) -> bool {
+        // Acquire: pairs with `leave`.
+        self.present[role].load(Ordering::Acquire) == EVER_ATTACHED
+    }
+
+    /// Whether `role` is gone for good: every handle detached, or, when
+    /// `check`, it attached once and its slot is not held by a live
+    /// process (syscalls).
+    #[cold]
+    pub(crate) fn gone(&self, role: usize, check: bool) -> bool {
+        self.all_left(role)
+            || (check
+                && self.present[role].load(Ordering::Acquire) & EVER_ATTACHED != 0
+                && !self.slots[role].is_live())
     }
 }
 

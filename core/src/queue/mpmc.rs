@@ -424,10 +424,9 @@ pub struct QueueControl {
     present: CachePadded<[AtomicU32; 2]>,
 }
 
-/// `QueueControl::present` flag: a handle of this role attached once.
-pub const EVER_ATTACHED: u32 = 1 << 31;
-const PRODUCERS: usize = 0;
-const CONSUMERS: usize = 1;
+pub use super::EVER_ATTACHED;
+const PRODUCERS: usize = super::PRODUCER;
+const CONSUMERS: usize = super::CONSUMER;
 
 #[cfg(not(loom))]
 static_assertions::const_assert_eq!(core::mem::size_of::<QueueControl>(), 5 * 128);
@@ -1062,8 +1061,8 @@ impl<T> Drop for QueueProducer<'_, T> {
         if asym::fork_epoch() != self.epoch {
             return;
         }
-        self.queue.producers[self.index].release();
         self.queue.ctl.leave(PRODUCERS);
+        self.queue.producers[self.index].release();
         self.queue.ctl.data_ready.notify();
     }
 }
@@ -1289,8 +1288,8 @@ impl<T> Drop for QueueConsumer<'_, T> {
         if asym::fork_epoch() != self.epoch {
             return;
         }
-        self.queue.consumers[self.index].release();
         self.queue.ctl.leave(CONSUMERS);
+        self.queue.consumers[self.index].release();
         self.queue.ctl.space_ready.notify();
     }
 }

@@ -114,6 +114,7 @@ use core::time::Duration;
 use bytemuck::Pod;
 
 use super::roles::{AttachError, RoleSlot};
+use super::{asym, Roles, CONSUMER, PRODUCER};
 use super::{
     CachePadded, Idle, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError, WaitPoint,
@@ -144,8 +145,8 @@ pub struct RingControl {
     head: CachePadded<AtomicU32>,
     data_ready: CachePadded<WaitPoint>,
     space_ready: CachePadded<WaitPoint>,
-    /// `[producer, consumer]`.
-    roles: CachePadded<[RoleSlot; 2]>,
+    /// The role slots and counts ([`Roles`](super::Roles)).
+    roles: CachePadded<Roles>,
     /// Under loom only: see [`Shadow`].
     #[cfg(loom)]
     shadow: Shadow,
@@ -185,9 +186,6 @@ impl fmt::Debug for Shadow {
     }
 }
 
-const PRODUCER: usize = 0;
-const CONSUMER: usize = 1;
-
 impl RingControl {
     /// A fresh control block: empty, nobody attached. All-zero bytes are
     /// the same state, so a zero-filled segment needs no initialisation.
@@ -198,7 +196,7 @@ impl RingControl {
             head: CachePadded(AtomicU32::new(0)),
             data_ready: CachePadded(WaitPoint::new()),
             space_ready: CachePadded(WaitPoint::new()),
-            roles: CachePadded([RoleSlot::new(), RoleSlot::new()]),
+            roles: CachePadded(Roles::new()),
             #[cfg(loom)]
             shadow: Shadow::default(),
         }
@@ -207,13 +205,13 @@ impl RingControl {
     /// The producer's role slot (diagnostics, tests).
     #[must_use]
     pub fn producer_slot(&self) -> &RoleSlot {
-        &self.roles.0[PRODUCER]
+        &self.roles.0.slots[PRODUCER]
     }
 
     /// The consumer's role slot (diagnostics, tests).
     #[must_use]
     pub fn consumer_slot(&self) -> &RoleSlot {
-        &self.roles.0[CONSUMER]
+        &self.roles.0.slots[CONSUMER]
     }
 
     /// The raw shared indices `(head, tail)`, for diagnostics and tests
@@ -294,9 +292,12 @@ impl<'a, T: Pod> Ring<'a, T> {
     /// [`AttachError::Taken`] if a live process holds the role (this one
     /// included). A dead holder's role is taken over.
     pub fn producer(&self) -> Result<Producer<'a, T>, AttachError> {
-        self.ctl.roles.0[PRODUCER]
+        asym::register();
+        let epoch = asym::fork_epoch();
+        self.ctl.roles.0.slots[PRODUCER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
+        self.ctl.roles.0.arrive(PRODUCER);
         let tail = self.ctl.tail.load(Ordering::Acquire);
         let head = self.ctl.head.load(Ordering::Acquire);
         Ok(Producer {
@@ -312,6 +313,7 @@ impl<'a, T: Pod> Ring<'a, T> {
             },
             spin: AdaptiveSpin::new(),
             idle: Idle::new(),
+            epoch,
             _not_sync: PhantomData,
         })
     }
@@ -321,9 +323,12 @@ impl<'a, T: Pod> Ring<'a, T> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process holds the role.
     pub fn consumer(&self) -> Result<Consumer<'a, T>, AttachError> {
-        self.ctl.roles.0[CONSUMER]
+        asym::register();
+        let epoch = asym::fork_epoch();
+        self.ctl.roles.0.slots[CONSUMER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
+        self.ctl.roles.0.arrive(CONSUMER);
         let head = self.ctl.head.load(Ordering::Acquire);
         Ok(Consumer {
             ring: *self,
@@ -332,6 +337,7 @@ impl<'a, T: Pod> Ring<'a, T> {
             tail_cache: head,
             spin: AdaptiveSpin::new(),
             idle: Idle::new(),
+            epoch,
             _not_sync: PhantomData,
         })
     }
@@ -395,6 +401,8 @@ pub struct Producer<'a, T> {
     spin: AdaptiveSpin,
     /// Consecutive failing `try_` calls, to rate-limit liveness checks.
     idle: Idle,
+    /// The fork epoch of the process that attached it.
+    epoch: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -406,6 +414,8 @@ pub struct Consumer<'a, T> {
     tail_cache: u32,
     spin: AdaptiveSpin,
     idle: Idle,
+    /// The fork epoch of the process that attached it.
+    epoch: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -460,30 +470,18 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Whether the peer in `slot` is gone for good: the cheap check always, the
-/// liveness syscalls when `slow` or when `idle` says a check is due.
-fn peer_gone(slot: &RoleSlot, slow: bool, idle: &mut Idle) -> bool {
+/// Whether the peer of role `role` is gone for good: the cheap check
+/// always, the liveness syscalls when `slow` or when `idle` says a check
+/// is due.
+fn peer_gone(roles: &Roles, role: usize, slow: bool, idle: &mut Idle) -> bool {
     let ticked = idle.tick();
-    peer_gone_ticked(slot, slow, ticked, idle)
+    peer_gone_ticked(roles, role, slow, ticked, idle)
 }
 
 /// [`peer_gone`] for a call already counted: `ticked` is what
 /// [`Idle::tick`] said.
-fn peer_gone_ticked(slot: &RoleSlot, slow: bool, ticked: bool, idle: &mut Idle) -> bool {
-    if peer_left(slot) {
-        return true;
-    }
-    if slow || (ticked && idle.interval_passed()) {
-        return slot.raw() != super::roles::NEVER && !slot.is_live();
-    }
-    false
-}
-
-/// The cheap check: the peer detached (no syscall; a dead peer still
-/// looks attached).
-#[inline(always)]
-fn peer_left(slot: &RoleSlot) -> bool {
-    slot.raw() & super::roles::GONE != 0
+fn peer_gone_ticked(roles: &Roles, role: usize, slow: bool, ticked: bool, idle: &mut Idle) -> bool {
+    roles.gone(role, slow || (ticked && idle.interval_passed()))
 }
 
 impl<'a, T: Pod> Producer<'a, T> {
@@ -557,7 +555,8 @@ impl<'a, T: Pod> Producer<'a, T> {
     #[cold]
     fn full_error_ticked(&mut self, slow: bool, ticked: bool) -> TrySendError<()> {
         if peer_gone_ticked(
-            &self.ring.ctl.roles.0[CONSUMER],
+            &self.ring.ctl.roles.0,
+            CONSUMER,
             slow,
             ticked,
             &mut self.idle,
@@ -586,7 +585,7 @@ impl<'a, T: Pod> Producer<'a, T> {
                 // The common failure of a busy poller stays inline: a
                 // count and one load of a line nobody writes meanwhile.
                 let ticked = self.idle.tick();
-                if !slow && !ticked && !peer_left(&self.ring.ctl.roles.0[CONSUMER]) {
+                if !slow && !ticked && !self.ring.ctl.roles.0.all_left(CONSUMER) {
                     return Err(TrySendError::Full(value));
                 }
                 return Err(match self.full_error_ticked(slow, ticked) {
@@ -746,7 +745,12 @@ impl<'a, T: Pod> Producer<'a, T> {
 
 impl<T> Drop for Producer<'_, T> {
     fn drop(&mut self) {
-        self.ring.ctl.roles.0[PRODUCER].release();
+        // In a forked child, the registration is the parent's.
+        if asym::fork_epoch() != self.epoch {
+            return;
+        }
+        self.ring.ctl.roles.0.leave(PRODUCER);
+        self.ring.ctl.roles.0.slots[PRODUCER].release();
         // Wake a sleeping consumer so it sees the disconnect.
         self.ring.ctl.data_ready.notify();
     }
@@ -884,7 +888,8 @@ impl<'a, T: Pod> Consumer<'a, T> {
     #[cold]
     fn empty_error_ticked(&mut self, slow: bool, ticked: bool) -> TryRecvError {
         if peer_gone_ticked(
-            &self.ring.ctl.roles.0[PRODUCER],
+            &self.ring.ctl.roles.0,
+            PRODUCER,
             slow,
             ticked,
             &mut self.idle,
@@ -916,7 +921,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
                 // The common failure of a busy poller stays inline (see
                 // `Producer::push_inner`).
                 let ticked = self.idle.tick();
-                if !slow && !ticked && !peer_left(&self.ring.ctl.roles.0[PRODUCER]) {
+                if !slow && !ticked && !self.ring.ctl.roles.0.all_left(PRODUCER) {
                     return Err(TryRecvError::Empty);
                 }
                 return Err(self.empty_error_ticked(slow, ticked));
@@ -1058,13 +1063,18 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// Whether the producer is gone (cheap check plus, when `slow`, a
     /// liveness check).
     pub(crate) fn producer_gone(&mut self, slow: bool) -> bool {
-        peer_gone(&self.ring.ctl.roles.0[PRODUCER], slow, &mut self.idle)
+        peer_gone(&self.ring.ctl.roles.0, PRODUCER, slow, &mut self.idle)
     }
 }
 
 impl<T> Drop for Consumer<'_, T> {
     fn drop(&mut self) {
-        self.ring.ctl.roles.0[CONSUMER].release();
+        // In a forked child, the registration is the parent's.
+        if asym::fork_epoch() != self.epoch {
+            return;
+        }
+        self.ring.ctl.roles.0.leave(CONSUMER);
+        self.ring.ctl.roles.0.slots[CONSUMER].release();
         self.ring.ctl.space_ready.notify();
     }
 }

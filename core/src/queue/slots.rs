@@ -98,13 +98,22 @@ impl SlotLayout {
 /// stores (the last word zero-padded). Words past the value are not
 /// touched; a `words` shorter than the value gets a truncated copy (the
 /// layouts never make one).
+///
+/// Plain index loops over a length the caller's constant slot layout
+/// fixes: after inlining, a `u64` is one store (an iterator adapter here
+/// was once left out of line, a call per message).
 #[inline(always)]
 pub(crate) fn store_value<T: Pod>(words: &[AtomicU64], value: &T) {
     let bytes = bytemuck::bytes_of(value);
-    for (word, chunk) in words.iter().zip(bytes.chunks(8)) {
+    let n = words.len().min(bytes.len().div_ceil(8));
+    let mut k = 0;
+    while k < n {
+        let start = k * 8;
+        let end = (start + 8).min(bytes.len());
         let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        word.store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        w[..end - start].copy_from_slice(&bytes[start..end]);
+        words[k].store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        k += 1;
     }
 }
 
@@ -115,10 +124,14 @@ pub(crate) fn store_value<T: Pod>(words: &[AtomicU64], value: &T) {
 pub(crate) fn load_value<T: Pod>(words: &[AtomicU64]) -> T {
     let mut out = T::zeroed();
     let bytes = bytemuck::bytes_of_mut(&mut out);
-    for (word, chunk) in words.iter().zip(bytes.chunks_mut(8)) {
-        let w = word.load(Ordering::Relaxed).to_ne_bytes();
-        let n = chunk.len();
-        chunk.copy_from_slice(&w[..n]);
+    let n = words.len().min(bytes.len().div_ceil(8));
+    let mut k = 0;
+    while k < n {
+        let start = k * 8;
+        let end = (start + 8).min(bytes.len());
+        let w = words[k].load(Ordering::Relaxed).to_ne_bytes();
+        bytes[start..end].copy_from_slice(&w[..end - start]);
+        k += 1;
     }
     out
 }

@@ -79,16 +79,16 @@ use core::time::Duration;
 
 use bytemuck::Pod;
 
-use super::mpmc::{decode, stamp, EMPTY, EVER_ATTACHED, FULL};
+use super::mpmc::{decode, stamp, EMPTY, FULL};
 use super::roles::{AttachError, RoleSlot};
 use super::slots::{self, SlotLayout};
 use super::{
-    asym, CachePadded, Idle, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
-    TryRecvError, TrySendError, WaitPoint,
+    asym, CachePadded, Idle, RecvError, RecvTimeoutError, Roles, SendError, SendTimeoutError,
+    TryRecvError, TrySendError, WaitPoint, CONSUMER, PRODUCER,
 };
 use crate::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
 use crate::object::{LayoutError, Object};
-use crate::primitive::{AtomicU32, AtomicU64, Ordering};
+use crate::primitive::{AtomicU64, Ordering};
 use crate::wait::{AdaptiveSpin, Deadline};
 
 /// Largest capacity (slots).
@@ -109,11 +109,9 @@ const LAP_HALF: u64 = 1 << 49;
 /// | `space_ready` | consumer wakes | producer sleeps |
 /// | `roles` | attach/detach ([`RoleSlot`]s, and the `present` counts) | both |
 ///
-/// `present[r]` counts the handles of role `r` attached and not dropped,
-/// with [`EVER_ATTACHED`] set once one was (as the MPMC queue's): the
-/// cheap "the peer left" of an empty or full call is one load of it. A
-/// holder that died is never subtracted; the role slot's liveness check,
-/// on the slow path, finds it.
+/// The roles line holds the role slots and the presence counts of
+/// [`Roles`](super::Roles): the cheap "the peer left" of an empty or full
+/// call is one load.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct StampedControl {
@@ -124,23 +122,12 @@ pub struct StampedControl {
     roles: CachePadded<Roles>,
 }
 
-/// The roles line: `[producer, consumer]` slots and counts.
-#[derive(Debug, Default)]
-#[repr(C)]
-struct Roles {
-    slots: [RoleSlot; 2],
-    present: [AtomicU32; 2],
-}
-
 /// Bytes of a [`StampedControl`] in a segment: the slots start this far
 /// into the payload.
 pub const CONTROL_LEN: usize = 5 * 128;
 
 #[cfg(not(loom))]
 static_assertions::const_assert_eq!(core::mem::size_of::<StampedControl>(), CONTROL_LEN);
-
-const PRODUCER: usize = 0;
-const CONSUMER: usize = 1;
 
 impl StampedControl {
     /// A fresh control block (all zero, like a zero-filled segment).
@@ -151,38 +138,8 @@ impl StampedControl {
             head: CachePadded(AtomicU64::new(0)),
             data_ready: CachePadded(WaitPoint::new()),
             space_ready: CachePadded(WaitPoint::new()),
-            roles: CachePadded(Roles {
-                slots: [RoleSlot::new(), RoleSlot::new()],
-                present: [AtomicU32::new(0), AtomicU32::new(0)],
-            }),
+            roles: CachePadded(Roles::new()),
         }
-    }
-
-    /// Counts one more attached handle of `role` (see the type docs).
-    fn arrive(&self, role: usize) {
-        // AcqRel: as the MPMC queue's `QueueControl::arrive`.
-        self.roles.0.present[role].fetch_add(1, Ordering::AcqRel);
-        self.roles.0.present[role].fetch_or(EVER_ATTACHED, Ordering::AcqRel);
-    }
-
-    /// Counts one attached handle of `role` less.
-    fn leave(&self, role: usize) {
-        // Release (in the AcqRel): the handle's last push or pop happens
-        // before a reader's Acquire load that sees the count drop.
-        self.roles.0.present[role].fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Whether the `role` attached once and every handle detached (no
-    /// syscall; a dead holder still counts).
-    #[inline(always)]
-    fn all_left(&self, role: usize) -> bool {
-        // Acquire: pairs with `leave`.
-        self.roles.0.present[role].load(Ordering::Acquire) == EVER_ATTACHED
-    }
-
-    /// Whether `role` ever attached.
-    fn ever_attached(&self, role: usize) -> bool {
-        self.roles.0.present[role].load(Ordering::Acquire) & EVER_ATTACHED != 0
     }
 
     /// The producer's role slot (diagnostics, tests).
@@ -353,7 +310,7 @@ impl<'a, T: Pod> StampedRing<'a, T> {
         self.ctl.roles.0.slots[PRODUCER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
-        self.ctl.arrive(PRODUCER);
+        self.ctl.roles.0.arrive(PRODUCER);
         Ok(StampedProducer {
             ring: *self,
             epoch,
@@ -375,7 +332,7 @@ impl<'a, T: Pod> StampedRing<'a, T> {
         self.ctl.roles.0.slots[CONSUMER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
-        self.ctl.arrive(CONSUMER);
+        self.ctl.roles.0.arrive(CONSUMER);
         Ok(StampedConsumer {
             ring: *self,
             epoch,
@@ -442,14 +399,6 @@ impl<'a, T: Pod> StampedRing<'a, T> {
     }
 }
 
-/// Whether the peer of role `role` is gone for good: every handle of it
-/// detached (one load), or, when `check` (slow, or a liveness check is
-/// due), its slot is not held by a live process (syscalls).
-#[cold]
-fn peer_gone(ctl: &StampedControl, role: usize, check: bool) -> bool {
-    ctl.all_left(role) || (check && ctl.ever_attached(role) && !ctl.roles.0.slots[role].is_live())
-}
-
 /// The producer end of a [`StampedRing`]: `Send`, not `Sync`.
 pub struct StampedProducer<'a, T> {
     ring: StampedRing<'a, T>,
@@ -511,7 +460,7 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
             if !slow
                 && !ticked
                 && word.load(Ordering::Relaxed) == stamp(r.lap(t).wrapping_sub(1), 0, FULL)
-                && !r.ctl.all_left(CONSUMER)
+                && !r.ctl.roles.0.all_left(CONSUMER)
             {
                 return Err(TrySendError::Full(value));
             }
@@ -543,7 +492,7 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
         }
         // Full (the slot holds the previous lap).
         let check = slow || (ticked && self.idle.interval_passed());
-        if peer_gone(self.ring.ctl, CONSUMER, check) {
+        if self.ring.ctl.roles.0.gone(CONSUMER, check) {
             Err(TrySendError::Disconnected(value))
         } else {
             Err(TrySendError::Full(value))
@@ -606,8 +555,8 @@ impl<T> Drop for StampedProducer<'_, T> {
         if asym::fork_epoch() != self.epoch {
             return;
         }
+        self.ring.ctl.roles.0.leave(PRODUCER);
         self.ring.ctl.roles.0.slots[PRODUCER].release();
-        self.ring.ctl.leave(PRODUCER);
         self.ring.ctl.data_ready.notify();
     }
 }
@@ -635,7 +584,7 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
             if !slow
                 && !ticked
                 && word.load(Ordering::Relaxed) == stamp(r.lap(h), 0, EMPTY)
-                && !r.ctl.all_left(PRODUCER)
+                && !r.ctl.roles.0.all_left(PRODUCER)
             {
                 return Err(TryRecvError::Empty);
             }
@@ -666,7 +615,7 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
             Ok(_) => {}
         }
         let check = slow || (ticked && self.idle.interval_passed());
-        if peer_gone(self.ring.ctl, PRODUCER, check) {
+        if self.ring.ctl.roles.0.gone(PRODUCER, check) {
             // Look once more: the producer's last push may have landed
             // just before it left.
             let r = &self.ring;
@@ -730,8 +679,8 @@ impl<T> Drop for StampedConsumer<'_, T> {
         if asym::fork_epoch() != self.epoch {
             return;
         }
+        self.ring.ctl.roles.0.leave(CONSUMER);
         self.ring.ctl.roles.0.slots[CONSUMER].release();
-        self.ring.ctl.leave(CONSUMER);
         self.ring.ctl.space_ready.notify();
     }
 }
