@@ -39,10 +39,15 @@
 //!   only once per sleep slice of a blocked pop (and every
 //!   [`LIVENESS_POLL_EVERY`](super::LIVENESS_POLL_EVERY) consecutive empty
 //!   `try_pop`s) does it ask whether the claimer lives.
-//! - **The empty check reads only the stamp** (no `tail`, no role word),
-//!   and the full check only the stamp of the previous lap: a polling
-//!   consumer never steals a line a producer writes, except the slot
-//!   itself.
+//! - **The empty check reads only the stamp** (no `tail`), and the full
+//!   check only the stamp of the previous lap, plus one load of the other
+//!   role's presence count (a word written only at attach and detach): a
+//!   polling consumer never steals a line a producer writes, except the
+//!   slot itself. A failing `try_` call stays inline and costs about what
+//!   a successful one does; liveness syscalls (is the claimer at my
+//!   position dead? is every producer?) wait for a sleep slice of a
+//!   blocked call, or [`LIVENESS_INTERVAL`](super::LIVENESS_INTERVAL) of
+//!   busy polling.
 //! - **A mask, not a modulo**: the capacity is a power of two, and a
 //!   stamp stores the position's *lap* (`position >> log2(capacity)`), so
 //!   an all-zero segment is a valid empty queue (`EMPTY(0)` everywhere).
@@ -124,7 +129,9 @@
 //!   holders are reused.
 //! - Disconnect: consumers get `Disconnected` when the queue is empty and
 //!   every producer that ever attached is gone (dropped or dead); producers
-//!   get `Disconnected` when it is full and every consumer is gone.
+//!   get `Disconnected` when it is full and every consumer is gone. A drop
+//!   is seen at once (the presence count); a death on the slow path (the
+//!   registry's liveness check).
 //! - Hostile bytes: slot indices are masked; stamps and hints are only
 //!   compared, never used as indices; every loop is bounded by an
 //!   iteration budget. A peer writing garbage gives `Corrupt`,
