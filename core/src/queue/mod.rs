@@ -127,8 +127,9 @@ impl Idle {
     }
 }
 
-/// `present` flag of a role: a handle of it attached once (see
-/// [`Roles`]).
+/// Presence-count flag of a role (the MPMC queue's and the SPSC
+/// structures' role lines count the handles attached and not dropped): a
+/// handle of the role attached once.
 pub const EVER_ATTACHED: u32 = 1 << 31;
 
 /// Role index of producers (senders) in the role words.

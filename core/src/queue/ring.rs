@@ -137,7 +137,7 @@ pub const MAX_CAPACITY: u32 = 1 << 31;
 /// | `head` | consumer (Release, RING-2) | producer (Acquire) |
 /// | `data_ready` | producer wakes | consumer sleeps |
 /// | `space_ready` | consumer wakes | producer sleeps |
-/// | `roles` | attach/detach ([`RoleSlot`]) | both |
+/// | `roles` | attach/detach ([`RoleSlot`]s and presence counts) | both |
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct RingControl {

@@ -110,7 +110,7 @@ const LAP_HALF: u64 = 1 << 49;
 /// | `roles` | attach/detach ([`RoleSlot`]s, and the `present` counts) | both |
 ///
 /// The roles line holds the role slots and the presence counts of
-/// [`Roles`](super::Roles): the cheap "the peer left" of an empty or full
+/// `queue::Roles`: the cheap "the peer left" of an empty or full
 /// call is one load.
 #[derive(Debug, Default)]
 #[repr(C)]
