@@ -370,6 +370,21 @@ impl<'a, T: Pod> Ring<'a, T> {
         [(a, first as usize), (self.data, (len - first) as usize)]
     }
 
+    /// The slot of position `pos` as a one-element view (the single-message
+    /// paths: no wrap to split, so no bounds to compute at run time).
+    #[inline(always)]
+    fn slot(&self, pos: u32) -> SharedSlice<'_, T> {
+        // SAFETY: `pos & mask` < capacity, so the element is inside the
+        // slots, which `from_raw`'s contract keeps mapped and accessed only
+        // atomically.
+        unsafe {
+            SharedSlice::from_raw(
+                NonNull::new_unchecked(self.data.as_ptr().add((pos & self.mask) as usize)),
+                1,
+            )
+        }
+    }
+
     /// Slots `pos..pos + len` (mod capacity) as at most two shared views.
     #[inline(always)]
     fn views(&self, pos: u32, len: u32) -> (SharedSlice<'_, T>, SharedSlice<'_, T>) {
@@ -596,9 +611,8 @@ impl<'a, T: Pod> Producer<'a, T> {
             Ok(_) => {}
             Err(()) => return Err(TrySendError::Corrupt(value)),
         }
-        let (first, _) = self.ring.views(self.tail, 1);
         // Cannot fail: the view has one element.
-        let _ = first.set(0, value);
+        let _ = self.ring.slot(self.tail).set(0, value);
         self.publish(1);
         Ok(())
     }
@@ -929,8 +943,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
             Ok(_) => {}
             Err(()) => return Err(TryRecvError::Corrupt),
         }
-        let (first, _) = self.ring.views(self.head, 1);
-        let value = first.get(0).unwrap_or_else(T::zeroed);
+        let value = self.ring.slot(self.head).get(0).unwrap_or_else(T::zeroed);
         self.release(1);
         Ok(value)
     }
