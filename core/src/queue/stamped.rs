@@ -5,15 +5,16 @@
 //! # Which SPSC ring to choose
 //! | | [`ring::Ring`](super::ring::Ring) (index ring) | [`StampedRing`] |
 //! |---|---|---|
-//! | a message moves | its slot and the shared index: two lines | its slot (stamp and value together): one line |
-//! | round trip (busy poll) | ≈1.5–1.8× a bare cache-line ping-pong | ≈1.1× (same as the MPMC queue, without its CAS) |
-//! | streaming throughput | best: the consumer writes one index line per batch of slots | lower: the consumer writes every slot back (its stamp) |
-//! | batches, chunks | `push_slice`, `pop_into`, `write_chunk`/`read_chunk` slices (contiguous values) | one message at a time |
+//! | a message moves | its slot and the shared indices (`tail` to the consumer, `head` back): index lines cross on every message | its slot (stamp and value together): a slot line goes to the consumer, and back to the producer a lap later |
+//! | round trip (busy poll) | ≈1.4× a bare cache-line ping-pong | ≈1.0× |
+//! | streaming, one message per call | 0.8–0.9× a raw index ring when the VM is in its fast mode (≈100 M/s), 1.5–2× in its slow mode (≈25 M/s) | 1.2–1.3× the raw index ring in the fast mode (≈130 M/s), 4–5× in the slow one: no index line to fight over |
+//! | batches, chunks | `push_slice`/`pop_into` (≈3.5× the raw ring, one index store per batch), `write_chunk`/`read_chunk` slices of contiguous values | one message at a time |
 //! | carries | `T: Pod`, and the byte [`Pipe`](super::pipe::Pipe) | `T: Pod` |
 //!
-//! Choose the stamped ring for request/response traffic and anything whose
-//! cost is the time a single message takes to cross; the index ring for
-//! streams, batches and in-place chunks.
+//! (Figures from `shmkit bench` on the 2-vCPU reference VM; see
+//! `docs/bench.md`.) Choose the stamped ring for single messages, whether
+//! latency or streaming matters; the index ring for batches, in-place
+//! chunks and byte streams.
 //!
 //! Only on targets with 64-bit atomics (stamps are 64-bit words).
 //!
