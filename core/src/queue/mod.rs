@@ -8,11 +8,11 @@
 //! | [`stamped::StampedRing`] (64-bit atomics only) | `stamped.rs` | 1 × 1 | FIFO | `T: Pod` |
 //! | [`pipe::Pipe`] | `pipe.rs` | 1 × 1 per direction | FIFO | byte messages |
 //!
-//! The index ring moves a message's slot and the shared index (two cache
-//! lines) and hands out contiguous chunks: the choice for streams and
-//! batches. The stamped ring and the MPMC queue keep a stamp next to each
-//! value, so a message moves one line: the choice for latency (see
-//! [`stamped`] for the comparison).
+//! The index ring moves a message's slot and the shared indices and hands
+//! out contiguous chunks: the choice for batches, chunks and byte streams.
+//! The stamped ring and the MPMC queue keep a stamp next to each value,
+//! so a message moves one line and no index line is fought over: the
+//! choice for single messages (see [`stamped`] for the comparison).
 //!
 //! Each structure is a `#[repr(C)]` control block plus arrays, all of them
 //! pointer-free: the `shmkit-posix` crate places them in named, anonymous or
