@@ -231,18 +231,29 @@ impl Default for Spin {
 /// | one to eight wake-ups | two wake-ups | an answer within that is caught; a later one costs at most one extra wake-up of latency and two of CPU |
 /// | longer (an idle peer) | 3 µs | parking is cheap when the wait is long anyway |
 ///
-/// Spinning is counted in iterations of [`Spin::pause`] (a `spin_loop`,
-/// and a CPU yield every [`Spin::YIELD_EVERY`]), converted from
-/// nanoseconds with a per-process calibration; without a clock (loom, bare
-/// metal without one) the policy keeps its starting budget.
+/// Spinning is counted in iterations of the waiter's loop (a
+/// [`Spin::pause`] and an attempt), converted from nanoseconds with what
+/// an iteration of this wait point's loop was measured to take (a clock
+/// read when a spin passes [`Spin::YIELD_EVERY`] iterations, one when it
+/// parks: short waits pay no clock read), starting from a per-process
+/// calibration of `Spin::pause` alone. Without a clock (loom, bare metal
+/// without one) the policy keeps its starting budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdaptiveSpin {
     /// `Some`: a fixed budget, nothing learned.
     fixed: Option<Spin>,
-    /// How long waits typically take, ns.
+    /// How long waits typically take, in spin iterations (so that a wait
+    /// caught spinning is learned without a clock or a division).
     typical: u32,
     /// What a wake-up costs, ns.
     wake: u32,
+    /// What one spin iteration takes at this wait point, ns (0: not
+    /// measured yet, use the process calibration).
+    iteration: u32,
+    /// `wake` and the shortest spin in iterations, recomputed when
+    /// `wake` or `iteration` change (rarely: on parks).
+    wake_it: u32,
+    min_it: u32,
 }
 
 /// The shortest adaptive spin.
@@ -253,7 +264,7 @@ const DEFAULT_WAKE_NS: u32 = 50_000;
 /// a descheduled sleeper, a hostile peer).
 const WAKE_SAMPLE_NS: core::ops::RangeInclusive<u32> = 1_000..=2_000_000;
 /// The estimates stay in this range.
-const MAX_TYPICAL_NS: u32 = 1_000_000_000;
+const MAX_TYPICAL_NS: u64 = 1_000_000_000;
 const MAX_WAKE_NS: u32 = 500_000;
 
 impl AdaptiveSpin {
@@ -264,6 +275,9 @@ impl AdaptiveSpin {
             fixed: None,
             typical: 0,
             wake: DEFAULT_WAKE_NS,
+            iteration: 0,
+            wake_it: DEFAULT_WAKE_NS / DEFAULT_NS_PER_ITERATION,
+            min_it: MIN_SPIN_NS / DEFAULT_NS_PER_ITERATION,
         }
     }
 
@@ -271,11 +285,9 @@ impl AdaptiveSpin {
     /// spins (nearly) forever.
     #[must_use]
     pub const fn fixed(spin: Spin) -> AdaptiveSpin {
-        AdaptiveSpin {
-            fixed: Some(spin),
-            typical: 0,
-            wake: DEFAULT_WAKE_NS,
-        }
+        let mut s = AdaptiveSpin::new();
+        s.fixed = Some(spin);
+        s
     }
 
     /// The fixed budget, or for a learning policy [`Spin::DEFAULT`] (for
@@ -291,39 +303,57 @@ impl AdaptiveSpin {
         self.fixed.is_none()
     }
 
-    /// What a wait typically takes and what a wake-up costs, as learned
-    /// (ns); `None` for a fixed policy.
+    /// What a wait typically takes and what a wake-up costs, as learned;
+    /// `None` for a fixed policy.
     #[must_use]
     pub fn estimates(&self) -> Option<(Duration, Duration)> {
         self.fixed.is_none().then(|| {
             (
-                Duration::from_nanos(u64::from(self.typical)),
+                Duration::from_nanos(u64::from(self.typical) * u64::from(self.iteration_ns())),
                 Duration::from_nanos(u64::from(self.wake)),
             )
         })
     }
 
-    /// The spin budget of the next wait, in [`Spin::pause`] iterations.
+    /// The spin budget of the next wait, in iterations. No division: the
+    /// estimates are kept in iterations.
     #[must_use]
     pub fn budget(&self) -> u32 {
         if let Some(spin) = self.fixed {
             return spin.iterations;
         }
-        let (typical, wake) = (self.typical, self.wake);
-        let ns = if typical <= wake {
+        let (typical, wake, min) = (self.typical, self.wake_it, self.min_it);
+        if typical <= wake {
             typical
                 .saturating_mul(2)
-                .clamp(MIN_SPIN_NS, wake.saturating_mul(2).max(MIN_SPIN_NS))
+                .clamp(min, wake.saturating_mul(2).max(min))
         } else if typical / 8 <= wake {
             wake.saturating_mul(2)
         } else {
-            MIN_SPIN_NS
-        };
-        ns / ns_per_iteration()
+            min
+        }
     }
 
-    fn learn(&mut self, ns: u64) {
-        let w = u32::try_from(ns).unwrap_or(u32::MAX).min(MAX_TYPICAL_NS);
+    /// What a spin iteration takes at this wait point, ns (at least 1).
+    #[must_use]
+    pub fn iteration_ns(&self) -> u32 {
+        if self.iteration == 0 {
+            ns_per_iteration()
+        } else {
+            self.iteration
+        }
+    }
+
+    /// Recomputes the estimates kept in iterations.
+    fn rescale(&mut self) {
+        let it = self.iteration_ns();
+        self.wake_it = self.wake / it;
+        self.min_it = MIN_SPIN_NS / it;
+    }
+
+    /// Learns one wait of `w` iterations: halfway up at once, an eighth of
+    /// the way down.
+    fn learn(&mut self, w: u32) {
         self.typical = if w > self.typical {
             self.typical + (w - self.typical) / 2
         } else {
@@ -331,10 +361,32 @@ impl AdaptiveSpin {
         };
     }
 
+    /// Records that `iterations` spin iterations took `took` (measured
+    /// by the waiter over a spin that ended in a park).
+    pub fn spun(&mut self, iterations: u32, took: Duration) {
+        if self.fixed.is_some() || iterations == 0 {
+            return;
+        }
+        let old = self.iteration_ns();
+        let per = (took.as_nanos() / u128::from(iterations)).clamp(1, 10_000) as u32;
+        self.iteration = if self.iteration == 0 {
+            per
+        } else {
+            // An eighth of the way: one preempted spin must not skew it.
+            let i = i64::from(self.iteration) + (i64::from(per) - i64::from(self.iteration)) / 8;
+            u32::try_from(i).unwrap_or(per).max(1)
+        };
+        // Keep `typical` in the same time, in the new iterations.
+        let ns = u64::from(self.typical) * u64::from(old);
+        self.typical = u32::try_from(ns / u64::from(self.iteration)).unwrap_or(u32::MAX);
+        self.rescale();
+    }
+
     /// Records a wait that ended while spinning, after `iterations`.
+    #[inline]
     pub fn caught(&mut self, iterations: u32) {
         if self.fixed.is_none() {
-            self.learn(u64::from(iterations) * u64::from(ns_per_iteration()));
+            self.learn(iterations);
         }
     }
 
@@ -346,7 +398,11 @@ impl AdaptiveSpin {
             return;
         }
         calibrate();
-        self.learn(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX));
+        let ns = u64::try_from(waited.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(MAX_TYPICAL_NS);
+        let it = ns / u64::from(self.iteration_ns());
+        self.learn(u32::try_from(it).unwrap_or(u32::MAX));
         if let Some(l) = wake_latency {
             let l = u32::try_from(l.as_nanos()).unwrap_or(u32::MAX);
             if WAKE_SAMPLE_NS.contains(&l) {
@@ -356,6 +412,7 @@ impl AdaptiveSpin {
                     .clamp(MIN_SPIN_NS, MAX_WAKE_NS);
             }
         }
+        self.rescale();
     }
 }
 
@@ -473,4 +530,55 @@ pub fn set_platform(platform: &'static Platform) {
     sys::set_platform(platform);
     #[cfg(any(loom, target_os = "linux"))]
     let _ = platform;
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+
+    /// The budget rule, with one iteration measured at 10 ns: short waits
+    /// spin twice what they take (3 µs at least), waits of a few wake-ups
+    /// spin two wake-ups, an idle peer's waits 3 µs; one slow answer
+    /// raises the budget at once, fast ones lower it by eighths.
+    #[test]
+    fn adaptive_budget_follows_what_waits_took() {
+        let mut s = AdaptiveSpin::new();
+        s.spun(1000, 10 * US);
+        assert_eq!(s.iteration_ns(), 10);
+        assert_eq!(s.budget(), 300, "nothing learned: the 3 µs minimum");
+        // A park that a peer's wake ended after 45 µs, the wake taking 40.
+        s.parked(45 * US, Some(40 * US));
+        let (typical, wake) = s.estimates().unwrap();
+        assert_eq!(typical, Duration::from_nanos(22_500));
+        assert_eq!(wake, Duration::from_nanos(47_500));
+        assert_eq!(s.budget(), 4_500, "twice the typical wait");
+        // Fast answers lower it gradually (an eighth at a time).
+        for _ in 0..8 {
+            s.caught(20);
+        }
+        assert!(s.budget() < 4_500 && s.budget() > 300, "{}", s.budget());
+        for _ in 0..200 {
+            s.caught(20);
+        }
+        assert_eq!(s.budget(), 300);
+        // Waits of a few wake-ups: spin two wake-ups.
+        for _ in 0..4 {
+            s.parked(150 * US, None);
+        }
+        assert_eq!(s.budget(), 2 * 47_500 / 10);
+        // An idle peer: park almost at once.
+        for _ in 0..3 {
+            s.parked(Duration::from_millis(50), None);
+        }
+        assert_eq!(s.budget(), 300);
+        // Hostile or absurd wake samples are ignored.
+        s.parked(Duration::from_millis(50), Some(Duration::from_secs(3)));
+        assert_eq!(s.estimates().unwrap().1, Duration::from_nanos(47_500));
+        // A fixed policy learns nothing.
+        let mut f = AdaptiveSpin::fixed(Spin::NONE);
+        f.parked(45 * US, Some(40 * US));
+        assert_eq!((f.budget(), f.estimates()), (0, None));
+    }
 }

@@ -326,6 +326,10 @@ impl WaitPoint {
             spin.budget().max(floor)
         };
         let mut i = 0;
+        // The clock when the spin passed YIELD_EVERY iterations: short
+        // waits end before and pay no clock read; a long one measures what
+        // an iteration of this loop costs.
+        let mut long_spin_at = None;
         while i < budget {
             Spin::pause(i);
             if let Some(r) = attempt(false) {
@@ -333,12 +337,20 @@ impl WaitPoint {
                 return Some(r);
             }
             i += 1;
-            if i % Spin::YIELD_EVERY == 0 && deadline.is_some_and(|d| d.has_passed()) {
-                return None;
+            if i % Spin::YIELD_EVERY == 0 {
+                if deadline.is_some_and(|d| d.has_passed()) {
+                    return None;
+                }
+                if i == Spin::YIELD_EVERY {
+                    long_spin_at = wait::now();
+                }
             }
         }
         let parked_at = wait::now();
-        let spun = u64::from(budget) * u64::from(wait::ns_per_iteration());
+        if let (Some(t0), Some(t1)) = (long_spin_at, parked_at) {
+            spin.spun(budget - Spin::YIELD_EVERY, t1.saturating_sub(t0));
+        }
+        let spun = u64::from(budget) * u64::from(spin.iteration_ns());
         // The slow check (liveness syscalls, a /proc read) runs only after
         // a whole slice passed without a wake-up: a peer that keeps waking
         // us is alive, and a dead one is noticed one slice later.
