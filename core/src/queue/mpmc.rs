@@ -968,7 +968,6 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         match self.claim() {
             Ok(t) => {
                 self.commit(t, &value);
-                self.idle.reset();
                 Ok(())
             }
             Err(Stop::Corrupt) => Err(TrySendError::Corrupt(value)),
@@ -1181,10 +1180,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
     #[inline(always)]
     fn pop_inner(&mut self, slow: bool) -> Result<T, TryRecvError> {
         match self.take(slow) {
-            Ok(v) => {
-                self.idle.reset();
-                Ok(v)
-            }
+            Ok(v) => Ok(v),
             Err(Stop::Corrupt) => Err(TryRecvError::Corrupt),
             Err(Stop::NotReady) => {
                 // The common failure of a busy poller stays inline (see
@@ -1208,10 +1204,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
             // Every so often a busy poller, too, asks whether the claimer
             // at its position lives (and skips it if not).
             match self.take(true) {
-                Ok(v) => {
-                    self.idle.reset();
-                    return Ok(v);
-                }
+                Ok(v) => return Ok(v),
                 Err(Stop::Corrupt) => return Err(TryRecvError::Corrupt),
                 Err(Stop::NotReady) => {}
             }
@@ -1224,10 +1217,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         // entries read as gone, so what they committed is visible now:
         // look once more (skipping claims of the dead) before saying so.
         match self.take(true) {
-            Ok(v) => {
-                self.idle.reset();
-                Ok(v)
-            }
+            Ok(v) => Ok(v),
             Err(Stop::Corrupt) => Err(TryRecvError::Corrupt),
             Err(Stop::NotReady) => {
                 let q = &self.queue;

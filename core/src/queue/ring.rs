@@ -343,6 +343,8 @@ impl<'a, T: Pod> Ring<'a, T> {
             head,
             // "Nothing known ready": the first pop refreshes the tail.
             tail_cache: head,
+            streak_head: head.wrapping_sub(1),
+            streak_start: 0,
             spin: AdaptiveSpin::new(),
             idle: Idle::new(),
             epoch,
@@ -435,6 +437,11 @@ pub struct Consumer<'a, T> {
     ring: Ring<'a, T>,
     head: u32,
     tail_cache: u32,
+    /// Our position and the failing-call count when the current run of
+    /// empty polls began (written on failing calls only), for the
+    /// prefetch.
+    streak_head: u32,
+    streak_start: u32,
     spin: AdaptiveSpin,
     idle: Idle,
     /// The fork epoch of the process that attached it.
@@ -562,7 +569,6 @@ impl<'a, T: Pod> Producer<'a, T> {
     fn publish(&mut self, n: u32) {
         self.ring.shadow_access(self.tail, n, true);
         self.tail = self.tail.wrapping_add(n);
-        self.idle.reset();
         // SYNC POINT RING-1 (Release): the slots written before are visible
         // to a consumer that loads this tail.
         self.ring.ctl.tail.store(self.tail, Ordering::Release);
@@ -848,7 +854,10 @@ impl<'a, T: Pod> Consumer<'a, T> {
         if ready >= want {
             return Ok(ready);
         }
-        if ready == 0 && self.idle.polls() >= PREFETCH_AFTER {
+        if ready == 0
+            && self.streak_head == self.head
+            && self.idle.calls().wrapping_sub(self.streak_start) >= PREFETCH_AFTER
+        {
             // Polling an empty ring: ask for the next slot's line too, so
             // that the miss on it overlaps the miss on `tail` instead of
             // following it (see `prefetch`).
@@ -892,7 +901,6 @@ impl<'a, T: Pod> Consumer<'a, T> {
     fn release(&mut self, n: u32) {
         self.ring.shadow_access(self.head, n, false);
         self.head = self.head.wrapping_add(n);
-        self.idle.reset();
         // SYNC POINT RING-2 (Release): our reads of the slots are done
         // before a producer that sees this head reuses them.
         self.ring.ctl.head.store(self.head, Ordering::Release);
@@ -942,6 +950,10 @@ impl<'a, T: Pod> Consumer<'a, T> {
             Ok(0) => {
                 // The common failure of a busy poller stays inline (see
                 // `Producer::push_inner`).
+                if self.streak_head != self.head {
+                    self.streak_head = self.head;
+                    self.streak_start = self.idle.calls();
+                }
                 let ticked = self.idle.tick();
                 if !slow && !ticked && !self.ring.ctl.roles.0.all_left(PRODUCER) {
                     return Err(TryRecvError::Empty);

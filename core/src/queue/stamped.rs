@@ -472,7 +472,6 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
         // consumer that sees FULL.
         word.store(stamp(r.lap(t), 0, FULL), Ordering::Release);
         self.tail = t.wrapping_add(1);
-        self.idle.reset();
         // Release: STAMPED-3.
         r.ctl.tail.store(self.tail, Ordering::Release);
         r.ctl.data_ready.notify();
@@ -596,7 +595,6 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
         // producer that sees this EMPTY overwrites the slot.
         word.store(stamp(r.lap(h).wrapping_add(1), 0, EMPTY), Ordering::Release);
         self.head = h.wrapping_add(1);
-        self.idle.reset();
         // Release: STAMPED-3.
         r.ctl.head.store(self.head, Ordering::Release);
         r.ctl.space_ready.notify();
