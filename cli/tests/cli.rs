@@ -270,6 +270,7 @@ fn bench_json_matches_the_documented_schema() {
             keys,
             [
                 "case",
+                "cpu_ns_per_op",
                 "impl",
                 "median",
                 "metric",
@@ -277,6 +278,10 @@ fn bench_json_matches_the_documented_schema() {
                 "ratio_to_floor",
                 "rounds"
             ]
+        );
+        assert!(
+            obj["cpu_ns_per_op"].is_number() || obj["cpu_ns_per_op"].is_null(),
+            "{r}"
         );
         assert!(cases.contains(&obj["case"].as_str().unwrap()), "{r}");
         assert!(!obj["impl"].as_str().unwrap().is_empty());
@@ -290,6 +295,11 @@ fn bench_json_matches_the_documented_schema() {
         );
     }
     // The floors and peers of this branch are all there.
+    assert!(
+        rows.iter()
+            .any(|r| r["case"] == "delay_sweep_10us" && r["cpu_ns_per_op"].is_number()),
+        "the delay sweep reports CPU time"
+    );
     for (case, imp) in [
         ("busy_rtt", "floor"),
         ("blocking_rtt", "floor"),
@@ -299,6 +309,10 @@ fn bench_json_matches_the_documented_schema() {
         ("lock_handoff", "pthread_pshared"),
         ("spsc_throughput", "pipe"),
         ("pipe_bytes", "floor"),
+        ("mpmc_pxc", "vyukov"),
+        ("busy_rtt", "vyukov"),
+        ("delay_sweep_10us", "pure_spin"),
+        ("delay_sweep_10us", "adaptive"),
     ] {
         assert!(
             rows.iter().any(|r| r["case"] == case && r["impl"] == imp),

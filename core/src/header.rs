@@ -166,6 +166,9 @@ impl Kind {
     /// A condition: a mutex around a `Pod` value and its condition
     /// variable, one object (Python's `Condition`).
     pub const CONDITION: Kind = Kind(20);
+    /// A single-producer single-consumer ring with stamped slots (one
+    /// cache line per message).
+    pub const STAMPED_RING: Kind = Kind(16);
     /// First value free for user-defined kinds.
     pub const USER: Kind = Kind(0x1000);
 
@@ -191,6 +194,7 @@ impl Kind {
             Kind::MAP => "map",
             Kind::BYTE_MAP => "byte-map",
             Kind::CONDITION => "condition",
+            Kind::STAMPED_RING => "stamped-ring",
             Kind(k) if k >= Kind::USER.0 => "user",
             _ => "unknown",
         }

@@ -2,7 +2,16 @@
 //!
 //! Under `--cfg loom` every atomic is loom's model-checked twin, so the same
 //! source of every lock and queue runs in loom models; otherwise these are the
-//! `core::sync::atomic` types. Nothing else in core names
+//! `core::sync::atomic` types.
+//!
+//! Queue payloads: the MPMC queue and the stamped ring copy their values
+//! with these atomics (one `u64` word at a time), so loom sees the copies.
+//! The index ring and the pipe copy with atomics on raw memory (contiguous
+//! `T`s handed out as slices, bytes moved in bulk), which loom cannot see;
+//! under loom each of their slots has a shadow cell standing for its
+//! copies (`ring::Shadow`), so a publication ordering too weak still fails
+//! the models. Process-local statics that no shared protocol depends on
+//! (the membarrier registration, the spin calibration) use
 //! `core::sync::atomic` directly.
 //!
 //! Layout note: only the real atomics are `#[repr(C)]`-compatible with the

@@ -1,6 +1,8 @@
 //! loom models of the queue protocols: the SPSC ring (order, wrap, batch,
-//! disconnect), the MPMC queue (exactly-once with two producers or two
-//! consumers) and the Pipe framing (whole messages across the wrap).
+//! disconnect), the MPMC queue (claim, commit, exactly-once delivery with
+//! two producers or two consumers, the wrap, the skip of a dead claimer by
+//! a consumer and by the producer taking over its entry) and the Pipe
+//! framing (whole messages across the wrap).
 //!
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p shmkit-core --release --test loom_queue`
 #![cfg(loom)]
@@ -10,11 +12,13 @@ use std::sync::Arc;
 
 use loom::thread;
 use shmkit_core::primitive::AtomicU64;
-use shmkit_core::queue::mpmc::{Queue, QueueControl};
+use shmkit_core::queue::mpmc::{stamp, Queue, QueueControl, QueueProducer, CLAIMED, EMPTY};
 use shmkit_core::queue::pipe::{Pipe, PipeRecvError, PipeSendError};
 use shmkit_core::queue::ring::{Ring, RingControl};
 use shmkit_core::queue::roles::RoleSlot;
-use shmkit_core::queue::{TryRecvError, TrySendError};
+use shmkit_core::queue::stamped::{StampedControl, StampedRing};
+use shmkit_core::queue::{RecvError, TryRecvError, TrySendError};
+use shmkit_core::wait::Spin;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -134,47 +138,26 @@ fn spsc_batch_and_chunks() {
 struct QueueMem {
     ctl: QueueControl,
     producers: [RoleSlot; 2],
-    intents: [AtomicU64; 2],
     consumers: [RoleSlot; 2],
-    stamps: Vec<AtomicU64>,
-    data: NonNull<u64>,
+    /// `cap` slots of a `u64`: a stamp word and a value word each.
+    words: Vec<AtomicU64>,
 }
-// SAFETY: the data is only accessed through the queue's atomic copies.
-unsafe impl Send for QueueMem {}
-// SAFETY: as above.
-unsafe impl Sync for QueueMem {}
 
 impl QueueMem {
     fn new(cap: usize) -> Arc<QueueMem> {
-        let mem = QueueMem {
+        Arc::new(QueueMem {
             ctl: QueueControl::new(),
             producers: [RoleSlot::new(), RoleSlot::new()],
-            intents: [AtomicU64::new(0), AtomicU64::new(0)],
             consumers: [RoleSlot::new(), RoleSlot::new()],
-            stamps: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-            data: slots(cap),
-        };
-        Queue::<u64>::init(&mem.stamps, &mem.intents);
-        Arc::new(mem)
+            words: (0..2 * cap).map(|_| AtomicU64::new(0)).collect(),
+        })
     }
     fn queue(&self) -> Queue<'_, u64> {
-        // SAFETY: `data` holds `stamps.len()` leaked elements, used
-        // atomically; the parts were initialised by `Queue::init`.
-        unsafe {
-            Queue::from_raw(
-                &self.ctl,
-                &self.producers,
-                &self.intents,
-                &self.consumers,
-                &self.stamps,
-                self.data,
-            )
-        }
-        .unwrap()
+        Queue::from_parts(&self.ctl, &self.producers, &self.consumers, &self.words).unwrap()
     }
 }
 
-fn push_spin(tx: &mut shmkit_core::queue::mpmc::QueueProducer<'_, u64>, mut v: u64) {
+fn push_spin(tx: &mut QueueProducer<'_, u64>, mut v: u64) {
     loop {
         match tx.try_push(v) {
             Ok(()) => return,
@@ -333,38 +316,153 @@ fn mpmc_wrap_around_one_slot() {
     });
 }
 
-/// The invariant the dead-claimer skip relies on: a producer that is not
-/// inside a push announces no intent. Two producers race for the single
-/// slot of a capacity-1 queue (no consumer); the loser of the tail CAS
-/// finds the queue full. If it kept the intent of the position it lost,
-/// a consumer could never skip that position should its real claimer
-/// die: the loser is alive and "claims" it, and the queue is wedged for
-/// as long as the loser lives (its own retries return `Full` before
-/// they store a new intent).
-#[test]
-fn mpmc_losing_producer_leaves_no_intent() {
+/// What a producer killed between its claim and its commit leaves: its
+/// claim of position 0 in the stamp, and its registry entry no longer
+/// held by a live process (here: released). `false` if another producer
+/// claimed position 0 first (then the "dead" one claimed nothing).
+fn claim_and_die(q: &Queue<'_, u64>, tx: QueueProducer<'_, u64>) -> bool {
     use shmkit_core::primitive::Ordering::SeqCst;
-    use shmkit_core::queue::mpmc::NO_INTENT;
+    let who = tx.registry_index() as u64;
+    let claimed = q
+        .stamp_of(0)
+        .compare_exchange(stamp(0, 0, EMPTY), stamp(0, who, CLAIMED), SeqCst, SeqCst)
+        .is_ok();
+    drop(tx);
+    claimed
+}
+
+/// Skip of a dead claimer by a consumer: producer A claims position 0 and
+/// dies; producer B, still attached, pushes 7 (at position 0 if it got
+/// there first, else at 1). A blocked consumer, whose slow path asks
+/// whether A lives, gets 7 exactly once, never A's unwritten slot.
+#[test]
+fn mpmc_consumer_skips_a_dead_claimer() {
     model(|| {
-        let mem = QueueMem::new(1);
-        let handles: Vec<_> = (0..2u64)
-            .map(|p| {
-                let m = mem.clone();
-                thread::spawn(move || {
-                    let mut tx = m.queue().producer().unwrap();
-                    let r = tx.try_push(10 + p);
-                    assert!(matches!(r, Ok(()) | Err(TrySendError::Full(_))));
-                    // Still attached, as if it went on with other work:
-                    // skip the drop, which would clear the intent.
-                    std::mem::forget(tx);
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
+        let mem = QueueMem::new(2);
+        let m = mem.clone();
+        let dead = thread::spawn(move || {
+            let q = m.queue();
+            let tx = q.producer().unwrap();
+            claim_and_die(&q, tx)
+        });
+        let m = mem.clone();
+        let live = thread::spawn(move || {
+            let mut tx = m.queue().producer().unwrap();
+            push_spin(&mut tx, 7);
+            // Still attached: the consumer cannot conclude "disconnected".
+            std::mem::forget(tx);
+        });
+        let mut rx = mem.queue().consumer().unwrap();
+        rx.set_spin(Spin::NONE);
+        loop {
+            match rx.pop() {
+                Ok(v) => {
+                    assert_eq!(v, 7);
+                    break;
+                }
+                // Before the live producer attached, the dead one was
+                // "every producer that ever attached".
+                Err(RecvError::Disconnected) => thread::yield_now(),
+                Err(RecvError::Corrupt) => panic!("corrupt"),
+            }
         }
-        for (i, w) in mem.intents.iter().enumerate() {
-            assert_eq!(w.load(SeqCst), NO_INTENT, "producer {i} left an intent");
+        assert!(matches!(
+            rx.try_pop(),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected)
+        ));
+        dead.join().unwrap();
+        live.join().unwrap();
+    });
+}
+
+/// A dead claimer's entry taken over: A (entry 0) claims position 0 and
+/// dies; B attaches afterwards and gets entry 0 back, so A's claim now
+/// names a live entry, which consumers would wait for forever. B marks
+/// it orphaned first; the consumer skips it and gets B's message, then
+/// `Disconnected`.
+#[test]
+fn mpmc_takeover_skips_the_dead_holders_claim() {
+    model(|| {
+        let mem = QueueMem::new(2);
+        let m = mem.clone();
+        let producers = thread::spawn(move || {
+            let q = m.queue();
+            let tx = q.producer().unwrap();
+            assert_eq!(tx.registry_index(), 0);
+            assert!(claim_and_die(&q, tx));
+            let mut tx = q.producer().unwrap();
+            assert_eq!(tx.registry_index(), 0, "the dead holder's entry is reused");
+            push_spin(&mut tx, 5);
+        });
+        let mut rx = mem.queue().consumer().unwrap();
+        let mut got = Vec::new();
+        loop {
+            match rx.try_pop() {
+                Ok(v) => got.push(v),
+                Err(TryRecvError::Disconnected) if !got.is_empty() => break,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => thread::yield_now(),
+                Err(TryRecvError::Corrupt) => panic!("corrupt"),
+            }
         }
+        assert_eq!(got, vec![5]);
+        producers.join().unwrap();
+    });
+}
+
+struct StampedMem {
+    ctl: StampedControl,
+    /// `cap` slots of a `u64`: a stamp word and a value word each.
+    words: Vec<AtomicU64>,
+}
+
+impl StampedMem {
+    fn new(cap: usize) -> Arc<StampedMem> {
+        Arc::new(StampedMem {
+            ctl: StampedControl::new(),
+            words: (0..2 * cap).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+    fn ring(&self) -> StampedRing<'_, u64> {
+        StampedRing::from_parts(&self.ctl, &self.words).unwrap()
+    }
+}
+
+/// The stamped ring: order across the wrap, the values published by the
+/// stamps alone (no index), and everything committed drained before
+/// `Disconnected`.
+#[test]
+fn stamped_order_across_the_wrap() {
+    model(|| {
+        let mem = StampedMem::new(2);
+        let m = mem.clone();
+        let producer = thread::spawn(move || {
+            let mut tx = m.ring().producer().unwrap();
+            for v in 1..=3u64 {
+                let mut v = v;
+                loop {
+                    match tx.try_push(v) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(back)) => v = back,
+                        Err(_) => panic!("unexpected"),
+                    }
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut rx = mem.ring().consumer().unwrap();
+        let mut next = 1;
+        loop {
+            match rx.try_pop() {
+                Ok(v) => {
+                    assert_eq!(v, next);
+                    next += 1;
+                }
+                Err(TryRecvError::Empty) => thread::yield_now(),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Corrupt) => panic!("corrupt"),
+            }
+        }
+        assert_eq!(next, 4);
+        producer.join().unwrap();
     });
 }

@@ -21,9 +21,10 @@
 //!   payload, or a state no honest peer can produce, prints as
 //!   `corrupt: …`. Nothing here panics or reads outside the payload.
 //!
-//! The layouts come from the modules that define them ([`crate::queue`]'s
-//! `QueueLayout` and pipe stride, [`crate::locked`]'s data offset, and the
-//! core types themselves), so they cannot drift apart.
+//! The layouts come from the modules that define them (the core queues'
+//! `QueueLayout`, `ring::payload_len_for` and `pipe::stride`,
+//! [`crate::locked`]'s data offset, and the core types themselves), so
+//! they cannot drift apart.
 //!
 //! ```
 //! use shmkit_posix::inspect::{describe, PayloadView};
@@ -48,16 +49,17 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use shmkit_core::header::{type_hash, HeaderSnapshot, Kind, PAYLOAD_ALIGN};
 use shmkit_core::map::{Format, Shape};
 use shmkit_core::owner::Liveness;
-use shmkit_core::queue::mpmc::{QueueControl, FULL, NO_INTENT};
-use shmkit_core::queue::pipe::FRAME_HEADER;
-use shmkit_core::queue::ring::RingControl;
+use shmkit_core::queue::mpmc::{self, QueueControl, QueueLayout, QueueParams};
+use shmkit_core::queue::pipe::{self as pipe_layout, FRAME_HEADER};
+use shmkit_core::queue::ring::{self as ring_layout, RingControl};
 use shmkit_core::queue::roles::{Holder, RoleSlot};
+use shmkit_core::queue::slots::SlotLayout;
+use shmkit_core::queue::stamped::{self, StampedControl};
 use shmkit_core::sync::barrier::MAX_PARTIES;
 use shmkit_core::sync::{
     Barrier, Condvar, Event, MutexSnapshot, MutexState, RawMutex, ReentrantMutex, RwLock, Semaphore,
 };
 
-use crate::queue::{pipe_payload, pipe_stride, ring_payload_for, QueueLayout, RING_CONTROL};
 use shmkit_core::sync::locked::data_offset_for;
 
 /// What [`describe`] returns: `(label, value)` lines, in display order.
@@ -71,8 +73,8 @@ const SHOW_BYTES: usize = 32;
 /// Most pipe frames walked to count messages (each is at least 4 bytes,
 /// so an honest walk is bounded by the capacity anyway).
 const MAX_FRAMES: u64 = 1 << 20;
-/// Most MPMC stamps scanned to count committed messages.
-const MAX_STAMPS: u64 = 1 << 16;
+/// Most MPMC stamps scanned to count committed and claimed slots.
+const MAX_STAMPS: usize = 1 << 16;
 /// Attempts at reading a consistent `(head, tail)` pair of a busy queue.
 const INDEX_TRIES: u32 = 64;
 
@@ -116,6 +118,8 @@ unsafe impl AtomicsOnly for RingControl {}
 // SAFETY: as above.
 unsafe impl AtomicsOnly for QueueControl {}
 // SAFETY: as above.
+unsafe impl AtomicsOnly for StampedControl {}
+// SAFETY: as above (every field is an atomic word).
 unsafe impl AtomicsOnly for RoleSlot {}
 
 impl<'a> PayloadView<'a> {
@@ -234,6 +238,7 @@ pub fn describe(h: &HeaderSnapshot, p: &PayloadView<'_>) -> Option<Lines> {
         Kind::PIPE => pipe(h, p, 1, &mut out),
         Kind::DUPLEX_PIPE => pipe(h, p, 2, &mut out),
         Kind::MAP | Kind::BYTE_MAP => map(h, p, &mut out),
+        Kind::STAMPED_RING => stamped_ring(h, p, &mut out),
         _ => return None,
     }
     Some(out)
@@ -771,7 +776,13 @@ fn ring(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
     let size = usize::try_from(h.fingerprint.size).unwrap_or(usize::MAX);
     let align = usize::try_from(h.fingerprint.align).unwrap_or(0);
     let unit = format!("slot(s) of {size} byte(s)");
-    let Some(cap) = capacity(h, p, |c| ring_payload_for(c, size, align), &unit, out) else {
+    let Some(cap) = capacity(
+        h,
+        p,
+        |c| ring_layout::payload_len_for(c, size, align).ok(),
+        &unit,
+        out,
+    ) else {
         return;
     };
     let Some(ctl) = object_or_report::<RingControl>(p, "ring", out) else {
@@ -837,47 +848,61 @@ fn registry_text(slots: &[&RoleSlot]) -> String {
 
 fn queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
     let [cap, roles] = h.fingerprint.params;
-    let (producers, consumers) = ((roles >> 32) as usize, (roles & 0xffff_ffff) as usize);
-    let layout = usize::try_from(cap).ok().and_then(|cap| {
-        QueueLayout::for_element(
-            cap,
-            producers,
-            consumers,
-            usize::try_from(h.fingerprint.size).ok()?,
-            usize::try_from(h.fingerprint.align).ok()?,
+    let (producers, consumers) = ((roles >> 32) & 0x7fff_ffff, roles & 0xffff_ffff);
+    let layout = QueueParams::decode(h.fingerprint.params).and_then(|params| {
+        QueueLayout::new(
+            &params,
+            usize::try_from(h.fingerprint.size).unwrap_or(usize::MAX),
+            usize::try_from(h.fingerprint.align).unwrap_or(0),
         )
     });
     let l = match layout {
-        Some(l) if l.total as u64 == h.payload_len && l.total <= p.len() => l,
-        Some(l) => {
+        Ok(l) if l.len as u64 == h.payload_len && l.len <= p.len() => l,
+        Ok(l) => {
             corrupt(
                 out,
                 "layout",
                 format!(
                     "capacity {cap} with {producers} producer and {consumers} consumer slots needs a {}-byte payload, the header says {}",
-                    l.total, h.payload_len
+                    l.len, h.payload_len
                 ),
             );
             return;
         }
-        None => {
+        Err(e) => {
             corrupt(
                 out,
                 "layout",
                 format!(
-                    "capacity {cap} with {producers} producer and {consumers} consumer slots (element size {}, alignment {}) is impossible",
+                    "capacity {cap} with {producers} producer and {consumers} consumer slots (element size {}, alignment {}) is impossible: {e}",
                     h.fingerprint.size, h.fingerprint.align
                 ),
             );
             return;
         }
     };
+    let capacity = l.params.capacity;
     out.push((
         "capacity",
-        format!("{} slot(s) of {} byte(s)", l.capacity, h.fingerprint.size),
+        format!("{capacity} slot(s) of {} byte(s)", h.fingerprint.size),
     ));
     let Some(ctl) = object_or_report::<QueueControl>(p, "queue", out) else {
         return;
+    };
+    // The stamps are the truth; the hints only say roughly where.
+    let (mut full, mut claimed, mut bad) = (0usize, 0usize, 0usize);
+    for i in 0..capacity.min(MAX_STAMPS) {
+        match p.u64_at(l.stamp_at(i)).map(mpmc::decode) {
+            Some((_, 0, mpmc::EMPTY)) => {}
+            Some((_, 0, mpmc::FULL)) => full += 1,
+            Some((_, _, mpmc::CLAIMED)) => claimed += 1,
+            _ => bad += 1,
+        }
+    }
+    let committed = if capacity <= MAX_STAMPS {
+        format!("{full} committed, ")
+    } else {
+        String::new()
     };
     let (head, tail) = ctl.raw_positions();
     // Acquire: keeps the three loads in program order (see `stable_pair`).
@@ -885,42 +910,32 @@ fn queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
         || head.load(Ordering::Acquire),
         || tail.load(Ordering::Acquire),
     ) {
-        Some((hd, tl)) if hd <= tl && tl - hd <= l.capacity as u64 => {
-            let n = tl - hd;
-            let committed = if n <= MAX_STAMPS {
-                let full = (hd..tl)
-                    .filter(|&pos| {
-                        let at = l.stamps + (pos % l.capacity as u64) as usize * 8;
-                        p.u64_at(at) == Some(pos.wrapping_shl(2) | FULL)
-                    })
-                    .count();
-                format!("{full} committed, ")
-            } else {
-                String::new()
-            };
-            out.push((
-                "occupancy",
-                format!("{n} of {} ({committed}head {hd}, tail {tl})", l.capacity),
-            ));
-        }
-        Some((hd, tl)) => corrupt(
-            out,
+        Some((hd, tl)) if hd <= tl && tl - hd <= capacity as u64 => out.push((
             "occupancy",
             format!(
-                "head {hd} and tail {tl} are more than the capacity {} apart or crossed",
-                l.capacity
+                "{} of {capacity} ({committed}head {hd}, tail {tl})",
+                tl - hd
             ),
-        ),
+        )),
+        // The positions are hints that lag (a consumer's store may land
+        // after a producer's): out of step is not corrupt by itself.
+        Some((hd, tl)) => out.push((
+            "occupancy",
+            format!("{committed}position hints out of step (head {hd}, tail {tl})"),
+        )),
         None => out.push(("occupancy", "changing too fast to read".to_string())),
     }
-    let in_flight = (0..l.producers)
-        .filter_map(|i| p.u64_at(l.intents + 8 * i))
-        .filter(|&w| w != NO_INTENT)
-        .count();
     out.push((
         "in flight",
-        format!("{in_flight} push(es) claimed a slot and not yet committed"),
+        format!("{claimed} push(es) claimed a slot and not yet committed"),
     ));
+    if bad > 0 {
+        corrupt(
+            out,
+            "stamps",
+            format!("{bad} slot stamp(s) hold no possible state"),
+        );
+    }
     let slots = |at: usize, n: usize| -> Vec<&RoleSlot> {
         (0..n)
             .filter_map(|i| p.object::<RoleSlot>(at + size_of::<RoleSlot>() * i))
@@ -928,12 +943,57 @@ fn queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
     };
     out.push((
         "producers",
-        registry_text(&slots(l.producer_roles, l.producers)),
+        registry_text(&slots(l.producers_at, l.params.producers)),
     ));
     out.push((
         "consumers",
-        registry_text(&slots(l.consumer_roles, l.consumers)),
+        registry_text(&slots(l.consumers_at, l.params.consumers)),
     ));
+}
+
+fn stamped_ring(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
+    let size = usize::try_from(h.fingerprint.size).unwrap_or(usize::MAX);
+    let align = usize::try_from(h.fingerprint.align).unwrap_or(0);
+    let unit = format!("slot(s) of {size} byte(s)");
+    let Some(cap) = capacity(
+        h,
+        p,
+        |c| stamped::payload_len_for(c, size, align).ok(),
+        &unit,
+        out,
+    ) else {
+        return;
+    };
+    let Some(ctl) = object_or_report::<StampedControl>(p, "ring", out) else {
+        return;
+    };
+    // `capacity` validated the element, so the slot layout exists.
+    if let Ok(slot) = SlotLayout::for_element(size, align) {
+        let at = stamped::slots_at(align);
+        let (mut full, mut bad) = (0usize, 0usize);
+        for i in 0..cap.min(MAX_STAMPS) {
+            match p.u64_at(at + i * slot.stride_bytes()).map(mpmc::decode) {
+                Some((_, 0, mpmc::EMPTY)) => {}
+                Some((_, 0, mpmc::FULL)) => full += 1,
+                _ => bad += 1,
+            }
+        }
+        let scanned = if cap > MAX_STAMPS {
+            format!(" in the first {MAX_STAMPS} slots")
+        } else {
+            String::new()
+        };
+        out.push(("occupancy", format!("{full} of {cap} committed{scanned}")));
+        if bad > 0 {
+            corrupt(
+                out,
+                "stamps",
+                format!("{bad} slot stamp(s) hold no possible state"),
+            );
+        }
+    }
+    out.push(("producer", role_text(ctl.producer_slot())));
+    out.push(("consumer", role_text(ctl.consumer_slot())));
 }
 
 /// Messages framed between `head` and `tail` of the byte ring whose bytes
@@ -982,7 +1042,13 @@ fn frames(
 
 fn pipe(h: &HeaderSnapshot, p: &PayloadView<'_>, rings: usize, out: &mut Lines) {
     let unit = "bytes per direction";
-    let Some(cap) = capacity(h, p, |c| pipe_payload(c, rings), unit, out) else {
+    let Some(cap) = capacity(
+        h,
+        p,
+        |c| pipe_layout::payload_len_for(c, rings).ok(),
+        unit,
+        out,
+    ) else {
         return;
     };
     out.push((
@@ -998,7 +1064,7 @@ fn pipe(h: &HeaderSnapshot, p: &PayloadView<'_>, rings: usize, out: &mut Lines) 
         ]
     };
     for (i, [pending, sender, receiver]) in labels.iter().copied().enumerate() {
-        let at = i * pipe_stride(cap);
+        let at = i * pipe_layout::stride(cap);
         let Some(ctl) = p.object::<RingControl>(at) else {
             corrupt(out, pending, "the ring is outside the payload");
             continue;
@@ -1011,7 +1077,7 @@ fn pipe(h: &HeaderSnapshot, p: &PayloadView<'_>, rings: usize, out: &mut Lines) 
         ) {
             Some((hd, tl)) if tl.wrapping_sub(hd) as usize <= cap => {
                 let bytes = tl.wrapping_sub(hd);
-                match frames(p, at + RING_CONTROL, cap, hd, tl) {
+                match frames(p, at + ring_layout::CONTROL_LEN, cap, hd, tl) {
                     Ok((n, complete)) => out.push((
                         pending,
                         format!(

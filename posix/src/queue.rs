@@ -40,43 +40,28 @@
 //! ```
 
 use std::marker::PhantomData;
-use std::mem::{align_of, size_of};
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::time::Duration;
 
 use bytemuck::Pod;
-use shmkit_core::header::{Fingerprint, Kind, PAYLOAD_ALIGN};
-use shmkit_core::queue::mpmc::{Queue, QueueControl};
-use shmkit_core::queue::pipe::{Connection, Pipe, PipeReceiver, PipeRecvError};
-use shmkit_core::queue::ring::{Ring, RingControl, MAX_CAPACITY};
-use shmkit_core::queue::roles::{AttachError, RoleSlot};
+use shmkit_core::header::Kind;
+use shmkit_core::object::Object;
+use shmkit_core::queue::mpmc::{Mpmc, Queue, QueueParams};
+use shmkit_core::queue::pipe::{
+    Connection, DuplexPipe, OneWayPipe, Pipe, PipeReceiver, PipeRecvError,
+};
+use shmkit_core::queue::ring::{Ring, Spsc};
+use shmkit_core::queue::roles::AttachError;
 use shmkit_core::wait::Deadline;
 
 use crate::error::{CreateError, OpenError, OpenOrCreateError};
 use crate::segment::{Expect, ObjectSpec, Options, Segment};
 
+pub use shmkit_core::queue::mpmc::{DEFAULT_REGISTRY, MAX_REGISTRY};
 pub use shmkit_core::queue::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-
-/// Largest number of producers or consumers a [`SharedQueue`] registry may
-/// hold.
-pub const MAX_REGISTRY: usize = 4096;
-/// Registry size of [`SharedQueue::create`] and friends, per role.
-pub const DEFAULT_REGISTRY: usize = 32;
-
-pub(crate) const RING_CONTROL: usize = size_of::<RingControl>();
-const QUEUE_CONTROL: usize = size_of::<QueueControl>();
-const ROLE: usize = size_of::<RoleSlot>();
-
-fn align_up(x: usize, a: usize) -> Option<usize> {
-    x.checked_add(a - 1).map(|v| v & !(a - 1))
-}
-
-fn bad(reason: &'static str) -> CreateError {
-    CreateError::InvalidLayout { reason }
-}
 
 fn corrupt(what: &str) -> OpenError {
     OpenError::Corrupt {
@@ -84,95 +69,49 @@ fn corrupt(what: &str) -> OpenError {
     }
 }
 
-/// Where the parts of an MPMC queue sit in its payload (offsets in bytes;
-/// also read by [`crate::inspect`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct QueueLayout {
-    pub(crate) capacity: usize,
-    pub(crate) producers: usize,
-    pub(crate) consumers: usize,
-    pub(crate) producer_roles: usize,
-    pub(crate) intents: usize,
-    pub(crate) consumer_roles: usize,
-    pub(crate) stamps: usize,
-    pub(crate) data: usize,
-    pub(crate) total: usize,
+/// The segment spec of object `O` with `params`: every size comes from
+/// the core object.
+fn spec<O: Object>(params: &O::Params) -> Result<ObjectSpec<'static>, CreateError> {
+    let len =
+        O::payload_len(params).map_err(|e| CreateError::InvalidLayout { reason: e.reason })?;
+    Ok(ObjectSpec {
+        kind: O::KIND,
+        fingerprint: O::fingerprint(params),
+        type_name: O::type_name(),
+        payload_len: len as u64,
+    })
 }
 
-impl QueueLayout {
-    fn of<T>(capacity: usize, producers: usize, consumers: usize) -> Option<QueueLayout> {
-        Self::for_element(
-            capacity,
-            producers,
-            consumers,
-            size_of::<T>(),
-            align_of::<T>(),
-        )
-    }
+/// Makes the segment of object `O` and initialises it.
+fn build<O: Object>(params: &O::Params, how: Make<'_>) -> Result<Segment, OpenOrCreateError> {
+    let spec = spec::<O>(params).map_err(OpenOrCreateError::Create)?;
+    make(&spec, how, &mut |payload, _| {
+        // SAFETY: `make` hands the creator the zero-filled payload of
+        // `spec.payload_len` = `payload_len(params)` bytes, aligned to
+        // PAYLOAD_ALIGN, before anyone else can attach.
+        unsafe { O::init(payload, params) }
+    })
+}
 
-    /// The layout for elements of `size` bytes aligned to `align`; `None`
-    /// for impossible parameters (any of them may come from a hostile
-    /// header: `align` is checked to be a power of two).
-    pub(crate) fn for_element(
-        capacity: usize,
-        producers: usize,
-        consumers: usize,
-        size: usize,
-        align: usize,
-    ) -> Option<QueueLayout> {
-        if capacity == 0
-            || producers == 0
-            || consumers == 0
-            || producers > MAX_REGISTRY
-            || consumers > MAX_REGISTRY
-            || !align.is_power_of_two()
-            || align > PAYLOAD_ALIGN
-        {
-            return None;
-        }
-        let producer_roles = QUEUE_CONTROL;
-        let intents = producer_roles + ROLE * producers;
-        let consumer_roles = intents + 8 * producers;
-        let stamps = align_up(consumer_roles + ROLE * consumers, 8)?;
-        let data = align_up(stamps.checked_add(capacity.checked_mul(8)?)?, align)?;
-        let total = data.checked_add(capacity.checked_mul(size)?)?;
-        Some(QueueLayout {
-            capacity,
-            producers,
-            consumers,
-            producer_roles,
-            intents,
-            consumer_roles,
-            stamps,
-            data,
-            total,
-        })
-    }
-
-    fn params(&self) -> [u64; 2] {
-        [
-            self.capacity as u64,
-            ((self.producers as u64) << 32) | self.consumers as u64,
-        ]
+/// The parameters of the object `O` in an opened segment, recovered from
+/// its header and checked against its payload length.
+fn params_of<O: Object>(segment: &Segment) -> Result<O::Params, OpenError> {
+    let h = segment.header();
+    let params = O::params_from(&h.fingerprint).map_err(|e| corrupt(e.reason))?;
+    match O::payload_len(&params) {
+        Ok(len) if len as u64 == h.payload_len && segment.is_writable() => Ok(params),
+        _ => Err(corrupt("the parameters do not match the payload length")),
     }
 }
 
-fn ring_payload<T>(capacity: usize) -> Option<usize> {
-    ring_payload_for(capacity, size_of::<T>(), align_of::<T>())
-}
-
-/// The payload length of a ring of `capacity` elements of `size` bytes
-/// aligned to `align`; `None` for impossible parameters.
-pub(crate) fn ring_payload_for(capacity: usize, size: usize, align: usize) -> Option<usize> {
-    if capacity == 0
-        || capacity > MAX_CAPACITY as usize
-        || !capacity.is_power_of_two()
-        || !align.is_power_of_two()
-        || align > PAYLOAD_ALIGN
-    {
-        return None;
-    }
-    RING_CONTROL.checked_add(capacity.checked_mul(size)?)
+/// The view of object `O` in `segment`, made or checked with `params`.
+fn view<'s, O: Object>(segment: &'s Segment, params: &O::Params) -> O::View<'s> {
+    // SAFETY: `params` were checked against the payload length when the
+    // handle was made (`build` or `params_of`); the payload is mapped
+    // read-write (checked) for as long as `segment` is borrowed, was
+    // initialised by the creator before the segment became ready, and is
+    // only accessed atomically.
+    unsafe { O::attach(segment.payload(), params) }
 }
 
 /// How a handle's segment comes to be.
@@ -248,40 +187,20 @@ pub struct SharedRing<T: Pod> {
 }
 
 impl<T: Pod> SharedRing<T> {
-    fn spec(capacity: usize) -> Result<ObjectSpec<'static>, CreateError> {
-        let payload = ring_payload::<T>(capacity)
-            .ok_or_else(|| bad("ring capacity must be a power of two in 1..=2^31 (and the element aligned to at most 128)"))?;
-        Ok(ObjectSpec {
-            kind: Kind::RING,
-            fingerprint: Fingerprint::of::<T>([capacity as u64, 0]),
-            type_name: std::any::type_name::<T>(),
-            payload_len: payload as u64,
-        })
-    }
-
     fn build(capacity: usize, how: Make<'_>) -> Result<Self, OpenOrCreateError> {
-        let spec = Self::spec(capacity).map_err(OpenOrCreateError::Create)?;
-        // All-zero bytes are a fresh ring: no init.
-        let segment = make(&spec, how, &mut |_, _| {})?;
         Ok(SharedRing {
-            segment,
+            segment: build::<Spsc<T>>(&capacity, how)?,
             capacity,
             _type: PhantomData,
         })
     }
 
     fn from_segment(segment: Segment) -> Result<Self, OpenError> {
-        let h = segment.header();
-        let capacity = usize::try_from(h.fingerprint.params[0])
-            .map_err(|_| corrupt("ring capacity does not fit in usize"))?;
-        match ring_payload::<T>(capacity) {
-            Some(len) if len as u64 == h.payload_len && segment.is_writable() => Ok(SharedRing {
-                segment,
-                capacity,
-                _type: PhantomData,
-            }),
-            _ => Err(corrupt("ring capacity does not match the payload length")),
-        }
+        Ok(SharedRing {
+            capacity: params_of::<Spsc<T>>(&segment)?,
+            segment,
+            _type: PhantomData,
+        })
     }
 
     /// Creates the named ring `name` with `capacity` slots (a power of two).
@@ -341,18 +260,7 @@ impl<T: Pod> SharedRing<T> {
     /// The ring: attach with `.producer()` / `.consumer()`.
     #[must_use]
     pub fn ring(&self) -> Ring<'_, T> {
-        let base = self.segment.payload();
-        // SAFETY: the payload holds a RingControl (640 bytes, 128-aligned,
-        // only atomics, valid when all-zero or as peers left it) followed
-        // by `capacity` elements of T (checked against the payload length;
-        // 640 is a multiple of every alignment <= 128), mapped read-write
-        // for the life of `self.segment` and only accessed atomically.
-        unsafe {
-            let ctl = &*base.as_ptr().cast::<RingControl>();
-            let data = NonNull::new_unchecked(base.as_ptr().add(RING_CONTROL)).cast::<T>();
-            Ring::from_raw(ctl, data, self.capacity as u32)
-        }
-        .expect("capacity validated when the handle was made")
+        view::<Spsc<T>>(&self.segment, &self.capacity)
     }
 
     /// Number of slots.
@@ -368,73 +276,44 @@ impl<T: Pod> SharedRing<T> {
 
 /// A bounded multi-producer multi-consumer queue of `T` in a segment (kind
 /// `queue`): Python's `multiprocessing.Queue`. See
-/// [`shmkit_core::queue::mpmc`] for the crash-consistency guarantees.
+/// [`shmkit_core::queue::mpmc`] for the crash-consistency guarantees. The
+/// capacity is a power of two.
 #[derive(Debug)]
 pub struct SharedQueue<T: Pod> {
     segment: Segment,
-    layout: QueueLayout,
+    params: QueueParams,
     _type: PhantomData<fn() -> T>,
 }
 
 impl<T: Pod> SharedQueue<T> {
-    fn spec(layout: &QueueLayout) -> ObjectSpec<'static> {
-        ObjectSpec {
-            kind: Kind::QUEUE,
-            fingerprint: Fingerprint::of::<T>(layout.params()),
-            type_name: std::any::type_name::<T>(),
-            payload_len: layout.total as u64,
-        }
-    }
-
     fn build(
         capacity: usize,
         producers: usize,
         consumers: usize,
         how: Make<'_>,
     ) -> Result<Self, OpenOrCreateError> {
-        let layout = QueueLayout::of::<T>(capacity, producers, consumers).ok_or_else(|| {
-            OpenOrCreateError::Create(bad(
-                "queue capacity and registry sizes must be in 1..=4096 registry slots and a non-zero capacity that fits in memory",
-            ))
-        })?;
-        let spec = Self::spec(&layout);
-        let segment = make(&spec, how, &mut |payload, _| {
-            let parts = Self::parts_at(payload, &layout);
-            Queue::<T>::init(parts.3, parts.2);
-        })?;
+        let params = QueueParams::new(capacity).with_registry(producers, consumers);
         Ok(SharedQueue {
-            segment,
-            layout,
+            segment: build::<Mpmc<T>>(&params, how)?,
+            params,
             _type: PhantomData,
         })
     }
 
     fn from_segment(segment: Segment) -> Result<Self, OpenError> {
-        let h = segment.header();
-        let [capacity, roles] = h.fingerprint.params;
-        let capacity = usize::try_from(capacity)
-            .map_err(|_| corrupt("queue capacity does not fit in usize"))?;
-        let layout = QueueLayout::of::<T>(
-            capacity,
-            (roles >> 32) as usize,
-            (roles & 0xffff_ffff) as usize,
-        )
-        .ok_or_else(|| corrupt("queue parameters are impossible"))?;
-        if layout.total as u64 != h.payload_len || !segment.is_writable() {
-            return Err(corrupt("queue parameters do not match the payload length"));
-        }
         Ok(SharedQueue {
+            params: params_of::<Mpmc<T>>(&segment)?,
             segment,
-            layout,
             _type: PhantomData,
         })
     }
 
-    /// Creates the named queue `name` with `capacity` slots and room for
-    /// [`DEFAULT_REGISTRY`] producers and consumers at once.
+    /// Creates the named queue `name` with `capacity` slots (a power of
+    /// two) and room for [`DEFAULT_REGISTRY`] producers and consumers at
+    /// once.
     ///
     /// # Errors
-    /// See [`CreateError`].
+    /// See [`CreateError`]; `InvalidLayout` for a bad capacity.
     pub fn create(name: &str, capacity: usize) -> Result<Self, CreateError> {
         Self::create_with(name, capacity, DEFAULT_REGISTRY, DEFAULT_REGISTRY)
     }
@@ -524,91 +403,22 @@ impl<T: Pod> SharedQueue<T> {
         )?)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn parts_at<'a>(
-        payload: NonNull<u8>,
-        l: &QueueLayout,
-    ) -> (
-        &'a QueueControl,
-        &'a [RoleSlot],
-        &'a [shmkit_core::primitive::AtomicU64],
-        &'a [shmkit_core::primitive::AtomicU64],
-        &'a [RoleSlot],
-        NonNull<T>,
-    ) {
-        let p = payload.as_ptr();
-        // SAFETY: `l` was computed by `QueueLayout::of` and matches the
-        // payload length, so every part lies inside the payload at an
-        // offset aligned for its type (control at 0, 128-aligned; role
-        // slots 4-aligned; intents and stamps 8-aligned; data aligned for
-        // T). All parts except the data are atomics, valid for any bytes;
-        // the data is only accessed atomically by the core queue. The
-        // mapping lives as long as the segment the caller borrows.
-        unsafe {
-            (
-                &*p.cast::<QueueControl>(),
-                std::slice::from_raw_parts(p.add(l.producer_roles).cast(), l.producers),
-                std::slice::from_raw_parts(p.add(l.intents).cast(), l.producers),
-                std::slice::from_raw_parts(p.add(l.stamps).cast(), l.capacity),
-                std::slice::from_raw_parts(p.add(l.consumer_roles).cast(), l.consumers),
-                NonNull::new_unchecked(p.add(l.data)).cast(),
-            )
-        }
-    }
-
     /// The queue: attach with `.producer()` / `.consumer()`.
     #[must_use]
     pub fn queue(&self) -> Queue<'_, T> {
-        let (ctl, producers, intents, stamps, consumers, data) =
-            Self::parts_at(self.segment.payload(), &self.layout);
-        // SAFETY: see `parts_at`; the parts were initialised by the
-        // creator before the segment became READY.
-        unsafe { Queue::from_raw(ctl, producers, intents, consumers, stamps, data) }
-            .expect("layout validated when the handle was made")
+        view::<Mpmc<T>>(&self.segment, &self.params)
     }
 
     /// Number of slots.
     #[must_use]
     pub fn capacity(&self) -> usize {
-        self.layout.capacity
+        self.params.capacity
     }
 
     segment_accessors!();
 }
 
 // ---------------------------------------------------------------- pipes
-
-pub(crate) fn pipe_payload(capacity: usize, rings: usize) -> Option<usize> {
-    if !(8..=MAX_CAPACITY as usize).contains(&capacity) || !capacity.is_power_of_two() {
-        return None;
-    }
-    pipe_stride(capacity).checked_mul(rings)
-}
-
-/// Bytes from one ring's control to the next: rounded up to 128 so every
-/// control block stays aligned.
-pub(crate) fn pipe_stride(capacity: usize) -> usize {
-    (RING_CONTROL + capacity).next_multiple_of(PAYLOAD_ALIGN)
-}
-
-fn pipe_at(segment: &Segment, capacity: usize, which: usize) -> Pipe<'_> {
-    let stride = pipe_stride(capacity);
-    // SAFETY: the payload holds `rings` strides of (RingControl, capacity
-    // bytes), checked against its length; `which` < rings (callers pass 0,
-    // or 1 for duplex pipes). Controls sit at multiples of the stride, a
-    // multiple of 128, so they are aligned; the bytes are only accessed
-    // atomically by the core pipe.
-    unsafe {
-        let base = segment.payload().as_ptr().add(which * stride);
-        let ctl = &*base.cast::<RingControl>();
-        Pipe::from_raw(
-            ctl,
-            NonNull::new_unchecked(base.add(RING_CONTROL)),
-            capacity as u32,
-        )
-    }
-    .expect("capacity validated when the handle was made")
-}
 
 /// A one-way byte-message pipe in a segment (kind `pipe`):
 /// `multiprocessing.Pipe(duplex=False)`. See
@@ -649,36 +459,20 @@ pub struct SharedDuplexPipe {
 }
 
 macro_rules! pipe_handle {
-    ($ty:ident, $kind:expr, $rings:expr, $what:literal) => {
+    ($ty:ident, $object:ty, $kind:expr, $what:literal) => {
         impl $ty {
-            fn spec(capacity: usize) -> Result<ObjectSpec<'static>, CreateError> {
-                let payload = pipe_payload(capacity, $rings).ok_or_else(|| {
-                    bad("pipe capacity must be a power of two in 8..=2^31 bytes")
-                })?;
-                Ok(ObjectSpec {
-                    kind: $kind,
-                    fingerprint: Fingerprint::of::<u8>([capacity as u64, 0]),
-                    type_name: "u8",
-                    payload_len: payload as u64,
+            fn build(capacity: usize, how: Make<'_>) -> Result<Self, OpenOrCreateError> {
+                Ok($ty {
+                    segment: build::<$object>(&capacity, how)?,
+                    capacity,
                 })
             }
 
-            fn build(capacity: usize, how: Make<'_>) -> Result<Self, OpenOrCreateError> {
-                let spec = Self::spec(capacity).map_err(OpenOrCreateError::Create)?;
-                let segment = make(&spec, how, &mut |_, _| {})?;
-                Ok($ty { segment, capacity })
-            }
-
             fn from_segment(segment: Segment) -> Result<Self, OpenError> {
-                let h = segment.header();
-                let capacity = usize::try_from(h.fingerprint.params[0])
-                    .map_err(|_| corrupt("pipe capacity does not fit in usize"))?;
-                match pipe_payload(capacity, $rings) {
-                    Some(len) if len as u64 == h.payload_len && segment.is_writable() => {
-                        Ok($ty { segment, capacity })
-                    }
-                    _ => Err(corrupt("pipe capacity does not match the payload length")),
-                }
+                Ok($ty {
+                    capacity: params_of::<$object>(&segment)?,
+                    segment,
+                })
             }
 
             #[doc = concat!("Creates the named ", $what, " `name` with `capacity` bytes per direction (a power of two; messages up to `capacity - 4` bytes).")]
@@ -755,14 +549,19 @@ macro_rules! pipe_handle {
     };
 }
 
-pipe_handle!(SharedPipe, Kind::PIPE, 1, "pipe");
-pipe_handle!(SharedDuplexPipe, Kind::DUPLEX_PIPE, 2, "duplex pipe");
+pipe_handle!(SharedPipe, OneWayPipe, Kind::PIPE, "pipe");
+pipe_handle!(
+    SharedDuplexPipe,
+    DuplexPipe,
+    Kind::DUPLEX_PIPE,
+    "duplex pipe"
+);
 
 impl SharedPipe {
     /// The pipe: attach with `.sender()` / `.receiver()`.
     #[must_use]
     pub fn pipe(&self) -> Pipe<'_> {
-        pipe_at(&self.segment, self.capacity, 0)
+        view::<OneWayPipe>(&self.segment, &self.capacity)
     }
 }
 
@@ -772,13 +571,7 @@ impl SharedDuplexPipe {
     /// # Errors
     /// [`AttachError::Taken`] if a live process holds that end.
     pub fn end(&self, which: usize) -> Result<Connection<'_>, AttachError> {
-        Connection::attach(
-            [
-                pipe_at(&self.segment, self.capacity, 0),
-                pipe_at(&self.segment, self.capacity, 1),
-            ],
-            which,
-        )
+        Connection::attach(view::<DuplexPipe>(&self.segment, &self.capacity), which)
     }
 }
 

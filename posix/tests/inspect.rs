@@ -123,7 +123,48 @@ fn every_kind() -> Vec<(&'static str, Box<dyn AsSegment>)> {
             "byte map",
             Box::new(SharedByteMap::anonymous((10, 16, 64)).unwrap()),
         ),
+        ("stamped ring", Box::new(StampedSegment::anonymous(8))),
     ]
+}
+
+/// A stamped ring in an anonymous segment (it has no posix handle): the
+/// spec and the initialisation come from its core `Object`.
+struct StampedSegment(Segment);
+
+impl StampedSegment {
+    fn anonymous(capacity: usize) -> StampedSegment {
+        use shmkit_core::object::Object;
+        use shmkit_core::queue::stamped::StampedSpsc;
+        type O = StampedSpsc<u64>;
+        let spec = shmkit_posix::ObjectSpec {
+            kind: O::KIND,
+            fingerprint: O::fingerprint(&capacity),
+            type_name: O::type_name(),
+            payload_len: O::payload_len(&capacity).unwrap() as u64,
+        };
+        StampedSegment(
+            Segment::anonymous(&spec, &mut |payload, _| {
+                // SAFETY: the fresh zero-filled payload of `payload_len`
+                // bytes, aligned to PAYLOAD_ALIGN, nobody else's yet.
+                unsafe { O::init(payload, &capacity) }
+            })
+            .unwrap(),
+        )
+    }
+
+    /// The ring, to push into it.
+    fn ring(&self) -> shmkit_core::queue::stamped::StampedRing<'_, u64> {
+        use shmkit_core::object::Object;
+        // SAFETY: made by `anonymous` with this capacity, read-write,
+        // initialised, mapped while `self` lives, accessed atomically.
+        unsafe { shmkit_core::queue::stamped::StampedSpsc::<u64>::attach(self.0.payload(), &8) }
+    }
+}
+
+impl AsSegment for StampedSegment {
+    fn seg(&self) -> &Segment {
+        &self.0
+    }
 }
 
 trait AsSegment {
@@ -224,6 +265,10 @@ fn fresh_objects_of_every_kind() {
         value(&l, "pending"),
         "0 message(s), 0 byte(s) (head 0, tail 0)"
     );
+    let l = get("stamped ring");
+    assert_eq!(value(&l, "capacity"), "8 slot(s) of 8 byte(s)");
+    assert_eq!(value(&l, "occupancy"), "0 of 8 committed");
+    assert_eq!(value(&l, "producer"), "none (never attached)");
     let l = get("duplex");
     assert!(
         value(&l, "1→0 pending").starts_with("0 message(s)"),
@@ -273,6 +318,20 @@ fn states_set_in_process_are_read_back() {
     drop(tx);
     let l = lines(q.segment());
     assert_eq!(value(&l, "producers"), "0 attached, of 2 slot(s)");
+
+    let stamped = StampedSegment::anonymous(8);
+    {
+        let ring = stamped.ring();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        for i in 0..3 {
+            tx.try_push(i).unwrap();
+        }
+        assert_eq!(rx.try_pop(), Ok(0));
+        let l = lines(stamped.seg());
+        assert_eq!(value(&l, "occupancy"), "2 of 8 committed");
+        assert_eq!(value(&l, "producer"), format!("pid {me}, alive"));
+        assert_eq!(value(&l, "consumer"), format!("pid {me}, alive"));
+    }
 
     let pipe = SharedPipe::anonymous(32).unwrap();
     let mut tx = pipe.pipe().sender().unwrap();

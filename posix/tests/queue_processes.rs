@@ -475,11 +475,14 @@ fn hostile_pipe_lengths_give_corrupt() {
 }
 
 /// A producer process that claimed a position and died before committing
-/// (simulated: it bumps the shared tail itself, then exits) does not wedge
-/// the queue: a blocked consumer skips the abandoned position within a
-/// wait slice and gets the next committed message.
+/// (simulated: it writes its claim into the slot's stamp, as a push
+/// killed between its claim and its commit leaves it, then exits) does not
+/// wedge the queue: a blocked consumer skips the abandoned position within
+/// a wait slice and gets the next committed message; a producer passes it.
 #[test]
 fn claimed_but_unpublished_position_of_a_dead_producer_is_skipped() {
+    use shmkit_core::queue::mpmc::{stamp, CLAIMED, EMPTY};
+    use std::sync::atomic::Ordering::SeqCst;
     let q = SharedQueue::<u64>::anonymous(4).unwrap();
     let mut rx = q.queue().consumer().unwrap();
     let mut tx = q.queue().producer().unwrap();
@@ -488,10 +491,19 @@ fn claimed_but_unpublished_position_of_a_dead_producer_is_skipped() {
         let Ok(tx) = q.queue().producer() else {
             return 2;
         };
-        let (_, tail) = q.queue().control_positions();
-        tail.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let who = tx.registry_index() as u64;
+        // Position 1 (lap 0 of slot 1): EMPTY → CLAIMED by us.
+        let claimed = q
+            .queue()
+            .stamp_of(1)
+            .compare_exchange(stamp(0, 0, EMPTY), stamp(0, who, CLAIMED), SeqCst, SeqCst)
+            .is_ok();
         std::mem::forget(tx);
-        0
+        if claimed {
+            0
+        } else {
+            3
+        }
     });
     assert_eq!(child.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
     tx.try_push(2).unwrap();
@@ -503,4 +515,90 @@ fn claimed_but_unpublished_position_of_a_dead_producer_is_skipped() {
         tx.push(i).unwrap();
         assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(i));
     }
+}
+
+/// A producer handle inherited across `fork` takes a registry entry of its
+/// own in the child on its first push, so that its claims name the child.
+/// Here the child pushes once through the inherited handle, then leaves a
+/// claim of the next position under the entry its handle now records, and
+/// exits, as a child killed between a claim and its commit would. The
+/// parent (whose handle still holds the original entry) lives on: if the
+/// child's claims named the parent's entry, no consumer would ever skip
+/// that position and the queue would be wedged.
+#[test]
+fn inherited_producer_claims_in_the_child_name_the_child() {
+    use shmkit_core::queue::mpmc::{stamp, CLAIMED, EMPTY};
+    use std::sync::atomic::Ordering::SeqCst;
+    let q = SharedQueue::<u64>::anonymous_with(8, 4, 1).unwrap();
+    let mut rx = q.queue().consumer().unwrap();
+    let mut tx = q.queue().producer().unwrap();
+    let parent_entry = tx.registry_index();
+    let child_entry = Array::<u64>::anonymous(vec![0u64]).unwrap();
+    let child = fork(|| {
+        if tx.try_push(1).is_err() {
+            return 2;
+        }
+        let who = tx.registry_index() as u64;
+        let _ = child_entry.set(0, who);
+        // Position 1 (lap 0 of slot 1): claimed, never committed.
+        match q.queue().stamp_of(1).compare_exchange(
+            stamp(0, 0, EMPTY),
+            stamp(0, who, CLAIMED),
+            SeqCst,
+            SeqCst,
+        ) {
+            Ok(_) => 0,
+            Err(_) => 3,
+        }
+    });
+    assert_eq!(child.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
+    assert_ne!(
+        child_entry.get(0),
+        Some(parent_entry as u64),
+        "the child pushed under the parent's registry entry"
+    );
+    assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(1));
+    tx.try_push(2).unwrap();
+    assert_eq!(
+        tx.registry_index(),
+        parent_entry,
+        "the parent keeps its entry"
+    );
+    // The child's dead claim at position 1 is skipped within a wait slice.
+    assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(2));
+}
+
+/// A producer that takes over the registry entry of a dead holder first
+/// marks that holder's claims orphaned: otherwise a claim the dead holder
+/// left would name a live entry (the new holder's), and no consumer would
+/// ever skip it.
+#[test]
+fn takeover_of_a_dead_producers_entry_orphans_its_claims() {
+    use shmkit_core::queue::mpmc::{stamp, CLAIMED, EMPTY};
+    use std::sync::atomic::Ordering::SeqCst;
+    let q = SharedQueue::<u64>::anonymous_with(4, 1, 1).unwrap();
+    let mut rx = q.queue().consumer().unwrap();
+    let dead = fork(|| {
+        let Ok(tx) = q.queue().producer() else {
+            return 2;
+        };
+        let who = tx.registry_index() as u64;
+        let claimed = q
+            .queue()
+            .stamp_of(0)
+            .compare_exchange(stamp(0, 0, EMPTY), stamp(0, who, CLAIMED), SeqCst, SeqCst)
+            .is_ok();
+        // Exit without detaching, the claim uncommitted.
+        std::mem::forget(tx);
+        if claimed {
+            0
+        } else {
+            3
+        }
+    });
+    assert_eq!(dead.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
+    // The only entry is the dead holder's: this attach takes it over.
+    let mut tx = q.queue().producer().unwrap();
+    tx.try_push(5).unwrap();
+    assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(5));
 }

@@ -36,6 +36,8 @@ pub struct Case {
     pub msg_size: usize,
     /// Measured operations per run: `[quick, full]`.
     pub ops: [u64; 2],
+    /// The answering peer's delay (delay-sweep cases; zero elsewhere).
+    pub delay_us: u64,
 }
 
 /// All cases, in the order they run and print.
@@ -49,6 +51,7 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 8,
         ops: [100_000, 1_000_000],
+        delay_us: 0,
     },
     Case {
         name: "blocking_rtt",
@@ -59,6 +62,7 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 8,
         ops: [3_000, 20_000],
+        delay_us: 0,
     },
     Case {
         name: "blocking_rtt_same_core",
@@ -69,6 +73,7 @@ pub const CASES: &[Case] = &[
         layout: Layout::SameCore,
         msg_size: 8,
         ops: [5_000, 50_000],
+        delay_us: 0,
     },
     Case {
         name: "lock_uncontended",
@@ -79,6 +84,7 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 8,
         ops: [500_000, 5_000_000],
+        delay_us: 0,
     },
     Case {
         name: "lock_handoff",
@@ -89,6 +95,7 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 8,
         ops: [50_000, 500_000],
+        delay_us: 0,
     },
     Case {
         name: "spsc_throughput",
@@ -99,6 +106,7 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 8,
         ops: [1_000_000, 5_000_000],
+        delay_us: 0,
     },
     Case {
         name: "pipe_bytes",
@@ -109,16 +117,18 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 64 * 1024,
         ops: [20_000, 200_000],
+        delay_us: 0,
     },
     Case {
         name: "mpmc_pxc",
         impls_of: "mpmc_pxc",
         metric: Metric::MsgsPerS,
-        floor: None,
+        floor: Some("vyukov"),
         description: "8-byte messages, --producers × --consumers processes on one queue",
         layout: Layout::Pair,
         msg_size: 8,
         ops: [200_000, 2_000_000],
+        delay_us: 0,
     },
     Case {
         name: "map_get",
@@ -129,6 +139,7 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 8,
         ops: [1_000_000, 10_000_000],
+        delay_us: 0,
     },
     Case {
         name: "segment_lifecycle",
@@ -139,6 +150,7 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 4096,
         ops: [200, 2_000],
+        delay_us: 0,
     },
     Case {
         name: "segment_lifecycle_touched",
@@ -149,6 +161,84 @@ pub const CASES: &[Case] = &[
         layout: Layout::Pair,
         msg_size: 4096,
         ops: [200, 2_000],
+        delay_us: 0,
+    },
+    Case {
+        name: "delay_sweep_0us",
+        impls_of: "delay_sweep",
+        metric: Metric::RttNs,
+        floor: Some("pure_spin"),
+        description: "blocking round trip, the peer answering 0 µs after each request: pure spin, pure park, adaptive",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [1_000, 5_000],
+        delay_us: 0,
+    },
+    Case {
+        name: "delay_sweep_2us",
+        impls_of: "delay_sweep",
+        metric: Metric::RttNs,
+        floor: Some("pure_spin"),
+        description: "blocking round trip, the peer answering 2 µs after each request: pure spin, pure park, adaptive",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [1_000, 5_000],
+        delay_us: 2,
+    },
+    Case {
+        name: "delay_sweep_5us",
+        impls_of: "delay_sweep",
+        metric: Metric::RttNs,
+        floor: Some("pure_spin"),
+        description: "blocking round trip, the peer answering 5 µs after each request: pure spin, pure park, adaptive",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [1_000, 5_000],
+        delay_us: 5,
+    },
+    Case {
+        name: "delay_sweep_10us",
+        impls_of: "delay_sweep",
+        metric: Metric::RttNs,
+        floor: Some("pure_spin"),
+        description: "blocking round trip, the peer answering 10 µs after each request: pure spin, pure park, adaptive",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [1_000, 5_000],
+        delay_us: 10,
+    },
+    Case {
+        name: "delay_sweep_20us",
+        impls_of: "delay_sweep",
+        metric: Metric::RttNs,
+        floor: Some("pure_spin"),
+        description: "blocking round trip, the peer answering 20 µs after each request: pure spin, pure park, adaptive",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [1_000, 5_000],
+        delay_us: 20,
+    },
+    Case {
+        name: "delay_sweep_50us",
+        impls_of: "delay_sweep",
+        metric: Metric::RttNs,
+        floor: Some("pure_spin"),
+        description: "blocking round trip, the peer answering 50 µs after each request: pure spin, pure park, adaptive",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [1_000, 5_000],
+        delay_us: 50,
+    },
+    Case {
+        name: "delay_sweep_100us",
+        impls_of: "delay_sweep",
+        metric: Metric::RttNs,
+        floor: Some("pure_spin"),
+        description: "blocking round trip, the peer answering 100 µs after each request: pure spin, pure park, adaptive",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [1_000, 5_000],
+        delay_us: 100,
     },
 ];
 
@@ -216,6 +306,7 @@ impl Case {
             msg_size: self.msg_size,
             producers: s.producers.max(1),
             consumers: s.consumers.max(1),
+            delay: std::time::Duration::from_micros(self.delay_us),
         }
     }
 }
@@ -238,7 +329,11 @@ mod tests {
         for provider in providers() {
             for (case, imp) in provider() {
                 match (imp.run)(&p) {
-                    Ok(Measurement::Latencies(s)) => assert!(!s.is_empty(), "{case}/{}", imp.name),
+                    Ok(
+                        Measurement::Latencies(s) | Measurement::LatenciesCpu { samples: s, .. },
+                    ) => {
+                        assert!(!s.is_empty(), "{case}/{}", imp.name)
+                    }
                     Ok(Measurement::Rate { ops, .. }) => assert!(ops > 0, "{case}/{}", imp.name),
                     Err(e) => panic!("{case}/{}: {e}", imp.name),
                 }

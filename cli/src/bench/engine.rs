@@ -37,6 +37,8 @@ pub struct ImplReport {
     pub ratios: Vec<Option<f64>>,
     /// All measured samples of all rounds (latency impls only), ns.
     pub hist: Option<Histogram<u64>>,
+    /// Per round: CPU time per operation (ns), for impls that report it.
+    pub cpu_per_round: Vec<Option<f64>>,
     /// Errors, one per failed round, as `round N: message`.
     pub errors: Vec<String>,
 }
@@ -87,6 +89,20 @@ impl ImplReport {
         median(&self.ratios.iter().flatten().copied().collect::<Vec<_>>())
     }
 
+    /// Median across rounds of the CPU time per operation (ns), for impls
+    /// that report it.
+    #[must_use]
+    pub fn cpu(&self) -> Option<f64> {
+        median(
+            &self
+                .cpu_per_round
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+    }
+
     /// A percentile (0–100) over all samples, latency impls only.
     #[must_use]
     pub fn percentile(&self, q: f64) -> Option<f64> {
@@ -101,7 +117,7 @@ impl ImplReport {
 #[must_use]
 pub fn value(m: &Measurement, metric: Metric) -> Option<f64> {
     let per_op_ns = match m {
-        Measurement::Latencies(s) => {
+        Measurement::Latencies(s) | Measurement::LatenciesCpu { samples: s, .. } => {
             let v: Vec<f64> = s.iter().map(|&x| x as f64).collect();
             median(&v)?
         }
@@ -114,7 +130,7 @@ pub fn value(m: &Measurement, metric: Metric) -> Option<f64> {
     };
     let bytes = match m {
         Measurement::Rate { bytes_per_op, .. } => *bytes_per_op as f64,
-        Measurement::Latencies(_) => 0.0,
+        Measurement::Latencies(_) | Measurement::LatenciesCpu { .. } => 0.0,
     };
     if per_op_ns <= 0.0 {
         return match metric {
@@ -193,6 +209,7 @@ pub fn run(opts: &Options, providers: &[Provider]) -> Result<Vec<CaseReport>, St
                 per_round: Vec::new(),
                 ratios: Vec::new(),
                 hist: None,
+                cpu_per_round: Vec::new(),
                 errors: Vec::new(),
             })
             .collect();
@@ -214,7 +231,13 @@ pub fn run(opts: &Options, providers: &[Provider]) -> Result<Vec<CaseReport>, St
                 match result {
                     Ok(m) => {
                         r.per_round.push(value(&m, case.metric));
-                        if let Measurement::Latencies(samples) = &m {
+                        r.cpu_per_round.push(match &m {
+                            Measurement::LatenciesCpu { cpu_ns_per_op, .. } => Some(*cpu_ns_per_op),
+                            _ => None,
+                        });
+                        if let Measurement::Latencies(samples)
+                        | Measurement::LatenciesCpu { samples, .. } = &m
+                        {
                             let h = r.hist.get_or_insert_with(|| {
                                 Histogram::new_with_bounds(1, 600_000_000_000, 3)
                                     .expect("valid bounds: 1 ns to 10 min, 3 figures")
@@ -226,6 +249,7 @@ pub fn run(opts: &Options, providers: &[Provider]) -> Result<Vec<CaseReport>, St
                     }
                     Err(e) => {
                         r.per_round.push(None);
+                        r.cpu_per_round.push(None);
                         r.errors.push(format!("round {}: {e}", round + 1));
                     }
                 }

@@ -10,10 +10,13 @@
 //! | `spsc_throughput` | `floor` | a minimal single-producer single-consumer ring of `u64` between two processes |
 //! | `pipe_bytes` | `floor` | `memcpy` of one message (64 KiB) on one core |
 //! | `map_get` | `std_hashmap` | `std::collections::HashMap<u64, u64>::get` at 50 % load, one process ([`map_get_std`]) |
+//! | `mpmc_pxc` | `vyukov` | Dmitry Vyukov's bounded MPMC queue ([`Vyukov`]), `--producers` × `--consumers` processes |
+//! | `busy_rtt` | `vyukov` | (not the floor) the `floor`'s ping-pong through two [`Vyukov`] queues |
 //!
 //! The protocols ([`handoff`], [`u32_pingpong`]) are public so shmkit's
 //! own impls run exactly the same loop around their primitive.
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -72,6 +75,20 @@ pub fn impls() -> Vec<(&'static str, Impl)> {
             Impl {
                 name: "std_hashmap",
                 run: map_get_std,
+            },
+        ),
+        (
+            "mpmc_pxc",
+            Impl {
+                name: "vyukov",
+                run: vyukov_pxc,
+            },
+        ),
+        (
+            "busy_rtt",
+            Impl {
+                name: "vyukov",
+                run: vyukov_rtt,
             },
         ),
     ]
@@ -491,5 +508,327 @@ pub fn map_get_std(p: &Params) -> RunResult {
         Ok(())
     })?;
     std::hint::black_box(sum);
+    Ok(Measurement::Latencies(samples))
+}
+
+/// Dmitry Vyukov's bounded multi-producer multi-consumer queue of `u64`
+/// in shared memory, in its minimal form: the floor of the MPMC cases.
+/// Not crash-safe (a producer killed between its `enqueue` CAS and its
+/// stamp store wedges the queue) and it trusts every byte: a floor, not
+/// a product.
+///
+/// Layout from `base` in a [`Scratch`]: the enqueue position alone on a
+/// 128-byte line, the dequeue position on the next, then `capacity`
+/// cells of `(sequence, value)`, 16 bytes each (four to a 64-byte line,
+/// as in the original).
+pub struct Vyukov<'a> {
+    enqueue: &'a AtomicU64,
+    dequeue: &'a AtomicU64,
+    cells: NonNull<AtomicU64>,
+    mask: u64,
+    _scratch: std::marker::PhantomData<&'a Scratch>,
+}
+
+impl<'a> Vyukov<'a> {
+    /// Bytes a queue of `capacity` cells needs.
+    #[must_use]
+    pub fn bytes(capacity: usize) -> usize {
+        256 + 16 * capacity
+    }
+
+    /// A fresh queue of `capacity` (a power of two) cells at `base` in
+    /// `s` (before the peers are forked).
+    ///
+    /// # Panics
+    /// If the capacity is not a power of two or the queue does not fit.
+    #[must_use]
+    pub fn init(s: &'a Scratch, base: usize, capacity: usize) -> Vyukov<'a> {
+        assert!(capacity.is_power_of_two() && base % 128 == 0);
+        assert!(base + Self::bytes(capacity) <= s.len(), "scratch too small");
+        let q = Vyukov {
+            enqueue: s.atomic_u64(base),
+            dequeue: s.atomic_u64(base + 128),
+            // SAFETY: in range (asserted above), 8-aligned.
+            cells: unsafe { NonNull::new_unchecked(s.ptr().as_ptr().add(base + 256).cast()) },
+            mask: capacity as u64 - 1,
+            _scratch: std::marker::PhantomData,
+        };
+        for i in 0..capacity as u64 {
+            q.seq(i).store(i, Ordering::Relaxed);
+        }
+        q
+    }
+
+    #[inline(always)]
+    fn seq(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: `pos & mask` < capacity: cell inside the mapping, which
+        // lives as long as 'a and is only accessed atomically.
+        unsafe { &*self.cells.as_ptr().add(2 * (pos & self.mask) as usize) }
+    }
+
+    #[inline(always)]
+    fn value(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: as in `seq`, the word after it.
+        unsafe { &*self.cells.as_ptr().add(2 * (pos & self.mask) as usize + 1) }
+    }
+
+    /// Pushes `v`; `false` if full.
+    #[inline]
+    pub fn try_push(&self, v: u64) -> bool {
+        let mut pos = self.enqueue.load(Ordering::Relaxed);
+        loop {
+            // SYNC POINT: Acquire pairs with the consumer's Release of the
+            // sequence: it finished reading the cell's previous value.
+            let seq = self.seq(pos).load(Ordering::Acquire);
+            let dif = seq.wrapping_sub(pos) as i64;
+            if dif == 0 {
+                match self.enqueue.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        self.value(pos).store(v, Ordering::Relaxed);
+                        // SYNC POINT: Release publishes the value.
+                        self.seq(pos).store(pos + 1, Ordering::Release);
+                        return true;
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if dif < 0 {
+                return false;
+            } else {
+                pos = self.enqueue.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Pops a value; `None` if empty.
+    #[inline]
+    pub fn try_pop(&self) -> Option<u64> {
+        let mut pos = self.dequeue.load(Ordering::Relaxed);
+        loop {
+            // SYNC POINT: Acquire pairs with the producer's Release.
+            let seq = self.seq(pos).load(Ordering::Acquire);
+            let dif = seq.wrapping_sub(pos + 1) as i64;
+            if dif == 0 {
+                match self.dequeue.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        let v = self.value(pos).load(Ordering::Relaxed);
+                        // SYNC POINT: Release hands the cell to the
+                        // producer of the next lap.
+                        self.seq(pos).store(pos + self.mask + 1, Ordering::Release);
+                        return Some(v);
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if dif < 0 {
+                return None;
+            } else {
+                pos = self.dequeue.load(Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Spins until `ready()` holds, yielding the CPU every 64 attempts (the
+/// P×C cases run more processes than CPUs: a waiter must let the process
+/// it waits for run); `Err` after [`STALL`]. The MPMC floor and shmkit's
+/// MPMC impls wait with this same loop.
+///
+/// # Errors
+/// A message naming `what` when nothing happens for [`STALL`].
+#[inline]
+pub fn spin_yield_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+    let mut n: u32 = 0;
+    let mut start: Option<Instant> = None;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        n = n.wrapping_add(1);
+        if n % 64 == 0 {
+            std::thread::yield_now();
+            if n % 4096 == 0 {
+                let s = *start.get_or_insert_with(Instant::now);
+                if s.elapsed() > STALL {
+                    return Err(format!("{what}: peer stalled for {STALL:?}"));
+                }
+            }
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Capacity of the queues of `mpmc_pxc` (floor and shmkit).
+pub const PXC_CAPACITY: usize = 1024;
+
+/// The P×C protocol shared by the MPMC floor and shmkit's MPMC impls:
+/// `producers` processes each push `(warmup + ops) / producers` values
+/// (`0..per`), `consumers` processes pop until `consume` says they are
+/// done; processes are pinned round-robin over `cpus`; the clock runs from
+/// the start signal until every process has exited.
+///
+/// `produce(start, per)` attaches, calls `start()` (which waits for the
+/// start signal), and pushes the values `0..per` (waiting as it likes);
+/// `consume(start)` attaches, calls `start()` and pops until the end of
+/// the stream. Each runs in its own process and returns `false` on
+/// failure. `finish()` runs in the parent after every producer exited and
+/// before the consumers are joined (the floor pushes its end markers
+/// there).
+///
+/// # Errors
+/// Fork failures, peers that do not start, or a peer's failure.
+pub fn pxc(
+    p: &Params,
+    produce: impl Fn(&dyn Fn(), u64) -> bool,
+    consume: impl Fn(&dyn Fn()) -> bool,
+    finish: impl FnOnce() -> Result<(), String>,
+) -> RunResult {
+    let (np, nc) = (p.producers.max(1), p.consumers.max(1));
+    let per = (p.warmup + p.ops) / np as u64;
+    let s = Scratch::new(4096).map_err(io("mmap"))?;
+    let (ready, go) = (s.atomic_u32(0), s.atomic_u32(128));
+    let n = p.cpus.len().max(1);
+    let mut producers = Vec::new();
+    let mut consumers = Vec::new();
+    for i in 0..np + nc {
+        let cpu = p.cpus.get(i % n).copied();
+        let (produce, consume) = (&produce, &consume);
+        let peer = spawn_peer(cpu, move || {
+            peer_guard();
+            let start = || {
+                ready.fetch_add(1, Ordering::SeqCst);
+                // SYNC POINT: Acquire pairs with the parent's Release of
+                // `go`.
+                while go.load(Ordering::Acquire) == 0 {
+                    std::thread::yield_now();
+                }
+            };
+            let ok = if i < np {
+                produce(&start, per)
+            } else {
+                consume(&start)
+            };
+            i32::from(!ok) * 3
+        })
+        .map_err(io("fork"))?;
+        if i < np {
+            producers.push(peer);
+        } else {
+            consumers.push(peer);
+        }
+    }
+    let t_wait = Instant::now();
+    while ready.load(Ordering::SeqCst) < (np + nc) as u32 {
+        if t_wait.elapsed() > STALL {
+            return Err("peers did not start".into());
+        }
+        std::thread::yield_now();
+    }
+    let t0 = Instant::now();
+    go.store(1, Ordering::Release);
+    for peer in producers {
+        peer.join()?;
+    }
+    finish()?;
+    for peer in consumers {
+        peer.join()?;
+    }
+    Ok(Measurement::Rate {
+        ops: per * np as u64,
+        bytes_per_op: 8,
+        elapsed: t0.elapsed(),
+    })
+}
+
+/// End-of-stream marker of the Vyukov floor's P×C run (values pushed are
+/// below it).
+const VYUKOV_END: u64 = u64::MAX;
+
+/// `mpmc_pxc` / `vyukov`: [`pxc`] over one [`Vyukov`] queue of
+/// [`PXC_CAPACITY`]; producers and consumers wait with
+/// [`spin_yield_until`]; the parent pushes one end marker per consumer
+/// once the producers are done.
+fn vyukov_pxc(p: &Params) -> RunResult {
+    let s = Scratch::new(Vyukov::bytes(PXC_CAPACITY)).map_err(io("mmap"))?;
+    let q = Vyukov::init(&s, 0, PXC_CAPACITY);
+    pxc(
+        p,
+        |start, per| {
+            start();
+            (0..per).all(|k| spin_yield_until("vyukov producer", || q.try_push(k)).is_ok())
+        },
+        |start| {
+            start();
+            loop {
+                let mut v = 0;
+                if spin_yield_until("vyukov consumer", || q.try_pop().map(|x| v = x).is_some())
+                    .is_err()
+                {
+                    return false;
+                }
+                if v == VYUKOV_END {
+                    return true;
+                }
+            }
+        },
+        || {
+            for _ in 0..p.consumers.max(1) {
+                spin_yield_until("vyukov end", || q.try_push(VYUKOV_END))?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Capacity of each direction's queue in the round-trip impls (shmkit's
+/// use the same).
+pub const RTT_CAPACITY: usize = 64;
+
+/// `busy_rtt` / `vyukov`: the `floor`'s ping-pong, each direction a
+/// [`Vyukov`] queue of [`RTT_CAPACITY`]: the parent pushes `i` and spins
+/// for its echo, the peer spins for `i` and pushes it back.
+fn vyukov_rtt(p: &Params) -> RunResult {
+    let len = Vyukov::bytes(RTT_CAPACITY).next_multiple_of(128);
+    let s = Scratch::new(2 * len).map_err(io("mmap"))?;
+    let (ping, pong) = (
+        Vyukov::init(&s, 0, RTT_CAPACITY),
+        Vyukov::init(&s, len, RTT_CAPACITY),
+    );
+    let total = p.warmup + p.ops;
+    let peer = spawn_peer(p.cpus.get(1).copied(), || {
+        peer_guard();
+        for i in 1..=total {
+            let mut v = 0;
+            if spin_until("vyukov peer", || ping.try_pop().map(|x| v = x).is_some()).is_err()
+                || v != i
+                || spin_until("vyukov peer", || pong.try_push(i)).is_err()
+            {
+                return 1;
+            }
+        }
+        0
+    })
+    .map_err(io("fork"))?;
+    pin_index(&p.cpus, 0).map_err(io("pin"))?;
+    let samples = time_each(p, |i| {
+        let i = i + 1;
+        spin_until("vyukov", || ping.try_push(i))?;
+        let mut v = 0;
+        spin_until("vyukov", || pong.try_pop().map(|x| v = x).is_some())?;
+        if v != i {
+            return Err(format!("vyukov: echo {v}, expected {i}"));
+        }
+        Ok(())
+    })?;
+    peer.join()?;
     Ok(Measurement::Latencies(samples))
 }

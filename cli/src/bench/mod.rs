@@ -60,6 +60,9 @@ pub struct Params {
     pub producers: usize,
     /// Consumer processes, for P×C cases.
     pub consumers: usize,
+    /// How long the answering peer waits before each answer, for the
+    /// delay-sweep cases.
+    pub delay: Duration,
 }
 
 impl Default for Params {
@@ -71,6 +74,7 @@ impl Default for Params {
             msg_size: 8,
             producers: 1,
             consumers: 1,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -81,6 +85,14 @@ pub enum Measurement {
     /// One sample per operation (or per small batch), in nanoseconds; the
     /// engine takes the median and percentiles.
     Latencies(Vec<u64>),
+    /// Latencies as above, and the CPU time the measuring process spent
+    /// per operation (ns), for cases that weigh latency against CPU.
+    LatenciesCpu {
+        /// One sample per operation, ns.
+        samples: Vec<u64>,
+        /// CPU time of the measuring process per operation, ns.
+        cpu_ns_per_op: f64,
+    },
     /// `ops` operations moving `bytes_per_op` bytes each took `elapsed`.
     Rate {
         /// Operations completed.

@@ -91,9 +91,12 @@ pub fn table(reports: &[CaseReport]) -> String {
             } else {
                 " "
             };
+            let cpu = r.cpu().map_or_else(String::new, |v| {
+                format!("  cpu/op {}", human(v, Metric::NsPerOp))
+            });
             let _ = writeln!(
                 s,
-                "{:<24} {:<22} {:>10} {:>10} {:>10} {:>4} {:>8}  {}",
+                "{:<24} {:<22} {:>10} {:>10} {:>10} {:>4} {:>8}  {}{cpu}",
                 "",
                 format!("{}{}", r.name, floor_mark),
                 opt(r.median()),
@@ -123,14 +126,14 @@ pub fn table(reports: &[CaseReport]) -> String {
     let _ = writeln!(
         s,
         "* = the case's floor; ×floor = median over rounds of (impl / floor in the same round); \
-         per-round medians in ns for times"
+         per-round medians in ns for times; cpu/op = CPU time of the measuring process per operation"
     );
     s
 }
 
 /// The JSON document of `--format json`: an array of
-/// `{case, impl, metric, median, p99, rounds, ratio_to_floor}`, one per
-/// impl that produced at least one round.
+/// `{case, impl, metric, median, p99, rounds, ratio_to_floor,
+/// cpu_ns_per_op}`, one per impl that produced at least one round.
 #[must_use]
 pub fn json(reports: &[CaseReport]) -> serde_json::Value {
     let mut rows = Vec::new();
@@ -145,6 +148,7 @@ pub fn json(reports: &[CaseReport]) -> serde_json::Value {
                 "p99": r.percentile(99.0),
                 "rounds": r.rounds_ok(),
                 "ratio_to_floor": if c.case.floor.is_some() { r.ratio() } else { None },
+                "cpu_ns_per_op": r.cpu(),
             }));
         }
     }

@@ -6,9 +6,15 @@
 //! | `blocking_rtt` | `shmkit_spsc_blocking`, `shmkit_mpmc_blocking`, `shmkit_pipe_blocking` | [`floors::u32_pingpong`] (the futex floor's protocol) with blocking calls and `Spin::NONE`, so every receive parks |
 //! | `spsc_throughput` | `shmkit_spsc` | the raw ring floor's loop: one `try_push` per message in the producer process, one `try_pop` per message in the measuring consumer; each side enters [`spin_until`] only when a call finds the ring full/empty, as the floor does |
 //! | `spsc_throughput` | `shmkit_spsc_batched` | the same with `push_slice`/`pop_into` batches of 64 (no floor loop to match) |
+//! | `spsc_throughput` | `shmkit_stamped` | the `shmkit_spsc` loop through a stamped ring ([`StampedSpsc`]) |
+//! | `busy_rtt` | `shmkit_stamped` | the round trip through two stamped rings |
+//! | `blocking_rtt` | `shmkit_stamped_blocking` | the blocking round trip through two stamped rings |
 //! | `pipe_bytes` | `shmkit_pipe` | 64 KiB messages through a pipe of [`PIPE_BYTES_CAPACITY`] (16 messages), producer process → measuring consumer |
 //! | `pipe_bytes` | `raw_stream` | the same transfer with no pipe: `memcpy` into and out of 16 message slots in shared memory (the cross-core ceiling; see [`raw_stream`]) |
-//! | `mpmc_pxc` | `shmkit_mpmc` | `producers` × `consumers` processes through one queue of capacity 1024 |
+//! | `delay_sweep_*us` | `pure_spin`, `pure_park`, `adaptive` | a blocking round trip through two SPSC rings whose peer busy-waits the case's delay before each answer, with a fixed spin of (nearly) forever, no spin at all, and the default [`AdaptiveSpin`]; latency per round trip and the measuring process's CPU time per round trip |
+//! | `blocking_rtt` | `shmkit_spsc_adaptive` | the `shmkit_spsc_blocking` round trip with the default [`AdaptiveSpin`] instead of `Spin::NONE` |
+//! | `mpmc_pxc` | `shmkit_mpmc` | [`floors::pxc`] with the `vyukov` floor's waiting loop around `try_push`/`try_pop`, one queue of capacity 1024 |
+//! | `mpmc_pxc` | `shmkit_mpmc_blocking` | the same with blocking `push`/`pop` |
 //!
 //! Messages for the `Pod` queues are `[u64; W]` with `W` the smallest of
 //! 1, 8, 64, 512 words that holds `msg_size` bytes. Every impl uses the
@@ -21,13 +27,18 @@
 use std::cell::RefCell;
 use std::time::Instant;
 
+use shmkit_core::object::Object;
 use shmkit_core::queue::mpmc::{QueueConsumer, QueueProducer};
 use shmkit_core::queue::pipe::{PipeReceiver, PipeRecvError, PipeSendError, PipeSender};
 use shmkit_core::queue::ring::{Consumer, Producer};
-use shmkit_core::queue::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
-use shmkit_core::wait::Spin;
+use shmkit_core::queue::stamped::{StampedConsumer, StampedProducer, StampedSpsc};
+use shmkit_core::queue::{
+    RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
+};
+use shmkit_core::wait::{AdaptiveSpin, Spin};
 use shmkit_core::Pod;
 use shmkit_posix::queue::{SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::{ObjectSpec, Segment};
 
 use super::floors;
 use super::proc::{pin_index, spawn_peer, Scratch};
@@ -42,6 +53,12 @@ pub fn impls() -> Vec<(&'static str, Impl)> {
         ("busy_rtt", i("shmkit_spsc", busy_spsc)),
         ("busy_rtt", i("shmkit_mpmc", busy_mpmc)),
         ("busy_rtt", i("shmkit_pipe", busy_pipe)),
+        ("busy_rtt", i("shmkit_stamped", busy_stamped)),
+        (
+            "blocking_rtt",
+            i("shmkit_stamped_blocking", blocking_stamped),
+        ),
+        ("spsc_throughput", i("shmkit_stamped", throughput_stamped)),
         ("blocking_rtt", i("shmkit_spsc_blocking", blocking_spsc)),
         ("blocking_rtt", i("shmkit_mpmc_blocking", blocking_mpmc)),
         ("blocking_rtt", i("shmkit_pipe_blocking", blocking_pipe)),
@@ -53,6 +70,14 @@ pub fn impls() -> Vec<(&'static str, Impl)> {
         ("pipe_bytes", i("shmkit_pipe", pipe_bytes)),
         ("pipe_bytes", i("raw_stream", raw_stream)),
         ("mpmc_pxc", i("shmkit_mpmc", mpmc_pxc)),
+        ("delay_sweep", i("pure_spin", delay_pure_spin)),
+        ("delay_sweep", i("pure_park", delay_pure_park)),
+        ("delay_sweep", i("adaptive", delay_adaptive)),
+        (
+            "blocking_rtt",
+            i("shmkit_spsc_adaptive", blocking_spsc_adaptive),
+        ),
+        ("mpmc_pxc", i("shmkit_mpmc_blocking", mpmc_pxc_blocking)),
     ]
 }
 
@@ -149,6 +174,7 @@ macro_rules! queue_adapters {
 
 queue_adapters!(Producer, Consumer);
 queue_adapters!(QueueProducer, QueueConsumer);
+queue_adapters!(StampedProducer, StampedConsumer);
 
 /// A pipe sender with its `msg_size`-byte message; the tag is in the first
 /// (up to) 8 bytes, little-endian.
@@ -348,11 +374,47 @@ has_spin!(
     Producer<'_, [u64; W]>,
     Consumer<'_, [u64; W]>,
     QueueProducer<'_, [u64; W]>,
-    QueueConsumer<'_, [u64; W]>
+    QueueConsumer<'_, [u64; W]>,
+    StampedProducer<'_, [u64; W]>,
+    StampedConsumer<'_, [u64; W]>
 );
 
-/// Ring capacity (messages) of the round-trip impls.
-const RTT_CAPACITY: usize = 64;
+/// An anonymous segment holding the core object `O`, for structures that
+/// have no posix handle (yet): the spec, `init` and the view all come
+/// from the object.
+struct ObjectSegment<O: Object> {
+    segment: Segment,
+    params: O::Params,
+}
+
+impl<O: Object> ObjectSegment<O> {
+    fn anonymous(params: O::Params) -> Result<Self, String> {
+        let len = O::payload_len(&params).map_err(err("layout"))?;
+        let spec = ObjectSpec {
+            kind: O::KIND,
+            fingerprint: O::fingerprint(&params),
+            type_name: O::type_name(),
+            payload_len: len as u64,
+        };
+        let segment = Segment::anonymous(&spec, &mut |payload, _| {
+            // SAFETY: the fresh, zero-filled payload of `payload_len`
+            // bytes, aligned to PAYLOAD_ALIGN, nobody else's yet.
+            unsafe { O::init(payload, &params) }
+        })
+        .map_err(err("segment"))?;
+        Ok(ObjectSegment { segment, params })
+    }
+
+    fn view(&self) -> O::View<'_> {
+        // SAFETY: made by `anonymous` with these params (read-write, the
+        // length checked by `payload_len`), initialised, mapped while
+        // `self` lives, accessed only atomically.
+        unsafe { O::attach(self.segment.payload(), &self.params) }
+    }
+}
+
+/// Ring capacity (messages) of the round-trip impls (the Vyukov floor's).
+const RTT_CAPACITY: usize = floors::RTT_CAPACITY;
 
 /// `$name(p, busy)`: two `$handle`s of [`RTT_CAPACITY`] (one per
 /// direction), their ends attached through `.$view()` in the process that
@@ -386,6 +448,31 @@ macro_rules! rtt_impl {
 
 rtt_impl!(spsc_rtt, SharedRing, ring, "ring");
 rtt_impl!(mpmc_rtt, SharedQueue, queue, "queue");
+
+/// [`rtt_impl`]'s shape for the stamped ring (no posix handle: an
+/// [`ObjectSegment`]).
+fn stamped_rtt<const W: usize>(p: &Params, busy: bool) -> RunResult
+where
+    [u64; W]: Pod,
+{
+    let q = [
+        ObjectSegment::<StampedSpsc<[u64; W]>>::anonymous(RTT_CAPACITY)?,
+        ObjectSegment::<StampedSpsc<[u64; W]>>::anonymous(RTT_CAPACITY)?,
+    ];
+    let tx = |d: usize| {
+        let tx = q[d].view().producer().map_err(err("attach"))?;
+        Ok(spin_mode(tx, busy))
+    };
+    let rx = |d: usize| {
+        let rx = q[d].view().consumer().map_err(err("attach"))?;
+        Ok(spin_mode(rx, busy))
+    };
+    if busy {
+        busy_round_trips(p, same, || Ok((tx(0)?, rx(1)?)), || Ok((tx(1)?, rx(0)?)))
+    } else {
+        blocking_round_trips(p, same, tx, rx)
+    }
+}
 
 fn pipe_rtt(p: &Params, busy: bool) -> RunResult {
     let size = p.msg_size;
@@ -460,6 +547,12 @@ fn blocking_mpmc(p: &Params) -> RunResult {
 }
 fn blocking_pipe(p: &Params) -> RunResult {
     pipe_rtt(p, false)
+}
+fn busy_stamped(p: &Params) -> RunResult {
+    by_size!(stamped_rtt, p, true)
+}
+fn blocking_stamped(p: &Params) -> RunResult {
+    by_size!(stamped_rtt, p, false)
 }
 
 /// Ring capacity (messages) of `spsc_throughput`: the raw floor's.
@@ -536,12 +629,15 @@ fn throughput_batched(p: &Params) -> RunResult {
 /// clock set up per message, in one loop shared with the batched variant)
 /// made this impl ≈1.4× slower than the same ring in the floor's loop
 /// (40–55 vs 57–80 M msg/s here): it measured the loop, not the ring.
-fn throughput_single(p: &Params) -> RunResult {
-    let ring = SharedRing::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
+fn throughput_single<P: PushEnd, C: PopEnd>(
+    p: &Params,
+    attach_tx: impl FnOnce() -> Option<P>,
+    attach_rx: impl FnOnce() -> Result<C, String>,
+) -> RunResult {
     let total = p.warmup + p.ops;
     let peer = spawn_peer(p.cpus.get(1).copied(), || {
         peer_guard();
-        let Ok(mut tx) = ring.ring().producer() else {
+        let Some(mut tx) = attach_tx() else {
             return 2;
         };
         for i in 0..total {
@@ -564,7 +660,7 @@ fn throughput_single(p: &Params) -> RunResult {
         0
     })
     .map_err(err("fork"))?;
-    let mut rx = ring.ring().consumer().map_err(err("attach"))?;
+    let mut rx = attach_rx()?;
     pin_index(&p.cpus, 0).map_err(err("pin"))?;
     let mut start = Instant::now();
     for i in 0..total {
@@ -601,8 +697,52 @@ fn throughput_single(p: &Params) -> RunResult {
     })
 }
 
+/// The pushing end of a `u64` SPSC ring, with the core error type (no
+/// adapter in between: [`throughput_single`] must compile to the floor's
+/// loop around the ring's own inlined `try_push`).
+trait PushEnd {
+    fn try_push(&mut self, v: u64) -> Result<(), TrySendError<u64>>;
+}
+/// The popping end, likewise.
+trait PopEnd {
+    fn try_pop(&mut self) -> Result<u64, TryRecvError>;
+}
+macro_rules! spsc_ends {
+    ($producer:ident, $consumer:ident) => {
+        impl PushEnd for $producer<'_, u64> {
+            #[inline(always)]
+            fn try_push(&mut self, v: u64) -> Result<(), TrySendError<u64>> {
+                $producer::try_push(self, v)
+            }
+        }
+        impl PopEnd for $consumer<'_, u64> {
+            #[inline(always)]
+            fn try_pop(&mut self) -> Result<u64, TryRecvError> {
+                $consumer::try_pop(self)
+            }
+        }
+    };
+}
+spsc_ends!(Producer, Consumer);
+spsc_ends!(StampedProducer, StampedConsumer);
+
 fn throughput_spsc(p: &Params) -> RunResult {
-    throughput_single(p)
+    let ring = SharedRing::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
+    throughput_single(
+        p,
+        || ring.ring().producer().ok(),
+        || ring.ring().consumer().map_err(err("attach")),
+    )
+}
+/// `spsc_throughput` / `shmkit_stamped`: [`throughput_single`] through a
+/// [`StampedSpsc`] ring of the same capacity.
+fn throughput_stamped(p: &Params) -> RunResult {
+    let ring = ObjectSegment::<StampedSpsc<u64>>::anonymous(THROUGHPUT_CAPACITY)?;
+    throughput_single(
+        p,
+        || ring.view().producer().ok(),
+        || ring.view().consumer().map_err(err("attach")),
+    )
 }
 fn throughput_spsc_batched(p: &Params) -> RunResult {
     throughput_batched(p)
@@ -727,66 +867,202 @@ fn raw_stream(p: &Params) -> RunResult {
     })
 }
 
-/// `producers` × `consumers` processes through one queue; producers push
-/// `(warmup + ops) / producers` messages each; the clock runs from the
-/// start signal until every process is done.
+/// `mpmc_pxc` / `shmkit_mpmc`: [`floors::pxc`], the Vyukov floor's
+/// protocol and waiting loop ([`floors::spin_yield_until`] around
+/// `try_push`/`try_pop`), over one queue of [`floors::PXC_CAPACITY`];
+/// consumers stop at `Disconnected` (every producer dropped its handle).
 fn mpmc_pxc(p: &Params) -> RunResult {
     let (np, nc) = (p.producers.max(1), p.consumers.max(1));
-    let q = SharedQueue::<u64>::anonymous_with(1024, np, nc).map_err(err("queue"))?;
-    let per = (p.warmup + p.ops) / np as u64;
-    let s = Scratch::new(4096).map_err(err("mmap"))?;
-    let (ready, go) = (s.atomic_u32(0), s.atomic_u32(128));
-    let n = p.cpus.len().max(1);
-    let mut peers = Vec::new();
-    for i in 0..np + nc {
-        let (q, ready, go) = (&q, ready, go);
-        let cpu = p.cpus.get(i % n).copied();
-        peers.push(
-            spawn_peer(cpu, move || {
-                peer_guard();
-                let wait_go = || {
-                    ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    while go.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                        std::thread::yield_now();
+    let q =
+        SharedQueue::<u64>::anonymous_with(floors::PXC_CAPACITY, np, nc).map_err(err("queue"))?;
+    floors::pxc(
+        p,
+        |start, per| {
+            let Ok(mut tx) = q.queue().producer() else {
+                return false;
+            };
+            start();
+            (0..per).all(|k| {
+                let mut failed = false;
+                floors::spin_yield_until("shmkit_mpmc producer", || match tx.try_push(k) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => false,
+                    Err(_) => {
+                        failed = true;
+                        true
                     }
-                };
-                if i < np {
-                    let Ok(mut tx) = q.queue().producer() else {
-                        return 2;
-                    };
-                    wait_go();
-                    for k in 0..per {
-                        if tx.push(k).is_err() {
-                            return 3;
-                        }
-                    }
-                } else {
-                    let Ok(mut rx) = q.queue().consumer() else {
-                        return 2;
-                    };
-                    wait_go();
-                    while rx.pop().is_ok() {}
-                }
-                0
+                })
+                .is_ok()
+                    && !failed
             })
-            .map_err(err("fork"))?,
-        );
+        },
+        |start| {
+            let Ok(mut rx) = q.queue().consumer() else {
+                return false;
+            };
+            start();
+            // As the floor's consumer: one wait per message (a fresh
+            // spin-then-yield count each time), until the end.
+            loop {
+                let mut end = None;
+                if floors::spin_yield_until("shmkit_mpmc consumer", || match rx.try_pop() {
+                    Ok(_) => true,
+                    Err(TryRecvError::Empty) => false,
+                    Err(TryRecvError::Disconnected) => {
+                        end = Some(true);
+                        true
+                    }
+                    Err(_) => {
+                        end = Some(false);
+                        true
+                    }
+                })
+                .is_err()
+                {
+                    return false;
+                }
+                if let Some(ok) = end {
+                    return ok;
+                }
+            }
+        },
+        || Ok(()),
+    )
+}
+
+/// `mpmc_pxc` / `shmkit_mpmc_blocking`: the same with the blocking
+/// `push`/`pop` (spin, then sleep on the queue's futexes).
+fn mpmc_pxc_blocking(p: &Params) -> RunResult {
+    let (np, nc) = (p.producers.max(1), p.consumers.max(1));
+    let q =
+        SharedQueue::<u64>::anonymous_with(floors::PXC_CAPACITY, np, nc).map_err(err("queue"))?;
+    floors::pxc(
+        p,
+        |start, per| {
+            let Ok(mut tx) = q.queue().producer() else {
+                return false;
+            };
+            start();
+            (0..per).all(|k| tx.push(k).is_ok())
+        },
+        |start| {
+            let Ok(mut rx) = q.queue().consumer() else {
+                return false;
+            };
+            start();
+            loop {
+                match rx.pop() {
+                    Ok(_) => {}
+                    Err(RecvError::Disconnected) => return true,
+                    Err(_) => return false,
+                }
+            }
+        },
+        || Ok(()),
+    )
+}
+
+/// CPU time this process has used so far.
+fn cpu_now() -> Result<std::time::Duration, String> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return Err("clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed".into());
     }
-    let t_wait = Instant::now();
-    while ready.load(std::sync::atomic::Ordering::SeqCst) < (np + nc) as u32 {
-        if t_wait.elapsed() > STALL {
-            return Err("peers did not start".into());
+    Ok(std::time::Duration::new(
+        ts.tv_sec as u64,
+        ts.tv_nsec as u32,
+    ))
+}
+
+/// A blocking round trip through two SPSC rings of [`RTT_CAPACITY`]: the
+/// parent pushes `i` and pops the answer, the peer pops `i`, busy-waits
+/// `p.delay` (the time a server takes to answer), and pushes it back;
+/// every blocking call of both sides waits with `spin`. One sample per
+/// round trip, and the parent's CPU time over the measured ones.
+fn delayed_round_trips(p: &Params, spin: AdaptiveSpin) -> RunResult {
+    let q = [
+        SharedRing::<u64>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
+        SharedRing::<u64>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
+    ];
+    let total = p.warmup + p.ops;
+    let delay = p.delay;
+    let peer = spawn_peer(p.cpus.get(1).copied(), || {
+        peer_guard();
+        let (Ok(mut rx), Ok(mut tx)) = (q[0].ring().consumer(), q[1].ring().producer()) else {
+            return 2;
+        };
+        rx.set_spin(spin);
+        tx.set_spin(spin);
+        for i in 1..=total {
+            if rx.pop_timeout(STALL) != Ok(i) {
+                return 3;
+            }
+            if !delay.is_zero() {
+                let t = Instant::now();
+                while t.elapsed() < delay {
+                    std::hint::spin_loop();
+                }
+            }
+            if tx.push_timeout(i, STALL).is_err() {
+                return 3;
+            }
         }
-        std::thread::yield_now();
-    }
-    let t0 = Instant::now();
-    go.store(1, std::sync::atomic::Ordering::Release);
-    for peer in peers {
-        peer.join()?;
-    }
-    Ok(Measurement::Rate {
-        ops: per * np as u64,
-        bytes_per_op: 8,
-        elapsed: t0.elapsed(),
+        0
     })
+    .map_err(err("fork"))?;
+    let mut tx = q[0].ring().producer().map_err(err("attach"))?;
+    let mut rx = q[1].ring().consumer().map_err(err("attach"))?;
+    tx.set_spin(spin);
+    rx.set_spin(spin);
+    pin_index(&p.cpus, 0).map_err(err("pin"))?;
+    let mut cpu0 = None;
+    let samples = time_each(p, |i| {
+        if i == p.warmup {
+            cpu0 = Some(cpu_now()?);
+        }
+        let i = i + 1;
+        tx.push_timeout(i, STALL).map_err(err("push"))?;
+        match rx.pop_timeout(STALL) {
+            Ok(v) if v == i => Ok(()),
+            Ok(v) => Err(format!("delay_sweep: echo {v}, expected {i}")),
+            Err(e) => Err(format!("delay_sweep: {e}")),
+        }
+    })?;
+    let cpu = cpu_now()?.saturating_sub(cpu0.ok_or("delay_sweep: no measured round trip")?);
+    drop((tx, rx));
+    peer.join()?;
+    Ok(Measurement::LatenciesCpu {
+        cpu_ns_per_op: cpu.as_nanos() as f64 / p.ops.max(1) as f64,
+        samples,
+    })
+}
+
+fn delay_pure_spin(p: &Params) -> RunResult {
+    delayed_round_trips(
+        p,
+        AdaptiveSpin::fixed(Spin {
+            iterations: u32::MAX,
+        }),
+    )
+}
+fn delay_pure_park(p: &Params) -> RunResult {
+    delayed_round_trips(p, AdaptiveSpin::fixed(Spin::NONE))
+}
+fn delay_adaptive(p: &Params) -> RunResult {
+    delayed_round_trips(p, AdaptiveSpin::new())
+}
+/// `blocking_rtt` / `shmkit_spsc_adaptive`: the delay-sweep round trip
+/// with no delay and the default policy.
+fn blocking_spsc_adaptive(p: &Params) -> RunResult {
+    delayed_round_trips(
+        &Params {
+            delay: std::time::Duration::ZERO,
+            ..p.clone()
+        },
+        AdaptiveSpin::new(),
+    )
 }

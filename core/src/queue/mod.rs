@@ -5,7 +5,14 @@
 //! |---|---|---|---|---|
 //! | [`ring::Ring`] | `ring.rs` | 1 × 1 | FIFO | `T: Pod` |
 //! | [`mpmc::Queue`] (64-bit atomics only) | `mpmc.rs` | up to a fixed number each | FIFO per producer | `T: Pod` |
+//! | [`stamped::StampedRing`] (64-bit atomics only) | `stamped.rs` | 1 × 1 | FIFO | `T: Pod` |
 //! | [`pipe::Pipe`] | `pipe.rs` | 1 × 1 per direction | FIFO | byte messages |
+//!
+//! The index ring moves a message's slot and the shared indices and hands
+//! out contiguous chunks: the choice for batches, chunks and byte streams.
+//! The stamped ring and the MPMC queue keep a stamp next to each value,
+//! so a message moves one line and no index line is fought over: the
+//! choice for single messages (see [`stamped`] for the comparison).
 //!
 //! Each structure is a `#[repr(C)]` control block plus arrays, all of them
 //! pointer-free: the `shmkit-posix` crate places them in named, anonymous or
@@ -18,7 +25,8 @@
 //! # Shared building blocks
 //! - [`CachePadded`]: hot indices sit alone on a 128-byte line.
 //! - [`WaitPoint`]: a futex sequence word plus a sleeper count. Wakers pay
-//!   one fence and one load when nobody sleeps; sleepers sleep in slices of
+//!   one fence and one load when nobody sleeps; sleepers spin for what
+//!   their handle's [`AdaptiveSpin`] learned, then sleep in slices of
 //!   [`WAIT_SLICE`] so that they notice a dead peer without being woken.
 //! - The error enums shared by the `Pod` queues ([`TrySendError`],
 //!   [`SendTimeoutError`], [`SendError`], [`TryRecvError`],
@@ -27,14 +35,20 @@
 use core::fmt;
 use core::time::Duration;
 
+use roles::RoleSlot;
+
 use crate::primitive::{AtomicU32, Ordering};
-use crate::wait::{self, Deadline, Spin};
+use crate::wait::{self, AdaptiveSpin, Deadline, Spin};
 
 #[cfg(target_has_atomic = "64")]
 pub mod mpmc;
 pub mod pipe;
 pub mod ring;
 pub mod roles;
+#[cfg(target_has_atomic = "64")]
+pub mod slots;
+#[cfg(target_has_atomic = "64")]
+pub mod stamped;
 
 /// The longest a blocked queue operation sleeps before it looks at its
 /// peers' liveness again: bounds how long a waiter takes to notice that the
@@ -45,9 +59,147 @@ pub const WAIT_SLICE: Duration = Duration::from_millis(50);
 const UNPAIRED_SLICE: Duration = Duration::from_millis(1);
 
 /// How many consecutive empty (or full) `try_` calls a handle makes on
-/// cheap checks alone before it asks the OS whether the peers are alive.
-/// Liveness costs syscalls; busy-polling loops must not pay them per call.
-pub(crate) const LIVENESS_POLL_EVERY: u32 = 4096;
+/// cheap checks alone before it considers asking the OS whether the peers
+/// are alive. Liveness costs syscalls; busy-polling loops must not pay
+/// them per call.
+pub const LIVENESS_POLL_EVERY: u32 = 4096;
+
+/// The least time between two liveness checks of a busy-polling handle:
+/// every [`LIVENESS_POLL_EVERY`] failing calls it reads the clock, and asks
+/// the OS only if this long passed since it last did. (Counting calls
+/// alone made a fast poller ask every ≈100 µs, and a liveness check with
+/// its `/proc` read costs tens of microseconds.)
+pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A handle's failing `try_` calls, and when it last asked the OS about
+/// its peers: the rate limit of a busy poller's liveness checks.
+///
+/// Only failing calls touch it. A successful call writes nothing here: a
+/// store to the handle on every message (resetting a "consecutive
+/// failures" count) cost the index ring's streaming consumer about a
+/// quarter of its throughput in the VM's fast mode, so the count is of all
+/// failing calls, and the liveness check comes every
+/// [`LIVENESS_POLL_EVERY`] of them, at most once per [`LIVENESS_INTERVAL`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Idle {
+    calls: u32,
+    asked_at: Option<Duration>,
+}
+
+impl Idle {
+    pub(crate) const fn new() -> Idle {
+        Idle {
+            calls: 0,
+            asked_at: None,
+        }
+    }
+
+    /// Failing calls so far (wrapping).
+    #[inline(always)]
+    pub(crate) fn calls(&self) -> u32 {
+        self.calls
+    }
+
+    /// Counts one more failing call; `true` on every
+    /// [`LIVENESS_POLL_EVERY`]-th, which should then ask
+    /// [`interval_passed`](Self::interval_passed). Inline: the common
+    /// failing call of a busy poller costs an increment and a test.
+    #[inline(always)]
+    pub(crate) fn tick(&mut self) -> bool {
+        self.calls = self.calls.wrapping_add(1);
+        self.calls % LIVENESS_POLL_EVERY == 0
+    }
+
+    /// After [`tick`](Self::tick) said so: whether [`LIVENESS_INTERVAL`]
+    /// passed since the last check (then it counts as done now).
+    #[cold]
+    pub(crate) fn interval_passed(&mut self) -> bool {
+        let Some(now) = wait::now() else {
+            // No clock: count calls alone.
+            return true;
+        };
+        match self.asked_at {
+            Some(at) if now.saturating_sub(at) < LIVENESS_INTERVAL => false,
+            _ => {
+                self.asked_at = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// Presence-count flag of a role (the MPMC queue's and the SPSC
+/// structures' role lines count the handles attached and not dropped): a
+/// handle of the role attached once.
+pub const EVER_ATTACHED: u32 = 1 << 31;
+
+/// Role index of producers (senders) in the role words.
+pub(crate) const PRODUCER: usize = 0;
+/// Role index of consumers (receivers).
+pub(crate) const CONSUMER: usize = 1;
+
+/// The roles line of a single-producer single-consumer structure (the
+/// index ring, the pipe, the stamped ring): one [`RoleSlot`] per role, and
+/// per role a `present` count of the handles attached and not dropped,
+/// with [`EVER_ATTACHED`] set once one was.
+///
+/// The count is the cheap half of "the peer is gone": a full or empty
+/// call loads it (a word written only at attach and detach). A holder
+/// that died is never subtracted; its slot's liveness check, on the slow
+/// path, finds it, and the next holder of the role resets the count. A handle counts only in the process that attached it
+/// (a copy inherited across `fork` neither subtracts nor releases). A
+/// hostile value only makes the peer look gone or not.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub(crate) struct Roles {
+    pub(crate) slots: [RoleSlot; 2],
+    present: [AtomicU32; 2],
+}
+
+impl Roles {
+    pub(crate) fn new() -> Roles {
+        Roles {
+            slots: [RoleSlot::new(), RoleSlot::new()],
+            present: [AtomicU32::new(0), AtomicU32::new(0)],
+        }
+    }
+
+    /// Records that the caller just took `role`'s slot: one handle is
+    /// attached now. A store, not an increment: the role is single, so
+    /// taking its slot means no live process held it, and a count left by
+    /// a holder that died (never subtracted) is stale. (Holders `leave`
+    /// before they release the slot, so no departure can land after this.)
+    pub(crate) fn arrive(&self, role: usize) {
+        // Release: pairs with the readers' Acquire (the attach happened).
+        self.present[role].store(EVER_ATTACHED | 1, Ordering::Release);
+    }
+
+    /// Counts one attached handle of `role` less.
+    pub(crate) fn leave(&self, role: usize) {
+        // Release (in the AcqRel): the leaving handle's last push or pop
+        // happens before a reader's Acquire load that sees the count drop.
+        self.present[role].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether `role` attached once and every handle of it detached (one
+    /// load; a dead holder still counts).
+    #[inline(always)]
+    pub(crate) fn all_left(&self, role: usize) -> bool {
+        // Acquire: pairs with `leave`.
+        self.present[role].load(Ordering::Acquire) == EVER_ATTACHED
+    }
+
+    /// Whether `role` is gone for good: every handle detached, or, when
+    /// `check`, it attached once and its slot is not held by a live
+    /// process (syscalls).
+    #[cold]
+    pub(crate) fn gone(&self, role: usize, check: bool) -> bool {
+        self.all_left(role)
+            || (check
+                && self.present[role].load(Ordering::Acquire) & EVER_ATTACHED != 0
+                && !self.slots[role].is_live())
+    }
+}
 
 /// `T` alone on a 128-byte line (two 64-byte lines on x86_64, which the
 /// adjacent-line prefetcher pulls in pairs; one line on aarch64's big cores).
@@ -71,10 +223,11 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// sleepers += 1          (SeqCst RMW)      make the condition true
 /// s = seq                (SeqCst)          fence(SeqCst)             [A]
 /// check condition -> done if true          if sleepers != 0 {
-/// futex_wait(seq, s, slice)                    seq += 1; futex_wake(seq)
-/// sleepers -= 1                            }
+/// futex_wait(seq, s, slice)                    woke_at = now
+/// sleepers -= 1                                seq += 1; futex_wake(seq)
+///                                          }
 /// ```
-/// SYNC POINT WAIT-1: if the waker's load at [A] reads 0, the waiter's
+/// SYNC POINT WAIT-1: if the waker's load at \[A\] reads 0, the waiter's
 /// increment comes later in the single total order of SeqCst operations,
 /// so the waiter's check sees the condition. If it reads non-zero, it
 /// bumps `seq`: either before the waiter loaded `s` (then the Acquire of
@@ -85,11 +238,14 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// pop and only need a compiler fence, while a waiter, about to sleep
 /// anyway, issues `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes
 /// every running thread of every registered process execute a full
-/// barrier. Processes register when they attach a role ([`asym::register`]);
+/// barrier. Processes register when they attach a role (`asym::register`);
 /// an unregistered process (after `fork`, or where the kernel lacks the
 /// command) uses a real `fence(SeqCst)` as a waker, and a waiter whose
 /// `membarrier` failed sleeps in 1 ms slices. Under loom and on other
 /// targets both halves are `fence(SeqCst)`.
+///
+/// So when nobody sleeps a waker makes no syscall and writes nothing here:
+/// a compiler fence and one load of a line only sleepers write.
 ///
 /// A waiter that dies asleep leaves `sleepers` too high: wakers then make a
 /// useless `FUTEX_WAKE` per operation. That costs speed, never correctness.
@@ -98,11 +254,19 @@ impl<T> core::ops::Deref for CachePadded<T> {
 /// |---|---|---|
 /// | `seq` | wakers | bumped (wrapping) on each wake; the futex word |
 /// | `sleepers` | waiters | how many are between "I am going to sleep" and "I woke" |
+/// | `woke_at` | wakers, before the bump | the low 32 bits of the monotonic clock (ns) at the last wake: a woken sleeper learns what a wake-up costs ([`AdaptiveSpin`]); any value is harmless |
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct WaitPoint {
     seq: AtomicU32,
     sleepers: AtomicU32,
+    woke_at: AtomicU32,
+}
+
+/// The low 32 bits of the monotonic clock in nanoseconds (wraps every
+/// 4.3 s; only differences below that are taken).
+fn clock_ns32() -> Option<u32> {
+    wait::now().map(|t| t.as_nanos() as u32)
 }
 
 impl WaitPoint {
@@ -112,6 +276,7 @@ impl WaitPoint {
         WaitPoint {
             seq: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
+            woke_at: AtomicU32::new(0),
         }
     }
 
@@ -129,36 +294,69 @@ impl WaitPoint {
 
     #[cold]
     fn wake(&self) {
+        if let Some(now) = clock_ns32() {
+            // Relaxed: a measurement, published by the Release below.
+            self.woke_at.store(now, Ordering::Relaxed);
+        }
         // Release: a waiter whose Acquire load of `seq` sees this bump sees
         // the condition the caller made true before it.
         self.seq.fetch_add(1, Ordering::Release);
         wait::wake_all(&self.seq);
     }
 
-    /// Runs `attempt` until it returns `Some`: at once, then spinning
-    /// `spin.iterations` times, then sleeping in slices of [`WAIT_SLICE`].
-    /// `attempt(true)` is the slow check, made once per sleep slice (where
-    /// peers' liveness may be asked). Returns `None` when `deadline` passes.
+    /// Runs `attempt` until it returns `Some`: at once, then spinning for
+    /// `spin`'s budget (at least `floor` iterations unless `spin` is a
+    /// fixed [`Spin::NONE`]), then sleeping in slices of [`WAIT_SLICE`];
+    /// then tells `spin` how long it took. `attempt(true)` is the slow
+    /// check, made once per sleep slice (where peers' liveness may be
+    /// asked). Returns `None` when `deadline` passes (checked every
+    /// [`Spin::YIELD_EVERY`] spins, and before each sleep).
     pub(crate) fn block_on<R>(
         &self,
-        spin: Spin,
+        spin: &mut AdaptiveSpin,
+        floor: u32,
         deadline: Option<Deadline>,
         mut attempt: impl FnMut(bool) -> Option<R>,
     ) -> Option<R> {
         if let Some(r) = attempt(false) {
             return Some(r);
         }
-        let mut got = None;
-        if spin.spin_until(|| {
-            got = attempt(false);
-            got.is_some()
-        }) {
-            return got;
+        let budget = if spin.nominal().iterations == 0 {
+            0
+        } else {
+            spin.budget().max(floor)
+        };
+        let mut i = 0;
+        // The clock when the spin passed YIELD_EVERY iterations: short
+        // waits end before and pay no clock read; a long one measures what
+        // an iteration of this loop costs.
+        let mut long_spin_at = None;
+        while i < budget {
+            Spin::pause(i);
+            if let Some(r) = attempt(false) {
+                spin.caught(i);
+                return Some(r);
+            }
+            i += 1;
+            if i % Spin::YIELD_EVERY == 0 {
+                if deadline.is_some_and(|d| d.has_passed()) {
+                    return None;
+                }
+                if i == Spin::YIELD_EVERY {
+                    long_spin_at = wait::now();
+                }
+            }
         }
+        let parked_at = wait::now();
+        if let (Some(t0), Some(t1)) = (long_spin_at, parked_at) {
+            spin.spun(budget - Spin::YIELD_EVERY, t1.saturating_sub(t0));
+        }
+        let spun = u64::from(budget) * u64::from(spin.iteration_ns());
         // The slow check (liveness syscalls, a /proc read) runs only after
         // a whole slice passed without a wake-up: a peer that keeps waking
         // us is alive, and a dead one is noticed one slice later.
         let mut slow = false;
+        let mut wake_latency = None;
         loop {
             // SYNC POINT WAIT-1, waiter side: the heavy half.
             self.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -166,6 +364,10 @@ impl WaitPoint {
             let seq = self.seq.load(Ordering::SeqCst);
             if let Some(r) = attempt(slow) {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                if let (Some(t0), Some(t1)) = (parked_at, wait::now()) {
+                    let waited = t1.saturating_sub(t0) + Duration::from_nanos(spun);
+                    spin.parked(waited, wake_latency);
+                }
                 return Some(r);
             }
             if deadline.is_some_and(|d| d.has_passed()) {
@@ -181,6 +383,15 @@ impl WaitPoint {
                 Some(deadline.map_or(slice, |d| d.min(slice))),
             );
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            // Relaxed: only whether a wake happened, and its stamp (a
+            // measurement; the next attempt re-checks the condition).
+            if self.seq.load(Ordering::Relaxed) != seq {
+                wake_latency = clock_ns32().map(|now| {
+                    Duration::from_nanos(u64::from(
+                        now.wrapping_sub(self.woke_at.load(Ordering::Relaxed)),
+                    ))
+                });
+            }
             slow = slice.has_passed();
             // Without a clock (loom, bare metal) `wait` may return at once:
             // let the peer run.
@@ -381,7 +592,7 @@ pub(crate) mod asym {
     // Miri cannot run `membarrier`: it takes the portable path.
     #[cfg(all(target_os = "linux", not(loom), not(miri)))]
     mod imp {
-        use core::sync::atomic::{compiler_fence, fence, AtomicU8, Ordering};
+        use core::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU8, Ordering};
 
         const UNKNOWN: u8 = 0;
         const READY: u8 = 1;
@@ -402,8 +613,22 @@ pub(crate) mod asym {
             unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0) }
         }
 
+        /// Bumped in every child after `fork`: a handle that recorded the
+        /// epoch when it registered in a process can tell that it now runs
+        /// in another one.
+        static EPOCH: AtomicU32 = AtomicU32::new(0);
+
         extern "C" fn forget_in_child() {
             STATE.store(UNKNOWN, Ordering::Relaxed);
+            EPOCH.fetch_add(1, Ordering::Relaxed);
+        }
+
+        /// The fork epoch of the calling process (see `EPOCH`). Relaxed:
+        /// the child handler runs in the child's only thread before `fork`
+        /// returns there, so every later load in the child sees it.
+        #[inline(always)]
+        pub(crate) fn fork_epoch() -> u32 {
+            EPOCH.load(Ordering::Relaxed)
         }
 
         pub(crate) fn register() {
@@ -445,6 +670,13 @@ pub(crate) mod asym {
 
         pub(crate) fn register() {}
 
+        /// No `fork` here (or it is not tracked): one epoch.
+        #[inline(always)]
+        #[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
+        pub(crate) fn fork_epoch() -> u32 {
+            0
+        }
+
         #[inline]
         pub(crate) fn light() {
             fence(Ordering::SeqCst);
@@ -456,6 +688,11 @@ pub(crate) mod asym {
         }
     }
 
+    /// Which process generation runs: changes in a `fork` child (once the
+    /// process called [`register`]). Handles whose shared registration
+    /// names the process compare it to notice that they were inherited.
+    #[cfg_attr(not(target_has_atomic = "64"), allow(unused_imports))] // used by mpmc
+    pub(crate) use imp::fork_epoch;
     /// Registers the calling process for the cheap waker side (Linux:
     /// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, once per process).
     pub(crate) use imp::register;
@@ -538,6 +775,69 @@ mod tests {
         assert_eq!(rx.try_recv_bytes_into(&mut buf), Err(PipeRecvError::Eof));
     }
 
+    /// Every queue object, laid out by its `Object` impl in one raw
+    /// payload, initialised and attached there (as a segment holds it),
+    /// moves a message; the parameters round-trip through the header
+    /// fingerprint. Under miri this checks the layouts' casts.
+    #[cfg(target_has_atomic = "64")]
+    #[test]
+    fn objects_attach_over_raw_payloads() {
+        use super::mpmc::{Mpmc, QueueParams};
+        use super::pipe::{Connection, DuplexPipe, OneWayPipe};
+        use super::ring::Spsc;
+        use super::stamped::StampedSpsc;
+        use crate::object::Object;
+
+        #[repr(C, align(128))]
+        struct Payload([u8; 4096]);
+
+        fn place<O: Object>(params: O::Params, use_it: impl FnOnce(O::View<'_>)) {
+            let len = O::payload_len(&params).unwrap();
+            assert!(len <= 4096, "{len}");
+            assert_eq!(O::params_from(&O::fingerprint(&params)), Ok(params));
+            let mut mem = Payload([0; 4096]);
+            let payload = NonNull::new(mem.0.as_mut_ptr()).unwrap();
+            // SAFETY: 4096 >= len zeroed bytes, 128-aligned, private to
+            // this test, alive until the end of this function.
+            let view = unsafe {
+                O::init(payload, &params);
+                O::attach(payload, &params)
+            };
+            use_it(view);
+        }
+
+        place::<Mpmc<[u32; 3]>>(QueueParams::new(8).with_registry(3, 2), |q| {
+            let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+            tx.try_push([1, 2, 3]).unwrap();
+            assert_eq!(rx.try_pop(), Ok([1, 2, 3]));
+        });
+        assert!(Mpmc::<u64>::payload_len(&QueueParams::new(6)).is_err());
+        assert!(Mpmc::<u64>::payload_len(&QueueParams::new(8).with_registry(0, 1)).is_err());
+        place::<Spsc<u16>>(16, |r| {
+            let (mut tx, mut rx) = (r.producer().unwrap(), r.consumer().unwrap());
+            tx.try_push(9).unwrap();
+            assert_eq!(rx.try_pop(), Ok(9));
+        });
+        place::<StampedSpsc<u64>>(4, |r| {
+            let (mut tx, mut rx) = (r.producer().unwrap(), r.consumer().unwrap());
+            tx.try_push(7).unwrap();
+            assert_eq!(rx.try_pop(), Ok(7));
+        });
+        place::<OneWayPipe>(64, |p| {
+            let (mut tx, mut rx) = (p.sender().unwrap(), p.receiver().unwrap());
+            tx.try_send_bytes(b"hi").unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(rx.try_recv_bytes_into(&mut buf), Ok(2));
+        });
+        place::<DuplexPipe>(64, |pipes| {
+            let mut a = Connection::attach(pipes, 0).unwrap();
+            let mut b = Connection::attach(pipes, 1).unwrap();
+            a.tx.try_send_bytes(b"ping").unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(b.rx.try_recv_bytes_into(&mut buf), Ok(4));
+        });
+    }
+
     #[cfg(target_has_atomic = "64")]
     #[test]
     fn mpmc_wraps_and_releases() {
@@ -546,23 +846,10 @@ mod tests {
         use crate::primitive::AtomicU64;
         let ctl = QueueControl::new();
         let producers = [RoleSlot::new(), RoleSlot::new()];
-        let intents = [AtomicU64::new(0), AtomicU64::new(0)];
         let consumers = [RoleSlot::new()];
-        let stamps = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-        let mut slots = [0u16; 3];
-        Queue::<u16>::init(&stamps, &intents);
-        // SAFETY: `slots` outlives the queue and is only used through it.
-        let q = unsafe {
-            Queue::from_raw(
-                &ctl,
-                &producers,
-                &intents,
-                &consumers,
-                &stamps,
-                NonNull::from(&mut slots).cast(),
-            )
-        }
-        .unwrap();
+        // 4 slots of a u16: a stamp word and a value word each.
+        let words: [AtomicU64; 8] = Default::default();
+        let q = Queue::<u16>::from_parts(&ctl, &producers, &consumers, &words).unwrap();
         let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
         for i in 0..20u16 {
             tx.try_push(i).unwrap();
@@ -570,13 +857,13 @@ mod tests {
             assert_eq!(rx.try_pop(), Ok(i));
             assert_eq!(rx.try_pop(), Ok(i + 100));
         }
-        for i in 0..3 {
+        for i in 0..4 {
             tx.try_push(i).unwrap();
         }
         assert!(matches!(tx.try_push(9), Err(TrySendError::Full(9))));
-        assert_eq!(q.len(), 3);
+        assert_eq!(q.len(), 4);
         drop(tx);
-        for i in 0..3 {
+        for i in 0..4 {
             assert_eq!(rx.try_pop(), Ok(i));
         }
         assert_eq!(rx.try_pop(), Err(TryRecvError::Disconnected));

@@ -70,9 +70,11 @@ use core::fmt;
 use core::ptr::NonNull;
 use core::time::Duration;
 
-use super::ring::{Consumer, Producer, Ring, RingControl};
+use super::ring::{self, Consumer, Producer, Ring, RingControl};
 use super::roles::{AttachError, RoleSlot, GONE, NEVER};
 use super::{TryRecvError, TrySendError, LIVENESS_POLL_EVERY};
+use crate::header::{Kind, PAYLOAD_ALIGN};
+use crate::object::{LayoutError, Object};
 use crate::sync::Contention;
 use crate::wait::{Deadline, Spin};
 
@@ -775,5 +777,147 @@ impl<'a> Connection<'a> {
     /// As there.
     pub fn poll(&mut self) -> Result<bool, PipeRecvError> {
         self.rx.poll()
+    }
+}
+
+/// Checks a pipe capacity (bytes per direction): the one place it is
+/// checked.
+///
+/// # Errors
+/// Not a power of two in `8..=2^31`.
+pub fn validate_capacity(capacity: usize) -> Result<u32, LayoutError> {
+    match u32::try_from(capacity) {
+        Ok(c) if c >= 8 && c.is_power_of_two() && c <= ring::MAX_CAPACITY => Ok(c),
+        _ => Err(LayoutError::new(
+            "pipe capacity must be a power of two in 8..=2^31 bytes",
+        )),
+    }
+}
+
+/// Bytes from one direction's ring (a [`RingControl`] and `capacity`
+/// bytes) to the next in a pipe's payload: rounded up to 128 so every
+/// control block stays aligned.
+#[must_use]
+pub fn stride(capacity: usize) -> usize {
+    (ring::CONTROL_LEN + capacity).next_multiple_of(PAYLOAD_ALIGN)
+}
+
+/// The payload length of `rings` directions of `capacity` bytes (1: a
+/// one-way pipe, 2: a duplex pipe).
+///
+/// # Errors
+/// A bad capacity, or a payload too large for memory.
+pub fn payload_len_for(capacity: usize, rings: usize) -> Result<usize, LayoutError> {
+    validate_capacity(capacity)?;
+    stride(capacity)
+        .checked_mul(rings)
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or(LayoutError::new("the pipe does not fit in memory"))
+}
+
+/// The pipe of direction `which` at `payload`.
+///
+/// # Safety
+/// `payload_len_for(capacity, n)` bytes at `payload` with `which < n`,
+/// as [`Object::attach`] requires.
+unsafe fn pipe_at<'a>(payload: NonNull<u8>, capacity: usize, which: usize) -> Pipe<'a> {
+    // SAFETY: the caller's contract: direction `which` starts `which *
+    // stride` bytes in (128-aligned), a control block (atomics, valid for
+    // any bytes) followed by `capacity` bytes, all inside the payload and
+    // only accessed atomically.
+    unsafe {
+        let base = payload.as_ptr().add(which * stride(capacity));
+        Pipe::from_raw(
+            &*base.cast::<RingControl>(),
+            NonNull::new_unchecked(base.add(ring::CONTROL_LEN)),
+            capacity as u32,
+        )
+    }
+    .expect("the caller checked the capacity")
+}
+
+/// A one-way byte-message [`Pipe`] as the payload of a segment (kind
+/// `pipe`): `multiprocessing.Pipe(duplex=False)`. Never constructed: it
+/// names the [`Object`].
+#[derive(Debug)]
+pub enum OneWayPipe {}
+
+/// A duplex byte-message pipe as the payload of a segment (kind
+/// `duplex_pipe`): `multiprocessing.Pipe()`, two [`Pipe`]s, one per
+/// direction; end 0 sends on the first and receives on the second
+/// ([`Connection::attach`]). Never constructed: it names the [`Object`].
+#[derive(Debug)]
+pub enum DuplexPipe {}
+
+fn pipe_params(recorded: [u64; 2]) -> Result<usize, LayoutError> {
+    if recorded[1] != 0 {
+        return Err(LayoutError::new("a pipe records no second parameter"));
+    }
+    let capacity = usize::try_from(recorded[0])
+        .map_err(|_| LayoutError::new("the pipe capacity does not fit in memory"))?;
+    validate_capacity(capacity)?;
+    Ok(capacity)
+}
+
+// SAFETY: the payload is one direction (see `payload_len_for` and
+// `pipe_at`); the pipe accesses it only through its ring (atomics, masked
+// indices) and validates every length it reads. All-zero is a fresh pipe.
+unsafe impl Object for OneWayPipe {
+    const KIND: Kind = Kind::PIPE;
+    type Params = usize;
+    type View<'a> = Pipe<'a>;
+
+    type Element = u8;
+
+    fn encode(capacity: &usize) -> [u64; 2] {
+        [*capacity as u64, 0]
+    }
+
+    fn decode(recorded: [u64; 2]) -> Result<usize, LayoutError> {
+        pipe_params(recorded)
+    }
+
+    fn payload_len(capacity: &usize) -> Result<usize, LayoutError> {
+        payload_len_for(*capacity, 1)
+    }
+
+    unsafe fn init(_payload: NonNull<u8>, _capacity: &usize) {}
+
+    unsafe fn attach<'a>(payload: NonNull<u8>, capacity: &usize) -> Pipe<'a> {
+        // SAFETY: forwarded contract, one direction.
+        unsafe { pipe_at(payload, *capacity, 0) }
+    }
+}
+
+// SAFETY: as for `OneWayPipe`, with two directions.
+unsafe impl Object for DuplexPipe {
+    const KIND: Kind = Kind::DUPLEX_PIPE;
+    type Params = usize;
+    type View<'a> = [Pipe<'a>; 2];
+
+    type Element = u8;
+
+    fn encode(capacity: &usize) -> [u64; 2] {
+        [*capacity as u64, 0]
+    }
+
+    fn decode(recorded: [u64; 2]) -> Result<usize, LayoutError> {
+        pipe_params(recorded)
+    }
+
+    fn payload_len(capacity: &usize) -> Result<usize, LayoutError> {
+        payload_len_for(*capacity, 2)
+    }
+
+    unsafe fn init(_payload: NonNull<u8>, _capacity: &usize) {}
+
+    unsafe fn attach<'a>(payload: NonNull<u8>, capacity: &usize) -> [Pipe<'a>; 2] {
+        // SAFETY: forwarded contract, two directions.
+        unsafe {
+            [
+                pipe_at(payload, *capacity, 0),
+                pipe_at(payload, *capacity, 1),
+            ]
+        }
     }
 }

@@ -45,22 +45,61 @@
 //! read-modify-write: a slot copy, one Release store of the own index, a
 //! compiler-only fence and a load of the peer's sleeper count (a line
 //! nobody writes while nobody sleeps). The other side's index is re-read
-//! only when the cached one shows full/empty; liveness syscalls only after
-//! `LIVENESS_POLL_EVERY` consecutive failing calls.
+//! only when the cached one shows full/empty. A failing call (full,
+//! empty) is inline too and as cheap: a counter, and one load of the peer's
+//! role word; liveness syscalls at most once per
+//! [`LIVENESS_INTERVAL`](super::LIVENESS_INTERVAL) of polling.
 //! A message still moves **two** cache lines between the cores (the slot
 //! and `tail`), where a bare cache-line ping-pong moves one; a consumer
-//! polling an empty ring prefetches the next slot so the two misses
-//! overlap. Slots are contiguous `T`s (so chunks can be handed out as
-//! slices), which rules out a per-slot stamp in the slot's own line.
+//! that has polled an empty ring for a while prefetches the next slot so
+//! the two misses overlap. Slots are contiguous `T`s (so chunks can be
+//! handed out as slices), which rules out a per-slot stamp in the slot's
+//! own line: for latency, use the [stamped ring](super::stamped), one line
+//! per message.
 //!
 //! `try_push`/`try_pop` and everything on their fast path are
-//! `#[inline(always)]`, the full/empty error paths `#[cold]`. Left to its
+//! `#[inline(always)]`, the rare error paths `#[cold]`. Left to its
 //! heuristics, LLVM sometimes kept `pop_inner` out of line in a polling
 //! loop with two call sites: a call per message with the `Result` returned
 //! through memory, which cost a streaming consumer about a third of its
 //! throughput (single-message `spsc_throughput` ≈65 M/s instead of ≈95 M/s
 //! on the reference VM): a ring that the producer keeps nearly full runs as
 //! fast as the consumer turns one slot around.
+//!
+//! # Why `spsc_throughput` measured 1.22× and then 0.74–0.80× its floor
+//! The machine's modes, first: the 2-vCPU VM runs a round in a fast or a
+//! slow mode, and the raw ring floor swings 4× between them (≈100 M/s and
+//! ≈25 M/s), this ring about 2× (≈85 and ≈46 M/s). Runs dominated by the
+//! slow mode give 1.5–2×, fast-mode runs 0.8–0.9×, and a round whose
+//! floor and impl runs fall in different modes anything between. Second,
+//! the side of the pair that waits (the producer of a full ring, the
+//! consumer of an empty one) polled worse than the floor's one-load loop,
+//! and a two-core ring runs as fast as its waiting side reacts:
+//! - every [`LIVENESS_POLL_EVERY`](super::LIVENESS_POLL_EVERY) failing
+//!   calls a poller checked its peer's liveness: `kill` plus a `/proc`
+//!   read, ≈13 µs here, every 4096 polls of 3–10 ns — a stall of the
+//!   waiting side worth up to a quarter of its time, long enough for the
+//!   other side to fill (drain) the ring and stall in turn. Now at most
+//!   once per 10 ms of polling;
+//! - a failing call went out of line (a `#[cold]` call, the liveness
+//!   counter, the peer's role word): ≈20–30 ns per poll where the floor
+//!   spends ≈3. Now inline, ≈3–8 ns;
+//! - a consumer polling an empty ring prefetched the next slot on every
+//!   poll: streaming right behind the producer, it pulled the line the
+//!   producer was still filling, one more transfer of the line per
+//!   message. Now only after 8 empty polls (a round trip's wait).
+//!
+//! - every successful call reset the handle's count of failing calls: one
+//!   more store to the handle per message, which the floor (its loop state
+//!   in registers) does not make. Over fresh invocations in the fast mode
+//!   it made the difference between ≈0.6× (median of 7) and ≈0.85× (of
+//!   6). Now a successful call stores only its position.
+//!
+//! What remains in the fast mode is the per-message work the floor does
+//! not do (the sleeper check of the blocking calls, the checked indices):
+//! at ≈10 ns a message, a few instructions show. For single messages the
+//! [stamped ring](super::stamped) streams faster than the raw index ring
+//! in both modes.
 //!
 //! ```
 //! use shmkit_core::queue::ring::{Ring, RingControl};
@@ -89,13 +128,16 @@ use core::time::Duration;
 use bytemuck::Pod;
 
 use super::roles::{AttachError, RoleSlot};
+use super::{asym, Roles, CONSUMER, PRODUCER};
 use super::{
-    CachePadded, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError, WaitPoint, LIVENESS_POLL_EVERY,
+    CachePadded, Idle, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError, WaitPoint,
 };
+use crate::header::{Kind, PAYLOAD_ALIGN};
+use crate::object::{LayoutError, Object};
 use crate::primitive::{AtomicU32, Ordering};
 use crate::shared::SharedSlice;
-use crate::wait::{Deadline, Spin};
+use crate::wait::{AdaptiveSpin, Deadline, Spin};
 
 /// Largest capacity: positions are `u32` and `tail - head` must stay
 /// unambiguous.
@@ -109,7 +151,7 @@ pub const MAX_CAPACITY: u32 = 1 << 31;
 /// | `head` | consumer (Release, RING-2) | producer (Acquire) |
 /// | `data_ready` | producer wakes | consumer sleeps |
 /// | `space_ready` | consumer wakes | producer sleeps |
-/// | `roles` | attach/detach ([`RoleSlot`]) | both |
+/// | `roles` | attach/detach ([`RoleSlot`]s and presence counts) | both |
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct RingControl {
@@ -117,15 +159,46 @@ pub struct RingControl {
     head: CachePadded<AtomicU32>,
     data_ready: CachePadded<WaitPoint>,
     space_ready: CachePadded<WaitPoint>,
-    /// `[producer, consumer]`.
-    roles: CachePadded<[RoleSlot; 2]>,
+    /// The role slots and counts ([`Roles`](super::Roles)).
+    roles: CachePadded<Roles>,
+    /// Under loom only: see [`Shadow`].
+    #[cfg(loom)]
+    shadow: Shadow,
 }
 
 #[cfg(not(loom))]
 static_assertions::const_assert_eq!(core::mem::size_of::<RingControl>(), 5 * 128);
 
-const PRODUCER: usize = 0;
-const CONSUMER: usize = 1;
+/// Most slots a loom model's ring may have (one shadow cell each).
+#[cfg(loom)]
+pub const LOOM_MAX_SLOTS: usize = 64;
+
+/// Under loom, what stands for the slot copies. The copies are atomic
+/// accesses to raw memory ([`SharedSlice`], the pipe's byte copies),
+/// which loom cannot follow; each slot has a `loom::cell::UnsafeCell<()>`
+/// here that the producer writes (`with_mut`) for every slot it
+/// publishes, just before the publishing store, and the consumer reads
+/// (`with`) for every slot it releases, just before the releasing store.
+/// loom reports any two such accesses of one slot that are not ordered by
+/// happens-before, so a RING-1 or RING-2 ordering too weak to publish the
+/// copies fails the models, as a missing ordering on a real `UnsafeCell`
+/// would.
+#[cfg(loom)]
+pub(crate) struct Shadow([loom::cell::UnsafeCell<()>; LOOM_MAX_SLOTS]);
+
+#[cfg(loom)]
+impl Default for Shadow {
+    fn default() -> Shadow {
+        Shadow(core::array::from_fn(|_| loom::cell::UnsafeCell::new(())))
+    }
+}
+
+#[cfg(loom)]
+impl fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Shadow")
+    }
+}
 
 impl RingControl {
     /// A fresh control block: empty, nobody attached. All-zero bytes are
@@ -137,20 +210,22 @@ impl RingControl {
             head: CachePadded(AtomicU32::new(0)),
             data_ready: CachePadded(WaitPoint::new()),
             space_ready: CachePadded(WaitPoint::new()),
-            roles: CachePadded([RoleSlot::new(), RoleSlot::new()]),
+            roles: CachePadded(Roles::new()),
+            #[cfg(loom)]
+            shadow: Shadow::default(),
         }
     }
 
     /// The producer's role slot (diagnostics, tests).
     #[must_use]
     pub fn producer_slot(&self) -> &RoleSlot {
-        &self.roles.0[PRODUCER]
+        &self.roles.0.slots[PRODUCER]
     }
 
     /// The consumer's role slot (diagnostics, tests).
     #[must_use]
     pub fn consumer_slot(&self) -> &RoleSlot {
-        &self.roles.0[CONSUMER]
+        &self.roles.0.slots[CONSUMER]
     }
 
     /// The raw shared indices `(head, tail)`, for diagnostics and tests
@@ -231,9 +306,12 @@ impl<'a, T: Pod> Ring<'a, T> {
     /// [`AttachError::Taken`] if a live process holds the role (this one
     /// included). A dead holder's role is taken over.
     pub fn producer(&self) -> Result<Producer<'a, T>, AttachError> {
-        self.ctl.roles.0[PRODUCER]
+        asym::register();
+        let epoch = asym::fork_epoch();
+        self.ctl.roles.0.slots[PRODUCER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
+        self.ctl.roles.0.arrive(PRODUCER);
         let tail = self.ctl.tail.load(Ordering::Acquire);
         let head = self.ctl.head.load(Ordering::Acquire);
         Ok(Producer {
@@ -247,8 +325,9 @@ impl<'a, T: Pod> Ring<'a, T> {
             } else {
                 head
             },
-            spin: Spin::DEFAULT,
-            idle: 0,
+            spin: AdaptiveSpin::new(),
+            idle: Idle::new(),
+            epoch,
             _not_sync: PhantomData,
         })
     }
@@ -258,19 +337,43 @@ impl<'a, T: Pod> Ring<'a, T> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process holds the role.
     pub fn consumer(&self) -> Result<Consumer<'a, T>, AttachError> {
-        self.ctl.roles.0[CONSUMER]
+        asym::register();
+        let epoch = asym::fork_epoch();
+        self.ctl.roles.0.slots[CONSUMER]
             .try_take()
             .map_err(|pid| AttachError::Taken { pid })?;
+        self.ctl.roles.0.arrive(CONSUMER);
         let head = self.ctl.head.load(Ordering::Acquire);
         Ok(Consumer {
             ring: *self,
             head,
             // "Nothing known ready": the first pop refreshes the tail.
             tail_cache: head,
-            spin: Spin::DEFAULT,
-            idle: 0,
+            streak_head: head.wrapping_sub(1),
+            streak_start: 0,
+            spin: AdaptiveSpin::new(),
+            idle: Idle::new(),
+            epoch,
             _not_sync: PhantomData,
         })
+    }
+
+    /// Under loom, the shadow accesses standing for the copies of slots
+    /// `pos..pos + n` (see [`Shadow`]); nothing otherwise.
+    #[inline(always)]
+    fn shadow_access(&self, pos: u32, n: u32, write: bool) {
+        #[cfg(loom)]
+        for k in 0..n {
+            let cell =
+                &self.ctl.shadow.0[(pos.wrapping_add(k) & self.mask) as usize % LOOM_MAX_SLOTS];
+            if write {
+                cell.with_mut(|_| ());
+            } else {
+                cell.with(|_| ());
+            }
+        }
+        #[cfg(not(loom))]
+        let _ = (pos, n, write);
     }
 
     /// Slots `pos..pos + len` (mod capacity) as at most two raw ranges
@@ -281,6 +384,21 @@ impl<'a, T: Pod> Ring<'a, T> {
         // SAFETY: start < capacity, so the pointer stays inside the slots.
         let a = unsafe { NonNull::new_unchecked(self.data.as_ptr().add(start as usize)) };
         [(a, first as usize), (self.data, (len - first) as usize)]
+    }
+
+    /// The slot of position `pos` as a one-element view (the single-message
+    /// paths: no wrap to split, so no bounds to compute at run time).
+    #[inline(always)]
+    fn slot(&self, pos: u32) -> SharedSlice<'_, T> {
+        // SAFETY: `pos & mask` < capacity, so the element is inside the
+        // slots, which `from_raw`'s contract keeps mapped and accessed only
+        // atomically.
+        unsafe {
+            SharedSlice::from_raw(
+                NonNull::new_unchecked(self.data.as_ptr().add((pos & self.mask) as usize)),
+                1,
+            )
+        }
     }
 
     /// Slots `pos..pos + len` (mod capacity) as at most two shared views.
@@ -311,9 +429,11 @@ pub struct Producer<'a, T> {
     tail: u32,
     /// Last head seen.
     head_cache: u32,
-    spin: Spin,
+    spin: AdaptiveSpin,
     /// Consecutive failing `try_` calls, to rate-limit liveness checks.
-    idle: u32,
+    idle: Idle,
+    /// The fork epoch of the process that attached it.
+    epoch: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -323,8 +443,15 @@ pub struct Consumer<'a, T> {
     ring: Ring<'a, T>,
     head: u32,
     tail_cache: u32,
-    spin: Spin,
-    idle: u32,
+    /// Our position and the failing-call count when the current run of
+    /// empty polls began (written on failing calls only), for the
+    /// prefetch.
+    streak_head: u32,
+    streak_start: u32,
+    spin: AdaptiveSpin,
+    idle: Idle,
+    /// The fork epoch of the process that attached it.
+    epoch: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -343,6 +470,12 @@ impl<T> fmt::Debug for Consumer<'_, T> {
     }
 }
 
+/// Consecutive empty polls after which a consumer prefetches the next
+/// slot (see [`prefetch`]): a consumer waiting for a reply polls dozens of
+/// times per round trip, one streaming behind a producer a few times per
+/// message at most.
+const PREFETCH_AFTER: u32 = 8;
+
 /// A hint that the line holding `p` is about to be read. Not a memory
 /// access (no data race, no fault on any address): `prefetcht0` on x86_64,
 /// nothing elsewhere, under miri or under loom.
@@ -352,6 +485,11 @@ impl<T> fmt::Debug for Consumer<'_, T> {
 /// `tail`, so a prefetch issued while `tail` is still old already fetches
 /// the new slot; without it, the slot's line is only requested once the
 /// new `tail` was seen, a second cross-core miss in series with the first.
+///
+/// Only after [`PREFETCH_AFTER`] empty polls: a consumer streaming right
+/// behind the producer would otherwise pull the slot's line (which holds
+/// the next slots too) away from the producer while it is still writing
+/// them, one more transfer of the line per message.
 #[inline(always)]
 fn prefetch<T>(p: *const T) {
     #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
@@ -368,17 +506,18 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Whether the peer in `slot` is gone for good: the cheap check always, the
-/// liveness syscalls when `slow` or every `LIVENESS_POLL_EVERY` idle calls.
-fn peer_gone(slot: &RoleSlot, slow: bool, idle: &mut u32) -> bool {
-    if slot.raw() & super::roles::GONE != 0 {
-        return true;
-    }
-    *idle = idle.wrapping_add(1);
-    if slow || *idle % LIVENESS_POLL_EVERY == 0 {
-        return slot.raw() != super::roles::NEVER && !slot.is_live();
-    }
-    false
+/// Whether the peer of role `role` is gone for good: the cheap check
+/// always, the liveness syscalls when `slow` or when `idle` says a check
+/// is due.
+fn peer_gone(roles: &Roles, role: usize, slow: bool, idle: &mut Idle) -> bool {
+    let ticked = idle.tick();
+    peer_gone_ticked(roles, role, slow, ticked, idle)
+}
+
+/// [`peer_gone`] for a call already counted: `ticked` is what
+/// [`Idle::tick`] said.
+fn peer_gone_ticked(roles: &Roles, role: usize, slow: bool, ticked: bool, idle: &mut Idle) -> bool {
+    roles.gone(role, slow || (ticked && idle.interval_passed()))
 }
 
 impl<'a, T: Pod> Producer<'a, T> {
@@ -388,11 +527,11 @@ impl<'a, T: Pod> Producer<'a, T> {
         self.ring.capacity()
     }
 
-    /// Sets how long blocking pushes spin before sleeping
-    /// (default [`Spin::DEFAULT`]; use [`Spin::NONE`] when both ends share
-    /// a CPU).
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
+    /// Sets how blocking pushes spin before sleeping: an
+    /// [`AdaptiveSpin`] (the default, which learns), or a fixed [`Spin`]
+    /// ([`Spin::NONE`] when both ends share a CPU).
+    pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
+        self.spin = spin.into();
     }
 
     /// Free slots, refreshing the consumer's index only when the cached one
@@ -434,8 +573,8 @@ impl<'a, T: Pod> Producer<'a, T> {
 
     #[inline(always)]
     fn publish(&mut self, n: u32) {
+        self.ring.shadow_access(self.tail, n, true);
         self.tail = self.tail.wrapping_add(n);
-        self.idle = 0;
         // SYNC POINT RING-1 (Release): the slots written before are visible
         // to a consumer that loads this tail.
         self.ring.ctl.tail.store(self.tail, Ordering::Release);
@@ -444,7 +583,19 @@ impl<'a, T: Pod> Producer<'a, T> {
 
     #[cold]
     fn full_error(&mut self, slow: bool) -> TrySendError<()> {
-        if peer_gone(&self.ring.ctl.roles.0[CONSUMER], slow, &mut self.idle) {
+        let ticked = self.idle.tick();
+        self.full_error_ticked(slow, ticked)
+    }
+
+    #[cold]
+    fn full_error_ticked(&mut self, slow: bool, ticked: bool) -> TrySendError<()> {
+        if peer_gone_ticked(
+            &self.ring.ctl.roles.0,
+            CONSUMER,
+            slow,
+            ticked,
+            &mut self.idle,
+        ) {
             TrySendError::Disconnected(())
         } else {
             TrySendError::Full(())
@@ -466,17 +617,22 @@ impl<'a, T: Pod> Producer<'a, T> {
     fn push_inner(&mut self, value: T, slow: bool) -> Result<(), TrySendError<T>> {
         match self.free(1) {
             Ok(0) => {
-                return Err(match self.full_error(slow) {
+                // The common failure of a busy poller stays inline: a
+                // count and one load of a line nobody writes meanwhile.
+                let ticked = self.idle.tick();
+                if !slow && !ticked && !self.ring.ctl.roles.0.all_left(CONSUMER) {
+                    return Err(TrySendError::Full(value));
+                }
+                return Err(match self.full_error_ticked(slow, ticked) {
                     TrySendError::Disconnected(()) => TrySendError::Disconnected(value),
                     _ => TrySendError::Full(value),
-                })
+                });
             }
             Ok(_) => {}
             Err(()) => return Err(TrySendError::Corrupt(value)),
         }
-        let (first, _) = self.ring.views(self.tail, 1);
         // Cannot fail: the view has one element.
-        let _ = first.set(0, value);
+        let _ = self.ring.slot(self.tail).set(0, value);
         self.publish(1);
         Ok(())
     }
@@ -510,9 +666,9 @@ impl<'a, T: Pod> Producer<'a, T> {
         deadline: Option<Deadline>,
     ) -> Result<(), SendTimeoutError<T>> {
         let ctl = self.ring.ctl;
-        let spin = self.spin;
+        let mut spin = self.spin;
         let mut value = Some(value);
-        let r = ctl.space_ready.block_on(spin, deadline, |slow| {
+        let r = ctl.space_ready.block_on(&mut spin, 0, deadline, |slow| {
             let v = value.take()?;
             match self.push_inner(v, slow) {
                 Ok(()) => Some(Ok(())),
@@ -525,6 +681,7 @@ impl<'a, T: Pod> Producer<'a, T> {
                 },
             }
         });
+        self.spin = spin;
         match (r, value) {
             (Some(r), _) => r,
             (None, Some(v)) => Err(SendTimeoutError::Timeout(v)),
@@ -590,33 +747,44 @@ impl<'a, T: Pod> Producer<'a, T> {
         })
     }
 
-    /// The spin budget of blocking pushes.
+    /// The nominal spin budget of blocking pushes (see
+    /// [`AdaptiveSpin::nominal`]).
     pub(crate) fn spin(&self) -> Spin {
-        self.spin
+        self.spin.nominal()
     }
 
-    /// Blocks (spin `spin`, then sleep) until `n` slots are free or the
-    /// deadline.
+    /// Blocks (spin at least `floor`, then sleep) until `n` slots are free
+    /// or the deadline.
     pub(crate) fn wait_for_space(
         &mut self,
         n: usize,
-        spin: Spin,
+        floor: Spin,
         deadline: Option<Deadline>,
     ) -> Option<Result<(), TrySendError<()>>> {
         let ctl = self.ring.ctl;
-        ctl.space_ready.block_on(spin, deadline, |slow| {
-            match self.write_chunk_inner(n, slow) {
-                Ok(_) => Some(Ok(())),
-                Err(TrySendError::Full(())) => None,
-                Err(e) => Some(Err(e)),
-            }
-        })
+        let mut spin = self.spin;
+        let r = ctl
+            .space_ready
+            .block_on(&mut spin, floor.iterations, deadline, |slow| {
+                match self.write_chunk_inner(n, slow) {
+                    Ok(_) => Some(Ok(())),
+                    Err(TrySendError::Full(())) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
+        self.spin = spin;
+        r
     }
 }
 
 impl<T> Drop for Producer<'_, T> {
     fn drop(&mut self) {
-        self.ring.ctl.roles.0[PRODUCER].release();
+        // In a forked child, the registration is the parent's.
+        if asym::fork_epoch() != self.epoch {
+            return;
+        }
+        self.ring.ctl.roles.0.leave(PRODUCER);
+        self.ring.ctl.roles.0.slots[PRODUCER].release();
         // Wake a sleeping consumer so it sees the disconnect.
         self.ring.ctl.data_ready.notify();
     }
@@ -677,9 +845,11 @@ impl<'a, T: Pod> Consumer<'a, T> {
         self.ring.capacity()
     }
 
-    /// Sets how long blocking pops spin before sleeping.
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
+    /// Sets how blocking pops spin before sleeping: an
+    /// [`AdaptiveSpin`] (the default, which learns), or a fixed [`Spin`]
+    /// ([`Spin::NONE`] when both ends share a CPU).
+    pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
+        self.spin = spin.into();
     }
 
     /// Ready slots, refreshing the producer's index when the cached one
@@ -690,7 +860,10 @@ impl<'a, T: Pod> Consumer<'a, T> {
         if ready >= want {
             return Ok(ready);
         }
-        if ready == 0 {
+        if ready == 0
+            && self.streak_head == self.head
+            && self.idle.calls().wrapping_sub(self.streak_start) >= PREFETCH_AFTER
+        {
             // Polling an empty ring: ask for the next slot's line too, so
             // that the miss on it overlaps the miss on `tail` instead of
             // following it (see `prefetch`).
@@ -732,8 +905,8 @@ impl<'a, T: Pod> Consumer<'a, T> {
 
     #[inline(always)]
     fn release(&mut self, n: u32) {
+        self.ring.shadow_access(self.head, n, false);
         self.head = self.head.wrapping_add(n);
-        self.idle = 0;
         // SYNC POINT RING-2 (Release): our reads of the slots are done
         // before a producer that sees this head reuses them.
         self.ring.ctl.head.store(self.head, Ordering::Release);
@@ -744,7 +917,19 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// the tail, so everything it committed is drained first).
     #[cold]
     fn empty_error(&mut self, slow: bool) -> TryRecvError {
-        if peer_gone(&self.ring.ctl.roles.0[PRODUCER], slow, &mut self.idle) {
+        let ticked = self.idle.tick();
+        self.empty_error_ticked(slow, ticked)
+    }
+
+    #[cold]
+    fn empty_error_ticked(&mut self, slow: bool, ticked: bool) -> TryRecvError {
+        if peer_gone_ticked(
+            &self.ring.ctl.roles.0,
+            PRODUCER,
+            slow,
+            ticked,
+            &mut self.idle,
+        ) {
             match self.ready(1) {
                 Ok(0) => TryRecvError::Disconnected,
                 Ok(_) => TryRecvError::Empty,
@@ -768,12 +953,23 @@ impl<'a, T: Pod> Consumer<'a, T> {
     #[inline(always)]
     fn pop_inner(&mut self, slow: bool) -> Result<T, TryRecvError> {
         match self.ready(1) {
-            Ok(0) => return Err(self.empty_error(slow)),
+            Ok(0) => {
+                // The common failure of a busy poller stays inline (see
+                // `Producer::push_inner`).
+                if self.streak_head != self.head {
+                    self.streak_head = self.head;
+                    self.streak_start = self.idle.calls();
+                }
+                let ticked = self.idle.tick();
+                if !slow && !ticked && !self.ring.ctl.roles.0.all_left(PRODUCER) {
+                    return Err(TryRecvError::Empty);
+                }
+                return Err(self.empty_error_ticked(slow, ticked));
+            }
             Ok(_) => {}
             Err(()) => return Err(TryRecvError::Corrupt),
         }
-        let (first, _) = self.ring.views(self.head, 1);
-        let value = first.get(0).unwrap_or_else(T::zeroed);
+        let value = self.ring.slot(self.head).get(0).unwrap_or_else(T::zeroed);
         self.release(1);
         Ok(value)
     }
@@ -802,12 +998,15 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// As [`pop_timeout`](Self::pop_timeout).
     pub fn pop_deadline(&mut self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
         let ctl = self.ring.ctl;
-        ctl.data_ready
-            .block_on(self.spin, deadline, |slow| match self.pop_inner(slow) {
-                Ok(v) => Some(Ok(v)),
-                Err(e) => e.blocking().map(Err),
-            })
-            .unwrap_or(Err(RecvTimeoutError::Timeout))
+        let mut spin = self.spin;
+        let r =
+            ctl.data_ready
+                .block_on(&mut spin, 0, deadline, |slow| match self.pop_inner(slow) {
+                    Ok(v) => Some(Ok(v)),
+                    Err(e) => e.blocking().map(Err),
+                });
+        self.spin = spin;
+        r.unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
     /// Pops up to `out.len()` ready values into `out`; returns how many
@@ -869,39 +1068,52 @@ impl<'a, T: Pod> Consumer<'a, T> {
         })
     }
 
-    /// The spin budget of blocking pops.
+    /// The nominal spin budget of blocking pops (see
+    /// [`AdaptiveSpin::nominal`]).
     pub(crate) fn spin(&self) -> Spin {
-        self.spin
+        self.spin.nominal()
     }
 
-    /// Blocks (spin `spin`, then sleep) until at least one value is ready.
+    /// Blocks (spin at least `floor`, then sleep) until at least one value
+    /// is ready.
     pub(crate) fn wait_for_data(
         &mut self,
-        spin: Spin,
+        floor: Spin,
         deadline: Option<Deadline>,
     ) -> Option<Result<(), TryRecvError>> {
         let ctl = self.ring.ctl;
-        ctl.data_ready
-            .block_on(spin, deadline, |slow| match self.ready(1) {
-                Ok(0) => match self.empty_error(slow) {
-                    TryRecvError::Empty => None,
-                    e => Some(Err(e)),
-                },
-                Ok(_) => Some(Ok(())),
-                Err(()) => Some(Err(TryRecvError::Corrupt)),
-            })
+        let mut spin = self.spin;
+        let r = ctl
+            .data_ready
+            .block_on(&mut spin, floor.iterations, deadline, |slow| {
+                match self.ready(1) {
+                    Ok(0) => match self.empty_error(slow) {
+                        TryRecvError::Empty => None,
+                        e => Some(Err(e)),
+                    },
+                    Ok(_) => Some(Ok(())),
+                    Err(()) => Some(Err(TryRecvError::Corrupt)),
+                }
+            });
+        self.spin = spin;
+        r
     }
 
     /// Whether the producer is gone (cheap check plus, when `slow`, a
     /// liveness check).
     pub(crate) fn producer_gone(&mut self, slow: bool) -> bool {
-        peer_gone(&self.ring.ctl.roles.0[PRODUCER], slow, &mut self.idle)
+        peer_gone(&self.ring.ctl.roles.0, PRODUCER, slow, &mut self.idle)
     }
 }
 
 impl<T> Drop for Consumer<'_, T> {
     fn drop(&mut self) {
-        self.ring.ctl.roles.0[CONSUMER].release();
+        // In a forked child, the registration is the parent's.
+        if asym::fork_epoch() != self.epoch {
+            return;
+        }
+        self.ring.ctl.roles.0.leave(CONSUMER);
+        self.ring.ctl.roles.0.slots[CONSUMER].release();
         self.ring.ctl.space_ready.notify();
     }
 }
@@ -951,5 +1163,136 @@ impl<T: Pod> ReadChunk<'_, '_, T> {
     pub fn commit_all(self) {
         let n = self.len;
         self.commit(n as usize);
+    }
+}
+
+/// Bytes of a [`RingControl`] in a segment: the slots start this far into
+/// the payload.
+pub const CONTROL_LEN: usize = 5 * 128;
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(core::mem::size_of::<RingControl>(), CONTROL_LEN);
+
+/// Checks a ring capacity: the one place it is checked.
+///
+/// # Errors
+/// Not a power of two in `1..=MAX_CAPACITY`.
+pub fn validate_capacity(capacity: usize) -> Result<u32, LayoutError> {
+    match u32::try_from(capacity) {
+        Ok(c) if c.is_power_of_two() && c <= MAX_CAPACITY => Ok(c),
+        _ => Err(LayoutError::new(
+            "ring capacity must be a power of two in 1..=2^31",
+        )),
+    }
+}
+
+/// The payload length of a ring of `capacity` elements of `size` bytes
+/// aligned to `align` (any of them possibly read from a header nobody
+/// vouches for): the control block, then the slots.
+///
+/// # Errors
+/// A bad capacity or alignment, or a payload too large for memory.
+pub fn payload_len_for(capacity: usize, size: usize, align: usize) -> Result<usize, LayoutError> {
+    validate_capacity(capacity)?;
+    if !align.is_power_of_two() || align > PAYLOAD_ALIGN {
+        return Err(LayoutError::new(
+            "the element alignment must be a power of two up to 128",
+        ));
+    }
+    capacity
+        .checked_mul(size)
+        .and_then(|b| b.checked_add(CONTROL_LEN))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or(LayoutError::new("the ring does not fit in memory"))
+}
+
+/// A [`Ring`] of `T` as the payload of a segment (kind `ring`): a
+/// [`RingControl`] then `capacity` elements. Never constructed: it names
+/// the [`Object`], whose view is a [`Ring`].
+#[derive(Debug)]
+pub enum Spsc<T> {
+    #[doc(hidden)]
+    _Never(core::convert::Infallible, PhantomData<fn() -> T>),
+}
+
+// SAFETY: `payload_len` = 640 + capacity * size_of::<T>() for a checked
+// capacity; `attach` places the control block (atomics, 128-aligned) at 0
+// and `capacity` elements at 640 (a multiple of every alignment up to
+// 128), which the ring only accesses through atomic copies at masked
+// indices. All-zero is a fresh ring: `init` writes nothing.
+unsafe impl<T: Pod> Object for Spsc<T> {
+    const KIND: Kind = Kind::RING;
+    type Params = usize;
+    type View<'a> = Ring<'a, T>;
+
+    type Element = T;
+
+    fn encode(capacity: &usize) -> [u64; 2] {
+        [*capacity as u64, 0]
+    }
+
+    fn decode(recorded: [u64; 2]) -> Result<usize, LayoutError> {
+        if recorded[1] != 0 {
+            return Err(LayoutError::new("a ring records no second parameter"));
+        }
+        let capacity = usize::try_from(recorded[0])
+            .map_err(|_| LayoutError::new("the ring capacity does not fit in memory"))?;
+        validate_capacity(capacity)?;
+        Ok(capacity)
+    }
+
+    fn payload_len(capacity: &usize) -> Result<usize, LayoutError> {
+        payload_len_for(
+            *capacity,
+            core::mem::size_of::<T>(),
+            core::mem::align_of::<T>(),
+        )
+    }
+
+    unsafe fn init(_payload: NonNull<u8>, _capacity: &usize) {}
+
+    unsafe fn attach<'a>(payload: NonNull<u8>, capacity: &usize) -> Ring<'a, T> {
+        let base = payload.as_ptr();
+        // SAFETY: `attach`'s contract: `payload_len(capacity)` bytes,
+        // PAYLOAD_ALIGN-aligned, mapped for 'a, accessed only atomically;
+        // the control block is atomics (valid for any bytes) at 0, the
+        // slots at CONTROL_LEN (aligned for T, see above).
+        unsafe {
+            let ctl = &*base.cast::<RingControl>();
+            let data = NonNull::new_unchecked(base.add(CONTROL_LEN)).cast::<T>();
+            Ring::from_raw(ctl, data, *capacity as u32)
+        }
+        .expect("the caller checked payload_len(capacity), which checks the capacity")
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// With nobody asleep, pushes and pops (`try_` and blocking) write
+    /// nothing to the wait points (no shared-line write, no wake
+    /// syscall): the futex words and the wake stamps stay as they were.
+    #[test]
+    fn no_sleeper_no_wait_point_write() {
+        let ctl = RingControl::new();
+        let mut slots = [0u32; 4];
+        // SAFETY: `slots` outlives the ring and is only used through it.
+        let ring = unsafe { Ring::from_raw(&ctl, NonNull::from(&mut slots).cast(), 4) }.unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let words = |w: &WaitPoint| {
+            (
+                w.seq.load(Ordering::Relaxed),
+                w.woke_at.load(Ordering::Relaxed),
+            )
+        };
+        let before = (words(&ctl.data_ready), words(&ctl.space_ready));
+        for i in 0..100 {
+            tx.try_push(i).unwrap();
+            tx.push(i + 1).unwrap();
+            assert_eq!(rx.try_pop(), Ok(i));
+            assert_eq!(rx.pop(), Ok(i + 1));
+        }
+        assert_eq!((words(&ctl.data_ready), words(&ctl.space_ready)), before);
     }
 }

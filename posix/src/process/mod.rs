@@ -571,6 +571,21 @@ impl<T: Message> Child<T> {
         self.signal(libc::SIGKILL);
     }
 
+    /// Waits for the child to end and gives its exit code (Python's
+    /// `p.join()` followed by `p.exitcode`); the return value stays for a
+    /// later [`join`](Self::join).
+    ///
+    /// # Errors
+    /// The operating system's, if waiting for the child fails.
+    pub fn wait(&mut self) -> io::Result<i32> {
+        match self.status {
+            Some(code) => Ok(code),
+            None => self.wait_for(None)?.ok_or_else(|| {
+                io::Error::other("a wait without a timeout ended without an exit code")
+            }),
+        }
+    }
+
     /// Waits for the child and gives back its function's return value.
     ///
     /// # Errors
@@ -580,7 +595,7 @@ impl<T: Message> Child<T> {
     pub fn join(mut self) -> Result<T, JoinError> {
         let code = match self.status {
             Some(code) => code,
-            None => match self.wait(None) {
+            None => match self.wait_for(None) {
                 Ok(Some(code)) => code,
                 Ok(None) => {
                     return Err(JoinError::Os(io::Error::other(
@@ -600,7 +615,7 @@ impl<T: Message> Child<T> {
     pub fn join_timeout(&mut self, timeout: Duration) -> Option<Result<T, JoinError>> {
         let code = match self.status {
             Some(code) => code,
-            None => match self.wait(Some(timeout)) {
+            None => match self.wait_for(Some(timeout)) {
                 Ok(Some(code)) => code,
                 Ok(None) => return None,
                 Err(e) => return Some(Err(JoinError::Os(e))),
@@ -641,7 +656,7 @@ impl<T: Message> Child<T> {
     /// The exit code if the child has ended (reaping it).
     fn poll(&mut self) -> Option<i32> {
         if self.status.is_none() {
-            if let Ok(Some(code)) = self.wait(Some(Duration::ZERO)) {
+            if let Ok(Some(code)) = self.wait_for(Some(Duration::ZERO)) {
                 return Some(code);
             }
         }
@@ -650,7 +665,7 @@ impl<T: Message> Child<T> {
 
     /// Waits for the child to end, until `timeout` (forever if `None`).
     /// `Ok(None)`: still running at the timeout.
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
+    fn wait_for(&mut self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
         if let Some(code) = self.status {
             return Ok(Some(code));
         }

@@ -196,3 +196,36 @@ impl StartLine {
         let _ = self.flags.set(self.n, 1);
     }
 }
+
+/// An anonymous segment holding the core object `O` (for structures with
+/// no posix handle, such as the stamped ring): the spec, `init` and the
+/// view all come from the object.
+pub struct ObjectSegment<O: shmkit_core::object::Object> {
+    segment: shmkit_posix::Segment,
+    params: O::Params,
+}
+
+impl<O: shmkit_core::object::Object> ObjectSegment<O> {
+    pub fn anonymous(params: O::Params) -> ObjectSegment<O> {
+        let spec = shmkit_posix::ObjectSpec {
+            kind: O::KIND,
+            fingerprint: O::fingerprint(&params),
+            type_name: O::type_name(),
+            payload_len: O::payload_len(&params).unwrap() as u64,
+        };
+        let segment = shmkit_posix::Segment::anonymous(&spec, &mut |payload, _| {
+            // SAFETY: the fresh zero-filled payload of `payload_len` bytes,
+            // aligned to PAYLOAD_ALIGN, nobody else's yet.
+            unsafe { O::init(payload, &params) }
+        })
+        .unwrap();
+        ObjectSegment { segment, params }
+    }
+
+    pub fn view(&self) -> O::View<'_> {
+        // SAFETY: made by `anonymous` with these params (read-write, its
+        // length checked by `payload_len`), initialised, mapped while
+        // `self` lives, accessed only atomically.
+        unsafe { O::attach(self.segment.payload(), &self.params) }
+    }
+}
