@@ -7,8 +7,8 @@
 use shmkit::prelude::*;
 use shmkit::sync::ReentrantMutex;
 
-fn draw(balance: &ReentrantMutex<i32>, amount: i32) -> u8 {
-    let outer = balance.lock().expect("the lock");
+fn draw(balance: &ReentrantMutex<i32>, amount: i32) {
+    let _outer = balance.lock().expect("the lock");
     let inner = balance.lock().expect("the same lock, again"); // an RLock
     let me = process::current().name;
     if inner.get() >= amount {
@@ -17,22 +17,18 @@ fn draw(balance: &ReentrantMutex<i32>, amount: i32) -> u8 {
     } else {
         println!("{me} refused");
     }
-    drop((inner, outer));
-    0
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let balance = ReentrantMutex::<i32>::anonymous(900)?;
-    let children: Vec<_> = ["A", "B", "C"]
-        .iter()
-        .map(|name| {
-            process::Builder::new()
-                .name(*name)
-                .spawn(|| draw(&balance, 800))
-        })
-        .collect::<Result<_, _>>()?;
+    let spawn = |n| {
+        process::Builder::new()
+            .name(n)
+            .spawn(|| draw(&balance, 800))
+    };
+    let children = ["A", "B", "C"].map(spawn);
     for child in children {
-        child.join()?;
+        child?.join()?;
     }
     println!("balance {}", balance.lock()?.get());
     Ok(())

@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --release --example current_process`
 
-use shmkit::process;
+use shmkit::process::{self, Builder};
 
 fn whoami() {
     let me = process::current();
@@ -12,19 +12,11 @@ fn whoami() {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("main: {}", process::current().name);
-    let children: Vec<_> = (0..2)
-        .map(|i| {
-            process::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(whoami)
-        })
-        .collect::<Result<_, _>>()?;
+    let spawn = |i| Builder::new().name(format!("worker-{i}")).spawn(whoami);
+    let children: Vec<_> = (0..2).map(spawn).collect::<Result<_, _>>()?;
     for mut child in children {
-        let (name, _) = (
-            child.name().to_owned(),
-            child.join_timeout(std::time::Duration::MAX),
-        );
-        println!("joined {name} {:?}", child.exitcode());
+        let code = child.wait()?;
+        println!("joined {} {code}", child.name());
     }
     Ok(())
 }

@@ -190,13 +190,15 @@ impl Roles {
     }
 
     /// Whether `role` is gone for good: every handle detached, or, when
-    /// `check`, it attached once and its slot is not held by a live
-    /// process (syscalls).
+    /// `check`, it attached once (or its slot was claimed by an attacher
+    /// killed before it counted itself in) and its slot is not held by a
+    /// live process (syscalls).
     #[cold]
     pub(crate) fn gone(&self, role: usize, check: bool) -> bool {
         self.all_left(role)
             || (check
-                && self.present[role].load(Ordering::Acquire) & EVER_ATTACHED != 0
+                && (self.present[role].load(Ordering::Acquire) & EVER_ATTACHED != 0
+                    || self.slots[role].raw() != roles::NEVER)
                 && !self.slots[role].is_live())
     }
 }
