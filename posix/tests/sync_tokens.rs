@@ -223,6 +223,78 @@ fn the_task_id_fallback_still_detects_a_killed_holder() {
     };
 }
 
+/// Clock ticks since boot (`CLOCK_BOOTTIME`), the unit of a task's start
+/// time.
+fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
+        0
+    );
+    // SAFETY: plain getter.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
+}
+
+/// On the task-id fallback a lock holder records its own start time and
+/// others compare it with the one they read for its id: a task must read
+/// the value everyone else reads for it, for processes and threads alike.
+/// (qemu-user answers `/proc/<own pid>/stat` itself, with the start time
+/// of the program it emulates: a forked child read its parent's there, so
+/// live holders were judged dead whenever the child started in a later
+/// clock tick than its parent. The child here always does.)
+#[test]
+fn a_task_reads_the_start_time_others_read_for_it() {
+    let parent = owner::start_time(std::process::id()).expect("our own start time");
+    let t0 = Instant::now();
+    while boot_ticks() <= parent + 2 {
+        assert!(
+            t0.elapsed() < NOT_HUNG,
+            "the clock does not move past our start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // [own start as the child reads it, a thread's tid, its start as it
+    // reads it, done]
+    let seen = Array::<u64>::anonymous(4).unwrap();
+    let child = fork(|| {
+        let me = owner::start_time(std::process::id()).unwrap_or(0);
+        seen.set(0, me).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let tid = owner::current_thread_id();
+                seen.set(1, u64::from(tid)).unwrap();
+                seen.set(2, owner::start_time(tid).unwrap_or(0)).unwrap();
+                seen.set(3, 1).unwrap();
+                pause_forever()
+            });
+            pause_forever()
+        })
+    });
+    let t0 = Instant::now();
+    while seen.get(3) != Some(1) {
+        assert!(t0.elapsed() < NOT_HUNG, "child failed: {:?}", child.wait());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let from_here = owner::start_time(child.pid()).expect("the child's start time");
+    assert!(from_here > parent, "the child started in a later tick");
+    assert_eq!(seen.get(0), Some(from_here), "the child's own reading");
+    let tid = seen.get(1).unwrap() as u32;
+    assert_ne!(tid, child.pid());
+    assert_eq!(
+        seen.get(2),
+        owner::start_time(tid),
+        "the child thread's own reading"
+    );
+    assert!(seen.get(2).is_some_and(|s| s >= from_here));
+    child.kill9();
+    assert_eq!(child.wait(), Exit::Signal(libc::SIGKILL));
+}
+
 /// Runs `body` in a child with a private, empty `/dev/shm` (a tmpfs in its
 /// own mount namespace) prepared by `setup`. Skips where that needs
 /// privileges we lack.
