@@ -399,11 +399,11 @@ mod tests {
         // Run this test binary again, only listing one of its tests: a
         // real exec, which works exactly when the probe says it does.
         let listed = Command::new(std::env::current_exe().unwrap())
-            .args(["--list", "names_are_unique", "--exact"])
+            .args(["--list", "tests::names_are_unique", "--exact"])
             .output()
             .is_ok_and(|o| {
                 o.status.success()
-                    && String::from_utf8_lossy(&o.stdout).contains("names_are_unique: test")
+                    && String::from_utf8_lossy(&o.stdout).contains("tests::names_are_unique: test")
             });
         let why = exec_unavailable();
         assert_eq!(why.is_none(), listed, "{why:?}");
