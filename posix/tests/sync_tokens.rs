@@ -258,41 +258,53 @@ fn a_task_reads_the_start_time_others_read_for_it() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    // [own start as the child reads it, a thread's tid, its start as it
-    // reads it, done]
-    let seen = Array::<u64>::anonymous(4).unwrap();
-    let child = fork(|| {
-        let me = owner::start_time(std::process::id()).unwrap_or(0);
-        seen.set(0, me).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let tid = owner::current_thread_id();
-                seen.set(1, u64::from(tid)).unwrap();
-                seen.set(2, owner::start_time(tid).unwrap_or(0)).unwrap();
-                seen.set(3, 1).unwrap();
-                pause_forever()
-            });
+    // A thread of ours reads its own start time and stays alive until the
+    // child has read it too. (The child itself starts no thread: forked
+    // from a process that runs others, it may only do simple things.)
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        // Owned here, so that a failed assertion below drops it and lets
+        // the thread (and the scope) end.
+        let done_tx = done_tx;
+        s.spawn(move || {
+            let tid = owner::current_thread_id();
+            tid_tx.send((tid, owner::start_time(tid))).unwrap();
+            let _ = done_rx.recv();
+        });
+        let (tid, thread_own) = tid_rx.recv().unwrap();
+        // [the child's own start time, our thread's as the child reads it,
+        // done]
+        let seen = Array::<u64>::anonymous(3).unwrap();
+        let child = fork(|| {
+            seen.set(0, owner::start_time(std::process::id()).unwrap_or(0))
+                .unwrap();
+            seen.set(1, owner::start_time(tid).unwrap_or(0)).unwrap();
+            seen.set(2, 1).unwrap();
             pause_forever()
-        })
+        });
+        let t0 = Instant::now();
+        while seen.get(2) != Some(1) {
+            if t0.elapsed() > NOT_HUNG {
+                // Kills the child if it is stuck, so the test fails, not hangs.
+                panic!("child failed: {:?}", child.wait_timeout(Duration::ZERO));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let from_here = owner::start_time(child.pid()).expect("the child's start time");
+        assert!(from_here > parent, "the child started in a later tick");
+        assert_eq!(seen.get(0), Some(from_here), "the child's own reading");
+        assert_ne!(tid, std::process::id());
+        assert!(thread_own.is_some());
+        assert_eq!(
+            seen.get(1),
+            thread_own,
+            "a thread's own reading, and the child's"
+        );
+        child.kill9();
+        assert_eq!(child.wait(), Exit::Signal(libc::SIGKILL));
+        done_tx.send(()).unwrap();
     });
-    let t0 = Instant::now();
-    while seen.get(3) != Some(1) {
-        assert!(t0.elapsed() < NOT_HUNG, "child failed: {:?}", child.wait());
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let from_here = owner::start_time(child.pid()).expect("the child's start time");
-    assert!(from_here > parent, "the child started in a later tick");
-    assert_eq!(seen.get(0), Some(from_here), "the child's own reading");
-    let tid = seen.get(1).unwrap() as u32;
-    assert_ne!(tid, child.pid());
-    assert_eq!(
-        seen.get(2),
-        owner::start_time(tid),
-        "the child thread's own reading"
-    );
-    assert!(seen.get(2).is_some_and(|s| s >= from_here));
-    child.kill9();
-    assert_eq!(child.wait(), Exit::Signal(libc::SIGKILL));
 }
 
 /// Runs `body` in a child with a private, empty `/dev/shm` (a tmpfs in its
