@@ -49,6 +49,7 @@ impl Drop for Cleanup {
 
 #[test]
 fn every_command_has_help() {
+    shmkit_testkit::require_exec!("every_command_has_help");
     let _serial = serial();
     for cmd in [&[][..], &["bench"], &["ls"], &["inspect"], &["rm"], &["gc"]] {
         let mut args: Vec<&str> = cmd.to_vec();
@@ -62,6 +63,7 @@ fn every_command_has_help() {
 
 #[test]
 fn ls_and_inspect_show_a_live_array() {
+    shmkit_testkit::require_exec!("ls_and_inspect_show_a_live_array");
     let _serial = serial();
     let name = unique_name("cli-ls");
     let arr = Array::<u32>::create(&name, [7, 8, 9]).unwrap();
@@ -100,6 +102,7 @@ fn ls_and_inspect_show_a_live_array() {
 
 #[test]
 fn a_corrupt_segment_is_reported_not_crashed_on() {
+    shmkit_testkit::require_exec!("a_corrupt_segment_is_reported_not_crashed_on");
     let _serial = serial();
     let name = unique_name("cli-corrupt");
     let _cleanup = Cleanup(name.clone());
@@ -143,6 +146,7 @@ fn a_corrupt_segment_is_reported_not_crashed_on() {
 
 #[test]
 fn gc_removes_the_segment_of_a_killed_creator() {
+    shmkit_testkit::require_exec!("gc_removes_the_segment_of_a_killed_creator");
     let _serial = serial();
     let name = unique_name("cli-gc");
     let _cleanup = Cleanup(name.clone());
@@ -190,6 +194,7 @@ fn gc_removes_the_segment_of_a_killed_creator() {
 
 #[test]
 fn gc_keeps_a_mapped_segment_and_removes_dead_temp_names() {
+    shmkit_testkit::require_exec!("gc_keeps_a_mapped_segment_and_removes_dead_temp_names");
     let _serial = serial();
     // Creator dead but still mapped by us: not garbage.
     let name = unique_name("cli-mapped");
@@ -229,6 +234,7 @@ fn gc_keeps_a_mapped_segment_and_removes_dead_temp_names() {
 
 #[test]
 fn errors_say_what_to_do() {
+    shmkit_testkit::require_exec!("errors_say_what_to_do");
     let _serial = serial();
     let o = shmkit(&["inspect", "/shmkit-test-no-such-segment"]);
     assert_eq!(o.status.code(), Some(1));
@@ -247,6 +253,7 @@ const METRICS: &[&str] = &["rtt_ns", "ns_per_op", "msgs_per_s", "bytes_per_s"];
 
 #[test]
 fn bench_json_matches_the_documented_schema() {
+    shmkit_testkit::require_exec!("bench_json_matches_the_documented_schema");
     let _serial = serial();
     let o = Command::new(env!("CARGO_BIN_EXE_shmkit"))
         .args(["bench", "--quick", "--format", "json", "--rounds", "2"])

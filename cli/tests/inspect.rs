@@ -130,6 +130,7 @@ fn this_task() -> String {
 
 #[test]
 fn mutex_owner_alive_waiters_then_dead_after_kill9() {
+    shmkit_testkit::require_exec!("mutex_owner_alive_waiters_then_dead_after_kill9");
     let _serial = serial();
     let name = unique_name("insp-mutex");
     let m = psync::Mutex::create(&name, Mutex::new(41u64)).unwrap();
@@ -192,6 +193,7 @@ fn mutex_owner_alive_waiters_then_dead_after_kill9() {
 
 #[test]
 fn raw_mutex_and_a_locked_value_whose_holder_exited() {
+    shmkit_testkit::require_exec!("raw_mutex_and_a_locked_value_whose_holder_exited");
     let _serial = serial();
     let raw_name = unique_name("insp-raw");
     let raw = psync::Lock::create(&raw_name, RawMutex::new()).unwrap();
@@ -227,6 +229,7 @@ fn raw_mutex_and_a_locked_value_whose_holder_exited() {
 
 #[test]
 fn reentrant_and_rwlock_held_in_a_child() {
+    shmkit_testkit::require_exec!("reentrant_and_rwlock_held_in_a_child");
     let _serial = serial();
     let rname = unique_name("insp-rlock");
     let r = psync::ReentrantMutex::create(&rname, ReentrantMutex::new(5u32)).unwrap();
@@ -260,6 +263,7 @@ fn reentrant_and_rwlock_held_in_a_child() {
 
 #[test]
 fn semaphore_event_and_condvar_with_sleepers_in_other_processes() {
+    shmkit_testkit::require_exec!("semaphore_event_and_condvar_with_sleepers_in_other_processes");
     let _serial = serial();
     let sname = unique_name("insp-sem");
     let s = psync::Semaphore::create(&sname, Semaphore::new(0)).unwrap();
@@ -313,6 +317,7 @@ fn semaphore_event_and_condvar_with_sleepers_in_other_processes() {
 
 #[test]
 fn barrier_parties_generation_and_a_waiting_child() {
+    shmkit_testkit::require_exec!("barrier_parties_generation_and_a_waiting_child");
     let _serial = serial();
     let name = unique_name("insp-barrier");
     let b = psync::Barrier::create(&name, 2).unwrap();
@@ -352,6 +357,7 @@ fn barrier_parties_generation_and_a_waiting_child() {
 
 #[test]
 fn ring_and_queue_with_messages_and_attached_producers() {
+    shmkit_testkit::require_exec!("ring_and_queue_with_messages_and_attached_producers");
     let _serial = serial();
     let me = std::process::id();
     let rname = unique_name("insp-ring");
@@ -412,6 +418,7 @@ fn ring_and_queue_with_messages_and_attached_producers() {
 
 #[test]
 fn pipes_count_pending_messages_per_direction() {
+    shmkit_testkit::require_exec!("pipes_count_pending_messages_per_direction");
     let _serial = serial();
     let me = std::process::id();
     let pname = unique_name("insp-pipe");
@@ -456,6 +463,7 @@ fn pipes_count_pending_messages_per_direction() {
 
 #[test]
 fn map_capacity_length_and_a_writer_lock_held_then_dead() {
+    shmkit_testkit::require_exec!("map_capacity_length_and_a_writer_lock_held_then_dead");
     let _serial = serial();
     let name = unique_name("insp-map");
     let map = SharedMap::<u64, u64>::create(&name, 100).unwrap();
@@ -527,6 +535,7 @@ fn payload(off: u64) -> u64 {
 
 #[test]
 fn corrupt_ring_and_mutex_payloads_are_reported() {
+    shmkit_testkit::require_exec!("corrupt_ring_and_mutex_payloads_are_reported");
     let _serial = serial();
     // A ring whose tail (the control block's first word) ran 1000 ahead.
     let rname = unique_name("insp-bad-ring");
@@ -585,6 +594,7 @@ fn corrupt_ring_and_mutex_payloads_are_reported() {
 /// `inspect` tests run many more garbage rounds in-process.)
 #[test]
 fn garbage_payloads_of_every_kind_never_crash_the_binary() {
+    shmkit_testkit::require_exec!("garbage_payloads_of_every_kind_never_crash_the_binary");
     let _serial = serial();
     let names: Vec<(String, Box<dyn std::any::Any>)> = vec![
         {
@@ -686,6 +696,7 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
 
 #[test]
 fn mapped_by_names_the_creator_and_not_the_inspector() {
+    shmkit_testkit::require_exec!("mapped_by_names_the_creator_and_not_the_inspector");
     let _serial = serial();
     let name = unique_name("insp-mapped");
     let arr = Array::<u8>::create(&name, 8).unwrap();
@@ -705,6 +716,7 @@ fn mapped_by_names_the_creator_and_not_the_inspector() {
 /// so `gc` must leave it alone, and `inspect` names the child.
 #[test]
 fn gc_keeps_a_segment_mapped_by_a_dead_creators_child() {
+    shmkit_testkit::require_exec!("gc_keeps_a_segment_mapped_by_a_dead_creators_child");
     let _serial = serial();
     let name = unique_name("insp-gc-child");
     let (mut rx, tx) = UnixStream::pair().unwrap();
@@ -787,6 +799,7 @@ fn thaw(child: &Child) {
 /// corruption.
 #[test]
 fn a_mutex_in_every_honest_state_is_not_reported_corrupt() {
+    shmkit_testkit::require_exec!("a_mutex_in_every_honest_state_is_not_reported_corrupt");
     let _serial = serial();
     let name = unique_name("honest-mutex");
     let m = psync::Mutex::create(&name, Mutex::new(0u64)).unwrap();
@@ -869,6 +882,9 @@ fn a_mutex_in_every_honest_state_is_not_reported_corrupt() {
 /// in progress, broken, reset.
 #[test]
 fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
+    shmkit_testkit::require_exec!(
+        "other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt"
+    );
     let _serial = serial();
     // Reentrant: held twice, then its owner killed.
     let rname = unique_name("honest-rlock");
@@ -990,6 +1006,9 @@ fn other_locks_and_signals_in_every_honest_state_are_not_reported_corrupt() {
 /// sender) killed, or their receiver gone.
 #[test]
 fn queues_and_pipes_in_every_honest_state_are_not_reported_corrupt() {
+    shmkit_testkit::require_exec!(
+        "queues_and_pipes_in_every_honest_state_are_not_reported_corrupt"
+    );
     let _serial = serial();
     let ready = Ready::new();
 

@@ -208,6 +208,7 @@ const FD_VAR: &str = "SHMKIT_TEST_MEMFD";
 /// leak into /dev/shm.
 #[test]
 fn memfd_array_handed_to_an_exec_child() {
+    shmkit_testkit::require_exec!("memfd_array_handed_to_an_exec_child");
     if role().as_deref() == Some("memfd-child") {
         let fd: i32 = std::env::var(FD_VAR).unwrap().parse().unwrap();
         // SAFETY: the parent left this descriptor open for us, and nothing

@@ -223,6 +223,90 @@ fn the_task_id_fallback_still_detects_a_killed_holder() {
     };
 }
 
+/// Clock ticks since boot (`CLOCK_BOOTTIME`), the unit of a task's start
+/// time.
+fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
+        0
+    );
+    // SAFETY: plain getter.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
+}
+
+/// On the task-id fallback a lock holder records its own start time and
+/// others compare it with the one they read for its id: a task must read
+/// the value everyone else reads for it, for processes and threads alike.
+/// (qemu-user answers `/proc/<own pid>/stat` itself, with the start time
+/// of the program it emulates: a forked child read its parent's there, so
+/// live holders were judged dead whenever the child started in a later
+/// clock tick than its parent. The child here always does.)
+#[test]
+fn a_task_reads_the_start_time_others_read_for_it() {
+    let parent = owner::start_time(std::process::id()).expect("our own start time");
+    let t0 = Instant::now();
+    while boot_ticks() <= parent + 2 {
+        assert!(
+            t0.elapsed() < NOT_HUNG,
+            "the clock does not move past our start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A thread of ours reads its own start time and stays alive until the
+    // child has read it too. (The child itself starts no thread: forked
+    // from a process that runs others, it may only do simple things.)
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        // Owned here, so that a failed assertion below drops it and lets
+        // the thread (and the scope) end.
+        let done_tx = done_tx;
+        s.spawn(move || {
+            let tid = owner::current_thread_id();
+            tid_tx.send((tid, owner::start_time(tid))).unwrap();
+            let _ = done_rx.recv();
+        });
+        let (tid, thread_own) = tid_rx.recv().unwrap();
+        // [the child's own start time, our thread's as the child reads it,
+        // done]
+        let seen = Array::<u64>::anonymous(3).unwrap();
+        let child = fork(|| {
+            seen.set(0, owner::start_time(std::process::id()).unwrap_or(0))
+                .unwrap();
+            seen.set(1, owner::start_time(tid).unwrap_or(0)).unwrap();
+            seen.set(2, 1).unwrap();
+            pause_forever()
+        });
+        let t0 = Instant::now();
+        while seen.get(2) != Some(1) {
+            if t0.elapsed() > NOT_HUNG {
+                // Kills the child if it is stuck, so the test fails, not hangs.
+                panic!("child failed: {:?}", child.wait_timeout(Duration::ZERO));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let from_here = owner::start_time(child.pid()).expect("the child's start time");
+        assert!(from_here > parent, "the child started in a later tick");
+        assert_eq!(seen.get(0), Some(from_here), "the child's own reading");
+        assert_ne!(tid, std::process::id());
+        assert!(thread_own.is_some());
+        assert_eq!(
+            seen.get(1),
+            thread_own,
+            "a thread's own reading, and the child's"
+        );
+        child.kill9();
+        assert_eq!(child.wait(), Exit::Signal(libc::SIGKILL));
+        done_tx.send(()).unwrap();
+    });
+}
+
 /// Runs `body` in a child with a private, empty `/dev/shm` (a tmpfs in its
 /// own mount namespace) prepared by `setup`. Skips where that needs
 /// privileges we lack.

@@ -6,7 +6,12 @@
 //! - [`spawn_self`] / [`role`]: re-run the current test binary as a child
 //!   process that runs only one test in a given role — for children that
 //!   must start fresh (`exec`), not as a copy of the parent;
-//! - [`leftover_segments`]: names in `/dev/shm` with a prefix (leak checks).
+//! - [`leftover_segments`]: names in `/dev/shm` with a prefix (leak checks);
+//! - [`emulated`], [`exec_unavailable`], [`skip`] and [`require_exec!`]:
+//!   tests that start a program with `exec` (the test binary again, the
+//!   `shmkit` binary) under user-mode emulation (qemu-user), where that
+//!   needs a binfmt_misc registration: without one they say they were
+//!   skipped and why, and fail under `CI=true`.
 //!
 //! Children report through their exit code; a panic in a forked child exits
 //! with code 101 so the parent's assertion fails.
@@ -205,6 +210,144 @@ pub fn own_prefix(tag: &str) -> String {
     format!("{PREFIX}{tag}-{}-", std::process::id())
 }
 
+/// Whether this process runs under user-mode emulation (qemu-user running
+/// a binary built for another architecture). qemu answers `/proc/self/exe`
+/// with the emulated program, while the kernel's own per-task link,
+/// `/proc/self/task/<pid>/exe`, which qemu passes through, names the
+/// emulator; natively both name the same file.
+#[must_use]
+pub fn emulated() -> bool {
+    let exe = std::fs::read_link("/proc/self/exe");
+    let task = std::fs::read_link(format!("/proc/self/task/{}/exe", std::process::id()));
+    matches!((exe, task), (Ok(a), Ok(b)) if a != b)
+}
+
+/// Why this process cannot `exec` a program built for its own architecture
+/// (the test binary again, the `shmkit` binary), or `None` if it can.
+/// Natively it always can. Under emulation the kernel itself must know how
+/// to run such a binary: binfmt_misc needs an enabled handler (qemu) whose
+/// magic matches this executable's ELF header — without one, `exec` fails
+/// with `ENOEXEC` and libc's fallback hands the binary to `/bin/sh`.
+#[must_use]
+pub fn exec_unavailable() -> Option<String> {
+    if !emulated() {
+        return None;
+    }
+    let mut header = [0u8; 64];
+    let read = std::fs::File::open("/proc/self/exe")
+        .and_then(|f| std::os::unix::fs::FileExt::read_at(&f, &mut header, 0));
+    let Ok(len) = read else {
+        return Some("emulated, and this executable's header cannot be read".into());
+    };
+    let header = &header[..len];
+    let dir = "/proc/sys/fs/binfmt_misc";
+    let register = |why: &str| {
+        Some(format!(
+            "running under user-mode emulation, where exec needs qemu registered with \
+             binfmt_misc, and {why} (as root: mount -t binfmt_misc binfmt_misc {dir}; \
+             cat /usr/lib/binfmt.d/qemu-<arch>.conf > {dir}/register)"
+        ))
+    };
+    match std::fs::read_to_string(format!("{dir}/status")) {
+        Ok(s) if s.trim() == "enabled" => {}
+        Ok(_) => return register("binfmt_misc is disabled"),
+        Err(_) => return register("binfmt_misc is not mounted"),
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return register("binfmt_misc cannot be listed");
+    };
+    let handled = entries.flatten().any(|e| {
+        let name = e.file_name();
+        name != "register"
+            && name != "status"
+            && std::fs::read_to_string(e.path()).is_ok_and(|t| binfmt_matches(&t, header))
+    });
+    if handled {
+        None
+    } else {
+        register("no enabled handler matches this executable's ELF header")
+    }
+}
+
+/// Whether a binfmt_misc entry (the text of `/proc/sys/fs/binfmt_misc/NAME`)
+/// is an enabled magic handler that matches `header` and whose interpreter
+/// can be found.
+fn binfmt_matches(entry: &str, header: &[u8]) -> bool {
+    let hex = |s: &str| -> Option<Vec<u8>> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect()
+    };
+    let field = |key: &str| {
+        entry
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    let enabled = entry.lines().next() == Some("enabled");
+    let (Some(offset), Some(magic)) = (
+        field("offset ").and_then(|o| o.parse::<usize>().ok()),
+        field("magic ").and_then(hex),
+    ) else {
+        return false; // an extension handler, or unreadable
+    };
+    let mask = field("mask ")
+        .and_then(hex)
+        .unwrap_or_else(|| vec![0xff; magic.len()]);
+    // Opened at registration (flag F), the interpreter need not be visible
+    // here; otherwise the kernel opens it by path at each exec.
+    let interpreter = field("flags:").is_some_and(|f| f.contains('F'))
+        || field("interpreter ").is_some_and(|p| std::path::Path::new(p).exists());
+    enabled
+        && interpreter
+        && mask.len() == magic.len()
+        && offset
+            .checked_add(magic.len())
+            .and_then(|end| header.get(offset..end))
+            .is_some_and(|h| {
+                h.iter()
+                    .zip(&magic)
+                    .zip(&mask)
+                    .all(|((h, m), k)| h & k == m & k)
+            })
+}
+
+/// Whether `CI` says this is a CI run (`true` or `1`).
+#[must_use]
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Reports test `test` as skipped because of `why`: prints
+/// `<test>: SKIPPED: <why>` past the harness's output capture (so it shows
+/// without `--nocapture`). Under `CI=true` it fails the test instead: CI
+/// runs as root and sets up what the tests need, so a skip there is a bug.
+///
+/// # Panics
+/// Under `CI=true`.
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !ci(),
+        "{test}: SKIPPED in CI ({why}): CI must not skip this"
+    );
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("{test}: SKIPPED: {why}\n").as_bytes(),
+    );
+}
+
+/// Returns from the calling test (after [`skip`]) if this process cannot
+/// `exec` a program built like itself ([`exec_unavailable`]).
+#[macro_export]
+macro_rules! require_exec {
+    ($test:expr) => {
+        if let Some(why) = $crate::exec_unavailable() {
+            $crate::skip($test, &why);
+            return;
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +365,51 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         });
         assert_eq!(hung.wait_timeout(Duration::from_millis(20)), None);
+    }
+
+    #[test]
+    fn binfmt_entries_are_matched_on_masked_magic() {
+        // qemu-aarch64 as Debian registers it, against an aarch64 and an
+        // x86-64 ELF header.
+        let entry = "enabled\ninterpreter /nonexistent/qemu\nflags: POF\noffset 0\n\
+                     magic 7f454c460201010000000000000000000200b700\n\
+                     mask ffffffffffffff00fffffffffffffffffeffffff\n";
+        let mut arm = [0u8; 20];
+        arm[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+        arm[16..20].copy_from_slice(&[0x03, 0x00, 0xb7, 0x00]); // ET_DYN, EM_AARCH64
+        let mut x86 = arm;
+        x86[18] = 0x3e; // EM_X86_64
+        assert!(binfmt_matches(entry, &arm));
+        assert!(!binfmt_matches(entry, &x86));
+        assert!(!binfmt_matches(entry, &arm[..10]), "short header");
+        assert!(!binfmt_matches(
+            &entry.replacen("enabled", "disabled", 1),
+            &arm
+        ));
+        // Without F the interpreter must exist.
+        assert!(!binfmt_matches(&entry.replace("POF", "PO"), &arm));
+        assert!(!binfmt_matches(
+            "enabled\ninterpreter /x\nflags: \nextension .exe\n",
+            &arm
+        ));
+    }
+
+    #[test]
+    fn exec_unavailable_tells_whether_exec_works() {
+        // Run this test binary again, only listing one of its tests: a
+        // real exec, which works exactly when the probe says it does.
+        let listed = Command::new(std::env::current_exe().unwrap())
+            .args(["--list", "tests::names_are_unique", "--exact"])
+            .output()
+            .is_ok_and(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout).contains("tests::names_are_unique: test")
+            });
+        let why = exec_unavailable();
+        assert_eq!(why.is_none(), listed, "{why:?}");
+        if !emulated() {
+            assert_eq!(why, None, "a native run can always exec");
+        }
     }
 
     #[test]

@@ -867,9 +867,79 @@ fn registry() -> &'static Mutex<Children> {
 }
 
 /// How many threads this process runs (`/proc/self/task` entries); 1 if
-/// that cannot be read.
+/// that cannot be read. Under user-mode emulation (qemu-user) the
+/// emulator's own helper threads (qemu's RCU thread) are listed there too;
+/// they run none of the program's code, hold none of its locks, and the
+/// emulator re-creates them in every fork child: they are not counted.
 fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count().max(1))
+    let tasks = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count().max(1));
+    tasks.saturating_sub(emulator_threads()).max(1)
+}
+
+/// The helper threads an emulator adds to every process: 0 natively.
+/// Under emulation, what a fresh fork child runs besides the thread that
+/// forked (its only program thread), counted once per process.
+fn emulator_threads() -> usize {
+    // usize::MAX: not counted yet. Relaxed: a cache of a value that never
+    // changes; racing first calls count the same number.
+    static HELPERS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let cached = HELPERS.load(Ordering::Relaxed);
+    if cached != usize::MAX {
+        return cached;
+    }
+    // qemu answers `/proc/self/exe` with the emulated program; the kernel's
+    // per-task link, which qemu passes through, names the emulator.
+    let exe = std::fs::read_link("/proc/self/exe");
+    let task = std::fs::read_link(format!("/proc/self/task/{}/exe", std::process::id()));
+    let emulated = matches!((exe, task), (Ok(a), Ok(b)) if a != b);
+    let helpers = if emulated {
+        threads_of_a_fresh_fork().map_or(0, |n| n - 1)
+    } else {
+        0
+    };
+    HELPERS.store(helpers, Ordering::Relaxed);
+    helpers
+}
+
+/// Forks a child that stops itself at once, counts its threads, kills and
+/// reaps it. `None` if that fails.
+fn threads_of_a_fresh_fork() -> Option<usize> {
+    // SAFETY: the child only calls `raise` and `_exit`, both
+    // async-signal-safe (other parent threads' locks are never needed).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return None;
+    }
+    if pid == 0 {
+        // SAFETY: plain calls; the parent SIGKILLs us while stopped.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    let stopped = loop {
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+        if rc == pid {
+            break libc::WIFSTOPPED(status);
+        }
+        if rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return None; // not ours to wait for (SIGCHLD ignored): leave it
+    };
+    let threads = stopped
+        .then(|| std::fs::read_dir(format!("/proc/{pid}/task")).map(Iterator::count))
+        .and_then(Result::ok)
+        .filter(|&n| n >= 1);
+    if stopped {
+        // SAFETY: `pid` is our stopped, unreaped child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = waitpid(pid, 0);
+    }
+    threads
 }
 
 /// Why a child could not be started.
