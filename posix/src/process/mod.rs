@@ -66,8 +66,11 @@
 //! [`active_children`] call, so no zombie outlives those calls.
 
 mod exec;
+pub mod pool;
 mod server;
 mod task;
+
+pub use pool::{AsyncResult, Pool, PoolError, TaskError};
 
 use std::ffi::OsString;
 use std::fmt;

@@ -103,6 +103,21 @@ fn anchor_addr() -> usize {
     anchor as fn() as usize
 }
 
+/// The offset of the function at `addr` from the anchor: the same in
+/// every process running this executable (what crosses to a pool worker).
+pub(super) fn code_offset(addr: usize) -> i64 {
+    (addr as i64).wrapping_sub(anchor_addr() as i64)
+}
+
+/// The address of the function at `offset` from the anchor in this
+/// process, if it lies inside `code` (this executable's code,
+/// [`executable_code`]); `None` for anything else (a hostile or corrupt
+/// offset is never called).
+pub(super) fn code_at(offset: i64, code: &[std::ops::Range<usize>]) -> Option<usize> {
+    let addr = (anchor_addr() as i64).wrapping_add(offset) as usize;
+    code.iter().any(|r| r.contains(&addr)).then_some(addr)
+}
+
 /// The task file of one child.
 #[derive(Debug)]
 pub(super) struct Task {
@@ -289,7 +304,7 @@ impl Task {
 
 /// The address ranges of this process's executable code (`r-xp` mappings
 /// of `/proc/self/exe`).
-fn executable_code() -> io::Result<Vec<std::ops::Range<usize>>> {
+pub(super) fn executable_code() -> io::Result<Vec<std::ops::Range<usize>>> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let exe = exe.to_string_lossy();
     let maps = std::fs::read_to_string("/proc/self/maps")?;
