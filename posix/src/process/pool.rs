@@ -101,6 +101,7 @@ use shmkit_core::queue::pipe::{
     DuplexPipe, Pipe, PipeReceiver, PipeRecvError, PipeSendError, PipeSender, FRAME_HEADER,
 };
 use shmkit_core::sync as core_sync;
+use shmkit_core::wait::Spin;
 
 use super::{task, Builder as ProcessBuilder, Child, SpawnError, StartMethod};
 use crate::error::CreateError;
@@ -910,9 +911,13 @@ impl Inner {
         first
     }
 
+    /// Queues a batch, and hands it out at once if a worker has room (so
+    /// workers start while the rest of a large `map` is being encoded).
     fn queue(&mut self, mut batch: Batch) {
         batch.bytes[4..8].copy_from_slice(&batch.count.to_le_bytes());
         self.pending.push_back(batch);
+        // A worker found gone here is dealt with by the next `pump`.
+        self.fill(&mut Vec::new());
     }
 
     /// Moves results in and batches out; whether anything moved.
@@ -1198,8 +1203,24 @@ impl Inner {
                 Some(d) => (d - now).min(CHECK_EVERY),
                 None => CHECK_EVERY,
             };
-            let woke = self.sem.view().acquire_timeout(slice).map(|p| p.forget());
-            if woke.is_err() {
+            // No spinning: the workers need the CPUs (a pool usually has
+            // as many workers as CPUs, the parent is one process more).
+            let sem = self.sem.view();
+            let woke = match sem.acquire_spin(Spin::NONE, Some(slice)) {
+                Ok(permit) => {
+                    // Every permit stands for messages committed before it
+                    // was released; the next `pump` takes them all, so
+                    // the other permits are spent too (else each would cost
+                    // a pass that finds nothing).
+                    permit.forget();
+                    while let Some(p) = sem.try_acquire() {
+                        p.forget();
+                    }
+                    true
+                }
+                Err(_) => false,
+            };
+            if !woke {
                 self.check_workers();
             }
         }
