@@ -406,3 +406,14 @@ fn the_same_pool_test_under_spawn_and_forkserver() {
         assert_eq!(zombies(), Vec::<u32>::new(), "{method:?}");
     }
 }
+
+#[test]
+fn the_handles_can_move_to_other_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Pool>();
+    send_sync::<process::AsyncResult<u64>>();
+    send_sync::<pool::MapResult<u64>>();
+    fn send<T: Send>() {}
+    send::<pool::Imap<u64>>();
+    send::<pool::ImapUnordered<u64>>();
+}

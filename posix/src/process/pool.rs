@@ -932,7 +932,16 @@ impl Inner {
         }
         moved |= self.fill(&mut dead);
         if !dead.is_empty() {
-            self.check_workers();
+            // Gone (its pipe says so) or lying (an impossible message):
+            // either way it is killed, and reaped and replaced by the
+            // next check, which fails what it held.
+            dead.sort_unstable();
+            dead.dedup();
+            for &w in dead.iter().rev() {
+                self.workers[w].child.kill();
+                let code = self.workers[w].child.wait().ok();
+                self.bury(w, code);
+            }
             moved = true;
         }
         // Workers that ran their `maxtasksperchild` batches exit: replace
@@ -1136,7 +1145,8 @@ impl Inner {
             }
         }
         // Only batches it really held go back (a message is trusted only
-        // as far as it matches what we sent).
+        // as far as it matches what we sent: the worker's side of the
+        // pipe was writable by the worker).
         back.retain(|b| {
             worker
                 .held
