@@ -417,3 +417,26 @@ fn the_handles_can_move_to_other_threads() {
     send::<pool::Imap<u64>>();
     send::<pool::ImapUnordered<u64>>();
 }
+
+#[cfg(feature = "serde")]
+fn bytes_of_len(n: u64) -> shmkit_posix::message::Serde<Vec<u8>> {
+    shmkit_posix::message::Serde(vec![7; n as usize])
+}
+
+#[test]
+#[cfg(feature = "serde")]
+fn a_result_larger_than_a_message_fails_alone() {
+    let _s = serial();
+    let pool = builder(1).build().unwrap();
+    let r = pool
+        .map_chunked(bytes_of_len, [10u64, 3 << 20, 20], 3)
+        .unwrap();
+    assert_eq!(r[0].as_ref().map(|v| v.len()), Ok(10));
+    match &r[1] {
+        Err(e @ TaskError::TooLarge { len, max }) => {
+            assert!(*len > 3 << 20 && *max < 1 << 20, "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r[2].as_ref().map(|v| v.len()), Ok(20));
+}

@@ -133,6 +133,8 @@ mod status {
     pub const OK: u8 = 0;
     pub const PANICKED: u8 = 1;
     pub const FAILED: u8 = 2;
+    /// The body is the result's length (`u64`), too large to send.
+    pub const TOO_LARGE: u8 = 3;
 }
 
 /// A batch: `kind, count, first seq, trampoline offset, function offset`,
@@ -565,16 +567,10 @@ fn run_batch(
         }
         let len = out.len() - mark - RESULT_ITEM;
         if RESULT_HEADER + RESULT_ITEM + len > MAX_MESSAGE {
+            // The parent reports it as `TooLarge` (the body is the length).
             out.truncate(mark + RESULT_ITEM);
-            let why = format!(
-                "{}",
-                TaskError::TooLarge {
-                    len,
-                    max: MAX_MESSAGE - RESULT_HEADER - RESULT_ITEM
-                }
-            );
-            out[mark] = status::FAILED;
-            out.extend_from_slice(why.as_bytes());
+            out[mark] = status::TOO_LARGE;
+            out.extend_from_slice(&(len as u64).to_le_bytes());
         } else {
             out[mark] = code;
         }
@@ -1070,6 +1066,13 @@ impl Inner {
                     job.settle(base + i, Slot::Value { at: start, len });
                 }
                 status::PANICKED => job.fail(base + i, TaskError::Panicked { message: text() }),
+                status::TOO_LARGE => {
+                    let len = body.try_into().map_or(usize::MAX, |b| {
+                        usize::try_from(u64::from_le_bytes(b)).unwrap_or(usize::MAX)
+                    });
+                    let max = MAX_MESSAGE - RESULT_HEADER - RESULT_ITEM;
+                    job.fail(base + i, TaskError::TooLarge { len, max });
+                }
                 _ => job.fail(base + i, TaskError::Failed { why: text() }),
             }
         }
