@@ -259,7 +259,8 @@ pub const CASES: &[Case] = &[
         floor: Some("single_process"),
         description: "a 2-worker pool's map of x*x over 100,000 u64, items per second (floor: the loop in one process)",
         layout: Layout::Pair,
-        msg_size: 8,
+        // Read by this case's impls as the items per map.
+        msg_size: shmkit_process::POOL_ITEMS as usize,
         ops: [10, 30],
         delay_us: 0,
     },

@@ -4,8 +4,8 @@
 //! `process_spawn_join`: one sample is one child started, exiting at once
 //! and joined, in nanoseconds. Floor `fork_waitpid`: raw `fork`, `_exit(0)`
 //! in the child, `waitpid` in the parent. Impl `shmkit_process`:
-//! `process::spawn(|| 0u8)` then `join()` (task file, thread check, the
-//! child's return value read back).
+//! `process::Builder::new().allow_threads(true).spawn(|| 0u8)` then
+//! `join()` (task file, the child's return value read back).
 //!
 //! `pool_map`: `map`s of `x * x` over [`POOL_ITEMS`] `u64`s each, as
 //! items per second (per-item time = 1 / rate). Floor `single_process`: the same
@@ -24,7 +24,8 @@ use shmkit_posix::process::{self, Pool};
 
 use super::{Impl, Measurement, Params, RunResult};
 
-/// Items per `map` in `pool_map`.
+/// Items per `map` in `pool_map` (the case's `msg_size`, which impls of
+/// this case read as the item count).
 pub const POOL_ITEMS: u64 = 100_000;
 
 /// Workers in `pool_map`.
@@ -90,16 +91,17 @@ fn sample(params: &Params, mut op: impl FnMut() -> Result<(), String>) -> RunRes
 /// Runs the map `op` `warmup` times unmeasured (at most 3), then `ops`
 /// times measured: a rate of items per second (the floor's per-item time
 /// is a fraction of a nanosecond, below a latency sample's resolution).
-fn items_rate(params: &Params, mut op: impl FnMut() -> Result<(), String>) -> RunResult {
+fn items_rate(params: &Params, mut op: impl FnMut(u64) -> Result<(), String>) -> RunResult {
+    let items = params.msg_size.max(1) as u64;
     for _ in 0..params.warmup.min(3) {
-        op()?;
+        op(items)?;
     }
     let t0 = Instant::now();
     for _ in 0..params.ops {
-        op()?;
+        op(items)?;
     }
     Ok(Measurement::Rate {
-        ops: params.ops * POOL_ITEMS,
+        ops: params.ops * items,
         bytes_per_op: 8,
         elapsed: t0.elapsed(),
     })
@@ -135,7 +137,12 @@ fn fork_waitpid(params: &Params) -> RunResult {
 /// `process::spawn(|| 0u8)` + `join()`.
 fn shmkit_process(params: &Params) -> RunResult {
     sample(params, || {
-        let child = process::spawn(|| 0u8).map_err(|e| e.to_string())?;
+        // The child only returns: it takes no lock another thread of this
+        // process could hold.
+        let child = process::Builder::new()
+            .allow_threads(true)
+            .spawn(|| 0u8)
+            .map_err(|e| e.to_string())?;
         match child.join() {
             Ok(0) => Ok(()),
             other => Err(format!("the child gave {other:?}")),
@@ -149,8 +156,8 @@ fn square(x: u64) -> u64 {
 
 /// The map's loop in one process.
 fn single_process(params: &Params) -> RunResult {
-    items_rate(params, || {
-        let out: Vec<u64> = (0..POOL_ITEMS).map(|x| square(black_box(x))).collect();
+    items_rate(params, |n| {
+        let out: Vec<u64> = (0..n).map(|x| square(black_box(x))).collect();
         black_box(out);
         Ok(())
     })
@@ -158,14 +165,21 @@ fn single_process(params: &Params) -> RunResult {
 
 /// A 2-worker pool's `map` (default chunking, or `chunk`).
 fn shmkit_pool(params: &Params, chunk: Option<usize>) -> RunResult {
-    let pool = Pool::new(POOL_WORKERS).map_err(|e| e.to_string())?;
-    let r = items_rate(params, || {
+    // The workers run only `square` and the pool's loop, which take no
+    // lock another thread of this process could hold.
+    let pool = Pool::builder()
+        .processes(POOL_WORKERS)
+        .process(process::Builder::new().allow_threads(true))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let r = items_rate(params, |n| {
         let results = pool
-            .map_async(square, 0..POOL_ITEMS, chunk)
+            .map_async(square, 0..n, chunk)
             .map_err(|e| e.to_string())?
             .get();
-        match results.get(99) {
-            Some(Ok(9801)) if results.len() == POOL_ITEMS as usize => {
+        let last = n.saturating_sub(1);
+        match results.last() {
+            Some(Ok(v)) if results.len() == n as usize && *v == last * last => {
                 black_box(results);
                 Ok(())
             }
