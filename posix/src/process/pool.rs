@@ -81,10 +81,26 @@
 //! [`crate::segment::reclaim_stale`] (or the next `create` of the name)
 //! removes them, their creator being dead.
 //!
+//! A worker whose pipe reports it gone, or that sends a message the
+//! parent did not ask for (an impossible batch, length or sequence number:
+//! shared memory is hostile), is killed and treated like a dead one. Every
+//! length and index the parent reads from a worker's pipe is checked
+//! before use.
+//!
 //! # Limits
-//! One message carries at most [`MAX_MESSAGE`] bytes: a single task or
-//! result larger than that fails with [`TaskError::TooLarge`] (chunks are
-//! split to fit).
+//! - One message carries at most [`MAX_MESSAGE`] bytes: a single task or
+//!   result larger than that fails with [`TaskError::TooLarge`] (chunks
+//!   are split to fit).
+//! - The unit of failure is the batch: a worker killed in the middle of a
+//!   chunk of `map` fails the whole chunk, including the tasks of it that
+//!   had finished (their results were not sent yet). A smaller chunk size
+//!   fails less.
+//! - A task that never returns is not detected: use
+//!   [`AsyncResult::get_timeout`] and [`Pool::terminate`].
+//! - Under `Fork`, each worker inherits the parent's descriptors and
+//!   mappings, those of its sibling workers' segments included, until it
+//!   exits (as Python's forked workers do): a dead worker's segment is
+//!   freed once the workers forked before its death have exited too.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
