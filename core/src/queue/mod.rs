@@ -134,9 +134,12 @@ impl Idle {
 pub const EVER_ATTACHED: u32 = 1 << 31;
 
 /// Presence-count flag of a role: the role is **closed for good** (sticky).
-/// Set by whoever observes the role gone after it attached once (the
-/// peer's `Disconnected`), or by an explicit `close()` of one of its
-/// handles. After it no handle of the role attaches
+/// Set on the producers' role by a consumer that observes it gone after it
+/// attached once (the consumer's `Disconnected`: final, as crossbeam's and
+/// Python's), and on either role by an explicit `close()` of one of its
+/// handles. (A producer that finds the consumer gone does not close the
+/// consumers' role: a consumer restarted after a crash takes the dead
+/// one's registration over and the queue resumes.) After it no handle of the role attaches
 /// ([`AttachError::Closed`](roles::AttachError::Closed)) and the peers see
 /// the role gone on every call: `Disconnected` is final. A hostile peer
 /// setting it only makes the role look gone.
@@ -286,7 +289,11 @@ impl Roles {
             || (check
                 && (v & EVER_ATTACHED != 0 || self.slots[role].raw() != roles::NEVER)
                 && !self.slots[role].is_live());
-        if gone {
+        // A consumer that sees the producer gone closes its role: its
+        // `Disconnected` is final. A producer that sees the consumer gone
+        // does not: its push fails with the value back, and a consumer
+        // restarted after a crash may take the dead one's slot over.
+        if gone && role == PRODUCER {
             self.close(role);
         }
         gone

@@ -843,10 +843,16 @@ impl<'a, T: Pod> Queue<'a, T> {
     /// live process: syscalls).
     #[inline]
     fn producers_gone(&self, slow: bool) -> bool {
-        self.ctl.all_left(PRODUCERS) || (slow && self.closes(PRODUCERS, self.producers))
+        if self.ctl.all_left(PRODUCERS) {
+            // Seen gone: closed for good.
+            self.ctl.close(PRODUCERS);
+            return true;
+        }
+        slow && self.closes(PRODUCERS, self.producers)
     }
 
-    /// The registry of `role` is gone: then the role closes for good.
+    /// The registry of `role` is gone: then the role closes for good
+    /// (producers only: see `CLOSED`).
     #[cold]
     fn closes(&self, role: usize, slots: &[RoleSlot]) -> bool {
         let gone = registry_gone(slots);
@@ -859,7 +865,9 @@ impl<'a, T: Pod> Queue<'a, T> {
     /// As [`producers_gone`](Self::producers_gone), for consumers.
     #[inline]
     fn consumers_gone(&self, slow: bool) -> bool {
-        self.ctl.all_left(CONSUMERS) || (slow && self.closes(CONSUMERS, self.consumers))
+        // Not closed: a restarted consumer may take a dead one's entry
+        // over (see `CLOSED`).
+        self.ctl.all_left(CONSUMERS) || (slow && registry_gone(self.consumers))
     }
 }
 
