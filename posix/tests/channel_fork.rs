@@ -22,8 +22,12 @@ const SHORT: Duration = Duration::from_millis(300);
 #[test]
 fn queue_python_shape_all_messages_then_disconnected() {
     let (tx, rx) = queue::channel::<u64>(16).unwrap();
+    let gate = &common::Pipe::new();
     // `tx` moves into the closure: the parent's copy is dropped by `fork`.
     let child = fork(move || {
+        // Sends only after the parent dropped its copy and looked: the
+        // parent must see neither Disconnected nor a lost message.
+        gate.take();
         for i in 0..N {
             if tx.send(i).is_err() {
                 return 2;
@@ -31,6 +35,8 @@ fn queue_python_shape_all_messages_then_disconnected() {
         }
         0
     });
+    assert_eq!(rx.recv_timeout(SHORT), Err(RecvTimeoutError::Timeout));
+    gate.release(1);
     let got: Vec<u64> = std::iter::from_fn(|| rx.recv_timeout(LONG).ok()).collect();
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, in order");
     assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
