@@ -131,6 +131,12 @@ macro_rules! spsc_ends {
                 Owned::attach(self, |r, presence| r.consumer_with(presence))
                     .map(|inner| $cons { inner })
             }
+
+            /// Number of slots.
+            #[must_use]
+            pub fn capacity(&self) -> usize {
+                *self.params()
+            }
         }
 
         impl<T: Pod> $prod<T> {

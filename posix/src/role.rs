@@ -5,10 +5,10 @@
 //!
 //! Every owned sender, receiver, producer, consumer and connection end
 //! ([`crate::ring`], [`crate::queue`], [`crate::pipe`]) is an
-//! [`Owned<H, O>`]: `H` the core handle, `O` the object kind.
+//! `Owned<H, O>` (crate-private): `H` the core handle, `O` the object kind.
 //!
 //! # Across `fork`
-//! A handle records a presence token ([`owner::Presence`]: a lock held
+//! A handle records a presence token ([`shmkit_core::owner::Presence`]: a lock held
 //! through the handle's own open file description) in its role slot when
 //! it attaches. A `fork` child's copy of the handle shares the
 //! description, so the role lives while any copy, in any process, is open.

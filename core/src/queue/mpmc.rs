@@ -469,7 +469,7 @@ impl QueueControl {
     }
 
     /// Detaches a handle that recorded `presence` in entry `slot` of
-    /// `role` (see [`roles`](super::roles)): the last `fork` copy leaves
+    /// `role` (see [`roles`]): the last `fork` copy leaves
     /// the count, once. `true` if it detached.
     fn detach_presence(&self, role: usize, slot: &RoleSlot, presence: u32) -> bool {
         let w = slot.holder_word();
@@ -683,7 +683,7 @@ impl<'a, T: Pod> Queue<'a, T> {
     /// [`producer`](Self::producer) recording the presence token
     /// `presence` (0: none) in its entry: the entry then lives while any
     /// `fork` copy of the handle does, and counts once for all of them
-    /// (see [`roles`](super::roles)); entries the copies take in forked
+    /// (see [`roles`]); entries the copies take in forked
     /// processes on their first push only hold their claims (not
     /// counted). The caller holds the token while the handle exists.
     ///
