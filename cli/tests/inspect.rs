@@ -453,13 +453,24 @@ fn pipes_count_pending_messages_per_direction() {
         value(&out, "0→1 pending"),
         "0 message(s), 0 byte(s) (head 0, tail 0)"
     );
-    assert_eq!(value(&out, "0→1 sender"), format!("pid {me}, alive"));
-    assert_eq!(value(&out, "0→1 receiver"), format!("pid {pid}, alive"));
+    // Owned ends record a presence token: the role lives while any
+    // `fork` copy of the handle does, and inspect says so.
+    let shared = |who: &str, pid: u32| {
+        let v = value(&out, who);
+        assert!(
+            v.starts_with(&format!(
+                "pid {pid}, alive; handle shared across fork (presence token 0x"
+            )),
+            "{who}: {v}"
+        );
+    };
+    shared("0→1 sender", me);
+    shared("0→1 receiver", pid);
     assert_eq!(
         value(&out, "1→0 pending"),
         "1 message(s), 8 byte(s) (head 0, tail 8)"
     );
-    assert_eq!(value(&out, "1→0 sender"), format!("pid {pid}, alive"));
+    shared("1→0 sender", pid);
     kill(child);
 }
 
