@@ -229,3 +229,23 @@ fn a_daemon_dies_with_its_parent() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[test]
+fn two_children_return_values_through_a_queue() {
+    let out = run("queue_results");
+    assert!(out.contains("results [1, 4]"), "{out}");
+    let out = run("struct_queue");
+    assert!(out.contains("readings 10 sum 10"), "{out}");
+}
+
+#[test]
+fn a_pipe_carries_ten_buns_then_eof_and_a_child_reports_the_time() {
+    let out = run("pipe_eof");
+    for i in 0..10 {
+        assert!(out.contains(&format!("c1 got bun {i}\n")), "{out}");
+    }
+    assert!(out.ends_with("main process\n"), "{out}");
+    let out = run("pipe_report");
+    assert!(out.contains("I see Mike's watch says: "), "{out}");
+    assert!(out.contains(" s since 1970"), "{out}");
+}
