@@ -249,3 +249,17 @@ fn a_pipe_carries_ten_buns_then_eof_and_a_child_reports_the_time() {
     assert!(out.contains("I see Mike's watch says: "), "{out}");
     assert!(out.contains(" s since 1970"), "{out}");
 }
+
+#[test]
+fn the_sensor_pipeline_hands_three_frames_to_the_detector() {
+    let out = run("sensor_pipeline");
+    for f in 0..3u64 {
+        let line = format!(
+            "frame {f} results: {} {} {} (pixel {f})",
+            f + 10,
+            f + 20,
+            f + 30
+        );
+        assert!(out.contains(&line), "{out}");
+    }
+}
