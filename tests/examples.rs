@@ -262,3 +262,37 @@ fn pool_files_downloads_then_processes_three_files() {
     let first_process = lines.iter().position(|l| l.starts_with("Processed"));
     assert!(last_download < first_process, "{out}");
 }
+
+#[test]
+fn two_children_return_values_through_a_queue() {
+    let out = run("queue_results");
+    assert!(out.contains("results [1, 4]"), "{out}");
+    let out = run("struct_queue");
+    assert!(out.contains("readings 10 sum 10"), "{out}");
+}
+
+#[test]
+fn a_pipe_carries_ten_buns_then_eof_and_a_child_reports_the_time() {
+    let out = run("pipe_eof");
+    for i in 0..10 {
+        assert!(out.contains(&format!("c1 got bun {i}\n")), "{out}");
+    }
+    assert!(out.ends_with("main process\n"), "{out}");
+    let out = run("pipe_report");
+    assert!(out.contains("I see Mike's watch says: "), "{out}");
+    assert!(out.contains(" s since 1970"), "{out}");
+}
+
+#[test]
+fn the_sensor_pipeline_hands_three_frames_to_the_detector() {
+    let out = run("sensor_pipeline");
+    for f in 0..3u64 {
+        let line = format!(
+            "frame {f} results: {} {} {} (pixel {f})",
+            f + 10,
+            f + 20,
+            f + 30
+        );
+        assert!(out.contains(&line), "{out}");
+    }
+}
