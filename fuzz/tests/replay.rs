@@ -76,3 +76,17 @@ fn every_committed_input_runs_clean() {
         root.display()
     );
 }
+
+/// Every open-path input starts from an honest segment of its handle for
+/// its parameter byte: each must be makeable, or the target panics on
+/// inputs that forge nothing (as it did when the MPMC queue began to
+/// require power-of-two capacities).
+#[test]
+fn every_handle_makes_an_honest_segment_for_every_parameter() {
+    for h in 0..shmkit_fuzz::open::HANDLES.len() {
+        for param in 0..=u8::MAX {
+            let segment = shmkit_fuzz::open::honest_segment(h, param);
+            assert!(segment.len() > 256, "handle {h}, parameter {param}");
+        }
+    }
+}
