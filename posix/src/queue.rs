@@ -3,7 +3,7 @@
 //! byte-message pipe) and [`SharedDuplexPipe`] (`multiprocessing.Pipe()`).
 //!
 //! Each handle maps a segment (named, anonymous or memfd, as for
-//! [`SharedArray`](crate::SharedArray)) and hands out the core role handles
+//! [`Array`](crate::Array)) and hands out the core role handles
 //! of [`shmkit_core::queue`], which borrow it: `ring.producer()`,
 //! `queue.consumer()`, `pipe.sender()`, `duplex.end(0)`. The guarantees of
 //! each structure (crash consistency, disconnect, hostile bytes) are
