@@ -399,7 +399,7 @@ pub unsafe fn begin_init(base: NonNull<u8>, init: &HeaderInit<'_>) {
 
 /// Marks the segment `READY`. Returns whether an opener announced that it
 /// sleeps on the state word ([`init_state::WAITERS`]): then the caller must
-/// wake all waiters on [`init_state`], else it may skip the wake-up.
+/// wake all waiters on [`init_state()`], else it may skip the wake-up.
 ///
 /// # Safety
 /// As [`begin_init`], after the payload is fully initialised.
@@ -421,7 +421,7 @@ pub unsafe fn publish(base: NonNull<u8>) -> bool {
 /// (read it again instead of sleeping).
 ///
 /// # Safety
-/// `base` as for [`init_state`], mapped writable.
+/// `base` as for [`init_state()`], mapped writable.
 pub unsafe fn announce_waiter(base: NonNull<u8>, seen: u32) -> Option<u32> {
     if !init_state::is_pending(seen) {
         return None;
@@ -446,7 +446,7 @@ pub unsafe fn announce_waiter(base: NonNull<u8>, seen: u32) -> Option<u32> {
 /// Returns whether this call did it.
 ///
 /// # Safety
-/// `base` as for [`init_state`], mapped writable.
+/// `base` as for [`init_state()`], mapped writable.
 pub unsafe fn mark_abandoned(base: NonNull<u8>, from: u32) -> bool {
     // SAFETY: forwarded from the caller.
     unsafe { init_state(base) }

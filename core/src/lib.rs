@@ -3,7 +3,7 @@
 //! Everything that lives *inside* a shmkit shared-memory segment, with no
 //! `std` and no allocator: the [segment header](header), element-wise
 //! [shared data](shared), the [shared map](map), and the
-//! [wait/wake](wait) and [owner](owner) layers that blocking primitives
+//! [wait/wake](wait) and [owner] layers that blocking primitives
 //! are built on.
 //!
 //! Objects here are `#[repr(C)]`, pointer-free and position-independent, so

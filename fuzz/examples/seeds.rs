@@ -195,6 +195,81 @@ fn objects() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 &[12, 1, 16, 0, 9, 0, 11, 1, 1],
             ]),
         ),
+        // stamped ring of 4 u64: attach both, push, pop, timed calls,
+        // runs of empty pops, inspection, detach, then a forged word.
+        (
+            "stamped",
+            "u64x4",
+            program(&[
+                &[37, 0, 1, 4],
+                &one,
+                &[4],
+                &two,
+                &[6, 6, 5],
+                &one,
+                &[1, 7, 1, 8, 9, 0, 0, 0, 0, 3, 2, 1, 0, 10, 0, 0, 1],
+            ]),
+        ),
+        (
+            "stamped",
+            "u8x1",
+            vec![1, 0, 1, 4, 7, 4, 8, 6, 6, 2, 8, 3, 0, 4, 9, 0, 0, 0, 0, 5],
+        ),
+        // map of 8 u32 -> u64: insert, get, update, get_or_insert, for_each,
+        // update_or_insert, remove, check, clear.
+        (
+            "map",
+            "honest",
+            program(&[
+                &[15, 1, 5, 0],
+                &v8(10),
+                &[0, 5, 0, 3, 5, 0, 4, 6, 0],
+                &v8(7),
+                &[5, 6, 0, 6, 0, 0, 9, 5, 0],
+                &two,
+                &[2, 5, 0, 8, 0, 0, 7, 0, 0, 0, 6, 0],
+            ]),
+        ),
+        // map of one entry: the second key finds it full.
+        (
+            "map",
+            "full",
+            program(&[
+                &[1, 1, 1, 0],
+                &one,
+                &[1, 2, 0],
+                &two,
+                &[8, 0, 0, 2, 1, 0, 1, 2, 0],
+                &two,
+            ]),
+        ),
+        // byte map of 4 entries, keys up to 4 bytes, values up to 17.
+        (
+            "bytemap",
+            "honest",
+            program(&[
+                &[7, 0x44, 1, 3, 0, 5],
+                b"hello",
+                &[4, 0, 3, 0, 20, 2, 2, 0, 3],
+                b"abc",
+                &[
+                    0, 4, 3, 0, 5, 2, 0, 6, 0, 0, 3, 3, 0, 8, 0, 0, 7, 0, 0, 1, 5, 0, 1,
+                ],
+                b"x",
+                &[0],
+            ]),
+        ),
+        // condition: lock, wait (times out), notify, predicate wait,
+        // recover, a forged lock word.
+        (
+            "condition",
+            "honest",
+            program(&[
+                &[1, 0, 3, 0, 4, 0, 1, 6, 7, 8, 5, 0, 1],
+                &one,
+                &[2, 0, 9, 0, 1, 0, 10, 1, 0, 0, 0, 1, 2],
+            ]),
+        ),
     ]
 }
 

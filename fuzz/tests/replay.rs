@@ -26,6 +26,10 @@ fn target(name: &str) -> Option<fn(&[u8]) -> bool> {
         "ring" => |d| object(objects::ring::run, d),
         "mpmc" => |d| object(objects::mpmc::run, d),
         "pipe" => |d| object(objects::pipe::run, d),
+        "stamped" => |d| object(objects::stamped::run, d),
+        "map" => |d| object(objects::map::run, d),
+        "bytemap" => |d| object(objects::bytemap::run, d),
+        "condition" => |d| object(objects::condition::run, d),
         "open" => |d| paths::run(OpenPath::Open, d),
         "open_read_only" => |d| paths::run(OpenPath::OpenReadOnly, d),
         "open_or_create" => |d| paths::run(OpenPath::OpenOrCreate, d),
@@ -71,4 +75,18 @@ fn every_committed_input_runs_clean() {
         "only {replayed} inputs found under {}",
         root.display()
     );
+}
+
+/// Every open-path input starts from an honest segment of its handle for
+/// its parameter byte: each must be makeable, or the target panics on
+/// inputs that forge nothing (as it did when the MPMC queue began to
+/// require power-of-two capacities).
+#[test]
+fn every_handle_makes_an_honest_segment_for_every_parameter() {
+    for h in 0..shmkit_fuzz::open::HANDLES.len() {
+        for param in 0..=u8::MAX {
+            let segment = shmkit_fuzz::open::honest_segment(h, param);
+            assert!(segment.len() > 256, "handle {h}, parameter {param}");
+        }
+    }
 }

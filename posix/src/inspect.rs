@@ -23,7 +23,7 @@
 //!
 //! The layouts come from the modules that define them (the core queues'
 //! `QueueLayout`, `ring::payload_len_for` and `pipe::stride`,
-//! [`crate::locked`]'s data offset, and the core types themselves), so
+//! [`LockedArray`](shmkit_core::sync::LockedArray)'s data offset, and the core types themselves), so
 //! they cannot drift apart.
 //!
 //! ```

@@ -2,7 +2,7 @@
 //! child processes and pool tasks.
 //!
 //! [`Message`] is implemented for every `Pod` type (its bytes, no
-//! encoding) and, with the `serde` feature, for [`Serde<T>`], which wraps
+//! encoding) and, with the `serde` feature, for `Serde<T>`, which wraps
 //! any `Serialize + DeserializeOwned` value and encodes it with postcard
 //! (compact, maintained, `no_std`-capable). The wrapper keeps the two paths
 //! apart: a `Pod` struct never needs `Serialize`, and enabling the feature

@@ -3,7 +3,7 @@
 //!
 //! | impl | what one sample is |
 //! |---|---|
-//! | `std_hashmap` ([`floors::map_get_std`]) | ns per `HashMap::get` (default SipHash hasher), batches of [`MAP_BATCH`] |
+//! | `std_hashmap` ([`floors::map_get_std`](super::floors::map_get_std)) | ns per `HashMap::get` (default SipHash hasher), batches of [`MAP_BATCH`] |
 //! | `shmkit` | ns per `SharedMap::get` of a map in an anonymous segment, one process |
 //! | `shmkit_with_writer` | the same while a peer process, pinned to the other CPU, rewrites entries of the map without pause (a run where the writer made fewer than one write per 100 timed reads fails: it was not running) |
 //!

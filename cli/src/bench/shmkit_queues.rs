@@ -10,7 +10,7 @@
 //! | `busy_rtt` | `shmkit_stamped` | the round trip through two stamped rings |
 //! | `blocking_rtt` | `shmkit_stamped_blocking` | the blocking round trip through two stamped rings |
 //! | `pipe_bytes` | `shmkit_pipe` | 64 KiB messages through a pipe of [`PIPE_BYTES_CAPACITY`] (16 messages), producer process → measuring consumer |
-//! | `pipe_bytes` | `raw_stream` | the same transfer with no pipe: `memcpy` into and out of 16 message slots in shared memory (the cross-core ceiling; see [`raw_stream`]) |
+//! | `pipe_bytes` | `raw_stream` | the same transfer with no pipe: `memcpy` into and out of 16 message slots in shared memory (the cross-core ceiling; see `raw_stream`) |
 //! | `delay_sweep_*us` | `pure_spin`, `pure_park`, `adaptive` | a blocking round trip through two SPSC rings whose peer busy-waits the case's delay before each answer, with a fixed spin of (nearly) forever, no spin at all, and the default [`AdaptiveSpin`]; latency per round trip and the measuring process's CPU time per round trip |
 //! | `blocking_rtt` | `shmkit_spsc_adaptive` | the `shmkit_spsc_blocking` round trip with the default [`AdaptiveSpin`] instead of `Spin::NONE` |
 //! | `mpmc_pxc` | `shmkit_mpmc` | [`floors::pxc`] with the `vyukov` floor's waiting loop around `try_push`/`try_pop`, one queue of capacity 1024 |

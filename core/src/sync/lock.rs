@@ -8,7 +8,7 @@
 //! [`ReentrantMutex<T>`](super::ReentrantMutex),
 //! [`RwLock<T>`](super::RwLock), [`LockedArray<T>`](super::LockedArray) —
 //! hands out the same [`Guard`] around a view of its data, and every
-//! acquisition goes through [`acquire`] below.
+//! acquisition goes through `acquire` below.
 //!
 //! # The common path composes with `?`
 //! `lock()` returns `Result<Guard, LockError>`; [`LockError`] carries no
@@ -171,7 +171,7 @@ mod sealed {
 
 /// A robust lock word: how it is taken and given back, and its poison
 /// mark. Implemented by shmkit's locks only (sealed); its methods are the
-/// engine of [`acquire`] and [`Guard`].
+/// engine of `acquire` and [`Guard`].
 pub trait RawLock: sealed::Sealed {
     /// Acquires (exclusively or shared, as the lock means).
     #[doc(hidden)]

@@ -35,7 +35,7 @@
 //! # Peers that keep moving a word
 //! Every retry loop here that a peer's writes can prolong (a lost
 //! compare-and-swap, a futex wait that returns at once because the word
-//! moved) counts its lost rounds ([`Contention`]): a `try_` call gives up
+//! moved) counts its lost rounds (`Contention`): a `try_` call gives up
 //! after [`TRY_ROUNDS`] of them with a `Contended` error; a timed or
 //! blocking call yields the CPU between such rounds, sleeps a millisecond
 //! per round once they pile up, and checks its deadline on every one. An

@@ -14,12 +14,18 @@
 //! ```
 //!
 //! Objects are reached the way the posix crate reaches them in a segment:
-//! a reference cast from the payload pointer (sync objects, which are
-//! made of atomics only) or the `from_raw` constructors (queues and pipes).
+//! through the core [`Object`] (`payload_len`, `init`, `attach`: queues,
+//! the stamped ring, maps), or, where the honest initial state is a value
+//! (a lock's data, a semaphore's permits, a barrier's parties), that value
+//! written over the region and a reference cast from it, as `Create` does.
+//! The SPSC ring and the pipes still use their `from_raw` constructors.
 
 pub mod barrier;
+pub mod bytemap;
+pub mod condition;
 pub mod condvar;
 pub mod event;
+pub mod map;
 pub mod mpmc;
 pub mod mutex;
 pub mod pipe;
@@ -27,6 +33,9 @@ pub mod reentrant;
 pub mod ring;
 pub mod rwlock;
 pub mod semaphore;
+pub mod stamped;
+
+use shmkit_core::object::Object;
 
 use crate::input::Input;
 use crate::region::Region;
@@ -110,16 +119,43 @@ impl<G, const N: usize> Default for Held<G, N> {
     }
 }
 
-/// Keeps the guard of a lock call that acquired (plainly, or from a dead
-/// owner); drops every error.
-pub fn keep<G, const N: usize>(
-    held: &mut Held<G, N>,
-    r: Result<G, shmkit_core::sync::LockError<G>>,
-) {
-    match r {
-        Ok(g) | Err(shmkit_core::sync::LockError::OwnerDied(g)) => held.push(g),
-        Err(_) => {}
+/// Keeps the guard of a lock call that acquired (plainly, or, for the
+/// `recover` calls, from a dead owner); drops every error.
+pub fn keep<G, E, const N: usize>(held: &mut Held<G, N>, r: Result<G, E>) {
+    if let Ok(g) = r {
+        held.push(g);
     }
+}
+
+/// A region holding core object `O` with `params`, exactly
+/// `O::payload_len(params)` bytes: initialised by [`Object::init`] if the
+/// setup byte says honest, else filled with the input's bytes. `None` if
+/// the parameters describe no object.
+pub fn object_region<O: Object>(
+    params: &O::Params,
+    setup: u8,
+    input: &mut Input<'_>,
+) -> Option<Region> {
+    let len = O::payload_len(params).ok()?;
+    let region = Region::new(len);
+    if setup & HONEST != 0 {
+        // SAFETY: the region is `payload_len(params)` fresh, zeroed bytes
+        // aligned to 128 = PAYLOAD_ALIGN, not yet shared.
+        unsafe { O::init(region.base(), params) };
+    } else {
+        region.fill(input.bytes(len));
+    }
+    Some(region)
+}
+
+/// The view of the object in a region made by [`object_region`] with the
+/// same `params`, as posix attaches it in a segment.
+pub fn attach<'r, O: Object>(region: &'r Region, params: &O::Params) -> O::View<'r> {
+    // SAFETY: `object_region` checked `payload_len(params)` and made the
+    // region exactly that long, 128-aligned, writable, alive for 'r, and
+    // initialised (or filled with bytes a peer may write: `attach` allows
+    // any bytes); the fuzzer only accesses it atomically (`Region`).
+    unsafe { O::attach(region.base(), params) }
 }
 
 /// What an honest queue must deliver: the values committed and not yet

@@ -26,7 +26,7 @@ pub fn run(data: &[u8]) {
         if input.is_empty() {
             break;
         }
-        match input.u8() % 12 {
+        match input.u8() % 14 {
             0 => keep(&mut held, m.try_lock()),
             1 => {
                 let t = clock.timeout(&mut input);
@@ -54,7 +54,7 @@ pub fn run(data: &[u8]) {
                     g.set(v);
                     let _ = g.get();
                     g.update(|x| *x = x.wrapping_add(1));
-                    let _ = (g.is_consistent(), g.view().len());
+                    let _ = (g.is_consistent(), g.owner_died(), g.as_slice().len());
                 }
             }
             6 => {
@@ -73,8 +73,18 @@ pub fn run(data: &[u8]) {
             10 => {
                 if let Some(g) = raw_held.get_mut(input.u8()) {
                     g.mark_consistent();
-                    let _ = (g.is_consistent(), g.mutex().is_locked());
+                    let _ = (
+                        g.is_consistent(),
+                        g.raw().is_locked(),
+                        g.raw().is_poisoned(),
+                    );
                 }
+            }
+            11 => keep(&mut held, m.try_recover()),
+            12 => {
+                let t = clock.timeout(&mut input);
+                let r = Clock::timed(t, "Mutex::recover_timeout", || m.recover_timeout(t));
+                keep(&mut held, r);
             }
             _ => region.scribble(&mut input),
         }

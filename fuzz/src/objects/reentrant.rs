@@ -24,7 +24,7 @@ pub fn run(data: &[u8]) {
         if input.is_empty() {
             break;
         }
-        match input.u8() % 8 {
+        match input.u8() % 10 {
             0 => keep(&mut held, m.try_lock()),
             1 => {
                 let t = clock.timeout(&mut input);
@@ -48,6 +48,14 @@ pub fn run(data: &[u8]) {
             5 => {
                 let _ = (m.depth(), m.snapshot());
                 let _ = format!("{m:?}");
+            }
+            6 => keep(&mut held, m.try_recover()),
+            7 => {
+                let t = clock.timeout(&mut input);
+                let r = Clock::timed(t, "ReentrantMutex::recover_timeout", || {
+                    m.recover_timeout(t)
+                });
+                keep(&mut held, r);
             }
             _ => region.scribble(&mut input),
         }

@@ -31,7 +31,7 @@ pub fn run(data: &[u8]) {
         if input.is_empty() {
             break;
         }
-        match input.u8() % 11 {
+        match input.u8() % 13 {
             0 => keep(&mut readers, l.try_read()),
             1 => {
                 let t = clock.timeout(&mut input);
@@ -67,6 +67,12 @@ pub fn run(data: &[u8]) {
             9 => {
                 let _ = l.snapshot();
                 let _ = format!("{l:?}");
+            }
+            10 => keep(&mut writers, l.try_recover()),
+            11 => {
+                let t = clock.timeout(&mut input);
+                let r = Clock::timed(t, "RwLock::recover_timeout", || l.recover_timeout(t));
+                keep(&mut writers, r);
             }
             _ => region.scribble(&mut input),
         }

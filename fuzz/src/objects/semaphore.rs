@@ -2,10 +2,10 @@
 
 use std::mem::size_of;
 
-use shmkit_core::sync::Semaphore;
+use shmkit_core::sync::{Permit, Semaphore};
 use shmkit_core::wait::Spin;
 
-use super::region_with;
+use super::{keep, region_with, Held};
 use crate::{Clock, Input, MAX_OPS};
 
 /// Runs one input.
@@ -18,26 +18,31 @@ pub fn run(data: &[u8]) {
     // SAFETY: as above; the region is exactly one semaphore, aligned.
     let s: &Semaphore = unsafe { region.object(0) };
     let mut clock = Clock::new();
+    let mut permits: Held<Permit<'_>, 4> = Held::new();
     for _ in 0..MAX_OPS {
         if input.is_empty() {
             break;
         }
-        match input.u8() % 6 {
+        match input.u8() % 8 {
             0 => {
-                let _ = s.try_acquire();
+                if let Some(p) = s.try_acquire() {
+                    permits.push(p);
+                }
             }
             1 => {
                 let t = clock.timeout(&mut input);
-                let _ = Clock::timed(t, "Semaphore::acquire_timeout", || s.acquire_timeout(t));
+                let r = Clock::timed(t, "Semaphore::acquire_timeout", || s.acquire_timeout(t));
+                keep(&mut permits, r);
             }
             2 => {
                 let t = clock.timeout(&mut input);
                 let spin = Spin {
                     iterations: u32::from(input.u8()),
                 };
-                let _ = Clock::timed(t, "Semaphore::acquire_spin", || {
+                let r = Clock::timed(t, "Semaphore::acquire_spin", || {
                     s.acquire_spin(spin, Some(t))
                 });
+                keep(&mut permits, r);
             }
             3 => {
                 let _ = s.release();
@@ -46,7 +51,15 @@ pub fn run(data: &[u8]) {
                 let _ = (s.available(), s.bound(), s.sleepers());
                 let _ = format!("{s:?}");
             }
+            5 => permits.drop_one(input.u8()),
+            6 => {
+                if let Some(p) = permits.take(input.u8()) {
+                    p.forget();
+                }
+            }
             _ => region.scribble(&mut input),
         }
     }
+    // Permits release on drop, before the region they borrow goes.
+    drop(permits);
 }

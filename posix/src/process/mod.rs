@@ -34,7 +34,7 @@
 //! exits; the forkserver lives in `init`. A function crosses as its offset
 //! in the executable (children run the same program, which `init` checks);
 //! its arguments and result cross as [`Message`]s (any `Pod` type, or any
-//! `serde` type wrapped in [`Serde`](crate::message::Serde)). Shared
+//! `serde` type wrapped in `message::Serde`, with the `serde` feature). Shared
 //! objects reach such children by name or by descriptor, not by memory:
 //! nothing of the parent's address space is there.
 //!
