@@ -29,7 +29,9 @@ use shmkit_core::sync::{
 };
 use shmkit_posix::array::SharedSliceExt;
 use shmkit_posix::inspect::{describe, PayloadView};
-use shmkit_posix::queue::{RecvBytes, SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::pipe::{End, OneWayPipe, Pipe};
+use shmkit_posix::queue::Queue;
+use shmkit_posix::ring::Ring;
 use shmkit_posix::segment::MAPPED_BYTE;
 use shmkit_posix::{Array, Create, Expect, IntoInit, LockedArray, Options, Segment, Shared, Value};
 
@@ -100,12 +102,12 @@ pub const HANDLES: &[&str] = &[
     "Event",
     "Condvar",
     "Barrier",
-    "SharedRing<u8>",
-    "SharedRing<u64>",
-    "SharedQueue<u32>",
-    "SharedQueue<u64>",
-    "SharedPipe",
-    "SharedDuplexPipe",
+    "Ring<u8>",
+    "Ring<u64>",
+    "Queue<u32>",
+    "Queue<u64>",
+    "OneWayPipe",
+    "Pipe",
     "StampedRing<u64>",
     "StampedRing<[u8; 3]>",
     "Map<u32, u64>",
@@ -190,27 +192,27 @@ macro_rules! dispatch {
                 $body
             }
             17 => {
-                type $t = SharedRing<u8>;
+                type $t = Ring<u8>;
                 $body
             }
             18 => {
-                type $t = SharedRing<u64>;
+                type $t = Ring<u64>;
                 $body
             }
             19 => {
-                type $t = SharedQueue<u32>;
+                type $t = Queue<u32>;
                 $body
             }
             20 => {
-                type $t = SharedQueue<u64>;
+                type $t = Queue<u64>;
                 $body
             }
             21 => {
-                type $t = SharedPipe;
+                type $t = OneWayPipe;
                 $body
             }
             22 => {
-                type $t = SharedDuplexPipe;
+                type $t = Pipe;
                 $body
             }
             23 => {
@@ -1036,18 +1038,17 @@ impl Handle for Shared<ByteMap> {
 }
 
 // ======================================================================
-// The posix *queue* API (`SharedRing`, `SharedQueue`, `SharedPipe`,
-// `SharedDuplexPipe`): every call into it is in this section, one `Handle`
-// impl per kind, and in `dispatch!` entries 17 to 22. When those handles
-// are replaced (`ring::Ring`, `queue::Queue`, `pipe::Pipe`, owned), port
-// these impls and the four names in `dispatch!`; nothing else names them.
+// The posix *queue* API (`ring::Ring`, `queue::Queue`, `pipe::OneWayPipe`,
+// `pipe::Pipe`, and their owned role handles): every call into it is in
+// this section, one `Handle` impl per kind, and in `dispatch!` entries 17
+// to 22.
 // ======================================================================
 
 fn ring_capacity(p: u8) -> usize {
     1 << (p % 8)
 }
 
-impl<T: Pod + Debug> Handle for SharedRing<T> {
+impl<T: Pod + Debug> Handle for Ring<T> {
     type Param = usize;
     fn param(p: u8) -> usize {
         ring_capacity(p)
@@ -1056,33 +1057,32 @@ impl<T: Pod + Debug> Handle for SharedRing<T> {
         ask_len(ask, ring_capacity)
     }
     fn honest(p: u8) -> Option<Self> {
-        SharedRing::anonymous(ring_capacity(p)).ok()
+        Self::anonymous(ring_capacity(p)).ok()
     }
     fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        SharedRing::open(name)
+        Self::open(name)
     }
     fn by_name_or_create(name: &str, cap: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        SharedRing::open_or_create(name, cap)
+        Self::open_or_create(name, cap)
     }
     fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        SharedRing::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
+        Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
     }
     fn seg(&self) -> &Segment {
-        SharedRing::segment(self)
+        self.segment()
     }
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
-        let ring = self.ring();
-        let _ = (self.capacity(), ring.capacity());
+        let _ = self.capacity();
         let v = input.pod::<T>();
-        if let Ok(mut tx) = ring.producer() {
-            let _ = tx.try_push(v);
+        if let Ok(tx) = self.producer() {
+            let _ = tx.push(v);
             let t = clock.timeout(input);
             let _ = Clock::timed(t, "Producer::push_timeout", || tx.push_timeout(v, t));
             let _ = tx.push_slice(&[v; 3]);
             let _ = tx.slots();
         }
-        if let Ok(mut rx) = ring.consumer() {
-            let _ = rx.try_pop();
+        if let Ok(rx) = self.consumer() {
+            let _ = rx.pop();
             let t = clock.timeout(input);
             let _ = Clock::timed(t, "Consumer::pop_timeout", || rx.pop_timeout(t));
             let _ = rx.pop_into(&mut [T::zeroed(); 3]);
@@ -1096,7 +1096,7 @@ fn queue_capacity(p: u8) -> usize {
     1 << (p % 5)
 }
 
-impl<T: Pod + Debug> Handle for SharedQueue<T> {
+impl<T: Pod + Debug> Handle for Queue<T> {
     type Param = usize;
     fn param(p: u8) -> usize {
         queue_capacity(p)
@@ -1105,33 +1105,33 @@ impl<T: Pod + Debug> Handle for SharedQueue<T> {
         ask_len(ask, queue_capacity)
     }
     fn honest(p: u8) -> Option<Self> {
-        SharedQueue::anonymous(queue_capacity(p)).ok()
+        Self::anonymous(queue_capacity(p)).ok()
     }
     fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        SharedQueue::open(name)
+        Self::open(name)
     }
     fn by_name_or_create(name: &str, cap: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        SharedQueue::open_or_create(name, cap)
+        Self::open_or_create(name, cap)
     }
     fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        SharedQueue::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
+        Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
     }
     fn seg(&self) -> &Segment {
-        SharedQueue::segment(self)
+        self.segment()
     }
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
-        let q = self.queue();
-        let _ = (self.capacity(), q.len(), q.is_empty(), q.is_full());
+        let _ = self.capacity();
         let v = input.pod::<T>();
-        if let Ok(mut tx) = q.producer() {
-            let _ = tx.try_push(v);
+        if let Ok(tx) = self.sender() {
+            let _ = (tx.len(), tx.is_empty(), tx.is_full());
+            let _ = tx.try_send(v);
             let t = clock.timeout(input);
-            let _ = Clock::timed(t, "QueueProducer::push_timeout", || tx.push_timeout(v, t));
+            let _ = Clock::timed(t, "Sender::send_timeout", || tx.send_timeout(v, t));
         }
-        if let Ok(mut rx) = q.consumer() {
-            let _ = rx.try_pop();
+        if let Ok(rx) = self.receiver() {
+            let _ = rx.try_recv();
             let t = clock.timeout(input);
-            let _ = Clock::timed(t, "QueueConsumer::pop_timeout", || rx.pop_timeout(t));
+            let _ = Clock::timed(t, "Receiver::recv_timeout", || rx.recv_timeout(t));
         }
     }
 }
@@ -1148,7 +1148,7 @@ fn message(input: &mut Input<'_>, max: usize) -> Vec<u8> {
     msg
 }
 
-impl Handle for SharedPipe {
+impl Handle for OneWayPipe {
     type Param = usize;
     fn param(p: u8) -> usize {
         pipe_capacity(p)
@@ -1157,25 +1157,24 @@ impl Handle for SharedPipe {
         ask_len(ask, pipe_capacity)
     }
     fn honest(p: u8) -> Option<Self> {
-        SharedPipe::anonymous(pipe_capacity(p)).ok()
+        Self::anonymous(pipe_capacity(p)).ok()
     }
     fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        SharedPipe::open(name)
+        Self::open(name)
     }
     fn by_name_or_create(name: &str, cap: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        SharedPipe::open_or_create(name, cap)
+        Self::open_or_create(name, cap)
     }
     fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        SharedPipe::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
+        Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
     }
     fn seg(&self) -> &Segment {
-        SharedPipe::segment(self)
+        self.segment()
     }
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
-        let pipe = self.pipe();
         let max = self.max_message_len();
-        let _ = (self.capacity(), pipe.max_message_len());
-        if let Ok(mut tx) = pipe.sender() {
+        let _ = self.params();
+        if let Ok(tx) = self.sender() {
             let msg = message(input, max);
             let _ = tx.try_send_bytes(&msg);
             let t = clock.timeout(input);
@@ -1183,8 +1182,8 @@ impl Handle for SharedPipe {
                 tx.send_bytes_timeout(&msg, t)
             });
         }
-        if let Ok(mut rx) = pipe.receiver() {
-            let _ = (rx.poll(), rx.try_peek_len());
+        if let Ok(rx) = self.receiver() {
+            let _ = rx.poll(std::time::Duration::ZERO);
             let mut buf = vec![0u8; usize::from(input.u16()) % (max + 8)];
             let _ = rx.try_recv_bytes_into(&mut buf);
             let t = clock.timeout(input);
@@ -1195,7 +1194,7 @@ impl Handle for SharedPipe {
     }
 }
 
-impl Handle for SharedDuplexPipe {
+impl Handle for Pipe {
     type Param = usize;
     fn param(p: u8) -> usize {
         pipe_capacity(p)
@@ -1204,42 +1203,42 @@ impl Handle for SharedDuplexPipe {
         ask_len(ask, pipe_capacity)
     }
     fn honest(p: u8) -> Option<Self> {
-        SharedDuplexPipe::anonymous(pipe_capacity(p)).ok()
+        Self::anonymous(pipe_capacity(p)).ok()
     }
     fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        SharedDuplexPipe::open(name)
+        Self::open(name)
     }
     fn by_name_or_create(name: &str, cap: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        SharedDuplexPipe::open_or_create(name, cap)
+        Self::open_or_create(name, cap)
     }
     fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        SharedDuplexPipe::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
+        Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
     }
     fn seg(&self) -> &Segment {
-        SharedDuplexPipe::segment(self)
+        self.segment()
     }
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
         let max = self.max_message_len();
-        let _ = self.capacity();
-        let mut a = self.end(0).ok();
-        let mut b = self.end(1).ok();
-        let _ = self.end(0);
-        if let Some(a) = a.as_mut() {
+        let _ = self.params();
+        let a = self.end(End::A).ok();
+        let b = self.end(End::B).ok();
+        let _ = self.end(End::A);
+        if let Some(a) = a.as_ref() {
             let msg = message(input, max);
-            let _ = a.tx.try_send_bytes(&msg);
-            let _ = a.poll();
+            let _ = a.try_send_bytes(&msg);
+            let _ = a.poll(std::time::Duration::ZERO);
         }
-        if let Some(b) = b.as_mut() {
+        if let Some(b) = b.as_ref() {
             let mut buf = vec![0u8; usize::from(input.u16()) % (max + 8)];
-            let _ = b.rx.try_recv_bytes_into(&mut buf);
+            let _ = b.try_recv_bytes_into(&mut buf);
             let t = clock.timeout(input);
-            let _ = Clock::timed(t, "PipeReceiver::recv_bytes_timeout", || {
-                b.rx.recv_bytes_timeout(t)
+            let _ = Clock::timed(t, "Connection::recv_bytes_timeout", || {
+                b.recv_bytes_timeout(t)
             });
             let msg = message(input, max);
             let t = clock.timeout(input);
-            let _ = Clock::timed(t, "PipeSender::send_bytes_timeout", || {
-                b.tx.send_bytes_timeout(&msg, t)
+            let _ = Clock::timed(t, "Connection::send_bytes_timeout", || {
+                b.send_bytes_timeout(&msg, t)
             });
         }
     }
