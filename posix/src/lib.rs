@@ -66,6 +66,7 @@ pub mod handle;
 pub mod inspect;
 pub mod map;
 pub mod message;
+pub mod msg_queue;
 pub mod name;
 pub mod process;
 pub mod queue;
