@@ -8,6 +8,7 @@
 
 use std::ptr::NonNull;
 
+use shmkit_core::queue::joinable::JoinableQueue;
 use shmkit_core::queue::msg::{MsgParams, MsgQueue};
 
 use crate::handle::{Create, IntoInit};
@@ -30,6 +31,29 @@ impl IntoInit<MsgQueue> for MsgParams {
 
 /// `(capacity, max_len)`: the default registry sizes.
 impl IntoInit<MsgQueue> for (usize, usize) {
+    fn into_init(self) -> MsgParams {
+        MsgParams::new(self.0, self.1)
+    }
+}
+
+impl Create for JoinableQueue {
+    type Init = MsgParams;
+
+    fn params(init: &MsgParams) -> MsgParams {
+        *init
+    }
+
+    unsafe fn write_init(_payload: NonNull<u8>, _params: &MsgParams, _init: MsgParams) {}
+}
+
+impl IntoInit<JoinableQueue> for MsgParams {
+    fn into_init(self) -> MsgParams {
+        self
+    }
+}
+
+/// `(capacity, max_len)`: the default registry sizes.
+impl IntoInit<JoinableQueue> for (usize, usize) {
     fn into_init(self) -> MsgParams {
         MsgParams::new(self.0, self.1)
     }
