@@ -121,7 +121,7 @@ fn impossible_parameters_are_a_corrupt_layout_line() {
     let q = Shared::<MsgQueue>::anonymous((4, 16)).unwrap();
     let seg = q.segment();
     for params in [[0, 0], [u64::MAX, u64::MAX], [4, 1 << 63 | 1 << 32 | 1]] {
-        let mut h = seg.header().clone();
+        let mut h = *seg.header();
         h.fingerprint.params = params;
         let l = describe(&h, &view(seg)).unwrap();
         assert!(value(&l, "layout").starts_with("corrupt: "), "{l:?}");
