@@ -277,6 +277,12 @@ pub struct JoinableProducer<'a> {
 }
 
 impl JoinableProducer<'_> {
+    /// The longest message, in bytes.
+    #[must_use]
+    pub fn max_len(&self) -> usize {
+        self.inner.max_len()
+    }
+
     /// Sets how blocking sends spin before sleeping.
     pub fn set_spin(&mut self, spin: impl Into<AdaptiveSpin>) {
         self.inner.set_spin(spin);
