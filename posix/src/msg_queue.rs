@@ -314,6 +314,7 @@ impl std::error::Error for MessageRecvError {}
 struct SlotSink<'w, 's>(&'w mut SlotWriter<'s>);
 
 impl ByteSink for SlotSink<'_, '_> {
+    #[inline]
     fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
         self.0.write(bytes).map_err(|_| SinkFull)
     }
@@ -500,6 +501,7 @@ impl<M> fmt::Debug for MessageReceiver<M> {
 }
 
 impl<M: Message> MessageReceiver<M> {
+    #[inline]
     fn finish(&mut self, r: Result<usize, MsgRecvError>) -> Result<M, MessageRecvError> {
         match r {
             Ok(n) => M::decode(&self.buf[..n]).map_err(MessageRecvError::Decode),

@@ -4,7 +4,8 @@
 //! Stable names (JSON, README): see `docs/bench.md`.
 
 use super::{
-    floors, peers, shmkit_locks, shmkit_map, shmkit_queues, shmkit_segment, Impl, Metric, Params,
+    floors, peers, shmkit_locks, shmkit_map, shmkit_queues, shmkit_segment, shmkit_typed, Impl,
+    Metric, Params,
 };
 
 /// Where a case puts its processes.
@@ -127,6 +128,17 @@ pub const CASES: &[Case] = &[
         description: "8-byte messages, --producers × --consumers processes on one queue",
         layout: Layout::Pair,
         msg_size: 8,
+        ops: [200_000, 2_000_000],
+        delay_us: 0,
+    },
+    Case {
+        name: "typed_queue",
+        impls_of: "typed_queue",
+        metric: Metric::MsgsPerS,
+        floor: Some("pod_mpmc"),
+        description: "a small record from one producer process to one consumer process: a 24-byte Pod through the MPMC queue (floor) vs a serde struct (16 bytes encoded) through the byte-message queue",
+        layout: Layout::Pair,
+        msg_size: 24,
         ops: [200_000, 2_000_000],
         delay_us: 0,
     },
@@ -262,6 +274,7 @@ pub fn providers() -> Vec<Provider> {
         shmkit_queues::impls,
         shmkit_segment::impls,
         shmkit_map::impls,
+        shmkit_typed::impls,
     ];
     v.extend_from_slice(OPTIONAL);
     v

@@ -15,6 +15,7 @@ pub mod shmkit_locks;
 pub mod shmkit_map;
 pub mod shmkit_queues;
 pub mod shmkit_segment;
+pub mod shmkit_typed;
 
 use std::time::Duration;
 

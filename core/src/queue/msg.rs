@@ -349,34 +349,36 @@ impl SlotWriter<'_> {
             });
         }
         let mut rest = bytes;
-        // Finish the pending word first.
         let fill = self.len % 8;
-        if fill != 0 {
+        if fill != 0 || rest.len() < 8 {
+            // Into the pending word, byte by byte (an encoder's small
+            // fields: a loop of at most 8, no call to memcpy).
             let n = rest.len().min(8 - fill);
-            self.pending[fill..fill + n].copy_from_slice(&rest[..n]);
+            for (d, &b) in self.pending[fill..fill + n].iter_mut().zip(rest) {
+                *d = b;
+            }
             rest = &rest[n..];
             self.len += n;
-            if self.len % 8 == 0 {
-                self.flush_word(self.len / 8 - 1);
+            if n == 0 || self.len % 8 != 0 {
+                return Ok(());
             }
+            self.flush_word(self.len / 8 - 1);
         }
-        // Whole words.
+        // Whole words, then the tail into the (now empty) pending word.
         let mut chunks = rest.chunks_exact(8);
         for c in &mut chunks {
             let mut w = [0u8; 8];
             w.copy_from_slice(c);
-            let k = self.len / 8;
             // Index in bounds: len + 8 <= max_len, and the slot has
             // ⌈max_len / 8⌉ data words after the length word.
-            self.words[1 + k].store(u64::from_ne_bytes(w), Ordering::Relaxed);
+            self.words[1 + self.len / 8].store(u64::from_ne_bytes(w), Ordering::Relaxed);
             self.len += 8;
         }
         let tail = chunks.remainder();
-        if !tail.is_empty() {
-            self.pending = [0; 8];
-            self.pending[..tail.len()].copy_from_slice(tail);
-            self.len += tail.len();
+        for (d, &b) in self.pending.iter_mut().zip(tail) {
+            *d = b;
         }
+        self.len += tail.len();
         Ok(())
     }
 
@@ -398,12 +400,15 @@ impl SlotWriter<'_> {
         self.max_len - self.len
     }
 
+    /// Stores the pending word as data word `k` and empties it.
+    #[inline(always)]
     fn flush_word(&mut self, k: usize) {
         self.words[1 + k].store(u64::from_ne_bytes(self.pending), Ordering::Relaxed);
         self.pending = [0; 8];
     }
 
     /// Stores the incomplete last word and the length word.
+    #[inline(always)]
     fn finish(&mut self) {
         if self.len % 8 != 0 {
             self.flush_word(self.len / 8);
@@ -663,9 +668,19 @@ fn copy_out(words: &[AtomicU64], max_len: usize, buf: &mut [u8]) -> Option<usize
     let len = words[0].load(Ordering::Relaxed);
     let len = usize::try_from(len).ok().filter(|&l| l <= max_len)?;
     // In bounds: ⌈len / 8⌉ ≤ ⌈max_len / 8⌉ data words follow word 0.
-    for (c, word) in buf[..len].chunks_mut(8).zip(&words[1..]) {
-        let w = word.load(Ordering::Relaxed).to_ne_bytes();
-        c.copy_from_slice(&w[..c.len()]);
+    let data = &words[1..];
+    let mut chunks = buf[..len].chunks_exact_mut(8);
+    let mut k = 0;
+    for c in &mut chunks {
+        c.copy_from_slice(&data[k].load(Ordering::Relaxed).to_ne_bytes());
+        k += 1;
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let w = data[k].load(Ordering::Relaxed).to_ne_bytes();
+        for (d, s) in tail.iter_mut().zip(w) {
+            *d = s;
+        }
     }
     Some(len)
 }
