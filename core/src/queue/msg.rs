@@ -1025,6 +1025,22 @@ mod tests {
         assert_eq!(rx.try_recv_into(&mut buf), Ok(2));
     }
 
+    /// The layout of one set of parameters, pinned: a change here changes
+    /// the format of existing segments.
+    #[test]
+    fn layout_is_pinned() {
+        let l = MsgParams::new(4, 20).with_registry(2, 3).layout().unwrap();
+        assert_eq!(
+            (l.producers_at, l.consumers_at, l.slots_at),
+            (640, 768, 896)
+        );
+        // A stamp, a length word, 20 bytes in 3 words.
+        assert_eq!(l.slot.stride_words, 5);
+        assert_eq!(l.slot.value_word, 1);
+        assert_eq!(l.len, 896 + 4 * 40);
+        assert_eq!(MsgParams::new(4, 20).encode()[0], 4 | 20 << 32);
+    }
+
     #[test]
     fn params_round_trip_and_are_checked() {
         let p = MsgParams::new(64, 100).with_registry(3, 5);
