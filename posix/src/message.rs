@@ -278,6 +278,60 @@ mod tests {
         assert_eq!(u64::decode(&shifted[1..]), Ok(0x1122_3344_5566_7788));
     }
 
+    /// A sink that takes at most `room` bytes.
+    struct Bounded {
+        out: Vec<u8>,
+        room: usize,
+    }
+
+    impl ByteSink for Bounded {
+        fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
+            if self.out.len() + bytes.len() > self.room {
+                return Err(SinkFull);
+            }
+            self.out.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// `encode_to` writes what `encode` does, and a sink out of room is
+    /// `Full`, for `Pod` values and (with the feature) serde values.
+    #[test]
+    fn encode_to_matches_encode() {
+        let mut a = Vec::new();
+        [1u32, 2, 3].encode(&mut a).unwrap();
+        let mut b = Bounded {
+            out: Vec::new(),
+            room: 12,
+        };
+        [1u32, 2, 3].encode_to(&mut b).unwrap();
+        assert_eq!(a, b.out);
+        assert_eq!([1u32, 2, 3].encoded_len(), Some(12));
+        let mut small = Bounded {
+            out: Vec::new(),
+            room: 11,
+        };
+        assert_eq!([1u32, 2, 3].encode_to(&mut small), Err(EncodeToError::Full));
+        #[cfg(feature = "serde")]
+        {
+            let v = Serde((String::from("frame"), vec![1u32, 2, 3], Some(7i64)));
+            let mut a = Vec::new();
+            v.encode(&mut a).unwrap();
+            let mut b = Bounded {
+                out: Vec::new(),
+                room: a.len(),
+            };
+            v.encode_to(&mut b).unwrap();
+            assert_eq!(a, b.out);
+            let mut small = Bounded {
+                out: Vec::new(),
+                room: a.len() - 1,
+            };
+            assert_eq!(v.encode_to(&mut small), Err(EncodeToError::Full));
+            assert_eq!(v.encoded_len(), None);
+        }
+    }
+
     #[cfg(feature = "serde")]
     #[test]
     fn serde_values_round_trip_and_garbage_is_an_error() {

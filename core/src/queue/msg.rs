@@ -945,6 +945,40 @@ mod tests {
         assert_eq!(got, b"abcdefghijklmnopqrstuvwxyz0123");
     }
 
+    /// Every message of up to 40 bytes, written in random pieces (empty
+    /// ones included), arrives whole.
+    #[test]
+    fn random_pieces_assemble() {
+        let parts = parts(4, 40);
+        let q = parts.queue();
+        let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+        let mut state = 0x853c_49e6_748f_ea9bu64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut buf = [0u8; 40];
+        for round in 0..2000 {
+            let len = next(41);
+            let msg: Vec<u8> = (0..len).map(|i| (i * 7 + round) as u8).collect();
+            let mut cuts: Vec<usize> = (0..next(6)).map(|_| next(len + 1)).collect();
+            cuts.push(0);
+            cuts.push(len);
+            cuts.sort_unstable();
+            tx.try_send_with(|w| {
+                for c in cuts.windows(2) {
+                    w.write(&msg[c[0]..c[1]])?;
+                }
+                Ok::<_, TooLong>(())
+            })
+            .unwrap();
+            let n = rx.try_recv_into(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &msg[..], "round {round}, cuts {cuts:?}");
+        }
+    }
+
     #[test]
     fn too_long_and_failed_encoders_send_nothing_and_do_not_wedge() {
         let parts = parts(2, 8);
