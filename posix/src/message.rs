@@ -222,6 +222,7 @@ struct SinkFlavor<'s, S: ?Sized> {
 impl<S: ByteSink + ?Sized> postcard::ser_flavors::Flavor for SinkFlavor<'_, S> {
     type Output = ();
 
+    #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         self.sink.put(data).map_err(|SinkFull| {
             *self.full = true;
@@ -229,6 +230,7 @@ impl<S: ByteSink + ?Sized> postcard::ser_flavors::Flavor for SinkFlavor<'_, S> {
         })
     }
 
+    #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
         self.try_extend(&[data])
     }

@@ -328,9 +328,23 @@ pub struct SlotWriter<'a> {
     max_len: usize,
     /// Bytes written so far.
     len: usize,
-    /// The bytes of the current, incomplete data word (little-endian
-    /// order of arrival in memory: native byte order of the word).
-    pending: [u8; 8],
+    /// The bytes of the current, incomplete data word, each at the shift
+    /// ([`byte_shift`]) that puts it at its place in memory.
+    pending: u64,
+}
+
+/// The shift of the byte at `pos` (0..8) within a word's memory: byte
+/// `pos` of `w.to_ne_bytes()` is `(w >> byte_shift(pos)) as u8`.
+/// (Small copies go through shifts, not byte arrays: LLVM turns a loop of
+/// byte stores into a call to `memcpy`, which costs more than the
+/// message.)
+#[inline(always)]
+const fn byte_shift(pos: usize) -> u32 {
+    if cfg!(target_endian = "little") {
+        8 * pos as u32
+    } else {
+        56 - 8 * pos as u32
+    }
 }
 
 impl SlotWriter<'_> {
@@ -354,8 +368,8 @@ impl SlotWriter<'_> {
             // Into the pending word, byte by byte (an encoder's small
             // fields: a loop of at most 8, no call to memcpy).
             let n = rest.len().min(8 - fill);
-            for (d, &b) in self.pending[fill..fill + n].iter_mut().zip(rest) {
-                *d = b;
+            for (i, &b) in rest[..n].iter().enumerate() {
+                self.pending |= u64::from(b) << byte_shift(fill + i);
             }
             rest = &rest[n..];
             self.len += n;
@@ -375,8 +389,8 @@ impl SlotWriter<'_> {
             self.len += 8;
         }
         let tail = chunks.remainder();
-        for (d, &b) in self.pending.iter_mut().zip(tail) {
-            *d = b;
+        for (i, &b) in tail.iter().enumerate() {
+            self.pending |= u64::from(b) << byte_shift(i);
         }
         self.len += tail.len();
         Ok(())
@@ -403,8 +417,8 @@ impl SlotWriter<'_> {
     /// Stores the pending word as data word `k` and empties it.
     #[inline(always)]
     fn flush_word(&mut self, k: usize) {
-        self.words[1 + k].store(u64::from_ne_bytes(self.pending), Ordering::Relaxed);
-        self.pending = [0; 8];
+        self.words[1 + k].store(self.pending, Ordering::Relaxed);
+        self.pending = 0;
     }
 
     /// Stores the incomplete last word and the length word.
@@ -548,7 +562,7 @@ impl<'a> ByteProducer<'a> {
             words: self.inner.queue().value_words(t),
             max_len: self.max_len,
             len: 0,
-            pending: [0; 8],
+            pending: 0,
         };
         match encode(&mut w) {
             Ok(r) => {
@@ -677,9 +691,9 @@ fn copy_out(words: &[AtomicU64], max_len: usize, buf: &mut [u8]) -> Option<usize
     }
     let tail = chunks.into_remainder();
     if !tail.is_empty() {
-        let w = data[k].load(Ordering::Relaxed).to_ne_bytes();
-        for (d, s) in tail.iter_mut().zip(w) {
-            *d = s;
+        let w = data[k].load(Ordering::Relaxed);
+        for (i, d) in tail.iter_mut().enumerate() {
+            *d = (w >> byte_shift(i)) as u8;
         }
     }
     Some(len)
