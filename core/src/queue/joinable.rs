@@ -83,25 +83,27 @@ impl JoinControl {
 
     /// Counts one more task, before it is published.
     fn count_one(&self) -> Result<(), TooManyTasks> {
-        // Relaxed is enough for the order against the publication: the
-        // commit that publishes the message is a Release store after this
-        // RMW, so a consumer that acquires the message, and then finishes
-        // it, decrements after this increment in the modification order of
-        // `unfinished` (coherence: it happens after). AcqRel keeps the
-        // reasoning local; the cost is the same locked instruction.
+        // Relaxed: the commit that publishes the message is a Release
+        // store sequenced after this RMW, so a consumer that acquires the
+        // message and then finishes it decrements after this increment in
+        // the modification order of `unfinished` (write-write coherence:
+        // the increment happens before the decrement). A task is never
+        // finished before it is counted.
         self.unfinished
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_add(1))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
             .map(|_| ())
             .map_err(|_| TooManyTasks)
     }
 
     /// Counts one task less: `Ok(remaining)`, or an error at zero.
     fn finish_one(&self) -> Result<u32, TaskDoneError> {
-        // Release (in AcqRel): the finished task's work happens before a
-        // joiner's Acquire load that sees the count reach zero.
+        // SYNC POINT JOIN-1 (Release): the finished task's work happens
+        // before a joiner's Acquire load that sees the count reach zero
+        // (an RMW continues the release sequence of every earlier one, so
+        // the joiner sees every task's work, not only the last one's).
         let left = self
             .unfinished
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1))
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1))
             .map_err(|_| TaskDoneError::TooManyCalls)?
             - 1;
         if left == 0 {
@@ -226,8 +228,8 @@ impl<'a> Joinable<'a> {
     /// [`JoinTimeout`] with the count left.
     pub fn join_deadline(&self, deadline: Option<Deadline>) -> Result<(), JoinTimeout> {
         let mut spin = AdaptiveSpin::new();
-        // Acquire: pairs with the Release of the `task_done` that brought
-        // the count to zero; the finished work is visible to the joiner.
+        // SYNC POINT JOIN-1 (Acquire): pairs with the Release of the
+        // `task_done` that brought the count to zero.
         let done = || (self.join.unfinished.load(Ordering::Acquire) == 0).then_some(());
         self.join
             .done
