@@ -4,8 +4,7 @@
 //! Stable names (JSON, README): see `docs/bench.md`.
 
 use super::{
-    floors, peers, shmkit_locks, shmkit_map, shmkit_queues, shmkit_segment, shmkit_typed, Impl,
-    Metric, Params,
+    floors, peers, shmkit_locks, shmkit_map, shmkit_queues, shmkit_segment, Impl, Metric, Params,
 };
 
 /// Where a case puts its processes.
@@ -272,9 +271,9 @@ pub fn providers() -> Vec<Provider> {
         peers::impls,
         shmkit_locks::impls,
         shmkit_queues::impls,
+        super::shmkit_typed::impls,
         shmkit_segment::impls,
         shmkit_map::impls,
-        shmkit_typed::impls,
     ];
     v.extend_from_slice(OPTIONAL);
     v
