@@ -229,3 +229,70 @@ fn a_daemon_dies_with_its_parent() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[test]
+fn pool_apply_async_runs_three_calls_in_workers() {
+    let out = run("pool_apply_async");
+    for arg in ["default", "positional", "keyword"] {
+        assert_eq!(
+            count(&out, &format!("running, argument: {arg}")),
+            1,
+            "{out}"
+        );
+    }
+    let main = std::process::id().to_string();
+    assert!(!out.contains(&format!("({main})")), "{out}");
+}
+
+#[test]
+fn pool_map_sums_squares_over_chunks() {
+    assert_eq!(run("pool_map").trim(), "Total square sum: 385");
+}
+
+#[test]
+fn pool_files_downloads_then_processes_three_files() {
+    let out = run("pool_files");
+    assert_eq!(count(&out, "Downloaded "), 3, "{out}");
+    assert_eq!(count(&out, "Processed "), 3, "{out}");
+    // "contents of file N\n" is 19 bytes, written 1, 2 and 3 times.
+    assert!(out.contains("processed bytes: 114"), "{out}");
+    // Every download came before every processing (map after starmap).
+    let lines: Vec<&str> = out.lines().collect();
+    let last_download = lines.iter().rposition(|l| l.starts_with("Downloaded"));
+    let first_process = lines.iter().position(|l| l.starts_with("Processed"));
+    assert!(last_download < first_process, "{out}");
+}
+
+#[test]
+fn two_children_return_values_through_a_queue() {
+    let out = run("queue_results");
+    assert!(out.contains("results [1, 4]"), "{out}");
+    let out = run("struct_queue");
+    assert!(out.contains("readings 10 sum 10"), "{out}");
+}
+
+#[test]
+fn a_pipe_carries_ten_buns_then_eof_and_a_child_reports_the_time() {
+    let out = run("pipe_eof");
+    for i in 0..10 {
+        assert!(out.contains(&format!("c1 got bun {i}\n")), "{out}");
+    }
+    assert!(out.ends_with("main process\n"), "{out}");
+    let out = run("pipe_report");
+    assert!(out.contains("I see Mike's watch says: "), "{out}");
+    assert!(out.contains(" s since 1970"), "{out}");
+}
+
+#[test]
+fn the_sensor_pipeline_hands_three_frames_to_the_detector() {
+    let out = run("sensor_pipeline");
+    for f in 0..3u64 {
+        let line = format!(
+            "frame {f} results: {} {} {} (pixel {f})",
+            f + 10,
+            f + 20,
+            f + 30
+        );
+        assert!(out.contains(&line), "{out}");
+    }
+}

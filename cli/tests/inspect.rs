@@ -16,7 +16,9 @@ use shmkit::core::header::HEADER_LEN;
 use shmkit::core::sync::{
     Condvar, Event, LockError, Mutex, RawMutex, ReentrantMutex, RwLock, Semaphore,
 };
-use shmkit::posix::queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
+use shmkit::posix::pipe::{End, OneWayPipe, Pipe};
+use shmkit::posix::queue::{Queue, QueueParams};
+use shmkit::posix::ring::Ring;
 use shmkit::posix::sync as psync;
 use shmkit::{Array, LockedValue, SharedByteMap, SharedMap};
 use shmkit_testkit::{fork, unique_name, Child};
@@ -361,14 +363,14 @@ fn ring_and_queue_with_messages_and_attached_producers() {
     let _serial = serial();
     let me = std::process::id();
     let rname = unique_name("insp-ring");
-    let ring = SharedRing::<u64>::create(&rname, 8).unwrap();
+    let ring = Ring::<u64>::create(&rname, 8).unwrap();
     let qname = unique_name("insp-queue");
-    let q = SharedQueue::<u32>::create_with(&qname, 16, 4, 2).unwrap();
+    let q = Queue::<u32>::create(&qname, QueueParams::new(16).with_registry(4, 2)).unwrap();
     let ready = Ready::new();
     let child = fork(|| {
-        let mut tx = ring.ring().producer().unwrap();
+        let mut tx = ring.view().producer().unwrap();
         tx.push_slice(&[1, 2, 3]).unwrap();
-        let mut qtx = q.queue().producer().unwrap();
+        let mut qtx = q.view().producer().unwrap();
         for i in 0..5 {
             qtx.try_push(i).unwrap();
         }
@@ -377,7 +379,7 @@ fn ring_and_queue_with_messages_and_attached_producers() {
     });
     ready.wait();
     let pid = child.pid();
-    let mut rx = q.queue().consumer().unwrap();
+    let mut rx = q.view().consumer().unwrap();
     assert_eq!((rx.try_pop(), rx.try_pop()), (Ok(0), Ok(1)));
 
     let out = inspect_ok(&rname);
@@ -422,8 +424,8 @@ fn pipes_count_pending_messages_per_direction() {
     let _serial = serial();
     let me = std::process::id();
     let pname = unique_name("insp-pipe");
-    let pipe = SharedPipe::create(&pname, 64).unwrap();
-    let mut tx = pipe.pipe().sender().unwrap();
+    let pipe = OneWayPipe::create(&pname, 64).unwrap();
+    let mut tx = pipe.view().sender().unwrap();
     tx.try_send_bytes(b"hello").unwrap();
     tx.try_send_bytes(b"").unwrap();
     let out = inspect_ok(&pname);
@@ -435,11 +437,11 @@ fn pipes_count_pending_messages_per_direction() {
     assert_eq!(value(&out, "sender"), format!("pid {me}, alive"));
 
     let dname = unique_name("insp-duplex");
-    let duplex = SharedDuplexPipe::create(&dname, 64).unwrap();
-    let _end0 = duplex.end(0).unwrap();
+    let duplex = Pipe::create(&dname, 64).unwrap();
+    let _end0 = duplex.end(End::A).unwrap();
     let ready = Ready::new();
     let child = fork(|| {
-        let mut end1 = duplex.end(1).unwrap();
+        let end1 = duplex.end(End::B).unwrap();
         end1.send_bytes(b"pong").unwrap();
         ready.signal();
         park_forever()
@@ -451,13 +453,24 @@ fn pipes_count_pending_messages_per_direction() {
         value(&out, "0→1 pending"),
         "0 message(s), 0 byte(s) (head 0, tail 0)"
     );
-    assert_eq!(value(&out, "0→1 sender"), format!("pid {me}, alive"));
-    assert_eq!(value(&out, "0→1 receiver"), format!("pid {pid}, alive"));
+    // Owned ends record a presence token: the role lives while any
+    // `fork` copy of the handle does, and inspect says so.
+    let shared = |who: &str, pid: u32| {
+        let v = value(&out, who);
+        assert!(
+            v.starts_with(&format!(
+                "pid {pid}, alive; handle shared across fork (presence token 0x"
+            )),
+            "{who}: {v}"
+        );
+    };
+    shared("0→1 sender", me);
+    shared("0→1 receiver", pid);
     assert_eq!(
         value(&out, "1→0 pending"),
         "1 message(s), 8 byte(s) (head 0, tail 8)"
     );
-    assert_eq!(value(&out, "1→0 sender"), format!("pid {pid}, alive"));
+    shared("1→0 sender", pid);
     kill(child);
 }
 
@@ -539,7 +552,7 @@ fn corrupt_ring_and_mutex_payloads_are_reported() {
     let _serial = serial();
     // A ring whose tail (the control block's first word) ran 1000 ahead.
     let rname = unique_name("insp-bad-ring");
-    let ring = SharedRing::<u64>::create(&rname, 8).unwrap();
+    let ring = Ring::<u64>::create(&rname, 8).unwrap();
     scribble(&rname, payload(0), &1000u32.to_ne_bytes());
     let (code, out) = inspect(&rname);
     assert_eq!(code, 2, "a corrupt payload is a corrupt segment: {out}");
@@ -644,22 +657,22 @@ fn garbage_payloads_of_every_kind_never_crash_the_binary() {
         },
         {
             let n = unique_name("insp-g-ring");
-            let h = SharedRing::<u16>::create(&n, 16).unwrap();
+            let h = Ring::<u16>::create(&n, 16).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-queue");
-            let h = SharedQueue::<u64>::create_with(&n, 8, 2, 2).unwrap();
+            let h = Queue::<u64>::create(&n, QueueParams::new(8).with_registry(2, 2)).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-pipe");
-            let h = SharedPipe::create(&n, 32).unwrap();
+            let h = OneWayPipe::create(&n, 32).unwrap();
             (n, Box::new(h))
         },
         {
             let n = unique_name("insp-g-duplex");
-            let h = SharedDuplexPipe::create(&n, 32).unwrap();
+            let h = Pipe::create(&n, 32).unwrap();
             (n, Box::new(h))
         },
         {
@@ -1013,10 +1026,10 @@ fn queues_and_pipes_in_every_honest_state_are_not_reported_corrupt() {
     let ready = Ready::new();
 
     let rname = unique_name("honest-ring");
-    let ring = SharedRing::<u32>::create(&rname, 4).unwrap();
+    let ring = Ring::<u32>::create(&rname, 4).unwrap();
     honest(&rname, "ring empty");
     let producer = fork(|| {
-        let mut tx = ring.ring().producer().unwrap();
+        let mut tx = ring.view().producer().unwrap();
         for i in 0..4 {
             tx.try_push(i).unwrap();
         }
@@ -1030,10 +1043,10 @@ fn queues_and_pipes_in_every_honest_state_are_not_reported_corrupt() {
     honest(&rname, "ring full, producer dead");
 
     let qname = unique_name("honest-queue");
-    let q = SharedQueue::<u64>::create_with(&qname, 4, 2, 2).unwrap();
+    let q = Queue::<u64>::create(&qname, QueueParams::new(4).with_registry(2, 2)).unwrap();
     honest(&qname, "queue empty");
     let producer = fork(|| {
-        let mut tx = q.queue().producer().unwrap();
+        let mut tx = q.view().producer().unwrap();
         for i in 0..4 {
             tx.try_push(i).unwrap();
         }
@@ -1043,16 +1056,16 @@ fn queues_and_pipes_in_every_honest_state_are_not_reported_corrupt() {
     ready.wait();
     honest(&qname, "queue full");
     kill(producer);
-    let mut rx = q.queue().consumer().unwrap();
+    let mut rx = q.view().consumer().unwrap();
     honest(&qname, "queue full, producer dead, a consumer attached");
     while rx.try_pop().is_ok() {}
     honest(&qname, "queue drained");
 
     let pname = unique_name("honest-pipe");
-    let pipe = SharedPipe::create(&pname, 64).unwrap();
+    let pipe = OneWayPipe::create(&pname, 64).unwrap();
     honest(&pname, "pipe empty");
     let sender = fork(|| {
-        let mut tx = pipe.pipe().sender().unwrap();
+        let mut tx = pipe.view().sender().unwrap();
         while tx.try_send_bytes(b"0123456789").is_ok() {}
         ready.signal();
         park_forever()
@@ -1061,13 +1074,13 @@ fn queues_and_pipes_in_every_honest_state_are_not_reported_corrupt() {
     honest(&pname, "pipe full");
     kill(sender);
     honest(&pname, "pipe full, sender dead");
-    let rx = pipe.pipe().receiver().unwrap();
+    let rx = pipe.view().receiver().unwrap();
     drop(rx);
     honest(&pname, "pipe full, receiver gone");
 
     let dname = unique_name("honest-duplex");
-    let duplex = SharedDuplexPipe::create(&dname, 64).unwrap();
-    let mut end0 = duplex.end(0).unwrap();
+    let duplex = Pipe::create(&dname, 64).unwrap();
+    let end0 = duplex.end(End::A).unwrap();
     end0.send_bytes(b"ping").unwrap();
     honest(&dname, "duplex, one message pending");
 }

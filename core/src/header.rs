@@ -70,7 +70,11 @@ pub const MAGIC: [u8; 8] = *b"\x7fSHMKIT\0";
 /// liveness tokens ([`crate::owner`]), role slots record the holder's pid,
 /// and the event word carries a generation. A version-1 peer would read
 /// tokens as pids and judge every owner dead.
-pub const FORMAT_VERSION: u32 = 2;
+///
+/// 3: queue role slots are 24 bytes and record the handle's presence
+/// token (a handle shared across `fork`), and role presence words carry a
+/// sticky `CLOSED` bit.
+pub const FORMAT_VERSION: u32 = 3;
 /// Length of the header; the payload starts here.
 pub const HEADER_LEN: usize = 256;
 /// Alignment of the payload (two cache lines on x86_64/aarch64, so a

@@ -128,6 +128,13 @@ pub fn wake_one(word: &AtomicU32) -> u32 {
     sys::wake(word, 1)
 }
 
+/// Wakes at most `n` sleepers of `word`. Returns how many were woken,
+/// where known.
+#[inline]
+pub fn wake_n(word: &AtomicU32, n: u32) -> u32 {
+    sys::wake(word, n)
+}
+
 /// Wakes every sleeper of `word`. Returns how many were woken, where known.
 #[inline]
 pub fn wake_all(word: &AtomicU32) -> u32 {

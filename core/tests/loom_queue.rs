@@ -136,6 +136,11 @@ fn spsc_batch_and_chunks() {
 }
 
 struct QueueMem {
+    /// Producers attached so far: a consumer that polled while every
+    /// producer that had attached was gone would close the role for good
+    /// (`Disconnected` is final), so the models start consuming only once
+    /// the producers they wait for are attached.
+    attached: loom::sync::atomic::AtomicUsize,
     ctl: QueueControl,
     producers: [RoleSlot; 2],
     consumers: [RoleSlot; 2],
@@ -146,6 +151,7 @@ struct QueueMem {
 impl QueueMem {
     fn new(cap: usize) -> Arc<QueueMem> {
         Arc::new(QueueMem {
+            attached: loom::sync::atomic::AtomicUsize::new(0),
             ctl: QueueControl::new(),
             producers: [RoleSlot::new(), RoleSlot::new()],
             consumers: [RoleSlot::new(), RoleSlot::new()],
@@ -154,6 +160,17 @@ impl QueueMem {
     }
     fn queue(&self) -> Queue<'_, u64> {
         Queue::from_parts(&self.ctl, &self.producers, &self.consumers, &self.words).unwrap()
+    }
+    /// Counts one more attached producer.
+    fn attached(&self) {
+        self.attached
+            .fetch_add(1, loom::sync::atomic::Ordering::SeqCst);
+    }
+    /// Waits until `n` producers attached.
+    fn wait_attached(&self, n: usize) {
+        while self.attached.load(loom::sync::atomic::Ordering::SeqCst) < n {
+            thread::yield_now();
+        }
     }
 }
 
@@ -177,10 +194,12 @@ fn mpmc_two_producers_exactly_once() {
                 let m = mem.clone();
                 thread::spawn(move || {
                     let mut tx = m.queue().producer().unwrap();
+                    m.attached();
                     push_spin(&mut tx, 10 + p);
                 })
             })
             .collect();
+        mem.wait_attached(2);
         let mut rx = mem.queue().consumer().unwrap();
         let mut got = Vec::new();
         while got.len() < 2 {
@@ -348,10 +367,12 @@ fn mpmc_consumer_skips_a_dead_claimer() {
         let m = mem.clone();
         let live = thread::spawn(move || {
             let mut tx = m.queue().producer().unwrap();
+            m.attached();
             push_spin(&mut tx, 7);
             // Still attached: the consumer cannot conclude "disconnected".
             std::mem::forget(tx);
         });
+        mem.wait_attached(1);
         let mut rx = mem.queue().consumer().unwrap();
         rx.set_spin(Spin::NONE);
         loop {
@@ -391,9 +412,11 @@ fn mpmc_takeover_skips_the_dead_holders_claim() {
             assert_eq!(tx.registry_index(), 0);
             assert!(claim_and_die(&q, tx));
             let mut tx = q.producer().unwrap();
+            m.attached();
             assert_eq!(tx.registry_index(), 0, "the dead holder's entry is reused");
             push_spin(&mut tx, 5);
         });
+        mem.wait_attached(1);
         let mut rx = mem.queue().consumer().unwrap();
         let mut got = Vec::new();
         loop {

@@ -338,6 +338,18 @@ impl<O: Object, A: Access> Shared<O, A> {
 }
 
 impl<O: Object> Shared<O> {
+    /// The view of the object with a lifetime the caller picks.
+    ///
+    /// # Safety
+    /// The view, and everything made from it, must not outlive every
+    /// clone of this handle (which keeps the mapping): the caller keeps a
+    /// clone next to it and drops the view first (see `crate::role`).
+    pub(crate) unsafe fn view_unbounded<'a>(&self) -> O::View<'a> {
+        // SAFETY: as in `Attached::view`, for as long as the mapping
+        // lives, which the caller's contract guarantees.
+        unsafe { O::attach(self.inner.segment.payload(), &self.inner.params) }
+    }
+
     /// The view of the object (a `SharedSlice` for arrays, `&Mutex<T>` for
     /// a mutex, the core `Queue` for a queue, ...), borrowing the handle.
     #[must_use]

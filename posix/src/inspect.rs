@@ -712,6 +712,17 @@ fn barrier(p: &PayloadView<'_>, out: &mut Lines) {
 // ----------------------------------------------------------------- queues
 
 fn role_text(slot: &RoleSlot) -> String {
+    let text = role_holder_text(slot);
+    match (slot.holder(), slot.raw_presence()) {
+        (Holder::Never | Holder::Gone, _) | (_, 0) => text,
+        (_, shmkit_core::queue::roles::DETACHING) => format!("{text}; its last copy is detaching"),
+        (_, p) => format!(
+            "{text}; handle shared across fork (presence token {p:#x}: held while any copy is open)"
+        ),
+    }
+}
+
+fn role_holder_text(slot: &RoleSlot) -> String {
     match slot.holder() {
         Holder::Never => "none (never attached)".to_string(),
         Holder::Gone => "none (detached)".to_string(),

@@ -68,8 +68,11 @@ pub mod map;
 pub mod message;
 pub mod msg_queue;
 pub mod name;
+pub mod pipe;
 pub mod process;
 pub mod queue;
+pub mod ring;
+pub mod role;
 pub mod segment;
 pub mod sync;
 
@@ -84,14 +87,19 @@ pub use sync::LockedArray;
 /// robust lock (the same object as [`sync::Mutex`]).
 pub type LockedValue<T> = sync::Mutex<T>;
 pub use name::{InvalidName, SegmentName};
-pub use queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
+pub use pipe::{Connection, Pipe};
+pub use queue::{Queue, Receiver, Sender};
+pub use ring::Ring;
 pub use segment::{Expect, ObjectSpec, Options, Owner, Segment};
 pub use shmkit_core::{Pod, Zeroable};
 
 /// The names most programs use: `use shmkit_posix::prelude::*;`.
 pub mod prelude {
     pub use crate::array::SharedSliceExt;
+    pub use crate::pipe::{self, Connection, Pipe};
     pub use crate::process;
+    pub use crate::queue::{self, Queue, Receiver, Sender};
+    pub use crate::ring::{self, Ring};
     pub use crate::sync::{
         Barrier, Condition, Event, Lock, LockedArray, Mutex, RLock, RwLock, Semaphore,
     };

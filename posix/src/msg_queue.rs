@@ -26,6 +26,7 @@ use shmkit_core::wait::Deadline;
 use crate::error::CreateError;
 use crate::handle::{Create, IntoInit, Shared};
 use crate::message::{ByteSink, DecodeError, EncodeError, EncodeToError, Message, SinkFull};
+use crate::role::{Owned, RoleHandle};
 
 impl Create for MsgQueue {
     type Init = MsgParams;
@@ -320,24 +321,6 @@ impl ByteSink for SlotSink<'_, '_> {
     }
 }
 
-mod sealed {
-    use super::*;
-
-    /// The core producers a [`MessageSender`] drives: the byte queue's,
-    /// and the joinable queue's (which counts tasks).
-    pub trait RawSender {
-        /// Sends what `encode` writes: at once if `try_`, else waiting
-        /// until `deadline`.
-        fn send_raw(
-            &mut self,
-            encode: impl FnOnce(&mut SlotWriter<'_>) -> Result<(), EncodeToError>,
-            try_: bool,
-            deadline: Option<Deadline>,
-        ) -> Result<(), MessageSendError>;
-    }
-}
-use sealed::RawSender;
-
 fn send_error(e: MsgSendError<EncodeToError>, max_len: usize) -> MessageSendError {
     match e {
         MsgSendError::Full => MessageSendError::Full,
@@ -349,78 +332,72 @@ fn send_error(e: MsgSendError<EncodeToError>, max_len: usize) -> MessageSendErro
     }
 }
 
-impl RawSender for ByteProducer<'static> {
-    #[inline]
-    fn send_raw(
-        &mut self,
-        encode: impl FnOnce(&mut SlotWriter<'_>) -> Result<(), EncodeToError>,
-        try_: bool,
-        deadline: Option<Deadline>,
-    ) -> Result<(), MessageSendError> {
-        let max_len = self.max_len();
-        if try_ {
-            self.try_send_with(encode)
-        } else {
-            self.send_with_deadline(encode, deadline)
-        }
-        .map_err(|e| send_error(e, max_len))
-    }
-}
-
-impl RawSender for JoinableProducer<'static> {
-    #[inline]
-    fn send_raw(
-        &mut self,
-        encode: impl FnOnce(&mut SlotWriter<'_>) -> Result<(), EncodeToError>,
-        try_: bool,
-        deadline: Option<Deadline>,
-    ) -> Result<(), MessageSendError> {
-        let max_len = self.max_len();
-        if try_ {
-            self.try_send_with(encode)
-        } else {
-            self.send_with_deadline(encode, deadline)
-        }
-        .map_err(|e| match e {
-            MsgSendError::Full => MessageSendError::Full,
-            MsgSendError::Timeout => MessageSendError::Timeout,
-            MsgSendError::Disconnected => MessageSendError::Disconnected,
-            MsgSendError::Corrupt => MessageSendError::Corrupt,
-            MsgSendError::Encode(JoinableEncodeError::TooManyTasks) => {
-                MessageSendError::TooManyTasks
-            }
-            MsgSendError::Encode(JoinableEncodeError::Encode(e)) => {
-                send_error(MsgSendError::Encode(e), max_len)
-            }
-        })
-    }
-}
-
-/// The sending end of a [`MessageQueue`] (or, as [`JoinableSender`], of a
-/// [`JoinableQueue`]): owned, `'static`, `Send` (not `Sync`: one per
-/// thread or process; attach more with [`sender`](Shared::sender)). Holds
-/// a producer registration until dropped; each message is encoded
-/// straight into its slot.
-pub struct MessageSender<M, P = ByteProducer<'static>> {
-    // Declared first, dropped first: it borrows the mapping `_keep` owns.
-    raw: P,
+fn joinable_send_error(
+    e: MsgSendError<JoinableEncodeError<EncodeToError>>,
     max_len: usize,
-    _keep: Box<dyn std::any::Any + Send + Sync>,
-    _m: PhantomData<fn(&M)>,
+) -> MessageSendError {
+    match e {
+        MsgSendError::Full => MessageSendError::Full,
+        MsgSendError::Timeout => MessageSendError::Timeout,
+        MsgSendError::Disconnected => MessageSendError::Disconnected,
+        MsgSendError::Corrupt => MessageSendError::Corrupt,
+        MsgSendError::Encode(JoinableEncodeError::TooManyTasks) => MessageSendError::TooManyTasks,
+        MsgSendError::Encode(JoinableEncodeError::Encode(e)) => {
+            send_error(MsgSendError::Encode(e), max_len)
+        }
+    }
 }
 
-/// The sending end of a [`JoinableQueue`]: each message counts a task.
-pub type JoinableSender<M> = MessageSender<M, JoinableProducer<'static>>;
+impl RoleHandle for ByteProducer<'static> {
+    fn forget_copy(self) {
+        ByteProducer::forget_copy(self);
+    }
+}
 
-impl<M, P> fmt::Debug for MessageSender<M, P> {
+impl RoleHandle for ByteConsumer<'static> {
+    fn forget_copy(self) {
+        ByteConsumer::forget_copy(self);
+    }
+}
+
+impl RoleHandle for JoinableProducer<'static> {
+    fn forget_copy(self) {
+        JoinableProducer::forget_copy(self);
+    }
+}
+
+/// The core producer of a sender: the byte queue's, or the joinable
+/// queue's (which counts tasks). Owned through the crate's one
+/// owned-handle helper ([`crate::role`]).
+enum SenderInner<M: Message + 'static> {
+    Plain(Owned<ByteProducer<'static>, Messages<M>>),
+    Joinable(Owned<JoinableProducer<'static>, JoinableMessages<M>>),
+}
+
+/// The sending end of a [`MessageQueue`] or of a [`JoinableQueue`]
+/// (whose sends count tasks): owned, `'static`, `Send`, not `Sync` (one
+/// per thread; attach more with [`sender`](Shared::sender)). Holds a
+/// producer registration until dropped, shared with its `fork` copies (see
+/// [`crate::role`]); each message is encoded straight into its slot.
+///
+/// Sends take `&mut self`: the message's encoder (user code: a
+/// `Serialize` impl) runs while the core handle is borrowed, so it must
+/// not be able to reach the same sender again.
+pub struct MessageSender<M: Message + 'static> {
+    inner: SenderInner<M>,
+    max_len: usize,
+}
+
+impl<M: Message + 'static> fmt::Debug for MessageSender<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MessageSender")
             .field("max_len", &self.max_len)
+            .field("joinable", &matches!(self.inner, SenderInner::Joinable(_)))
             .finish_non_exhaustive()
     }
 }
 
-impl<M: Message, P: RawSender> MessageSender<M, P> {
+impl<M: Message + 'static> MessageSender<M> {
     /// The longest encoding the queue takes, in bytes.
     #[must_use]
     pub fn max_len(&self) -> usize {
@@ -441,16 +418,47 @@ impl<M: Message, P: RawSender> MessageSender<M, P> {
         }
     }
 
+    #[inline]
+    fn send_raw(
+        &mut self,
+        msg: &M,
+        try_: bool,
+        deadline: Option<Deadline>,
+    ) -> Result<(), MessageSendError> {
+        self.check(msg)?;
+        let max_len = self.max_len;
+        let encode = |w: &mut SlotWriter<'_>| msg.encode_to(&mut SlotSink(w));
+        match &mut self.inner {
+            SenderInner::Plain(o) => {
+                let p = o.get_mut();
+                if try_ {
+                    p.try_send_with(encode)
+                } else {
+                    p.send_with_deadline(encode, deadline)
+                }
+                .map_err(|e| send_error(e, max_len))
+            }
+            SenderInner::Joinable(o) => {
+                let p = o.get_mut();
+                if try_ {
+                    p.try_send_with(encode)
+                } else {
+                    p.send_with_deadline(encode, deadline)
+                }
+                .map_err(|e| joinable_send_error(e, max_len))
+            }
+        }
+    }
+
     /// Sends `msg` if there is room now.
     ///
     /// # Errors
     /// `Full`, `Disconnected`, `Corrupt`, `TooLong`, `Encode`
     /// (`TooManyTasks` for a joinable queue).
+    #[doc(alias = "put_nowait")]
     #[inline]
     pub fn try_send(&mut self, msg: &M) -> Result<(), MessageSendError> {
-        self.check(msg)?;
-        self.raw
-            .send_raw(|w| msg.encode_to(&mut SlotSink(w)), true, None)
+        self.send_raw(msg, true, None)
     }
 
     /// Sends `msg`, waiting while the queue is full.
@@ -459,9 +467,7 @@ impl<M: Message, P: RawSender> MessageSender<M, P> {
     /// `Disconnected`, `Corrupt`, `TooLong`, `Encode` (`TooManyTasks`).
     #[doc(alias = "put")]
     pub fn send(&mut self, msg: &M) -> Result<(), MessageSendError> {
-        self.check(msg)?;
-        self.raw
-            .send_raw(|w| msg.encode_to(&mut SlotSink(w)), false, None)
+        self.send_raw(msg, false, None)
     }
 
     /// Sends `msg`, waiting at most `timeout` for room.
@@ -470,13 +476,14 @@ impl<M: Message, P: RawSender> MessageSender<M, P> {
     /// `Timeout`, `Disconnected`, `Corrupt`, `TooLong`, `Encode`
     /// (`TooManyTasks`).
     pub fn send_timeout(&mut self, msg: &M, timeout: Duration) -> Result<(), MessageSendError> {
-        self.check(msg)?;
-        self.raw.send_raw(
-            |w| msg.encode_to(&mut SlotSink(w)),
-            false,
-            Some(Deadline::after(timeout)),
-        )
+        self.send_raw(msg, false, Some(Deadline::after(timeout)))
     }
+}
+
+/// The core consumer of a receiver, owned (see [`SenderInner`]).
+enum ReceiverInner<M: Message + 'static> {
+    Plain(Owned<ByteConsumer<'static>, Messages<M>>),
+    Joinable(Owned<ByteConsumer<'static>, JoinableMessages<M>>),
 }
 
 /// The receiving end of a [`MessageQueue`] or [`JoinableQueue`]: owned,
@@ -484,15 +491,12 @@ impl<M: Message, P: RawSender> MessageSender<M, P> {
 /// bytes it allocates once (the copy out of the slot is what makes a
 /// receive safe against other receivers: see
 /// [`shmkit_core::queue::msg`]).
-pub struct MessageReceiver<M> {
-    // Declared first, dropped first: it borrows the mapping `_keep` owns.
-    raw: ByteConsumer<'static>,
+pub struct MessageReceiver<M: Message + 'static> {
+    inner: ReceiverInner<M>,
     buf: Box<[u8]>,
-    _keep: Box<dyn std::any::Any + Send + Sync>,
-    _m: PhantomData<fn() -> M>,
 }
 
-impl<M> fmt::Debug for MessageReceiver<M> {
+impl<M: Message + 'static> fmt::Debug for MessageReceiver<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MessageReceiver")
             .field("max_len", &self.buf.len())
@@ -500,7 +504,15 @@ impl<M> fmt::Debug for MessageReceiver<M> {
     }
 }
 
-impl<M: Message> MessageReceiver<M> {
+impl<M: Message + 'static> MessageReceiver<M> {
+    fn consumer(&mut self) -> (&mut ByteConsumer<'static>, &mut [u8]) {
+        let c = match &mut self.inner {
+            ReceiverInner::Plain(o) => o.get_mut(),
+            ReceiverInner::Joinable(o) => o.get_mut(),
+        };
+        (c, &mut self.buf)
+    }
+
     #[inline]
     fn finish(&mut self, r: Result<usize, MsgRecvError>) -> Result<M, MessageRecvError> {
         match r {
@@ -521,7 +533,8 @@ impl<M: Message> MessageReceiver<M> {
     /// `Empty`, `Disconnected`, `Corrupt`, `Decode`.
     #[inline]
     pub fn try_recv(&mut self) -> Result<M, MessageRecvError> {
-        let r = self.raw.try_recv_into(&mut self.buf);
+        let (c, buf) = self.consumer();
+        let r = c.try_recv_into(buf);
         self.finish(r)
     }
 
@@ -531,7 +544,8 @@ impl<M: Message> MessageReceiver<M> {
     /// `Disconnected` (drained, every sender gone), `Corrupt`, `Decode`.
     #[doc(alias = "get")]
     pub fn recv(&mut self) -> Result<M, MessageRecvError> {
-        let r = self.raw.recv_into(&mut self.buf);
+        let (c, buf) = self.consumer();
+        let r = c.recv_into(buf);
         self.finish(r)
     }
 
@@ -540,7 +554,8 @@ impl<M: Message> MessageReceiver<M> {
     /// # Errors
     /// `Timeout`, `Disconnected`, `Corrupt`, `Decode`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<M, MessageRecvError> {
-        let r = self.raw.recv_into_timeout(&mut self.buf, timeout);
+        let (c, buf) = self.consumer();
+        let r = c.recv_into_timeout(buf, timeout);
         self.finish(r)
     }
 
@@ -558,12 +573,12 @@ impl<M: Message> MessageReceiver<M> {
 
 /// The iterator of [`MessageReceiver::iter`].
 #[derive(Debug)]
-pub struct Iter<'r, M> {
+pub struct Iter<'r, M: Message + 'static> {
     rx: &'r mut MessageReceiver<M>,
     done: bool,
 }
 
-impl<M: Message> Iterator for Iter<'_, M> {
+impl<M: Message + 'static> Iterator for Iter<'_, M> {
     type Item = Result<M, MessageRecvError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -592,31 +607,24 @@ impl<M: Message + 'static> Shared<Messages<M>> {
     ///
     /// # Errors
     /// [`AttachError::Full`] if every producer entry is held by a live
-    /// process.
+    /// handle; [`AttachError::Closed`] once the producers' role closed.
     pub fn sender(&self) -> Result<MessageSender<M>, AttachError> {
-        let raw = self.view().producer()?;
+        let o = Owned::attach(self, |q, presence| q.producer_with(presence))?;
         Ok(MessageSender {
-            max_len: raw.max_len(),
-            // SAFETY: see `extend`.
-            raw: unsafe { extend(raw) },
-            _keep: Box::new(self.clone()),
-            _m: PhantomData,
+            max_len: self.params().max_len,
+            inner: SenderInner::Plain(o),
         })
     }
 
     /// Attaches a receiver (one more consumer of the queue).
     ///
     /// # Errors
-    /// [`AttachError::Full`] if every consumer entry is held by a live
-    /// process.
+    /// As [`sender`](Self::sender).
     pub fn receiver(&self) -> Result<MessageReceiver<M>, AttachError> {
-        let raw = self.view().consumer()?;
+        let o = Owned::attach(self, |q, presence| q.consumer_with(presence))?;
         Ok(MessageReceiver {
-            buf: vec![0u8; raw.max_len()].into_boxed_slice(),
-            // SAFETY: see `extend`.
-            raw: unsafe { extend(raw) },
-            _keep: Box::new(self.clone()),
-            _m: PhantomData,
+            buf: vec![0u8; self.params().max_len].into_boxed_slice(),
+            inner: ReceiverInner::Plain(o),
         })
     }
 
@@ -640,15 +648,12 @@ impl<M: Message + 'static> Shared<JoinableMessages<M>> {
     ///
     /// # Errors
     /// [`AttachError::Full`] if every producer entry is held by a live
-    /// process.
-    pub fn sender(&self) -> Result<JoinableSender<M>, AttachError> {
-        let raw = self.view().producer()?;
+    /// handle; [`AttachError::Closed`] once the producers' role closed.
+    pub fn sender(&self) -> Result<MessageSender<M>, AttachError> {
+        let o = Owned::attach(self, |q, presence| q.producer_with(presence))?;
         Ok(MessageSender {
-            max_len: raw.max_len(),
-            // SAFETY: see `extend`.
-            raw: unsafe { extend(raw) },
-            _keep: Box::new(self.clone()),
-            _m: PhantomData,
+            max_len: self.params().max_len,
+            inner: SenderInner::Joinable(o),
         })
     }
 
@@ -656,16 +661,12 @@ impl<M: Message + 'static> Shared<JoinableMessages<M>> {
     /// message received, when its work is finished.
     ///
     /// # Errors
-    /// [`AttachError::Full`] if every consumer entry is held by a live
-    /// process.
+    /// As [`sender`](Self::sender).
     pub fn receiver(&self) -> Result<MessageReceiver<M>, AttachError> {
-        let raw = self.view().consumer()?;
+        let o = Owned::attach(self, |q, presence| q.consumer_with(presence))?;
         Ok(MessageReceiver {
-            buf: vec![0u8; raw.max_len()].into_boxed_slice(),
-            // SAFETY: see `extend`.
-            raw: unsafe { extend(raw) },
-            _keep: Box::new(self.clone()),
-            _m: PhantomData,
+            buf: vec![0u8; self.params().max_len].into_boxed_slice(),
+            inner: ReceiverInner::Joinable(o),
         })
     }
 
@@ -702,45 +703,6 @@ impl<M: Message + 'static> Shared<JoinableMessages<M>> {
         self.view().unfinished()
     }
 }
-
-/// A core handle borrowing a segment's mapping, with its lifetime
-/// extended to `'static`.
-///
-/// # Safety
-/// The caller stores the result in a struct next to (declared before, so
-/// dropped before) a clone of the `Shared` whose view it came from. Then
-/// the mapping outlives the handle: a `Shared` keeps its segment mapped
-/// while any clone of its `Arc` lives, the mapping never moves, and the
-/// handle is dropped (detaching from the registry) before the clone.
-/// The handle's borrows are of atomics only, valid for any bytes.
-unsafe fn extend<T: Extend>(handle: T) -> T::Static {
-    // SAFETY: same type but for the lifetime (`Extend`'s contract); the
-    // lifetime is justified by the caller.
-    unsafe { handle.extend() }
-}
-
-/// Core handles whose lifetime may be extended (see [`extend`]).
-trait Extend {
-    type Static;
-    /// # Safety
-    /// As [`extend`].
-    unsafe fn extend(self) -> Self::Static;
-}
-
-macro_rules! extend_lifetime {
-    ($($ty:ident),+) => {$(
-        impl<'a> Extend for $ty<'a> {
-            type Static = $ty<'static>;
-            unsafe fn extend(self) -> $ty<'static> {
-                // SAFETY: `$ty<'a>` and `$ty<'static>` differ only in the
-                // lifetime, which the caller justifies.
-                unsafe { std::mem::transmute::<$ty<'a>, $ty<'static>>(self) }
-            }
-        }
-    )+};
-}
-
-extend_lifetime!(ByteProducer, ByteConsumer, JoinableProducer);
 
 /// Both ends of a new anonymous [`MessageQueue`] of `capacity` messages
 /// of up to `max_len` encoded bytes (crossbeam's `bounded`): the ends

@@ -9,7 +9,9 @@
 mod common;
 
 use common::{poke, shm_path};
-use shmkit_posix::queue::{SharedDuplexPipe, SharedQueue, SharedRing};
+use shmkit_posix::pipe::{End, Pipe};
+use shmkit_posix::queue::Queue;
+use shmkit_posix::ring::Ring;
 use shmkit_posix::Array;
 use shmkit_posix::LockedArray;
 use shmkit_testkit::{fork, unique_name, Exit};
@@ -74,10 +76,10 @@ fn locked_array_open_or_create_with_forged_length() {
 fn queue_open_or_create_with_forged_capacity() {
     forged_param0(
         "forged-queue",
-        |n| SharedQueue::<u64>::create(n, 4).unwrap().persist(),
+        |n| Queue::<u64>::create(n, 4).unwrap().persist(),
         |n| {
-            if let Ok(q) = SharedQueue::<u64>::open_or_create(n, FORGED as usize) {
-                if let Ok(mut tx) = q.queue().producer() {
+            if let Ok(q) = Queue::<u64>::open_or_create(n, FORGED as usize) {
+                if let Ok(mut tx) = q.view().producer() {
                     for i in 0..FORGED {
                         if tx.try_push(i).is_err() {
                             break;
@@ -93,10 +95,10 @@ fn queue_open_or_create_with_forged_capacity() {
 fn ring_open_or_create_with_forged_capacity() {
     forged_param0(
         "forged-ring",
-        |n| SharedRing::<u64>::create(n, 4).unwrap().persist(),
+        |n| Ring::<u64>::create(n, 4).unwrap().persist(),
         |n| {
-            if let Ok(r) = SharedRing::<u64>::open_or_create(n, FORGED as usize) {
-                if let Ok(mut tx) = r.ring().producer() {
+            if let Ok(r) = Ring::<u64>::open_or_create(n, FORGED as usize) {
+                if let Ok(mut tx) = r.view().producer() {
                     for i in 0..FORGED {
                         if tx.try_push(i).is_err() {
                             break;
@@ -112,11 +114,11 @@ fn ring_open_or_create_with_forged_capacity() {
 fn duplex_pipe_open_or_create_with_forged_capacity() {
     forged_param0(
         "forged-duplex",
-        |n| SharedDuplexPipe::create(n, 64).unwrap().persist(),
+        |n| Pipe::create(n, 64).unwrap().persist(),
         |n| {
-            if let Ok(p) = SharedDuplexPipe::open_or_create(n, FORGED as usize) {
-                match p.end(1) {
-                    Ok(mut end) => {
+            if let Ok(p) = Pipe::open_or_create(n, FORGED as usize) {
+                match p.end(End::B) {
+                    Ok(end) => {
                         let r = end.send_bytes(&vec![7u8; 1000]);
                         eprintln!("send {r:?}");
                     }

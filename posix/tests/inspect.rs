@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use shmkit_core::sync::{Condvar, Event, Mutex, ReentrantMutex, RwLock, Semaphore};
 use shmkit_posix::inspect::{describe, Lines, PayloadView};
-use shmkit_posix::queue::{SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::pipe::{OneWayPipe, Pipe};
+use shmkit_posix::queue::{Queue, QueueParams};
+use shmkit_posix::ring::Ring;
 use shmkit_posix::sync as psync;
 use shmkit_posix::{Array, LockedArray, LockedValue, Segment, SharedByteMap, SharedMap, Value};
 
@@ -108,13 +110,13 @@ fn every_kind() -> Vec<(&'static str, Box<dyn AsSegment>)> {
             Box::new(psync::Condvar::anonymous(Condvar::new()).unwrap()),
         ),
         ("barrier", Box::new(psync::Barrier::anonymous(3).unwrap())),
-        ("ring", Box::new(SharedRing::<u64>::anonymous(8).unwrap())),
+        ("ring", Box::new(Ring::<u64>::anonymous(8).unwrap())),
         (
             "queue",
-            Box::new(SharedQueue::<u32>::anonymous_with(16, 3, 2).unwrap()),
+            Box::new(Queue::<u32>::anonymous(QueueParams::new(16).with_registry(3, 2)).unwrap()),
         ),
-        ("pipe", Box::new(SharedPipe::anonymous(64).unwrap())),
-        ("duplex", Box::new(SharedDuplexPipe::anonymous(64).unwrap())),
+        ("pipe", Box::new(OneWayPipe::anonymous(64).unwrap())),
+        ("duplex", Box::new(Pipe::anonymous(64).unwrap())),
         (
             "map",
             Box::new(SharedMap::<u64, u32>::anonymous(100).unwrap()),
@@ -153,7 +155,7 @@ impl StampedSegment {
     }
 
     /// The ring, to push into it.
-    fn ring(&self) -> shmkit_core::queue::stamped::StampedRing<'_, u64> {
+    fn view(&self) -> shmkit_core::queue::stamped::StampedRing<'_, u64> {
         use shmkit_core::object::Object;
         // SAFETY: made by `anonymous` with this capacity, read-write,
         // initialised, mapped while `self` lives, accessed atomically.
@@ -194,10 +196,10 @@ as_segment!(
     psync::Event,
     psync::Condvar,
     psync::Barrier,
-    SharedRing<u64>,
-    SharedQueue<u32>,
-    SharedPipe,
-    SharedDuplexPipe,
+    Ring<u64>,
+    Queue<u32>,
+    OneWayPipe,
+    Pipe,
     SharedMap<u64, u32>,
     SharedByteMap,
 );
@@ -298,9 +300,9 @@ fn fresh_objects_of_every_kind() {
 #[test]
 fn states_set_in_process_are_read_back() {
     let me = std::process::id();
-    let q = SharedQueue::<u32>::anonymous_with(4, 2, 2).unwrap();
-    let mut tx = q.queue().producer().unwrap();
-    let mut rx = q.queue().consumer().unwrap();
+    let q = Queue::<u32>::anonymous(QueueParams::new(4).with_registry(2, 2)).unwrap();
+    let mut tx = q.view().producer().unwrap();
+    let mut rx = q.view().consumer().unwrap();
     for i in 0..3 {
         tx.try_push(i).unwrap();
     }
@@ -321,7 +323,7 @@ fn states_set_in_process_are_read_back() {
 
     let stamped = StampedSegment::anonymous(8);
     {
-        let ring = stamped.ring();
+        let ring = stamped.view();
         let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
         for i in 0..3 {
             tx.try_push(i).unwrap();
@@ -333,8 +335,8 @@ fn states_set_in_process_are_read_back() {
         assert_eq!(value(&l, "consumer"), format!("pid {me}, alive"));
     }
 
-    let pipe = SharedPipe::anonymous(32).unwrap();
-    let mut tx = pipe.pipe().sender().unwrap();
+    let pipe = OneWayPipe::anonymous(32).unwrap();
+    let mut tx = pipe.view().sender().unwrap();
     for m in [&b"hello"[..], b"", b"abc"] {
         tx.try_send_bytes(m).unwrap();
     }
@@ -410,7 +412,7 @@ fn poke_u32(seg: &Segment, off: usize, v: u32) {
 fn known_corruptions_are_named() {
     // A ring whose tail ran 1000 ahead of its head (the tail is the
     // RingControl's first word).
-    let ring = SharedRing::<u64>::anonymous(8).unwrap();
+    let ring = Ring::<u64>::anonymous(8).unwrap();
     poke_u32(ring.segment(), 0, 1000);
     let l = lines(ring.segment());
     assert!(
@@ -433,8 +435,8 @@ fn known_corruptions_are_named() {
     );
 
     // A pipe frame claiming more than the pipe can carry.
-    let pipe = SharedPipe::anonymous(64).unwrap();
-    let mut tx = pipe.pipe().sender().unwrap();
+    let pipe = OneWayPipe::anonymous(64).unwrap();
+    let mut tx = pipe.view().sender().unwrap();
     tx.try_send_bytes(b"hi").unwrap();
     // The frame's length word is the first data byte, after the control.
     let data = std::mem::size_of::<shmkit_core::queue::ring::RingControl>();
@@ -454,7 +456,7 @@ fn known_corruptions_are_named() {
     assert!(value(&lines(s.segment()), "permits").starts_with("corrupt: 3 available exceed"));
 
     // Header parameters that do not fit the payload.
-    let q = SharedQueue::<u32>::anonymous_with(16, 3, 2).unwrap();
+    let q = Queue::<u32>::anonymous(QueueParams::new(16).with_registry(3, 2)).unwrap();
     let mut h = *q.segment().header();
     h.fingerprint.params[0] = 1 << 40;
     let l = describe(&h, &view(q.segment())).unwrap();

@@ -395,3 +395,34 @@ fn reaping_for_others_never_steals_a_childs_exit_code() {
     let mut second = second;
     assert_eq!(second.join_timeout(Duration::MAX).unwrap().unwrap(), 8);
 }
+
+/// Task files are reused after their child is reaped; a forked child
+/// inherits the parent's spare ones and must not reuse them (its parent
+/// does): here the grandchild would write into the file the parent gave
+/// child `d`, and `d`'s result would read 7.
+#[test]
+fn a_child_never_reuses_its_parents_task_files() {
+    let _serial = serial();
+    // Two spare files: `c` takes one and inherits the other, which `d`
+    // then takes.
+    let (a, b) = (fork().spawn(|| 0u8).unwrap(), fork().spawn(|| 1u8).unwrap());
+    assert_eq!((a.join().unwrap(), b.join().unwrap()), (0, 1));
+    let go = Value::<u32>::anonymous(0).unwrap();
+    let c = fork()
+        .spawn({
+            let go = go.clone();
+            move || {
+                let t0 = Instant::now();
+                while go.get() == 0 && t0.elapsed() < Duration::from_secs(20) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                process::spawn(|| 7u32).unwrap().join().unwrap() + 1
+            }
+        })
+        .unwrap();
+    let mut d = fork().spawn(|| 100u32).unwrap(); // takes the spare file
+    assert_eq!(d.wait().unwrap(), 0);
+    go.set(1);
+    assert_eq!(c.join().unwrap(), 8);
+    assert_eq!(d.join().unwrap(), 100);
+}

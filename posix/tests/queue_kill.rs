@@ -18,7 +18,9 @@ use common::{tag, untag, ObjectSegment, Rng, CHILD_TIMEOUT};
 use shmkit_core::queue::pipe::PipeRecvError;
 use shmkit_core::queue::stamped::StampedSpsc;
 use shmkit_core::queue::{RecvTimeoutError, SendError};
-use shmkit_posix::queue::{RecvBytes, SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::pipe::OneWayPipe;
+use shmkit_posix::queue::{Queue, QueueParams};
+use shmkit_posix::ring::Ring;
 use shmkit_posix::Array;
 use shmkit_testkit::{fork, Exit};
 
@@ -76,15 +78,15 @@ fn mpmc_producer_killed_at_random_points() {
     let n = 3000u64;
     for trial in 0..trials() {
         let capacity = if trial % 2 == 0 { 2 } else { 16 };
-        let q = SharedQueue::<u64>::anonymous_with(capacity, 4, 2).unwrap();
+        let q = Queue::<u64>::anonymous(QueueParams::new(capacity).with_registry(4, 2)).unwrap();
         let last = Array::<u64>::anonymous(2).unwrap();
-        let mut rx = q.queue().consumer().unwrap();
+        let mut rx = q.view().consumer().unwrap();
         let start = common::StartLine::new(2);
         let producers: Vec<_> = (0..2u64)
             .map(|p| {
                 let (q, last, start) = (&q, &last, &start);
                 fork(move || {
-                    let Ok(mut tx) = q.queue().producer() else {
+                    let Ok(mut tx) = q.view().producer() else {
                         return 2;
                     };
                     start.arrive(p as usize);
@@ -150,14 +152,14 @@ fn mpmc_consumer_killed_at_random_points() {
     let total = 2 * n as usize;
     for trial in 0..trials() {
         let capacity = if trial % 2 == 0 { 2 } else { 16 };
-        let q = SharedQueue::<u64>::anonymous_with(capacity, 2, 4).unwrap();
+        let q = Queue::<u64>::anonymous(QueueParams::new(capacity).with_registry(2, 4)).unwrap();
         let got = Array::<u64>::anonymous(2 * (total + 1)).unwrap();
         let start = common::StartLine::new(4);
         let consumers: Vec<_> = (0..2usize)
             .map(|c| {
                 let (q, got, start) = (&q, &got, &start);
                 fork(move || {
-                    let Ok(mut rx) = q.queue().consumer() else {
+                    let Ok(mut rx) = q.view().consumer() else {
                         return 2;
                     };
                     start.arrive(c);
@@ -181,7 +183,7 @@ fn mpmc_consumer_killed_at_random_points() {
             .map(|p| {
                 let (q, start) = (&q, &start);
                 fork(move || {
-                    let Ok(mut tx) = q.queue().producer() else {
+                    let Ok(mut tx) = q.view().producer() else {
                         return 2;
                     };
                     start.arrive(2 + p as usize);
@@ -235,11 +237,11 @@ fn spsc_producer_killed_at_random_points() {
     let mut kills = Kills::default();
     let n = 5000u64;
     for trial in 0..trials() {
-        let ring = SharedRing::<u64>::anonymous(if trial % 2 == 0 { 2 } else { 64 }).unwrap();
+        let ring = Ring::<u64>::anonymous(if trial % 2 == 0 { 2 } else { 64 }).unwrap();
         let last = Array::<u64>::anonymous(1).unwrap();
-        let mut rx = ring.ring().consumer().unwrap();
+        let mut rx = ring.view().consumer().unwrap();
         let child = fork(|| {
-            let Ok(mut tx) = ring.ring().producer() else {
+            let Ok(mut tx) = ring.view().producer() else {
                 return 2;
             };
             for seq in 0..n {
@@ -284,10 +286,10 @@ fn spsc_consumer_killed_then_taken_over() {
     let mut kills = Kills::default();
     let n = 5000u64;
     for trial in 0..trials() {
-        let ring = SharedRing::<u64>::anonymous(if trial % 2 == 0 { 2 } else { 64 }).unwrap();
+        let ring = Ring::<u64>::anonymous(if trial % 2 == 0 { 2 } else { 64 }).unwrap();
         let got = Array::<u64>::anonymous(n as usize + 1).unwrap();
         let consumer = fork(|| {
-            let Ok(mut rx) = ring.ring().consumer() else {
+            let Ok(mut rx) = ring.view().consumer() else {
                 return 2;
             };
             let mut count = 0;
@@ -304,7 +306,7 @@ fn spsc_consumer_killed_then_taken_over() {
             }
         });
         let producer = fork(|| {
-            let Ok(mut tx) = ring.ring().producer() else {
+            let Ok(mut tx) = ring.view().producer() else {
                 return 2;
             };
             for seq in 0..n {
@@ -327,7 +329,7 @@ fn spsc_consumer_killed_then_taken_over() {
         let mut rx = loop {
             // The dead holder is taken over (the kernel may need a moment
             // to reap it into a zombie, which counts as dead).
-            if let Ok(rx) = ring.ring().consumer() {
+            if let Ok(rx) = ring.view().consumer() {
                 break rx;
             }
             std::thread::yield_now();
@@ -369,13 +371,13 @@ fn pipe_sender_killed_mid_stream_gives_whole_messages_then_eof() {
     let mut rng = Rng::new();
     let mut kills = Kills::default();
     for trial in 0..trials() {
-        let pipe = SharedPipe::anonymous(1024).unwrap();
-        let mut rx = pipe.pipe().receiver().unwrap();
+        let pipe = OneWayPipe::anonymous(1024).unwrap();
+        let rx = pipe.receiver().unwrap();
         // A sender killed before it attached would (rightly) leave the
         // receiver waiting for one: kill only after the attach.
         let start = common::StartLine::new(1);
         let child = fork(|| {
-            let Ok(mut tx) = pipe.pipe().sender() else {
+            let Ok(mut tx) = pipe.view().sender() else {
                 return 2;
             };
             start.arrive(0);

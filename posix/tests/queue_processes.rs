@@ -9,7 +9,9 @@ use common::{tag, untag, CHILD_TIMEOUT};
 use shmkit_core::queue::pipe::{PipeRecvError, PipeSendError};
 use shmkit_core::queue::roles::AttachError;
 use shmkit_core::queue::{RecvError, RecvTimeoutError, TryRecvError, TrySendError};
-use shmkit_posix::queue::{RecvBytes, SharedDuplexPipe, SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::pipe::{End, OneWayPipe, Pipe};
+use shmkit_posix::queue::{Queue, QueueParams};
+use shmkit_posix::ring::Ring;
 use shmkit_posix::Array;
 use shmkit_testkit::{fork, unique_name, Exit};
 
@@ -24,10 +26,10 @@ fn per_producer(long_n: u64, n: u64) -> u64 {
 /// One producer process, one consumer (the parent): FIFO, nothing lost,
 /// sum checked; then `Disconnected` once the producer exits.
 fn spsc_run(capacity: usize, n: u64, batched: bool) {
-    let ring = SharedRing::<u64>::anonymous(capacity).unwrap();
-    let mut rx = ring.ring().consumer().unwrap();
+    let ring = Ring::<u64>::anonymous(capacity).unwrap();
+    let mut rx = ring.view().consumer().unwrap();
     let child = fork(|| {
-        let Ok(mut tx) = ring.ring().producer() else {
+        let Ok(mut tx) = ring.view().producer() else {
             return 2;
         };
         if batched {
@@ -86,7 +88,7 @@ fn spsc_batched_wraps_in_order() {
 /// the parent checks every message arrived exactly once, per-producer
 /// order per consumer, and the sums.
 fn mpmc_run(producers: u64, consumers: u64, capacity: usize, n: u64) {
-    let q = SharedQueue::<u64>::anonymous(capacity).unwrap();
+    let q = Queue::<u64>::anonymous(capacity).unwrap();
     let total = (producers * n) as usize;
     // Region of consumer c: [count, values...] of total + 1 slots.
     let got = Array::<u64>::anonymous((total + 1) * consumers as usize).unwrap();
@@ -95,7 +97,7 @@ fn mpmc_run(producers: u64, consumers: u64, capacity: usize, n: u64) {
     for c in 0..consumers {
         let (q, got, start) = (&q, &got, &start);
         children.push(fork(move || {
-            let Ok(mut rx) = q.queue().consumer() else {
+            let Ok(mut rx) = q.view().consumer() else {
                 return 2;
             };
             start.arrive(c as usize);
@@ -128,7 +130,7 @@ fn mpmc_run(producers: u64, consumers: u64, capacity: usize, n: u64) {
     for p in 0..producers {
         let (q, start) = (&q, &start);
         children.push(fork(move || {
-            let Ok(mut tx) = q.queue().producer() else {
+            let Ok(mut tx) = q.view().producer() else {
                 return 2;
             };
             start.arrive((consumers + p) as usize);
@@ -188,23 +190,23 @@ fn mpmc_4x4_tiny_capacity() {
 /// The seed: return values from two child processes through a Queue.
 #[test]
 fn two_children_return_values_through_a_queue() {
-    let q = SharedQueue::<[u64; 2]>::anonymous(4).unwrap();
+    let q = Queue::<[u64; 2]>::anonymous(4).unwrap();
     // The parent holds a producer handle too, as Python's parent holds the
     // queue: otherwise a child that finished before the other attached
     // would (rightly) look like "every producer is gone" for a moment.
-    let keep_open = q.queue().producer().unwrap();
+    let keep_open = q.view().producer().unwrap();
     let children: Vec<_> = (1..=2u64)
         .map(|i| {
             let q = &q;
             fork(move || {
-                let Ok(mut tx) = q.queue().producer() else {
+                let Ok(mut tx) = q.view().producer() else {
                     return 2;
                 };
                 tx.push([i, i * 100]).map_or(3, |()| 0)
             })
         })
         .collect();
-    let mut rx = q.queue().consumer().unwrap();
+    let mut rx = q.view().consumer().unwrap();
     let mut got = vec![rx.pop().unwrap(), rx.pop().unwrap()];
     got.sort_unstable();
     assert_eq!(got, vec![[1, 100], [2, 200]]);
@@ -220,10 +222,10 @@ fn two_children_return_values_through_a_queue() {
 /// ten, then EOF.
 #[test]
 fn pipe_sends_ten_then_eof() {
-    let pipe = SharedPipe::anonymous(64).unwrap();
-    let mut rx = pipe.pipe().receiver().unwrap();
+    let pipe = OneWayPipe::anonymous(64).unwrap();
+    let rx = pipe.receiver().unwrap();
     let child = fork(|| {
-        let Ok(mut tx) = pipe.pipe().sender() else {
+        let Ok(tx) = pipe.sender() else {
             return 2;
         };
         for i in 0..10u32 {
@@ -247,19 +249,17 @@ fn pipe_sends_ten_then_eof() {
 #[test]
 fn duplex_pipe_echoes_variable_messages_across_the_wrap() {
     let name = unique_name("duplex");
-    let pipe = SharedDuplexPipe::create(&name, 256).unwrap();
-    let mut a = pipe.end(0).unwrap();
-    assert!(matches!(pipe.end(0), Err(AttachError::Taken { .. })));
+    let pipe = Pipe::create(&name, 256).unwrap();
     let child_name = name.clone();
     let child = fork(move || {
-        let Ok(pipe) = SharedDuplexPipe::open(&child_name) else {
+        let Ok(pipe) = Pipe::open(&child_name) else {
             return 2;
         };
-        let Ok(mut b) = pipe.end(1) else {
+        let Ok(b) = pipe.end(End::B) else {
             return 3;
         };
         loop {
-            match b.rx.recv_bytes() {
+            match b.recv_bytes() {
                 Ok(msg) => {
                     if b.send_bytes(&msg).is_err() {
                         return 4;
@@ -270,16 +270,21 @@ fn duplex_pipe_echoes_variable_messages_across_the_wrap() {
             }
         }
     });
+    // Attached after the fork: a copy of `a` in the child would keep it
+    // open there (a handle is one handle in every process holding a copy,
+    // as Python's Connection), and the child would wait for its own EOF.
+    let a = pipe.end(End::A).unwrap();
+    assert!(matches!(pipe.end(End::A), Err(AttachError::Taken { .. })));
     let mut buf = [0u8; 252];
     for i in 0..2000usize {
         let len = (i * 37) % 253;
         let msg: Vec<u8> = (0..len).map(|k| (k + i) as u8).collect();
         a.send_bytes(&msg).unwrap();
-        let n = a.rx.recv_bytes_into(&mut buf).unwrap();
+        let n = a.recv_bytes_into(&mut buf).unwrap();
         assert_eq!(&buf[..n], &msg[..]);
     }
     assert_eq!(
-        a.tx.try_send_bytes(&[0; 253]),
+        a.try_send_bytes(&[0; 253]),
         Err(PipeSendError::TooLarge { len: 253, max: 252 })
     );
     drop(a);
@@ -288,26 +293,23 @@ fn duplex_pipe_echoes_variable_messages_across_the_wrap() {
 
 #[test]
 fn too_small_buffer_loses_nothing() {
-    let pipe = SharedPipe::anonymous(32).unwrap();
-    let (mut tx, mut rx) = (
-        pipe.pipe().sender().unwrap(),
-        pipe.pipe().receiver().unwrap(),
-    );
-    assert!(!rx.poll().unwrap());
+    let pipe = OneWayPipe::anonymous(32).unwrap();
+    let (tx, rx) = (pipe.sender().unwrap(), pipe.receiver().unwrap());
+    assert!(!rx.poll(Duration::ZERO).unwrap());
     tx.try_send_bytes(b"0123456789").unwrap();
     let mut small = [0u8; 4];
     assert_eq!(
         rx.try_recv_bytes_into(&mut small),
         Err(PipeRecvError::BufferTooSmall { needed: 10 })
     );
-    assert!(rx.poll().unwrap());
+    assert!(rx.poll(Duration::ZERO).unwrap());
     assert_eq!(rx.recv_bytes().unwrap(), b"0123456789");
     assert_eq!(
         rx.try_recv_bytes_into(&mut small),
         Err(PipeRecvError::Empty)
     );
     let t0 = std::time::Instant::now();
-    assert!(!rx.poll_timeout(Duration::from_millis(20)).unwrap());
+    assert!(!rx.poll(Duration::from_millis(20)).unwrap());
     assert!(t0.elapsed() >= Duration::from_millis(20));
 }
 
@@ -315,9 +317,9 @@ fn too_small_buffer_loses_nothing() {
 /// role is taken over and the new producer continues where it stopped.
 #[test]
 fn single_attach_and_takeover_of_a_dead_producer() {
-    let ring = SharedRing::<u32>::anonymous(8).unwrap();
+    let ring = Ring::<u32>::anonymous(8).unwrap();
     let child = fork(|| {
-        let Ok(mut tx) = ring.ring().producer() else {
+        let Ok(mut tx) = ring.view().producer() else {
             return 2;
         };
         if tx.try_push(1).is_err() {
@@ -329,13 +331,13 @@ fn single_attach_and_takeover_of_a_dead_producer() {
         0
     });
     assert_eq!(child.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
-    let mut tx = ring.ring().producer().expect("dead holder taken over");
+    let mut tx = ring.view().producer().expect("dead holder taken over");
     assert!(matches!(
-        ring.ring().producer(),
+        ring.view().producer(),
         Err(AttachError::Taken { pid }) if pid == std::process::id()
     ));
     tx.try_push(2).unwrap();
-    let mut rx = ring.ring().consumer().unwrap();
+    let mut rx = ring.view().consumer().unwrap();
     assert_eq!(rx.try_pop(), Ok(1));
     assert_eq!(rx.try_pop(), Ok(2));
     assert_eq!(rx.try_pop(), Err(TryRecvError::Empty));
@@ -347,10 +349,10 @@ fn single_attach_and_takeover_of_a_dead_producer() {
 /// blocking.
 #[test]
 fn producer_sees_disconnect_when_consumer_dies() {
-    let ring = SharedRing::<u64>::anonymous(2).unwrap();
-    let mut tx = ring.ring().producer().unwrap();
+    let ring = Ring::<u64>::anonymous(2).unwrap();
+    let mut tx = ring.view().producer().unwrap();
     let child = fork(|| {
-        let Ok(rx) = ring.ring().consumer() else {
+        let Ok(rx) = ring.view().consumer() else {
             return 2;
         };
         std::mem::forget(rx);
@@ -369,8 +371,8 @@ fn producer_sees_disconnect_when_consumer_dies() {
 
 #[test]
 fn timeouts_are_never_early() {
-    let q = SharedQueue::<u8>::anonymous(1).unwrap();
-    let (mut tx, mut rx) = (q.queue().producer().unwrap(), q.queue().consumer().unwrap());
+    let q = Queue::<u8>::anonymous(1).unwrap();
+    let (mut tx, mut rx) = (q.view().producer().unwrap(), q.view().consumer().unwrap());
     let t0 = std::time::Instant::now();
     assert_eq!(
         rx.pop_timeout(Duration::from_millis(30)),
@@ -388,12 +390,12 @@ fn timeouts_are_never_early() {
 #[test]
 fn hostile_ring_indices_give_corrupt() {
     use std::sync::atomic::Ordering::Relaxed;
-    let ring = SharedRing::<u64>::anonymous(8).unwrap();
+    let ring = Ring::<u64>::anonymous(8).unwrap();
     let (mut tx, mut rx) = (
-        ring.ring().producer().unwrap(),
-        ring.ring().consumer().unwrap(),
+        ring.view().producer().unwrap(),
+        ring.view().consumer().unwrap(),
     );
-    let (head, tail) = ring.ring().control().raw_indices();
+    let (head, tail) = ring.view().control().raw_indices();
     tail.store(1000, Relaxed);
     assert_eq!(rx.try_pop(), Err(TryRecvError::Corrupt));
     assert_eq!(rx.pop(), Err(RecvError::Corrupt));
@@ -420,8 +422,8 @@ fn hostile_ring_indices_give_corrupt() {
 
 #[test]
 fn hostile_queue_bytes_give_errors_not_crashes() {
-    let q = SharedQueue::<u64>::anonymous_with(4, 2, 2).unwrap();
-    let (mut tx, mut rx) = (q.queue().producer().unwrap(), q.queue().consumer().unwrap());
+    let q = Queue::<u64>::anonymous(QueueParams::new(4).with_registry(2, 2)).unwrap();
+    let (mut tx, mut rx) = (q.view().producer().unwrap(), q.view().consumer().unwrap());
     let payload = q.segment().payload();
     let len = q.segment().payload_len();
     let mut rng = common::Rng::new();
@@ -442,17 +444,14 @@ fn hostile_queue_bytes_give_errors_not_crashes() {
         let _ = tx.try_push(round);
         let _ = rx.try_pop();
         let _ = rx.pop_timeout(Duration::from_micros(50));
-        let _ = q.queue().len();
+        let _ = q.view().len();
     }
 }
 
 #[test]
 fn hostile_pipe_lengths_give_corrupt() {
-    let pipe = SharedPipe::anonymous(64).unwrap();
-    let (mut tx, mut rx) = (
-        pipe.pipe().sender().unwrap(),
-        pipe.pipe().receiver().unwrap(),
-    );
+    let pipe = OneWayPipe::anonymous(64).unwrap();
+    let (tx, rx) = (pipe.sender().unwrap(), pipe.receiver().unwrap());
     tx.try_send_bytes(b"abc").unwrap();
     // Overwrite the length header (first 4 data bytes, after the 640-byte
     // control block) with an impossible length.
@@ -483,18 +482,18 @@ fn hostile_pipe_lengths_give_corrupt() {
 fn claimed_but_unpublished_position_of_a_dead_producer_is_skipped() {
     use shmkit_core::queue::mpmc::{stamp, CLAIMED, EMPTY};
     use std::sync::atomic::Ordering::SeqCst;
-    let q = SharedQueue::<u64>::anonymous(4).unwrap();
-    let mut rx = q.queue().consumer().unwrap();
-    let mut tx = q.queue().producer().unwrap();
+    let q = Queue::<u64>::anonymous(4).unwrap();
+    let mut rx = q.view().consumer().unwrap();
+    let mut tx = q.view().producer().unwrap();
     tx.try_push(1).unwrap();
     let child = fork(|| {
-        let Ok(tx) = q.queue().producer() else {
+        let Ok(tx) = q.view().producer() else {
             return 2;
         };
         let who = tx.registry_index() as u64;
         // Position 1 (lap 0 of slot 1): EMPTY → CLAIMED by us.
         let claimed = q
-            .queue()
+            .view()
             .stamp_of(1)
             .compare_exchange(stamp(0, 0, EMPTY), stamp(0, who, CLAIMED), SeqCst, SeqCst)
             .is_ok();
@@ -529,9 +528,9 @@ fn claimed_but_unpublished_position_of_a_dead_producer_is_skipped() {
 fn inherited_producer_claims_in_the_child_name_the_child() {
     use shmkit_core::queue::mpmc::{stamp, CLAIMED, EMPTY};
     use std::sync::atomic::Ordering::SeqCst;
-    let q = SharedQueue::<u64>::anonymous_with(8, 4, 1).unwrap();
-    let mut rx = q.queue().consumer().unwrap();
-    let mut tx = q.queue().producer().unwrap();
+    let q = Queue::<u64>::anonymous(QueueParams::new(8).with_registry(4, 1)).unwrap();
+    let mut rx = q.view().consumer().unwrap();
+    let mut tx = q.view().producer().unwrap();
     let parent_entry = tx.registry_index();
     let child_entry = Array::<u64>::anonymous(vec![0u64]).unwrap();
     let child = fork(|| {
@@ -541,7 +540,7 @@ fn inherited_producer_claims_in_the_child_name_the_child() {
         let who = tx.registry_index() as u64;
         let _ = child_entry.set(0, who);
         // Position 1 (lap 0 of slot 1): claimed, never committed.
-        match q.queue().stamp_of(1).compare_exchange(
+        match q.view().stamp_of(1).compare_exchange(
             stamp(0, 0, EMPTY),
             stamp(0, who, CLAIMED),
             SeqCst,
@@ -576,15 +575,15 @@ fn inherited_producer_claims_in_the_child_name_the_child() {
 fn takeover_of_a_dead_producers_entry_orphans_its_claims() {
     use shmkit_core::queue::mpmc::{stamp, CLAIMED, EMPTY};
     use std::sync::atomic::Ordering::SeqCst;
-    let q = SharedQueue::<u64>::anonymous_with(4, 1, 1).unwrap();
-    let mut rx = q.queue().consumer().unwrap();
+    let q = Queue::<u64>::anonymous(QueueParams::new(4).with_registry(1, 1)).unwrap();
+    let mut rx = q.view().consumer().unwrap();
     let dead = fork(|| {
-        let Ok(tx) = q.queue().producer() else {
+        let Ok(tx) = q.view().producer() else {
             return 2;
         };
         let who = tx.registry_index() as u64;
         let claimed = q
-            .queue()
+            .view()
             .stamp_of(0)
             .compare_exchange(stamp(0, 0, EMPTY), stamp(0, who, CLAIMED), SeqCst, SeqCst)
             .is_ok();
@@ -598,7 +597,7 @@ fn takeover_of_a_dead_producers_entry_orphans_its_claims() {
     });
     assert_eq!(dead.wait_timeout(CHILD_TIMEOUT), Some(Exit::Code(0)));
     // The only entry is the dead holder's: this attach takes it over.
-    let mut tx = q.queue().producer().unwrap();
+    let mut tx = q.view().producer().unwrap();
     tx.try_push(5).unwrap();
     assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(5));
 }

@@ -1,14 +1,14 @@
 //! Role slots across `fork`: a handle's memory copied into a child must not
 //! detach the live parent when the child drops it.
 
-use shmkit_posix::queue::{SharedQueue, TryRecvError};
+use shmkit_posix::queue::{Queue, TryRecvError};
 use shmkit_testkit::{fork, Exit};
 
 #[test]
 fn a_producer_copy_dropped_in_a_fork_child_does_not_disconnect_the_parent() {
-    let q = SharedQueue::<u64>::anonymous(8).unwrap();
-    let tx = q.queue().producer().unwrap();
-    let mut rx = q.queue().consumer().unwrap();
+    let q = Queue::<u64>::anonymous(8).unwrap();
+    let tx = q.view().producer().unwrap();
+    let mut rx = q.view().consumer().unwrap();
     let child = fork(|| {
         // SAFETY: a bitwise copy of the parent's handle, as a fork child
         // sees it; the original is never used in this process, so the copy

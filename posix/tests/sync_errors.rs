@@ -11,7 +11,7 @@ use std::time::Duration;
 use shmkit_core::queue::pipe::PipeSendError;
 use shmkit_core::sync::barrier::MAX_PARTIES;
 use shmkit_core::sync::{Barrier, Event, PartiesError};
-use shmkit_posix::queue::{SharedDuplexPipe, SharedPipe};
+use shmkit_posix::pipe::{End, OneWayPipe, Pipe};
 use shmkit_posix::sync as psync;
 use shmkit_testkit::{fork, Exit};
 
@@ -43,12 +43,12 @@ fn barrier_party_counts_out_of_range_are_refused() {
 /// although the pipe has room.
 #[test]
 fn sending_to_a_pipe_whose_receiver_left_is_disconnected_at_once() {
-    let pipe = SharedPipe::anonymous(4096).unwrap();
-    let mut tx = pipe.pipe().sender().unwrap();
+    let pipe = OneWayPipe::anonymous(4096).unwrap();
+    let mut tx = pipe.view().sender().unwrap();
     // Before anyone receives: messages wait in the pipe.
     tx.send_bytes(b"early").unwrap();
     let receiver = fork(|| {
-        let mut rx = pipe.pipe().receiver().unwrap();
+        let mut rx = pipe.view().receiver().unwrap();
         let mut buf = [0u8; 16];
         match rx.recv_bytes_into(&mut buf) {
             Ok(5) if &buf[..5] == b"early" => 0,
@@ -70,11 +70,11 @@ fn sending_to_a_pipe_whose_receiver_left_is_disconnected_at_once() {
 /// sends, long before a 1 MiB pipe fills with 8-byte messages.
 #[test]
 fn sending_to_a_pipe_whose_receiver_died_is_disconnected_soon() {
-    let pipe = SharedPipe::anonymous(1 << 20).unwrap();
+    let pipe = OneWayPipe::anonymous(1 << 20).unwrap();
     let ready = psync::Event::anonymous(Event::new()).unwrap();
-    let mut tx = pipe.pipe().sender().unwrap();
+    let mut tx = pipe.view().sender().unwrap();
     let receiver = fork(|| {
-        let rx = pipe.pipe().receiver().unwrap();
+        let rx = pipe.view().receiver().unwrap();
         std::mem::forget(rx);
         ready.set();
         loop {
@@ -108,9 +108,9 @@ fn sending_to_a_pipe_whose_receiver_died_is_disconnected_soon() {
 /// A duplex end whose peer end was dropped: sending fails at once.
 #[test]
 fn a_duplex_end_whose_peer_left_is_disconnected() {
-    let duplex = SharedDuplexPipe::anonymous(256).unwrap();
-    let mut a = duplex.end(0).unwrap();
-    let b = duplex.end(1).unwrap();
+    let duplex = Pipe::anonymous(256).unwrap();
+    let a = duplex.end(End::A).unwrap();
+    let b = duplex.end(End::B).unwrap();
     a.send_bytes(b"hi").unwrap();
     drop(b);
     assert_eq!(a.send_bytes(b"bye"), Err(PipeSendError::Disconnected));

@@ -21,7 +21,7 @@ use shmkit_core::sync::{
     event, mutex, BarrierError, Event, LockError, LockTimeoutError, Mutex, RwLock, Semaphore,
     TryLockError,
 };
-use shmkit_posix::queue::SharedPipe;
+use shmkit_posix::pipe::OneWayPipe;
 use shmkit_posix::segment::Segment;
 use shmkit_posix::sync as psync;
 
@@ -159,16 +159,16 @@ fn try_calls_return_while_a_peer_keeps_moving_the_word() {
 
     // A role slot whose holder word keeps moving between "never" and
     // "gone": attaching answers (attached, or taken/contended).
-    let pipe = SharedPipe::anonymous(64).unwrap();
+    let pipe = OneWayPipe::anonymous(64).unwrap();
     // The pipe's ring control block leads the payload; its role slots sit
     // on its fifth 128-byte line, the producer's first.
     let hw = word(pipe.segment(), 4 * 128);
-    assert_eq!(std::mem::size_of::<RoleSlot>(), 16);
+    assert_eq!(std::mem::size_of::<RoleSlot>(), 24);
     with_flipper(
         |i| hw.store(if i % 2 == 0 { 0 } else { 1 << 31 }, Ordering::Relaxed),
         || {
             returns_every_time("attach", n / 10, || {
-                if let Ok(tx) = pipe.pipe().sender() {
+                if let Ok(tx) = pipe.view().sender() {
                     std::mem::forget(tx);
                 }
             })

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use shmkit_core::owner::{self, test_hooks};
 use shmkit_core::queue::RecvTimeoutError;
 use shmkit_core::sync::{Event, LockError, Mutex};
-use shmkit_posix::queue::SharedRing;
+use shmkit_posix::ring::Ring;
 use shmkit_posix::sync as psync;
 use shmkit_testkit::{fork, Child, Exit};
 
@@ -304,8 +304,8 @@ fn mutex_holder_killed_right_after_its_cas_and_pid_reused_is_dead() {
 fn ring_producer_killed_and_pid_reused_is_gone() {
     in_fresh_pid_namespace("ring_producer_killed_and_pid_reused_is_gone", || {
         let ready = psync::Event::anonymous(Event::new()).unwrap();
-        let check = |ring: &SharedRing<u64>, pushed: bool| -> Result<(), String> {
-            let mut rx = ring.ring().consumer().map_err(|e| e.to_string())?;
+        let check = |ring: &Ring<u64>, pushed: bool| -> Result<(), String> {
+            let mut rx = ring.view().consumer().map_err(|e| e.to_string())?;
             if pushed && rx.pop_timeout(VERDICT) != Ok(42) {
                 return Err("the committed value was lost".into());
             }
@@ -317,16 +317,21 @@ fn ring_producer_killed_and_pid_reused_is_gone() {
                     ))
                 }
             }
-            ring.ring()
-                .producer()
-                .map(drop)
-                .map_err(|e| format!("a new producer could not attach: {e}"))
+            // Disconnected is final: the role closed when the consumer saw
+            // it (it is not held by the reused pid, which would be `Taken`).
+            match ring.view().producer() {
+                Err(shmkit_core::queue::roles::AttachError::Closed) => Ok(()),
+                other => Err(format!(
+                    "a new producer after Disconnected: expected Closed, got {:?}",
+                    other.map(drop)
+                )),
+            }
         };
         // (a) Same tick.
         let code = same_tick_trials("ring producer, same tick", 3, |_| {
-            let ring = SharedRing::<u64>::anonymous(8).map_err(|e| e.to_string())?;
+            let ring = Ring::<u64>::anonymous(8).map_err(|e| e.to_string())?;
             let h = holder(&ready, || {
-                let Ok(mut tx) = ring.ring().producer() else {
+                let Ok(mut tx) = ring.view().producer() else {
                     return false;
                 };
                 let ok = tx.try_push(42).is_ok();
@@ -346,13 +351,13 @@ fn ring_producer_killed_and_pid_reused_is_gone() {
         }
         // (b) Killed right after the CAS that claims the role.
         for trial in 0..4 {
-            let ring = SharedRing::<u64>::anonymous(8).unwrap();
+            let ring = Ring::<u64>::anonymous(8).unwrap();
             let h = holder(&ready, || {
                 test_hooks::kill_after_next_owner_cas();
-                ring.ring().producer().map(std::mem::forget).is_ok()
+                ring.view().producer().map(std::mem::forget).is_ok()
             });
             let t0 = Instant::now();
-            while ring.ring().control().producer_slot().raw() == 0 {
+            while ring.view().control().producer_slot().raw() == 0 {
                 if t0.elapsed() > VERDICT {
                     say("the producer never claimed its slot");
                     return 1;

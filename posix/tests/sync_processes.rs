@@ -397,3 +397,48 @@ fn memfd_semaphore_attached_by_descriptor() {
     let fd = sem.segment().fd().unwrap().try_clone_to_owned().unwrap();
     assert!(psync::Event::from_fd(fd).is_err());
 }
+
+/// Python's `notify(n)`: with three processes asleep in `wait`,
+/// `notify_n(1)` wakes exactly one of them and `notify_n(5)` the other two.
+#[test]
+fn condition_notify_n_wakes_exactly_n_sleeping_processes() {
+    let cond = psync::Condition::<u32>::anonymous(0).unwrap();
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            fork(|| {
+                let g = cond.lock().unwrap();
+                let g = cond.wait(g).unwrap();
+                g.update(|n| *n += 1);
+                0
+            })
+        })
+        .collect();
+    // All three asleep in the kernel: counted as sleepers and in state S.
+    let asleep = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('S'))
+            })
+            .unwrap_or(false)
+    };
+    let t0 = Instant::now();
+    while cond.condvar().sleepers() < 3 || !children.iter().all(|c| asleep(c.pid())) {
+        assert!(t0.elapsed() < HANG, "the waiters never fell asleep");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        cond.notify_n(1),
+        1,
+        "notify_n(1) woke another number of sleepers"
+    );
+    let t0 = Instant::now();
+    while cond.lock().unwrap().get() < 1 {
+        assert!(t0.elapsed() < HANG, "the woken waiter never counted itself");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(cond.notify_n(5), 2, "two sleepers were left to wake");
+    all_succeed(children);
+    assert_eq!(cond.lock().unwrap().get(), 3);
+}

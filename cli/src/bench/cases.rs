@@ -4,7 +4,8 @@
 //! Stable names (JSON, README): see `docs/bench.md`.
 
 use super::{
-    floors, peers, shmkit_locks, shmkit_map, shmkit_queues, shmkit_segment, Impl, Metric, Params,
+    floors, peers, shmkit_locks, shmkit_map, shmkit_process, shmkit_queues, shmkit_segment, Impl,
+    Metric, Params,
 };
 
 /// Where a case puts its processes.
@@ -251,6 +252,29 @@ pub const CASES: &[Case] = &[
         ops: [1_000, 5_000],
         delay_us: 100,
     },
+    Case {
+        name: "process_spawn_join",
+        impls_of: "process_spawn_join",
+        metric: Metric::NsPerOp,
+        floor: Some("fork_waitpid"),
+        description: "a child process started, exiting at once, and joined",
+        layout: Layout::Pair,
+        msg_size: 8,
+        ops: [300, 2_000],
+        delay_us: 0,
+    },
+    Case {
+        name: "pool_map",
+        impls_of: "pool_map",
+        metric: Metric::MsgsPerS,
+        floor: Some("single_process"),
+        description: "a 2-worker pool's map of x*x over 100,000 u64, items per second (floor: the loop in one process)",
+        layout: Layout::Pair,
+        // Read by this case's impls as the items per map.
+        msg_size: shmkit_process::POOL_ITEMS as usize,
+        ops: [10, 30],
+        delay_us: 0,
+    },
 ];
 
 /// A module's contribution: `(case, impl)` pairs.
@@ -274,6 +298,7 @@ pub fn providers() -> Vec<Provider> {
         super::shmkit_typed::impls,
         shmkit_segment::impls,
         shmkit_map::impls,
+        shmkit_process::impls,
     ];
     v.extend_from_slice(OPTIONAL);
     v

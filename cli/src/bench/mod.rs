@@ -13,6 +13,7 @@
 pub mod proc;
 pub mod shmkit_locks;
 pub mod shmkit_map;
+pub mod shmkit_process;
 pub mod shmkit_queues;
 pub mod shmkit_segment;
 pub mod shmkit_typed;

@@ -37,7 +37,9 @@ use shmkit_core::queue::{
 };
 use shmkit_core::wait::{AdaptiveSpin, Spin};
 use shmkit_core::Pod;
-use shmkit_posix::queue::{SharedPipe, SharedQueue, SharedRing};
+use shmkit_posix::pipe::OneWayPipe;
+use shmkit_posix::queue::{Queue, QueueParams};
+use shmkit_posix::ring::Ring;
 use shmkit_posix::{ObjectSpec, Segment};
 
 use super::floors;
@@ -446,8 +448,8 @@ macro_rules! rtt_impl {
     };
 }
 
-rtt_impl!(spsc_rtt, SharedRing, ring, "ring");
-rtt_impl!(mpmc_rtt, SharedQueue, queue, "queue");
+rtt_impl!(spsc_rtt, Ring, view, "ring");
+rtt_impl!(mpmc_rtt, Queue, view, "queue");
 
 /// [`rtt_impl`]'s shape for the stamped ring (no posix handle: an
 /// [`ObjectSegment`]).
@@ -480,11 +482,11 @@ fn pipe_rtt(p: &Params, busy: bool) -> RunResult {
     // Pipe 0 carries parent → peer, pipe 1 the echo (a duplex pipe is
     // the same two rings in one segment).
     let q = [
-        SharedPipe::anonymous(cap).map_err(err("pipe"))?,
-        SharedPipe::anonymous(cap).map_err(err("pipe"))?,
+        OneWayPipe::anonymous(cap).map_err(err("pipe"))?,
+        OneWayPipe::anonymous(cap).map_err(err("pipe"))?,
     ];
     let tx = |dir: usize| -> Result<PipeTx<'_>, String> {
-        let mut tx = q[dir].pipe().sender().map_err(err("attach"))?;
+        let mut tx = q[dir].view().sender().map_err(err("attach"))?;
         if !busy {
             tx.set_spin(Spin::NONE);
         }
@@ -494,7 +496,7 @@ fn pipe_rtt(p: &Params, busy: bool) -> RunResult {
         })
     };
     let rx = |dir: usize| -> Result<PipeRx<'_>, String> {
-        let mut rx = q[dir].pipe().receiver().map_err(err("attach"))?;
+        let mut rx = q[dir].view().receiver().map_err(err("attach"))?;
         if !busy {
             rx.set_spin(Spin::NONE);
         }
@@ -563,11 +565,11 @@ const THROUGHPUT_CAPACITY: usize = 1024;
 /// `pop_into` of up to 64, spinning while empty, checks each batch, and
 /// times from the batch that crosses `warmup` to the last.
 fn throughput_batched(p: &Params) -> RunResult {
-    let ring = SharedRing::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
+    let ring = Ring::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
     let total = p.warmup + p.ops;
     let peer = spawn_peer(p.cpus.get(1).copied(), || {
         peer_guard();
-        let Ok(mut tx) = ring.ring().producer() else {
+        let Ok(mut tx) = ring.view().producer() else {
             return 2;
         };
         let mut batch = [0u64; 64];
@@ -589,7 +591,7 @@ fn throughput_batched(p: &Params) -> RunResult {
         0
     })
     .map_err(err("fork"))?;
-    let mut rx = ring.ring().consumer().map_err(err("attach"))?;
+    let mut rx = ring.view().consumer().map_err(err("attach"))?;
     pin_index(&p.cpus, 0).map_err(err("pin"))?;
     let mut out = [0u64; 64];
     let mut got = 0u64;
@@ -727,11 +729,11 @@ spsc_ends!(Producer, Consumer);
 spsc_ends!(StampedProducer, StampedConsumer);
 
 fn throughput_spsc(p: &Params) -> RunResult {
-    let ring = SharedRing::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
+    let ring = Ring::<u64>::anonymous(THROUGHPUT_CAPACITY).map_err(err("ring"))?;
     throughput_single(
         p,
-        || ring.ring().producer().ok(),
-        || ring.ring().consumer().map_err(err("attach")),
+        || ring.view().producer().ok(),
+        || ring.view().consumer().map_err(err("attach")),
     )
 }
 /// `spsc_throughput` / `shmkit_stamped`: [`throughput_single`] through a
@@ -761,11 +763,11 @@ pub const PIPE_BYTES_CAPACITY: usize = 16 * PIPE_MSG;
 /// the rate clock runs from message `warmup` to the last, as the memcpy
 /// floor's.
 fn pipe_bytes(p: &Params) -> RunResult {
-    let pipe = SharedPipe::anonymous(PIPE_BYTES_CAPACITY).map_err(err("pipe"))?;
+    let pipe = OneWayPipe::anonymous(PIPE_BYTES_CAPACITY).map_err(err("pipe"))?;
     let total = p.warmup + p.ops;
     let peer = spawn_peer(p.cpus.get(1).copied(), || {
         peer_guard();
-        let Ok(mut tx) = pipe.pipe().sender() else {
+        let Ok(mut tx) = pipe.view().sender() else {
             return 2;
         };
         let msg = vec![7u8; PIPE_MSG];
@@ -777,7 +779,7 @@ fn pipe_bytes(p: &Params) -> RunResult {
         0
     })
     .map_err(err("fork"))?;
-    let mut rx = pipe.pipe().receiver().map_err(err("attach"))?;
+    let mut rx = pipe.view().receiver().map_err(err("attach"))?;
     pin_index(&p.cpus, 0).map_err(err("pin"))?;
     let mut buf = vec![0u8; PIPE_MSG];
     let mut start = Instant::now();
@@ -873,12 +875,12 @@ fn raw_stream(p: &Params) -> RunResult {
 /// consumers stop at `Disconnected` (every producer dropped its handle).
 fn mpmc_pxc(p: &Params) -> RunResult {
     let (np, nc) = (p.producers.max(1), p.consumers.max(1));
-    let q =
-        SharedQueue::<u64>::anonymous_with(floors::PXC_CAPACITY, np, nc).map_err(err("queue"))?;
+    let q = Queue::<u64>::anonymous(QueueParams::new(floors::PXC_CAPACITY).with_registry(np, nc))
+        .map_err(err("queue"))?;
     floors::pxc(
         p,
         |start, per| {
-            let Ok(mut tx) = q.queue().producer() else {
+            let Ok(mut tx) = q.view().producer() else {
                 return false;
             };
             start();
@@ -897,7 +899,7 @@ fn mpmc_pxc(p: &Params) -> RunResult {
             })
         },
         |start| {
-            let Ok(mut rx) = q.queue().consumer() else {
+            let Ok(mut rx) = q.view().consumer() else {
                 return false;
             };
             start();
@@ -934,19 +936,19 @@ fn mpmc_pxc(p: &Params) -> RunResult {
 /// `push`/`pop` (spin, then sleep on the queue's futexes).
 fn mpmc_pxc_blocking(p: &Params) -> RunResult {
     let (np, nc) = (p.producers.max(1), p.consumers.max(1));
-    let q =
-        SharedQueue::<u64>::anonymous_with(floors::PXC_CAPACITY, np, nc).map_err(err("queue"))?;
+    let q = Queue::<u64>::anonymous(QueueParams::new(floors::PXC_CAPACITY).with_registry(np, nc))
+        .map_err(err("queue"))?;
     floors::pxc(
         p,
         |start, per| {
-            let Ok(mut tx) = q.queue().producer() else {
+            let Ok(mut tx) = q.view().producer() else {
                 return false;
             };
             start();
             (0..per).all(|k| tx.push(k).is_ok())
         },
         |start| {
-            let Ok(mut rx) = q.queue().consumer() else {
+            let Ok(mut rx) = q.view().consumer() else {
                 return false;
             };
             start();
@@ -985,14 +987,14 @@ fn cpu_now() -> Result<std::time::Duration, String> {
 /// round trip, and the parent's CPU time over the measured ones.
 fn delayed_round_trips(p: &Params, spin: AdaptiveSpin) -> RunResult {
     let q = [
-        SharedRing::<u64>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
-        SharedRing::<u64>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
+        Ring::<u64>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
+        Ring::<u64>::anonymous(RTT_CAPACITY).map_err(err("ring"))?,
     ];
     let total = p.warmup + p.ops;
     let delay = p.delay;
     let peer = spawn_peer(p.cpus.get(1).copied(), || {
         peer_guard();
-        let (Ok(mut rx), Ok(mut tx)) = (q[0].ring().consumer(), q[1].ring().producer()) else {
+        let (Ok(mut rx), Ok(mut tx)) = (q[0].view().consumer(), q[1].view().producer()) else {
             return 2;
         };
         rx.set_spin(spin);
@@ -1014,8 +1016,8 @@ fn delayed_round_trips(p: &Params, spin: AdaptiveSpin) -> RunResult {
         0
     })
     .map_err(err("fork"))?;
-    let mut tx = q[0].ring().producer().map_err(err("attach"))?;
-    let mut rx = q[1].ring().consumer().map_err(err("attach"))?;
+    let mut tx = q[0].view().producer().map_err(err("attach"))?;
+    let mut rx = q[1].view().consumer().map_err(err("attach"))?;
     tx.set_spin(spin);
     rx.set_spin(spin);
     pin_index(&p.cpus, 0).map_err(err("pin"))?;

@@ -197,10 +197,26 @@ impl<'a> Joinable<'a> {
     /// # Errors
     /// As [`ByteQueue::producer`].
     pub fn producer(&self) -> Result<JoinableProducer<'a>, AttachError> {
+        self.producer_with(0)
+    }
+
+    /// [`producer`](Self::producer) recording a presence token (0: none).
+    ///
+    /// # Errors
+    /// As [`ByteQueue::producer_with`].
+    pub fn producer_with(&self, presence: u32) -> Result<JoinableProducer<'a>, AttachError> {
         Ok(JoinableProducer {
-            inner: self.queue.producer()?,
+            inner: self.queue.producer_with(presence)?,
             join: self.join,
         })
+    }
+
+    /// [`consumer`](Self::consumer) recording a presence token (0: none).
+    ///
+    /// # Errors
+    /// As [`ByteQueue::consumer_with`].
+    pub fn consumer_with(&self, presence: u32) -> Result<ByteConsumer<'a>, AttachError> {
+        self.queue.consumer_with(presence)
     }
 
     /// Attaches a consumer (a plain [`ByteConsumer`]: finishing a task is
@@ -279,6 +295,12 @@ pub struct JoinableProducer<'a> {
 }
 
 impl JoinableProducer<'_> {
+    /// Drops this copy of a handle whose presence token another `fork`
+    /// copy still holds (see [`ByteProducer::forget_copy`]).
+    pub fn forget_copy(self) {
+        self.inner.forget_copy();
+    }
+
     /// The longest message, in bytes.
     #[must_use]
     pub fn max_len(&self) -> usize {

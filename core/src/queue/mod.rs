@@ -139,22 +139,44 @@ impl Idle {
 /// handle of the role attached once.
 pub const EVER_ATTACHED: u32 = 1 << 31;
 
+/// Presence-count flag of a role: the role is **closed for good** (sticky).
+/// Set on the producers' role by a consumer that observes it gone after it
+/// attached once (the consumer's `Disconnected`: final, as crossbeam's and
+/// Python's), and on either role by an explicit `close()` of one of its
+/// handles. (A producer that finds the consumer gone does not close the
+/// consumers' role: a consumer restarted after a crash takes the dead
+/// one's registration over and the queue resumes.) After it no handle of the role attaches
+/// ([`AttachError::Closed`](roles::AttachError::Closed)) and the peers see
+/// the role gone on every call: `Disconnected` is final. A hostile peer
+/// setting it only makes the role look gone.
+pub const CLOSED: u32 = 1 << 30;
+
 /// Role index of producers (senders) in the role words.
 pub(crate) const PRODUCER: usize = 0;
 /// Role index of consumers (receivers).
 pub(crate) const CONSUMER: usize = 1;
 
+/// Whether a role's presence word `v` says "every handle left, or closed".
+#[inline(always)]
+pub(crate) fn left_or_closed(v: u32) -> bool {
+    v == EVER_ATTACHED || v & CLOSED != 0
+}
+
 /// The roles line of a single-producer single-consumer structure (the
 /// index ring, the pipe, the stamped ring): one [`RoleSlot`] per role, and
 /// per role a `present` count of the handles attached and not dropped,
-/// with [`EVER_ATTACHED`] set once one was.
+/// with [`EVER_ATTACHED`] set once one was and [`CLOSED`] once the role
+/// closed for good.
 ///
 /// The count is the cheap half of "the peer is gone": a full or empty
 /// call loads it (a word written only at attach and detach). A holder
 /// that died is never subtracted; its slot's liveness check, on the slow
-/// path, finds it, and the next holder of the role resets the count. A handle counts only in the process that attached it
-/// (a copy inherited across `fork` neither subtracts nor releases). A
-/// hostile value only makes the peer look gone or not.
+/// path, finds it, and the next holder of the role resets the count. A
+/// handle recorded with a presence token counts once for all its `fork`
+/// copies (the last copy subtracts: see [`roles`]); without one it counts
+/// only in the process that attached it (a copy inherited across `fork`
+/// neither subtracts nor releases). A hostile value only makes the peer
+/// look gone or not.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub(crate) struct Roles {
@@ -170,14 +192,47 @@ impl Roles {
         }
     }
 
-    /// Records that the caller just took `role`'s slot: one handle is
-    /// attached now. A store, not an increment: the role is single, so
-    /// taking its slot means no live process held it, and a count left by
-    /// a holder that died (never subtracted) is stale. (Holders `leave`
-    /// before they release the slot, so no departure can land after this.)
-    pub(crate) fn arrive(&self, role: usize) {
-        // Release: pairs with the readers' Acquire (the attach happened).
-        self.present[role].store(EVER_ATTACHED | 1, Ordering::Release);
+    /// Takes `role`'s slot for the caller (with `presence`, 0 for none)
+    /// and records that one handle is attached now.
+    ///
+    /// The count is set, not incremented: the role is single, so taking
+    /// its slot means no live process held it, and a count left by a
+    /// holder that died (never subtracted) is stale. (Holders `leave`
+    /// before they release the slot, so no departure can land after
+    /// this.) A CAS loop that refuses [`CLOSED`], bounded: a word that
+    /// keeps moving gives up as the slot's own CAS does.
+    pub(crate) fn attach(&self, role: usize, presence: u32) -> Result<(), roles::AttachError> {
+        // Acquire: pairs with the Release of whoever closed the role.
+        if self.present[role].load(Ordering::Acquire) & CLOSED != 0 {
+            return Err(roles::AttachError::Closed);
+        }
+        self.slots[role]
+            .try_take(presence)
+            .map_err(|pid| roles::AttachError::Taken { pid })?;
+        let mut lost = 0;
+        loop {
+            let v = self.present[role].load(Ordering::Acquire);
+            let refused = if v & CLOSED != 0 {
+                Some(roles::AttachError::Closed)
+            } else if lost > crate::sync::TRY_ROUNDS {
+                Some(roles::AttachError::Taken { pid: 0 })
+            } else {
+                None
+            };
+            if let Some(e) = refused {
+                self.slots[role].release();
+                return Err(e);
+            }
+            // Release: pairs with the readers' Acquire (the attach
+            // happened).
+            if self.present[role]
+                .compare_exchange(v, EVER_ATTACHED | 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(());
+            }
+            lost += 1;
+        }
     }
 
     /// Counts one attached handle of `role` less.
@@ -187,25 +242,67 @@ impl Roles {
         self.present[role].fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Whether `role` attached once and every handle of it detached (one
-    /// load; a dead holder still counts).
+    /// Closes `role` for good ([`CLOSED`]).
+    #[cold]
+    pub(crate) fn close(&self, role: usize) {
+        // Release: pairs with `attach`'s Acquire; a closer's pushes and
+        // pops happen before.
+        self.present[role].fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// Detaches a handle of `role` that attached with `presence` (0: none,
+    /// then only in the process that attached it, `same_process`).
+    /// `true` if this call detached (the caller then wakes the peer).
+    pub(crate) fn detach(&self, role: usize, presence: u32, same_process: bool) -> bool {
+        let slot = &self.slots[role];
+        if presence == 0 {
+            if !same_process {
+                return false;
+            }
+            self.leave(role);
+            slot.release();
+            return true;
+        }
+        let w = slot.holder_word();
+        if !slot.begin_detach(presence, w) {
+            return false;
+        }
+        self.leave(role);
+        slot.finish_detach(w);
+        true
+    }
+
+    /// Whether `role` attached once and every handle of it detached, or it
+    /// is closed (one load; a dead holder still counts).
     #[inline(always)]
     pub(crate) fn all_left(&self, role: usize) -> bool {
-        // Acquire: pairs with `leave`.
-        self.present[role].load(Ordering::Acquire) == EVER_ATTACHED
+        // Acquire: pairs with `leave` and `close`.
+        left_or_closed(self.present[role].load(Ordering::Acquire))
     }
 
     /// Whether `role` is gone for good: every handle detached, or, when
     /// `check`, it attached once (or its slot was claimed by an attacher
     /// killed before it counted itself in) and its slot is not held by a
-    /// live process (syscalls).
+    /// live process (syscalls). Once it is, the role is closed
+    /// ([`CLOSED`]): the answer stays.
     #[cold]
     pub(crate) fn gone(&self, role: usize, check: bool) -> bool {
-        self.all_left(role)
+        let v = self.present[role].load(Ordering::Acquire);
+        if v & CLOSED != 0 {
+            return true;
+        }
+        let gone = v == EVER_ATTACHED
             || (check
-                && (self.present[role].load(Ordering::Acquire) & EVER_ATTACHED != 0
-                    || self.slots[role].raw() != roles::NEVER)
-                && !self.slots[role].is_live())
+                && (v & EVER_ATTACHED != 0 || self.slots[role].raw() != roles::NEVER)
+                && !self.slots[role].is_live());
+        // A consumer that sees the producer gone closes its role: its
+        // `Disconnected` is final. A producer that sees the consumer gone
+        // does not: its push fails with the value back, and a consumer
+        // restarted after a crash may take the dead one's slot over.
+        if gone && role == PRODUCER {
+            self.close(role);
+        }
+        gone
     }
 }
 

@@ -360,7 +360,7 @@ pub struct QueueLayout {
 }
 
 const CONTROL_LEN: usize = core::mem::size_of::<QueueControl>();
-const ROLE_LEN: usize = 16;
+const ROLE_LEN: usize = 24;
 
 impl QueueLayout {
     /// The layout of a queue with `params` of elements of `size` bytes
@@ -431,7 +431,7 @@ pub struct QueueControl {
     present: CachePadded<[AtomicU32; 2]>,
 }
 
-pub use super::EVER_ATTACHED;
+pub use super::{CLOSED, EVER_ATTACHED};
 const PRODUCERS: usize = super::PRODUCER;
 const CONSUMERS: usize = super::CONSUMER;
 
@@ -453,13 +453,45 @@ impl QueueControl {
         }
     }
 
-    /// Counts one more attached handle of `role`.
-    fn arrive(&self, role: usize) {
+    /// Counts one more attached handle of `role`, unless the role is
+    /// closed ([`CLOSED`]): then the caller gives its entry back.
+    fn arrive(&self, role: usize) -> Result<(), AttachError> {
         // AcqRel (both RMWs): ordered with the detaches' Release and the
         // readers' Acquire; the count first, so a reader never sees the
         // flag with a count of zero for a handle that is arriving.
-        self.present.0[role].fetch_add(1, Ordering::AcqRel);
+        let v = self.present.0[role].fetch_add(1, Ordering::AcqRel);
+        if v & CLOSED != 0 {
+            self.present.0[role].fetch_sub(1, Ordering::AcqRel);
+            return Err(AttachError::Closed);
+        }
         self.present.0[role].fetch_or(EVER_ATTACHED, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Detaches a handle that recorded `presence` in entry `slot` of
+    /// `role` (see [`roles`]): the last `fork` copy leaves
+    /// the count, once. `true` if it detached.
+    fn detach_presence(&self, role: usize, slot: &RoleSlot, presence: u32) -> bool {
+        let w = slot.holder_word();
+        if !slot.begin_detach(presence, w) {
+            return false;
+        }
+        self.leave(role);
+        slot.finish_detach(w);
+        true
+    }
+
+    /// Closes `role` for good ([`CLOSED`]).
+    #[cold]
+    fn close(&self, role: usize) {
+        // Release (in the AcqRel): pairs with `arrive` and the readers'
+        // Acquire.
+        self.present.0[role].fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// Whether `role` is closed (one load).
+    fn closed(&self, role: usize) -> bool {
+        self.present.0[role].load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Counts one attached handle of `role` less.
@@ -474,8 +506,8 @@ impl QueueControl {
     /// (no syscall; a dead holder still counts as present).
     #[inline]
     fn all_left(&self, role: usize) -> bool {
-        // Acquire: pairs with `leave`.
-        self.present.0[role].load(Ordering::Acquire) == EVER_ATTACHED
+        // Acquire: pairs with `leave` and `close`.
+        super::left_or_closed(self.present.0[role].load(Ordering::Acquire))
     }
 
     /// The raw position hints `(head, tail)`, for diagnostics and tests.
@@ -687,10 +719,26 @@ impl<'a, T> Queue<'a, T> {
     /// [`AttachError::Full`] if every producer entry is held by a live
     /// process.
     pub fn producer(&self) -> Result<QueueProducer<'a, T>, AttachError> {
-        let (index, epoch) = self.register_producer()?;
+        self.producer_with(0)
+    }
+
+    /// [`producer`](Self::producer) recording the presence token
+    /// `presence` (0: none) in its entry: the entry then lives while any
+    /// `fork` copy of the handle does, and counts once for all of them
+    /// (see [`roles`]); entries the copies take in forked
+    /// processes on their first push only hold their claims (not
+    /// counted). The caller holds the token while the handle exists.
+    ///
+    /// # Errors
+    /// As [`producer`](Self::producer); [`AttachError::Closed`] once the
+    /// producers' role closed.
+    pub fn producer_with(&self, presence: u32) -> Result<QueueProducer<'a, T>, AttachError> {
+        let (index, epoch) = self.register_producer(presence, true)?;
         Ok(QueueProducer {
             queue: *self,
             index,
+            home: index,
+            presence,
             claimed: stamp(0, index as u64, CLAIMED),
             // Acquire: MPMC-3.
             tail: self.ctl.tail.load(Ordering::Acquire),
@@ -703,15 +751,35 @@ impl<'a, T> Queue<'a, T> {
 
     /// Takes a producer entry for the calling process and clears the
     /// claims a dead previous holder of it left.
-    fn register_producer(&self) -> Result<(usize, u32), AttachError> {
+    fn register_producer(&self, presence: u32, counted: bool) -> Result<(usize, u32), AttachError> {
         // Wakers' side of the fence pair, and the fork epoch below, need
         // the process registered (idempotent).
         asym::register();
         let epoch = asym::fork_epoch();
-        let index = roles::attach_any(self.producers)?;
+        if self.ctl.closed(PRODUCERS) {
+            return Err(AttachError::Closed);
+        }
+        let index = roles::attach_any(self.producers, presence)?;
         self.orphan_claims_of(index as u64);
-        self.ctl.arrive(PRODUCERS);
+        if counted {
+            if let Err(e) = self.ctl.arrive(PRODUCERS) {
+                self.producers[index].release();
+                return Err(e);
+            }
+        }
         Ok((index, epoch))
+    }
+
+    /// Whether producers are attached now (one load: counted and not
+    /// closed; a holder that died without detaching still counts until a
+    /// consumer's liveness check finds it). Before the first producer
+    /// attaches, an empty queue is just empty: receivers wait, `try_`
+    /// receives say `Empty`.
+    #[must_use]
+    pub fn has_producers(&self) -> bool {
+        // Acquire: pairs with `arrive` and `leave`.
+        let v = self.ctl.present.0[PRODUCERS].load(Ordering::Acquire);
+        v & EVER_ATTACHED != 0 && !super::left_or_closed(v)
     }
 
     /// Attaches the calling process as one more consumer.
@@ -720,13 +788,30 @@ impl<'a, T> Queue<'a, T> {
     /// [`AttachError::Full`] if every consumer entry is held by a live
     /// process.
     pub fn consumer(&self) -> Result<QueueConsumer<'a, T>, AttachError> {
+        self.consumer_with(0)
+    }
+
+    /// [`consumer`](Self::consumer) recording the presence token
+    /// `presence` (0: none): see [`producer_with`](Self::producer_with).
+    ///
+    /// # Errors
+    /// As [`consumer`](Self::consumer); [`AttachError::Closed`] once the
+    /// consumers' role closed.
+    pub fn consumer_with(&self, presence: u32) -> Result<QueueConsumer<'a, T>, AttachError> {
         asym::register();
         let epoch = asym::fork_epoch();
-        let index = roles::attach_any(self.consumers)?;
-        self.ctl.arrive(CONSUMERS);
+        if self.ctl.closed(CONSUMERS) {
+            return Err(AttachError::Closed);
+        }
+        let index = roles::attach_any(self.consumers, presence)?;
+        if let Err(e) = self.ctl.arrive(CONSUMERS) {
+            self.consumers[index].release();
+            return Err(e);
+        }
         Ok(QueueConsumer {
             queue: *self,
             index,
+            presence,
             epoch,
             // Acquire: MPMC-3.
             head: self.ctl.head.load(Ordering::Acquire),
@@ -786,8 +871,11 @@ impl<'a, T> Queue<'a, T> {
     /// registry index, or its entry is not held by a live process).
     /// Syscalls.
     fn claimer_gone(&self, who: u64) -> bool {
+        // The process that made the claim, not the handle's presence:
+        // a claim dies with its process even while a `fork` copy of the
+        // handle lives on.
         match self.producers.get(who as usize) {
-            Some(slot) => !slot.is_live(),
+            Some(slot) => !slot.process_live(),
             None => true,
         }
     }
@@ -797,12 +885,30 @@ impl<'a, T> Queue<'a, T> {
     /// live process: syscalls).
     #[inline]
     fn producers_gone(&self, slow: bool) -> bool {
-        self.ctl.all_left(PRODUCERS) || (slow && registry_gone(self.producers))
+        if self.ctl.all_left(PRODUCERS) {
+            // Seen gone: closed for good.
+            self.ctl.close(PRODUCERS);
+            return true;
+        }
+        slow && self.closes(PRODUCERS, self.producers)
+    }
+
+    /// The registry of `role` is gone: then the role closes for good
+    /// (producers only: see `CLOSED`).
+    #[cold]
+    fn closes(&self, role: usize, slots: &[RoleSlot]) -> bool {
+        let gone = registry_gone(slots);
+        if gone {
+            self.ctl.close(role);
+        }
+        gone
     }
 
     /// As [`producers_gone`](Self::producers_gone), for consumers.
     #[inline]
     fn consumers_gone(&self, slow: bool) -> bool {
+        // Not closed: a restarted consumer may take a dead one's entry
+        // over (see `CLOSED`).
         self.ctl.all_left(CONSUMERS) || (slow && registry_gone(self.consumers))
     }
 }
@@ -840,7 +946,12 @@ fn skip(word: &AtomicU64, claim: u64, lap: u64) {
 /// is.
 pub struct QueueProducer<'a, T> {
     queue: Queue<'a, T>,
+    /// The entry our claims name (`home`, or one taken after a `fork`).
     index: usize,
+    /// The entry taken at attach, which holds `presence`.
+    home: usize,
+    /// The presence token recorded in `home` (0: none).
+    presence: u32,
     /// `CLAIMED` with our index, lap 0: OR a lap's `EMPTY` stamp with it
     /// to get our claim of that lap.
     claimed: u64,
@@ -858,6 +969,8 @@ pub struct QueueProducer<'a, T> {
 pub struct QueueConsumer<'a, T> {
     queue: Queue<'a, T>,
     index: usize,
+    /// The presence token recorded in our entry (0: none).
+    presence: u32,
     /// The fork epoch of the process that attached it.
     epoch: u32,
     /// Private cursor: at most the first undelivered position.
@@ -1060,7 +1173,9 @@ impl<'a, T> QueueProducer<'a, T> {
     /// entry of our own, so that our claims name this process.
     #[cold]
     fn claim_after_fork(&mut self, slow: bool) -> Result<u64, SendStop> {
-        match self.queue.register_producer() {
+        // With a presence, the entry taken here only holds this
+        // process's claims: the handle is counted once, by `home`.
+        match self.queue.register_producer(0, self.presence == 0) {
             Ok((index, epoch)) => {
                 self.index = index;
                 self.claimed = stamp(0, index as u64, CLAIMED);
@@ -1139,16 +1254,51 @@ impl<T: Pod> QueueProducer<'_, T> {
     }
 }
 
+impl<T> QueueProducer<'_, T> {
+    /// Closes the producers' role for good ([`CLOSED`]) and detaches: once
+    /// the queue is drained consumers get `Disconnected`, whatever other
+    /// producers still live (close when every producer is done, as
+    /// Python's `Queue.close()`), and no producer attaches again.
+    pub fn close(self) {
+        self.queue.ctl.close(PRODUCERS);
+        drop(self);
+    }
+
+    /// Drops this copy of a handle whose presence token another copy
+    /// (inherited across `fork`) still holds: gives back only the entry
+    /// this process took for its own claims.
+    pub fn forget_copy(self) {
+        if self.index != self.home && asym::fork_epoch() == self.epoch {
+            self.queue.producers[self.index].release();
+        }
+        core::mem::forget(self);
+    }
+}
+
 impl<T> Drop for QueueProducer<'_, T> {
     fn drop(&mut self) {
-        // In a forked child that never pushed, the registration is the
-        // parent's: leave it alone.
-        if asym::fork_epoch() != self.epoch {
+        let same = asym::fork_epoch() == self.epoch;
+        if self.presence == 0 {
+            // In a forked child that never pushed, the registration is
+            // the parent's: leave it alone.
+            if !same {
+                return;
+            }
+            self.queue.ctl.leave(PRODUCERS);
+            self.queue.producers[self.index].release();
+            self.queue.ctl.data_ready.notify();
             return;
         }
-        self.queue.ctl.leave(PRODUCERS);
-        self.queue.producers[self.index].release();
-        self.queue.ctl.data_ready.notify();
+        // An entry this process took for its claims (not counted).
+        if self.index != self.home && same {
+            self.queue.producers[self.index].release();
+        }
+        let q = self.queue;
+        if q.ctl
+            .detach_presence(PRODUCERS, &q.producers[self.home], self.presence)
+        {
+            q.ctl.data_ready.notify();
+        }
     }
 }
 
@@ -1383,15 +1533,40 @@ impl<T: Pod> QueueConsumer<'_, T> {
     }
 }
 
+impl<T> QueueConsumer<'_, T> {
+    /// Closes the consumers' role for good ([`CLOSED`]) and detaches:
+    /// producers get `Disconnected` (when the queue is full), and no
+    /// consumer attaches again.
+    pub fn close(self) {
+        self.queue.ctl.close(CONSUMERS);
+        drop(self);
+    }
+
+    /// Drops this copy of a handle whose presence token another copy
+    /// (inherited across `fork`) still holds.
+    pub fn forget_copy(self) {
+        core::mem::forget(self);
+    }
+}
+
 impl<T> Drop for QueueConsumer<'_, T> {
     fn drop(&mut self) {
-        // In a forked child, the registration is the parent's.
-        if asym::fork_epoch() != self.epoch {
+        let q = self.queue;
+        if self.presence == 0 {
+            // In a forked child, the registration is the parent's.
+            if asym::fork_epoch() != self.epoch {
+                return;
+            }
+            q.ctl.leave(CONSUMERS);
+            q.consumers[self.index].release();
+            q.ctl.space_ready.notify();
             return;
         }
-        self.queue.ctl.leave(CONSUMERS);
-        self.queue.consumers[self.index].release();
-        self.queue.ctl.space_ready.notify();
+        if q.ctl
+            .detach_presence(CONSUMERS, &q.consumers[self.index], self.presence)
+        {
+            q.ctl.space_ready.notify();
+        }
     }
 }
 

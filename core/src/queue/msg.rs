@@ -277,8 +277,17 @@ impl<'a> ByteQueue<'a> {
     /// [`AttachError::Full`] if every producer entry is held by a live
     /// process.
     pub fn producer(&self) -> Result<ByteProducer<'a>, AttachError> {
+        self.producer_with(0)
+    }
+
+    /// [`producer`](Self::producer) recording a presence token (0: none):
+    /// see [`Queue::producer_with`].
+    ///
+    /// # Errors
+    /// As [`Queue::producer_with`].
+    pub fn producer_with(&self, presence: u32) -> Result<ByteProducer<'a>, AttachError> {
         Ok(ByteProducer {
-            inner: self.queue.producer()?,
+            inner: self.queue.producer_with(presence)?,
             max_len: self.max_len,
         })
     }
@@ -289,8 +298,17 @@ impl<'a> ByteQueue<'a> {
     /// [`AttachError::Full`] if every consumer entry is held by a live
     /// process.
     pub fn consumer(&self) -> Result<ByteConsumer<'a>, AttachError> {
+        self.consumer_with(0)
+    }
+
+    /// [`consumer`](Self::consumer) recording a presence token (0: none):
+    /// see [`Queue::consumer_with`].
+    ///
+    /// # Errors
+    /// As [`Queue::consumer_with`].
+    pub fn consumer_with(&self, presence: u32) -> Result<ByteConsumer<'a>, AttachError> {
         Ok(ByteConsumer {
-            inner: self.queue.consumer()?,
+            inner: self.queue.consumer_with(presence)?,
             max_len: self.max_len,
         })
     }
@@ -531,6 +549,12 @@ pub struct ByteProducer<'a> {
 }
 
 impl<'a> ByteProducer<'a> {
+    /// Drops this copy of a handle whose presence token another `fork`
+    /// copy still holds (see [`QueueProducer::forget_copy`]).
+    pub fn forget_copy(self) {
+        self.inner.forget_copy();
+    }
+
     /// The longest message, in bytes.
     #[must_use]
     pub fn max_len(&self) -> usize {
@@ -700,6 +724,12 @@ fn copy_out(words: &[AtomicU64], max_len: usize, buf: &mut [u8]) -> Option<usize
 }
 
 impl ByteConsumer<'_> {
+    /// Drops this copy of a handle whose presence token another `fork`
+    /// copy still holds (see [`QueueConsumer::forget_copy`]).
+    pub fn forget_copy(self) {
+        self.inner.forget_copy();
+    }
+
     /// The longest message, in bytes: the least length of a receive
     /// buffer.
     #[must_use]

@@ -200,8 +200,17 @@ impl<'a> Pipe<'a> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process is the sender.
     pub fn sender(&self) -> Result<PipeSender<'a>, AttachError> {
+        self.sender_with(0)
+    }
+
+    /// [`sender`](Self::sender) recording the presence token `presence`
+    /// (0: none; see [`Ring::producer_with`]).
+    ///
+    /// # Errors
+    /// As [`sender`](Self::sender); [`AttachError::Closed`] once closed.
+    pub fn sender_with(&self, presence: u32) -> Result<PipeSender<'a>, AttachError> {
         Ok(PipeSender {
-            tx: self.ring.producer()?,
+            tx: self.ring.producer_with(presence)?,
             receiver: self.ring.control().consumer_slot(),
             sends: 0,
         })
@@ -212,8 +221,18 @@ impl<'a> Pipe<'a> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process is the receiver.
     pub fn receiver(&self) -> Result<PipeReceiver<'a>, AttachError> {
+        self.receiver_with(0)
+    }
+
+    /// [`receiver`](Self::receiver) recording the presence token
+    /// `presence` (0: none; see [`Ring::consumer_with`]).
+    ///
+    /// # Errors
+    /// As [`receiver`](Self::receiver); [`AttachError::Closed`] once
+    /// closed.
+    pub fn receiver_with(&self, presence: u32) -> Result<PipeReceiver<'a>, AttachError> {
         Ok(PipeReceiver {
-            rx: self.ring.consumer()?,
+            rx: self.ring.consumer_with(presence)?,
             last_len: 0,
         })
     }
@@ -421,6 +440,18 @@ pub struct PipeSender<'a> {
 }
 
 impl PipeSender<'_> {
+    /// Closes the pipe for good and detaches: the receiver gets `Eof`
+    /// after draining, even while a `fork` copy of this end lives.
+    pub fn close(self) {
+        self.tx.close();
+    }
+
+    /// Drops this copy of an end whose presence token another copy still
+    /// holds (see [`Producer::forget_copy`]).
+    pub fn forget_copy(self) {
+        self.tx.forget_copy();
+    }
+
     /// The largest message this pipe carries.
     #[must_use]
     pub fn max_message_len(&self) -> usize {
@@ -558,6 +589,18 @@ pub struct PipeReceiver<'a> {
 }
 
 impl PipeReceiver<'_> {
+    /// Closes the pipe for good and detaches: the sender gets
+    /// `Disconnected`, and no receiver attaches again.
+    pub fn close(self) {
+        self.rx.close();
+    }
+
+    /// Drops this copy of an end whose presence token another copy still
+    /// holds (see [`Consumer::forget_copy`]).
+    pub fn forget_copy(self) {
+        self.rx.forget_copy();
+    }
+
     /// The largest message this pipe carries.
     #[must_use]
     pub fn max_message_len(&self) -> usize {

@@ -306,12 +306,21 @@ impl<'a, T: Pod> Ring<'a, T> {
     /// [`AttachError::Taken`] if a live process holds the role (this one
     /// included). A dead holder's role is taken over.
     pub fn producer(&self) -> Result<Producer<'a, T>, AttachError> {
+        self.producer_with(0)
+    }
+
+    /// [`producer`](Self::producer) recording the presence token `presence` (0:
+    /// none): the role then lives while any `fork` copy of the handle
+    /// does (see [`roles`](super::roles)). The caller holds the token
+    /// for as long as the handle exists.
+    ///
+    /// # Errors
+    /// As [`producer`](Self::producer); [`AttachError::Closed`] once the role
+    /// closed.
+    pub fn producer_with(&self, presence: u32) -> Result<Producer<'a, T>, AttachError> {
         asym::register();
         let epoch = asym::fork_epoch();
-        self.ctl.roles.0.slots[PRODUCER]
-            .try_take()
-            .map_err(|pid| AttachError::Taken { pid })?;
-        self.ctl.roles.0.arrive(PRODUCER);
+        self.ctl.roles.0.attach(PRODUCER, presence)?;
         let tail = self.ctl.tail.load(Ordering::Acquire);
         let head = self.ctl.head.load(Ordering::Acquire);
         Ok(Producer {
@@ -328,6 +337,7 @@ impl<'a, T: Pod> Ring<'a, T> {
             spin: AdaptiveSpin::new(),
             idle: Idle::new(),
             epoch,
+            presence,
             _not_sync: PhantomData,
         })
     }
@@ -337,12 +347,21 @@ impl<'a, T: Pod> Ring<'a, T> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process holds the role.
     pub fn consumer(&self) -> Result<Consumer<'a, T>, AttachError> {
+        self.consumer_with(0)
+    }
+
+    /// [`consumer`](Self::consumer) recording the presence token `presence` (0:
+    /// none): the role then lives while any `fork` copy of the handle
+    /// does (see [`roles`](super::roles)). The caller holds the token
+    /// for as long as the handle exists.
+    ///
+    /// # Errors
+    /// As [`consumer`](Self::consumer); [`AttachError::Closed`] once the role
+    /// closed.
+    pub fn consumer_with(&self, presence: u32) -> Result<Consumer<'a, T>, AttachError> {
         asym::register();
         let epoch = asym::fork_epoch();
-        self.ctl.roles.0.slots[CONSUMER]
-            .try_take()
-            .map_err(|pid| AttachError::Taken { pid })?;
-        self.ctl.roles.0.arrive(CONSUMER);
+        self.ctl.roles.0.attach(CONSUMER, presence)?;
         let head = self.ctl.head.load(Ordering::Acquire);
         Ok(Consumer {
             ring: *self,
@@ -354,6 +373,7 @@ impl<'a, T: Pod> Ring<'a, T> {
             spin: AdaptiveSpin::new(),
             idle: Idle::new(),
             epoch,
+            presence,
             _not_sync: PhantomData,
         })
     }
@@ -434,6 +454,8 @@ pub struct Producer<'a, T> {
     idle: Idle,
     /// The fork epoch of the process that attached it.
     epoch: u32,
+    /// The presence token recorded in the role slot (0: none).
+    presence: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -452,6 +474,8 @@ pub struct Consumer<'a, T> {
     idle: Idle,
     /// The fork epoch of the process that attached it.
     epoch: u32,
+    /// The presence token recorded in the role slot (0: none).
+    presence: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -777,16 +801,31 @@ impl<'a, T: Pod> Producer<'a, T> {
     }
 }
 
+impl<T> Producer<'_, T> {
+    /// Closes the role for good ([`CLOSED`](super::CLOSED)) and detaches:
+    /// the peer sees `Disconnected` (after draining) even while a `fork`
+    /// copy of this handle lives, and nobody attaches in this role again.
+    pub fn close(self) {
+        self.ring.ctl.roles.0.close(PRODUCER);
+        drop(self);
+    }
+
+    /// Drops this copy of a handle whose presence token another copy
+    /// (inherited across `fork`) still holds: the role stays attached,
+    /// held by that copy.
+    pub fn forget_copy(self) {
+        core::mem::forget(self);
+    }
+}
+
 impl<T> Drop for Producer<'_, T> {
     fn drop(&mut self) {
-        // In a forked child, the registration is the parent's.
-        if asym::fork_epoch() != self.epoch {
-            return;
+        // Without a presence, in a forked child the registration is the
+        // parent's; with one, the last copy detaches (`Roles::detach`).
+        let same = asym::fork_epoch() == self.epoch;
+        if self.ring.ctl.roles.0.detach(PRODUCER, self.presence, same) {
+            self.ring.ctl.data_ready.notify();
         }
-        self.ring.ctl.roles.0.leave(PRODUCER);
-        self.ring.ctl.roles.0.slots[PRODUCER].release();
-        // Wake a sleeping consumer so it sees the disconnect.
-        self.ring.ctl.data_ready.notify();
     }
 }
 
@@ -1106,15 +1145,31 @@ impl<'a, T: Pod> Consumer<'a, T> {
     }
 }
 
+impl<T> Consumer<'_, T> {
+    /// Closes the role for good ([`CLOSED`](super::CLOSED)) and detaches:
+    /// the peer sees `Disconnected` (after draining) even while a `fork`
+    /// copy of this handle lives, and nobody attaches in this role again.
+    pub fn close(self) {
+        self.ring.ctl.roles.0.close(CONSUMER);
+        drop(self);
+    }
+
+    /// Drops this copy of a handle whose presence token another copy
+    /// (inherited across `fork`) still holds: the role stays attached,
+    /// held by that copy.
+    pub fn forget_copy(self) {
+        core::mem::forget(self);
+    }
+}
+
 impl<T> Drop for Consumer<'_, T> {
     fn drop(&mut self) {
-        // In a forked child, the registration is the parent's.
-        if asym::fork_epoch() != self.epoch {
-            return;
+        // Without a presence, in a forked child the registration is the
+        // parent's; with one, the last copy detaches (`Roles::detach`).
+        let same = asym::fork_epoch() == self.epoch;
+        if self.ring.ctl.roles.0.detach(CONSUMER, self.presence, same) {
+            self.ring.ctl.space_ready.notify();
         }
-        self.ring.ctl.roles.0.leave(CONSUMER);
-        self.ring.ctl.roles.0.slots[CONSUMER].release();
-        self.ring.ctl.space_ready.notify();
     }
 }
 

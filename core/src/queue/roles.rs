@@ -16,6 +16,8 @@
 //! | `holder` | the state word below |
 //! | `start_lo`, `start_hi` | the holder's start time, on the fallback path only (0: a token holder, or unknown) |
 //! | `pid` | the holder's pid: for diagnostics ([`Holder`] reports it), and for a holder to tell a slot it took from one a dead predecessor with the same token left |
+//! | `presence` | 0, or the **presence token** of the handle ([`crate::owner`]'s `Presence`, held through the handle's own open file description, so shared by every `fork` copy of it), or [`DETACHING`] |
+//! | `_reserved` | 0 |
 //!
 //! # The `holder` word
 //!
@@ -36,6 +38,34 @@
 //!
 //! Any other bit pattern (a corrupt peer) reads as a dead holder: it can
 //! make a queue look disconnected or let a role be taken, never cause UB.
+//!
+//! # The `presence` word: a handle shared across `fork`
+//!
+//! The holder id names a *process*; a handle copied into a `fork` child is
+//! the same handle in two processes. When the attacher records a presence
+//! token (`posix` handles do; the core stays `no_std` and only sees a
+//! `u32`), the slot's liveness is the token's: the role lives while *any*
+//! copy of the handle, in any process, is open, and is gone when the last
+//! one is dropped, or its process exits or is killed. Without one (0: the
+//! fallback path, or core-only users) the holder's process decides, as
+//! above: a role is then per process.
+//!
+//! | `presence` | state | set by |
+//! |---|---|---|
+//! | `0` | none: liveness is the holder's | initialisation; the last copy, at the end of its detach |
+//! | `p` | liveness is token `p`'s (the holder id is kept for diagnostics) | the attacher, with the pid, before its Release store of the id |
+//! | [`DETACHING`] | the last copy is detaching: live | that copy's CAS `p → DETACHING` |
+//!
+//! Detaching with a presence: the posix handle first closes its own
+//! descriptor and asks whether another copy still holds the token; if so
+//! it does nothing more (the role is still held, by the other copy). Else
+//! it gates with the CAS `p → DETACHING` — exactly one copy wins it, so the
+//! role count is decremented once, and no attacher can take the slot
+//! meanwhile (it reads as live) — then leaves the count, marks the holder
+//! `GONE` (a CAS from the word it saw, never a newer attacher's) and
+//! clears the presence (`DETACHING → 0`, a CAS, never a newer
+//! attacher's). A copy that was killed instead leaves `p` with its token
+//! released: peers read the slot dead, as for a killed holder.
 
 use crate::owner::{self, is_token, test_hooks, Liveness, ID_MASK};
 use crate::primitive::{AtomicU32, Ordering};
@@ -47,6 +77,8 @@ pub const NEVER: u32 = 0;
 pub const BUSY: u32 = 1 << 30;
 /// `holder`: the role was held and is not any more.
 pub const GONE: u32 = 1 << 31;
+/// `presence`: the handle's last copy is detaching (reads as live).
+pub const DETACHING: u32 = u32::MAX;
 
 /// One registration: a process holding a role.
 #[derive(Debug, Default)]
@@ -60,10 +92,13 @@ pub struct RoleSlot {
     start_hi: AtomicU32,
     /// The holder's pid (module docs).
     pid: AtomicU32,
+    /// The handle's presence token, 0 or [`DETACHING`] (module docs).
+    presence: AtomicU32,
+    _reserved: AtomicU32,
 }
 
 #[cfg(not(loom))]
-static_assertions::const_assert_eq!(core::mem::size_of::<RoleSlot>(), 16);
+static_assertions::const_assert_eq!(core::mem::size_of::<RoleSlot>(), 24);
 
 /// What a [`RoleSlot`] says about its holder. The pid is the one the
 /// holder recorded when it attached (0 if it was killed before writing it,
@@ -93,6 +128,10 @@ pub enum AttachError {
         /// How many holders the role allows.
         max: usize,
     },
+    /// The role was closed for good: its holders are gone and a peer saw
+    /// it, or a holder called `close()`. (Disconnected is final: make a
+    /// new queue or pipe.)
+    Closed,
 }
 
 impl fmt::Display for AttachError {
@@ -109,6 +148,9 @@ impl fmt::Display for AttachError {
                 f,
                 "all {max} registration slots of this role are held by live processes; drop a handle or create the queue with more slots"
             ),
+            AttachError::Closed => f.write_str(
+                "this role was closed (its holders are gone, or one called close()); a disconnected queue or pipe stays disconnected: create a new one"
+            ),
         }
     }
 }
@@ -124,7 +166,15 @@ impl RoleSlot {
             start_lo: AtomicU32::new(0),
             start_hi: AtomicU32::new(0),
             pid: AtomicU32::new(0),
+            presence: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
         }
+    }
+
+    /// The raw presence word (diagnostics: 0, a token, or [`DETACHING`]).
+    #[must_use]
+    pub fn raw_presence(&self) -> u32 {
+        self.presence.load(Ordering::Relaxed)
     }
 
     /// The raw holder word (for tests and diagnostics).
@@ -152,6 +202,19 @@ impl RoleSlot {
     }
 
     fn holder_of(&self, w: u32) -> Holder {
+        self.holder_of_by(w, true)
+    }
+
+    /// Whether the holder's *process* lives, whatever the presence says
+    /// (the MPMC queue judges a claim by the process that made it; no
+    /// marking). Syscalls.
+    #[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
+    pub(crate) fn process_live(&self) -> bool {
+        let w = self.holder.load(Ordering::Acquire);
+        matches!(self.holder_of_by(w, false), Holder::Alive(_))
+    }
+
+    fn holder_of_by(&self, w: u32, by_presence: bool) -> Holder {
         if w == NEVER {
             return Holder::Never;
         }
@@ -162,7 +225,20 @@ impl RoleSlot {
         if id == 0 {
             return Holder::Dead(0);
         }
-        let (pid, live) = if is_token(id) {
+        // A slot being registered (`BUSY`) is judged by its attacher's id:
+        // its presence word is still the predecessor's. Relaxed: ordered
+        // by the Acquire load of `w` (the attacher wrote it before its
+        // Release store of the id).
+        let presence = if by_presence {
+            self.presence.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let (pid, live) = if w & BUSY == 0 && presence == DETACHING {
+            (self.pid.load(Ordering::Relaxed), Liveness::Alive)
+        } else if w & BUSY == 0 && presence != 0 {
+            (self.pid.load(Ordering::Relaxed), owner::liveness(presence))
+        } else if is_token(id) {
             (self.pid.load(Ordering::Relaxed), owner::liveness(id))
         } else if w & BUSY != 0 {
             (id, owner::liveness(id))
@@ -217,7 +293,7 @@ impl RoleSlot {
     /// process holds the slot; `Err(0)` if the slot kept changing under
     /// [`TRY_ROUNDS`](crate::sync::TRY_ROUNDS) attempts (see
     /// [`AttachError::Taken`]'s message).
-    pub(crate) fn try_take(&self) -> Result<(), u32> {
+    pub(crate) fn try_take(&self, presence: u32) -> Result<(), u32> {
         // Role holders notify waiters: make their side of the fence pair
         // cheap (see `WaitPoint`).
         super::asym::register();
@@ -253,8 +329,9 @@ impl RoleSlot {
             self.start_lo.store(start as u32, Ordering::Relaxed);
             self.start_hi.store((start >> 32) as u32, Ordering::Relaxed);
             self.pid.store(pid, Ordering::Relaxed);
+            self.presence.store(presence, Ordering::Relaxed);
             // Release pairs with the Acquire in `holder()`: whoever sees the
-            // plain id sees the pid and start time.
+            // plain id sees the pid, start time and presence.
             self.holder.store(me, Ordering::Release);
             return Ok(());
         }
@@ -276,12 +353,66 @@ impl RoleSlot {
     }
 }
 
-/// Attaches to the first free (never used, gone, or dead-held) slot.
+impl RoleSlot {
+    /// The holder word now, for [`begin_detach`](Self::begin_detach)'s
+    /// caller to hand to [`finish_detach`](Self::finish_detach).
+    pub(crate) fn holder_word(&self) -> u32 {
+        self.holder.load(Ordering::Acquire)
+    }
+
+    /// Detach with presence `p`, step 1 (module docs): `true` if this
+    /// caller won the gate `p → DETACHING` while the holder word is still
+    /// `w` (the one seen before), so that it alone leaves the count and
+    /// finishes. `false`: the slot moved on (a peer found the token
+    /// released and marked it, or a new attacher took it) — nothing of
+    /// ours is left to undo.
+    pub(crate) fn begin_detach(&self, p: u32, w: u32) -> bool {
+        if p == 0 || p == DETACHING {
+            return false;
+        }
+        // AcqRel: the gate. Acquire pairs with the attacher's Release
+        // store of the id (we see its presence); Release orders our
+        // earlier pushes or pops before the detach for a peer that sees
+        // DETACHING.
+        if self
+            .presence
+            .compare_exchange(p, DETACHING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        if self.holder.load(Ordering::Acquire) != w || w & (GONE | BUSY) != 0 {
+            // A peer marked the slot (the token read released between our
+            // close and the gate) or a new attacher holds it: undo the
+            // gate if it is still ours, and touch nothing else.
+            let _ =
+                self.presence
+                    .compare_exchange(DETACHING, p, Ordering::Relaxed, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Detach with presence, last step: the holder word `w` → `GONE`, then
+    /// the presence `DETACHING → 0` (CASes: never a newer attacher's).
+    pub(crate) fn finish_detach(&self, w: u32) {
+        // SeqCst: as in `release`.
+        let _ = self
+            .holder
+            .compare_exchange(w, GONE, Ordering::SeqCst, Ordering::Relaxed);
+        let _ = self
+            .presence
+            .compare_exchange(DETACHING, 0, Ordering::Release, Ordering::Relaxed);
+    }
+}
+
+/// Attaches to the first free (never used, gone, or dead-held) slot,
+/// recording `presence` (0: none).
 #[cfg_attr(not(target_has_atomic = "64"), allow(dead_code))] // used by mpmc
-pub(crate) fn attach_any(slots: &[RoleSlot]) -> Result<usize, AttachError> {
+pub(crate) fn attach_any(slots: &[RoleSlot], presence: u32) -> Result<usize, AttachError> {
     let mut first_holder = None;
     for (i, slot) in slots.iter().enumerate() {
-        match slot.try_take() {
+        match slot.try_take(presence) {
             Ok(()) => return Ok(i),
             Err(pid) => {
                 first_holder.get_or_insert(pid);
@@ -324,15 +455,15 @@ mod tests {
     fn attach_detach_and_single_holder() {
         let slot = [RoleSlot::new()];
         assert_eq!(slot[0].holder(), Holder::Never);
-        assert_eq!(attach_any(&slot), Ok(0));
+        assert_eq!(attach_any(&slot, 0), Ok(0));
         let me = owner::current_process_id();
         assert_eq!(slot[0].holder(), Holder::Alive(me));
-        assert_eq!(attach_any(&slot), Err(AttachError::Taken { pid: me }));
+        assert_eq!(attach_any(&slot, 0), Err(AttachError::Taken { pid: me }));
         slot[0].release();
         assert_eq!(slot[0].holder(), Holder::Gone);
         assert!(!any_live(&slot));
         assert!(ever_attached(&slot));
-        assert_eq!(attach_any(&slot), Ok(0));
+        assert_eq!(attach_any(&slot, 0), Ok(0));
     }
 
     #[test]
@@ -341,7 +472,7 @@ mod tests {
         let slot = [RoleSlot::new()];
         slot[0].holder.store(BUSY, Ordering::Relaxed); // pid 0: impossible
         assert_eq!(slot[0].holder(), Holder::Dead(0));
-        assert_eq!(attach_any(&slot), Ok(0));
+        assert_eq!(attach_any(&slot, 0), Ok(0));
         slot[0].holder.store(0xffff_ffff, Ordering::Relaxed);
         assert_eq!(slot[0].holder(), Holder::Gone);
     }

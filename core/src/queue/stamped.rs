@@ -306,15 +306,25 @@ impl<'a, T: Pod> StampedRing<'a, T> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process holds the role.
     pub fn producer(&self) -> Result<StampedProducer<'a, T>, AttachError> {
+        self.producer_with(0)
+    }
+
+    /// [`producer`](Self::producer) recording the presence token `presence` (0:
+    /// none): the role then lives while any `fork` copy of the handle
+    /// does (see [`roles`](super::roles)). The caller holds the token
+    /// for as long as the handle exists.
+    ///
+    /// # Errors
+    /// As [`producer`](Self::producer); [`AttachError::Closed`] once the role
+    /// closed.
+    pub fn producer_with(&self, presence: u32) -> Result<StampedProducer<'a, T>, AttachError> {
         asym::register();
         let epoch = asym::fork_epoch();
-        self.ctl.roles.0.slots[PRODUCER]
-            .try_take()
-            .map_err(|pid| AttachError::Taken { pid })?;
-        self.ctl.roles.0.arrive(PRODUCER);
+        self.ctl.roles.0.attach(PRODUCER, presence)?;
         Ok(StampedProducer {
             ring: *self,
             epoch,
+            presence,
             // Acquire: STAMPED-3.
             tail: self.ctl.tail.load(Ordering::Acquire),
             spin: AdaptiveSpin::new(),
@@ -328,15 +338,25 @@ impl<'a, T: Pod> StampedRing<'a, T> {
     /// # Errors
     /// [`AttachError::Taken`] if a live process holds the role.
     pub fn consumer(&self) -> Result<StampedConsumer<'a, T>, AttachError> {
+        self.consumer_with(0)
+    }
+
+    /// [`consumer`](Self::consumer) recording the presence token `presence` (0:
+    /// none): the role then lives while any `fork` copy of the handle
+    /// does (see [`roles`](super::roles)). The caller holds the token
+    /// for as long as the handle exists.
+    ///
+    /// # Errors
+    /// As [`consumer`](Self::consumer); [`AttachError::Closed`] once the role
+    /// closed.
+    pub fn consumer_with(&self, presence: u32) -> Result<StampedConsumer<'a, T>, AttachError> {
         asym::register();
         let epoch = asym::fork_epoch();
-        self.ctl.roles.0.slots[CONSUMER]
-            .try_take()
-            .map_err(|pid| AttachError::Taken { pid })?;
-        self.ctl.roles.0.arrive(CONSUMER);
+        self.ctl.roles.0.attach(CONSUMER, presence)?;
         Ok(StampedConsumer {
             ring: *self,
             epoch,
+            presence,
             // Acquire: STAMPED-3.
             head: self.ctl.head.load(Ordering::Acquire),
             spin: AdaptiveSpin::new(),
@@ -405,6 +425,8 @@ pub struct StampedProducer<'a, T> {
     ring: StampedRing<'a, T>,
     /// The fork epoch of the process that attached it.
     epoch: u32,
+    /// The presence token recorded in the role slot (0: none).
+    presence: u32,
     tail: u64,
     spin: AdaptiveSpin,
     idle: Idle,
@@ -416,6 +438,8 @@ pub struct StampedConsumer<'a, T> {
     ring: StampedRing<'a, T>,
     /// The fork epoch of the process that attached it.
     epoch: u32,
+    /// The presence token recorded in the role slot (0: none).
+    presence: u32,
     head: u64,
     spin: AdaptiveSpin,
     idle: Idle,
@@ -549,15 +573,31 @@ impl<'a, T: Pod> StampedProducer<'a, T> {
     }
 }
 
+impl<T> StampedProducer<'_, T> {
+    /// Closes the role for good ([`CLOSED`](super::CLOSED)) and detaches:
+    /// the peer sees `Disconnected` (after draining) even while a `fork`
+    /// copy of this handle lives, and nobody attaches in this role again.
+    pub fn close(self) {
+        self.ring.ctl.roles.0.close(PRODUCER);
+        drop(self);
+    }
+
+    /// Drops this copy of a handle whose presence token another copy
+    /// (inherited across `fork`) still holds: the role stays attached,
+    /// held by that copy.
+    pub fn forget_copy(self) {
+        core::mem::forget(self);
+    }
+}
+
 impl<T> Drop for StampedProducer<'_, T> {
     fn drop(&mut self) {
-        // In a forked child, the registration is the parent's.
-        if asym::fork_epoch() != self.epoch {
-            return;
+        // Without a presence, in a forked child the registration is the
+        // parent's; with one, the last copy detaches (`Roles::detach`).
+        let same = asym::fork_epoch() == self.epoch;
+        if self.ring.ctl.roles.0.detach(PRODUCER, self.presence, same) {
+            self.ring.ctl.data_ready.notify();
         }
-        self.ring.ctl.roles.0.leave(PRODUCER);
-        self.ring.ctl.roles.0.slots[PRODUCER].release();
-        self.ring.ctl.data_ready.notify();
     }
 }
 
@@ -672,15 +712,31 @@ impl<'a, T: Pod> StampedConsumer<'a, T> {
     }
 }
 
+impl<T> StampedConsumer<'_, T> {
+    /// Closes the role for good ([`CLOSED`](super::CLOSED)) and detaches:
+    /// the peer sees `Disconnected` (after draining) even while a `fork`
+    /// copy of this handle lives, and nobody attaches in this role again.
+    pub fn close(self) {
+        self.ring.ctl.roles.0.close(CONSUMER);
+        drop(self);
+    }
+
+    /// Drops this copy of a handle whose presence token another copy
+    /// (inherited across `fork`) still holds: the role stays attached,
+    /// held by that copy.
+    pub fn forget_copy(self) {
+        core::mem::forget(self);
+    }
+}
+
 impl<T> Drop for StampedConsumer<'_, T> {
     fn drop(&mut self) {
-        // In a forked child, the registration is the parent's.
-        if asym::fork_epoch() != self.epoch {
-            return;
+        // Without a presence, in a forked child the registration is the
+        // parent's; with one, the last copy detaches (`Roles::detach`).
+        let same = asym::fork_epoch() == self.epoch;
+        if self.ring.ctl.roles.0.detach(CONSUMER, self.presence, same) {
+            self.ring.ctl.space_ready.notify();
         }
-        self.ring.ctl.roles.0.leave(CONSUMER);
-        self.ring.ctl.roles.0.slots[CONSUMER].release();
-        self.ring.ctl.space_ready.notify();
     }
 }
 

@@ -148,6 +148,12 @@ impl<T: Pod> Condition<T> {
         self.condvar.notify_one();
     }
 
+    /// Wakes at most `n` waiters (Python's `notify(n)`); returns how many
+    /// were asleep and woken (see [`Condvar::notify_n`]).
+    pub fn notify_n(&self, n: u32) -> u32 {
+        self.condvar.notify_n(n)
+    }
+
     /// Wakes every waiter (Python's `notify_all()`).
     pub fn notify_all(&self) {
         self.condvar.notify_all();

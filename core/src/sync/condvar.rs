@@ -184,24 +184,30 @@ impl Condvar {
 
     /// Wakes one waiter, if any.
     pub fn notify_one(&self) {
-        self.notify(false);
+        let _ = self.notify_n(1);
+    }
+
+    /// Wakes at most `n` waiters (Python's `notify(n)`) and returns how
+    /// many were asleep and woken (0 where the platform cannot tell). A
+    /// waiter that was about to sleep may also return (a spurious wake-up,
+    /// as with any condition variable: wait in a loop, or with
+    /// `wait_while`).
+    pub fn notify_n(&self, n: u32) -> u32 {
+        if n == 0 {
+            return 0;
+        }
+        self.seq.fetch_add(1, Ordering::Release);
+        // An RMW, not a load: it reads the latest `sleepers` (module docs).
+        if self.sleepers.fetch_add(0, Ordering::AcqRel) != 0 {
+            wait::wake_n(&self.seq, n)
+        } else {
+            0
+        }
     }
 
     /// Wakes every waiter.
     pub fn notify_all(&self) {
-        self.notify(true);
-    }
-
-    fn notify(&self, all: bool) {
-        self.seq.fetch_add(1, Ordering::Release);
-        // An RMW, not a load: it reads the latest `sleepers` (module docs).
-        if self.sleepers.fetch_add(0, Ordering::AcqRel) != 0 {
-            if all {
-                wait::wake_all(&self.seq);
-            } else {
-                wait::wake_one(&self.seq);
-            }
-        }
+        let _ = self.notify_n(u32::MAX);
     }
 }
 

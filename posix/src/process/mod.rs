@@ -66,8 +66,11 @@
 //! [`active_children`] call, so no zombie outlives those calls.
 
 mod exec;
+pub mod pool;
 mod server;
 mod task;
+
+pub use pool::{AsyncResult, Pool, PoolError, TaskError};
 
 use std::ffi::OsString;
 use std::fmt;
@@ -628,8 +631,10 @@ impl<T: Message> Child<T> {
         let Some(task) = self.task.take() else {
             return Err(JoinError::AlreadyJoined);
         };
-        let outcome = task.outcome().map_err(JoinError::Os)?;
-        match (code, outcome) {
+        let outcome = task.outcome().map_err(JoinError::Os);
+        // The child is reaped: nobody writes the task file any more.
+        task.recycle();
+        match (code, outcome?) {
             (0, Outcome::Value(bytes)) => T::decode(&bytes).map_err(JoinError::Decode),
             (_, Outcome::Panic(message)) => Err(JoinError::Panicked { message }),
             (_, Outcome::Failed(why)) => Err(JoinError::Failed { why }),
@@ -695,9 +700,29 @@ fn wait_local(pid: libc::pid_t, timeout: Option<Duration>) -> io::Result<Option<
     }
     let Some(deadline) = timeout.and_then(|t| Instant::now().checked_add(t)) else {
         // Blocking in waitpid under the registry's lock would stall every
-        // other start: poll on the pidfd instead, without a deadline.
+        // other start: wait for the exit without reaping (`WNOWAIT`) and
+        // without the lock, then reap under it. If another thread reaped
+        // it meanwhile (ECHILD), the registry kept its exit code.
         loop {
-            if !wait_exit_fd(pid, Duration::from_secs(3600)) {
+            // SAFETY: an all-zero siginfo_t is valid; waitid writes it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid out-pointer; WNOWAIT leaves the child
+            // reapable.
+            let rc = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            };
+            if rc < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Not waitable (reaped by another thread, which left the
+                // code in the registry, or SIGCHLD ignored): look again
+                // without spinning.
                 std::thread::sleep(Duration::from_millis(1));
             }
             if let Some(code) = reap(libc::WNOHANG) {

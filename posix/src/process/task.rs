@@ -103,6 +103,21 @@ fn anchor_addr() -> usize {
     anchor as fn() as usize
 }
 
+/// The offset of the function at `addr` from the anchor: the same in
+/// every process running this executable (what crosses to a pool worker).
+pub(super) fn code_offset(addr: usize) -> i64 {
+    (addr as i64).wrapping_sub(anchor_addr() as i64)
+}
+
+/// The address of the function at `offset` from the anchor in this
+/// process, if it lies inside `code` (this executable's code,
+/// [`executable_code`]); `None` for anything else (a hostile or corrupt
+/// offset is never called).
+pub(super) fn code_at(offset: i64, code: &[std::ops::Range<usize>]) -> Option<usize> {
+    let addr = (anchor_addr() as i64).wrapping_add(offset) as usize;
+    code.iter().any(|r| r.contains(&addr)).then_some(addr)
+}
+
 /// The task file of one child.
 #[derive(Debug)]
 pub(super) struct Task {
@@ -113,13 +128,21 @@ impl Task {
     /// A new task file with no function (a forked closure) for the child
     /// called `name`.
     pub(super) fn new(name: &str) -> io::Result<Task> {
-        // SAFETY: a NUL-terminated name and valid flags.
-        let fd = unsafe { libc::memfd_create(c"shmkit-task".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor we own.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let file = match cache::take() {
+            Some(file) => file,
+            None => {
+                // SAFETY: a NUL-terminated name and valid flags.
+                let fd = unsafe { libc::memfd_create(c"shmkit-task".as_ptr(), libc::MFD_CLOEXEC) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: a fresh descriptor we own.
+                File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+        };
+        // The header below resets every field a previous use wrote (state,
+        // lengths, functions); bytes past the recorded lengths are never
+        // read.
         let mut header = [0u8; HEADER as usize];
         header[..8].copy_from_slice(&MAGIC);
         header[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -146,6 +169,13 @@ impl Task {
         task.file.write_all_at(&fields, 16)?;
         task.file.write_all_at(args, HEADER)?;
         Ok(task)
+    }
+
+    /// Parent side, once the child has been reaped (nobody can write the
+    /// file any more): keeps the file for the next child (creating and
+    /// closing a memfd costs about a quarter of a fork here).
+    pub(super) fn recycle(self) {
+        cache::put(self.file);
     }
 
     /// Takes over a task file a parent passed by descriptor number.
@@ -287,9 +317,55 @@ impl Task {
     }
 }
 
+/// Task files of reaped children, for reuse by this process only: a
+/// forked child inherits the cache's descriptors, which name the same
+/// files as the parent's, so the cache remembers whose it is and a child
+/// drops what it inherited instead of reusing it.
+mod cache {
+    use std::fs::File;
+    use std::sync::Mutex;
+
+    struct Cache {
+        owner: u32,
+        files: Vec<File>,
+    }
+
+    static FREE: Mutex<Cache> = Mutex::new(Cache {
+        owner: 0,
+        files: Vec::new(),
+    });
+
+    /// The most files kept.
+    const KEEP: usize = 8;
+
+    /// The cache, emptied first if it was inherited. `try_lock`: in a
+    /// forked child another parent thread may have held it at the fork.
+    fn mine() -> Option<std::sync::MutexGuard<'static, Cache>> {
+        let mut cache = FREE.try_lock().ok()?;
+        let me = std::process::id();
+        if cache.owner != me {
+            cache.files.clear();
+            cache.owner = me;
+        }
+        Some(cache)
+    }
+
+    pub(super) fn take() -> Option<File> {
+        mine()?.files.pop()
+    }
+
+    pub(super) fn put(file: File) {
+        if let Some(mut cache) = mine() {
+            if cache.files.len() < KEEP {
+                cache.files.push(file);
+            }
+        }
+    }
+}
+
 /// The address ranges of this process's executable code (`r-xp` mappings
 /// of `/proc/self/exe`).
-fn executable_code() -> io::Result<Vec<std::ops::Range<usize>>> {
+pub(super) fn executable_code() -> io::Result<Vec<std::ops::Range<usize>>> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let exe = exe.to_string_lossy();
     let maps = std::fs::read_to_string("/proc/self/maps")?;
