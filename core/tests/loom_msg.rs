@@ -24,6 +24,11 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 const MAX_LEN: usize = 12;
 
 struct Mem {
+    /// Producers attached so far: a consumer that polled while every
+    /// producer that had attached was gone would close the role for good
+    /// (`Disconnected` is final), so the models start consuming only once
+    /// the producers they wait for are attached.
+    attached: loom::sync::atomic::AtomicUsize,
     ctl: QueueControl,
     producers: [RoleSlot; 2],
     consumers: [RoleSlot; 1],
@@ -34,11 +39,23 @@ impl Mem {
     fn new(cap: usize) -> Arc<Mem> {
         let p = MsgParams::new(cap, MAX_LEN);
         Arc::new(Mem {
+            attached: loom::sync::atomic::AtomicUsize::new(0),
             ctl: QueueControl::new(),
             producers: [RoleSlot::new(), RoleSlot::new()],
             consumers: [RoleSlot::new()],
             words: (0..p.slot_words()).map(|_| AtomicU64::new(0)).collect(),
         })
+    }
+    /// Counts one more attached producer.
+    fn attached(&self) {
+        self.attached
+            .fetch_add(1, loom::sync::atomic::Ordering::SeqCst);
+    }
+    /// Waits until `n` producers attached.
+    fn wait_attached(&self, n: usize) {
+        while self.attached.load(loom::sync::atomic::Ordering::SeqCst) < n {
+            thread::yield_now();
+        }
     }
     fn queue(&self) -> ByteQueue<'_> {
         ByteQueue::from_parts(
@@ -77,19 +94,19 @@ fn msg_two_producers_whole_messages_exactly_once() {
                 let m = mem.clone();
                 thread::spawn(move || {
                     let mut tx = m.queue().producer().unwrap();
+                    m.attached();
                     send_spin(&mut tx, &message(p, 0));
                 })
             })
             .collect();
         let mut rx = mem.queue().consumer().unwrap();
+        mem.wait_attached(2);
         let mut got = Vec::new();
         let mut buf = [0u8; MAX_LEN];
         while got.len() < 2 {
             match rx.try_recv_into(&mut buf) {
                 Ok(n) => got.push(buf[..n].to_vec()),
-                // Disconnected: one producer came and went before the
-                // other attached.
-                Err(MsgRecvError::Empty | MsgRecvError::Disconnected) => thread::yield_now(),
+                Err(MsgRecvError::Empty) => thread::yield_now(),
                 Err(e) => panic!("{e} after {got:?}"),
             }
         }
@@ -111,6 +128,7 @@ fn msg_wrap_and_an_aborted_claim() {
         let m = mem.clone();
         let producer = thread::spawn(move || {
             let mut tx = m.queue().producer().unwrap();
+            m.attached();
             send_spin(&mut tx, &message(1, 1));
             loop {
                 match tx.try_send_with(|w| {
@@ -125,12 +143,13 @@ fn msg_wrap_and_an_aborted_claim() {
             send_spin(&mut tx, &message(0, 2));
         });
         let mut rx = mem.queue().consumer().unwrap();
+        mem.wait_attached(1);
         let mut got = Vec::new();
         let mut buf = [0u8; MAX_LEN];
         while got.len() < 2 {
             match rx.try_recv_into(&mut buf) {
                 Ok(n) => got.push(buf[..n].to_vec()),
-                Err(MsgRecvError::Empty | MsgRecvError::Disconnected) => thread::yield_now(),
+                Err(MsgRecvError::Empty) => thread::yield_now(),
                 Err(e) => panic!("{e} after {got:?}"),
             }
         }
