@@ -173,6 +173,12 @@ impl Kind {
     /// A single-producer single-consumer ring with stamped slots (one
     /// cache line per message).
     pub const STAMPED_RING: Kind = Kind(16);
+    /// A multi-producer multi-consumer queue of byte messages of bounded
+    /// length (Python's `Queue` of objects, once encoded).
+    pub const MSG_QUEUE: Kind = Kind(21);
+    /// A byte-message queue with an unfinished-task count (Python's
+    /// `JoinableQueue`).
+    pub const JOINABLE_QUEUE: Kind = Kind(22);
     /// First value free for user-defined kinds.
     pub const USER: Kind = Kind(0x1000);
 
@@ -199,6 +205,8 @@ impl Kind {
             Kind::BYTE_MAP => "byte-map",
             Kind::CONDITION => "condition",
             Kind::STAMPED_RING => "stamped-ring",
+            Kind::MSG_QUEUE => "msg-queue",
+            Kind::JOINABLE_QUEUE => "joinable-queue",
             Kind(k) if k >= Kind::USER.0 => "user",
             _ => "unknown",
         }

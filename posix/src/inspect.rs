@@ -49,7 +49,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use shmkit_core::header::{type_hash, HeaderSnapshot, Kind, PAYLOAD_ALIGN};
 use shmkit_core::map::{Format, Shape};
 use shmkit_core::owner::Liveness;
+use shmkit_core::queue::joinable::{join_layout, JoinControl};
 use shmkit_core::queue::mpmc::{self, QueueControl, QueueLayout, QueueParams};
+use shmkit_core::queue::msg::MsgParams;
 use shmkit_core::queue::pipe::{self as pipe_layout, FRAME_HEADER};
 use shmkit_core::queue::ring::{self as ring_layout, RingControl};
 use shmkit_core::queue::roles::{Holder, RoleSlot};
@@ -117,6 +119,8 @@ unsafe impl AtomicsOnly for Barrier {}
 unsafe impl AtomicsOnly for RingControl {}
 // SAFETY: as above.
 unsafe impl AtomicsOnly for QueueControl {}
+// SAFETY: as above (a count and a wait point, all `AtomicU32`).
+unsafe impl AtomicsOnly for JoinControl {}
 // SAFETY: as above.
 unsafe impl AtomicsOnly for StampedControl {}
 // SAFETY: as above (every field is an atomic word).
@@ -239,6 +243,7 @@ pub fn describe(h: &HeaderSnapshot, p: &PayloadView<'_>) -> Option<Lines> {
         Kind::DUPLEX_PIPE => pipe(h, p, 2, &mut out),
         Kind::MAP | Kind::BYTE_MAP => map(h, p, &mut out),
         Kind::STAMPED_RING => stamped_ring(h, p, &mut out),
+        Kind::MSG_QUEUE | Kind::JOINABLE_QUEUE => msg_queue(h, p, &mut out),
         _ => return None,
     }
     Some(out)
@@ -892,11 +897,20 @@ fn queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
             return;
         }
     };
-    let capacity = l.params.capacity;
     out.push((
         "capacity",
-        format!("{capacity} slot(s) of {} byte(s)", h.fingerprint.size),
+        format!(
+            "{} slot(s) of {} byte(s)",
+            l.params.capacity, h.fingerprint.size
+        ),
     ));
+    queue_state(p, &l, out);
+}
+
+/// The lines of an MPMC queue laid out as `l` (its slots, positions and
+/// registries), shared by the `Pod` queue and the byte-message queues.
+fn queue_state(p: &PayloadView<'_>, l: &QueueLayout, out: &mut Lines) {
+    let capacity = l.params.capacity;
     let Some(ctl) = object_or_report::<QueueControl>(p, "queue", out) else {
         return;
     };
@@ -960,6 +974,65 @@ fn queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
         "consumers",
         registry_text(&slots(l.consumers_at, l.params.consumers)),
     ));
+}
+
+/// A byte-message queue, and a joinable queue's unfinished count.
+fn msg_queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
+    let joinable = h.kind == Kind::JOINABLE_QUEUE;
+    let checked = MsgParams::decode(h.fingerprint.params).and_then(|params| {
+        let len = if joinable {
+            join_layout(&params)?.1
+        } else {
+            params.layout()?.len
+        };
+        Ok((params, len))
+    });
+    let params = match checked {
+        Ok((params, len)) if len as u64 == h.payload_len && len <= p.len() => params,
+        Ok((params, len)) => {
+            corrupt(
+                out,
+                "layout",
+                format!(
+                    "{params:?} needs a {len}-byte payload, the header says {}",
+                    h.payload_len
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            corrupt(
+                out,
+                "layout",
+                format!(
+                    "parameter words {:#x?} are impossible: {e}",
+                    h.fingerprint.params
+                ),
+            );
+            return;
+        }
+    };
+    let Ok(l) = params.layout() else {
+        return;
+    };
+    out.push((
+        "capacity",
+        format!(
+            "{} slot(s) of messages up to {} byte(s)",
+            params.capacity, params.max_len
+        ),
+    ));
+    queue_state(p, &l, out);
+    if joinable {
+        let at = join_layout(&params).map(|(at, _)| at).unwrap_or(usize::MAX);
+        match p.object::<JoinControl>(at) {
+            Some(j) => out.push((
+                "unfinished",
+                format!("{} task(s) sent and not yet marked done", j.unfinished()),
+            )),
+            None => corrupt(out, "unfinished", "the count lies outside the payload"),
+        }
+    }
 }
 
 fn stamped_ring(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {

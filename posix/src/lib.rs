@@ -66,6 +66,7 @@ pub mod handle;
 pub mod inspect;
 pub mod map;
 pub mod message;
+pub mod msg_queue;
 pub mod name;
 pub mod pipe;
 pub mod process;
@@ -80,6 +81,7 @@ pub use bytemuck;
 pub use error::{CreateError, OpenError, OpenOrCreateError, TypeMismatch, UnlinkError};
 pub use handle::{Access, Create, IntoInit, ReadOnly, ReadOnlyView, ReadWrite, Shared};
 pub use map::{ByteMapInit, MapError, SharedByteMap, SharedMap};
+pub use msg_queue::{message_channel, JoinableQueue, MessageQueue, MessageReceiver, MessageSender};
 pub use sync::LockedArray;
 /// Python's `Value(t, v, lock=True)`: a value reached only through its
 /// robust lock (the same object as [`sync::Mutex`]).

@@ -29,12 +29,72 @@ pub trait Message: Sized {
     /// The bytes are not an encoding of a `Self` (another type's bytes, a
     /// truncated message, a hostile peer).
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
+
+    /// The length of the encoding, when it is known without encoding
+    /// (every `Pod`: its size): lets a queue refuse a message too long
+    /// for its slots before taking a slot.
+    fn encoded_len(&self) -> Option<usize> {
+        None
+    }
+
+    /// Writes the value's encoding into `sink` piece by piece: straight
+    /// into a queue slot, with no intermediate buffer, for the types that
+    /// override it (every `Pod`, [`Serde<T>`]); the default goes through
+    /// [`encode`](Self::encode) and a `Vec`.
+    ///
+    /// # Errors
+    /// [`EncodeToError::Encode`] if the value cannot be encoded,
+    /// [`EncodeToError::Full`] if the sink ran out of room.
+    fn encode_to<S: ByteSink + ?Sized>(&self, sink: &mut S) -> Result<(), EncodeToError> {
+        let mut bytes = Vec::new();
+        self.encode(&mut bytes).map_err(EncodeToError::Encode)?;
+        sink.put(&bytes).map_err(|SinkFull| EncodeToError::Full)
+    }
+}
+
+/// Where [`Message::encode_to`] writes: a `Vec`, or a queue slot of
+/// bounded length.
+pub trait ByteSink {
+    /// Appends `bytes`.
+    ///
+    /// # Errors
+    /// [`SinkFull`] if they do not fit (nothing of them was written).
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull>;
+}
+
+/// A [`ByteSink`] out of room (a message longer than its slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SinkFull;
+
+impl ByteSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Why [`Message::encode_to`] failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncodeToError {
+    /// The value cannot be encoded.
+    Encode(EncodeError),
+    /// The sink ran out of room.
+    Full,
 }
 
 impl<T: Pod> Message for T {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.extend_from_slice(bytemuck::bytes_of(self));
         Ok(())
+    }
+
+    fn encoded_len(&self) -> Option<usize> {
+        Some(std::mem::size_of::<T>())
+    }
+
+    fn encode_to<S: ByteSink + ?Sized>(&self, sink: &mut S) -> Result<(), EncodeToError> {
+        sink.put(bytemuck::bytes_of(self))
+            .map_err(|SinkFull| EncodeToError::Full)
     }
 
     fn decode(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -125,10 +185,58 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Message for Serde<T> {
         }
     }
 
+    fn encode_to<S: ByteSink + ?Sized>(&self, sink: &mut S) -> Result<(), EncodeToError> {
+        let mut full = false;
+        match postcard::serialize_with_flavor(
+            &self.0,
+            SinkFlavor {
+                sink,
+                full: &mut full,
+            },
+        ) {
+            Ok(()) => Ok(()),
+            Err(_) if full => Err(EncodeToError::Full),
+            Err(e) => Err(EncodeToError::Encode(EncodeError {
+                what: format!("{} ({e})", std::any::type_name::<T>()),
+            })),
+        }
+    }
+
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         postcard::from_bytes(bytes)
             .map(Serde)
             .map_err(|e| DecodeError::new(format!("{} ({e})", std::any::type_name::<T>())))
+    }
+}
+
+/// postcard's output straight into a [`ByteSink`].
+#[cfg(feature = "serde")]
+struct SinkFlavor<'s, S: ?Sized> {
+    sink: &'s mut S,
+    /// Set when the sink ran out of room (postcard's error says only
+    /// "buffer full", which an encoder could also mean otherwise).
+    full: &'s mut bool,
+}
+
+#[cfg(feature = "serde")]
+impl<S: ByteSink + ?Sized> postcard::ser_flavors::Flavor for SinkFlavor<'_, S> {
+    type Output = ();
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.sink.put(data).map_err(|SinkFull| {
+            *self.full = true;
+            postcard::Error::SerializeBufferFull
+        })
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
@@ -170,6 +278,60 @@ mod tests {
         let mut shifted = vec![0u8];
         shifted.extend_from_slice(&out);
         assert_eq!(u64::decode(&shifted[1..]), Ok(0x1122_3344_5566_7788));
+    }
+
+    /// A sink that takes at most `room` bytes.
+    struct Bounded {
+        out: Vec<u8>,
+        room: usize,
+    }
+
+    impl ByteSink for Bounded {
+        fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
+            if self.out.len() + bytes.len() > self.room {
+                return Err(SinkFull);
+            }
+            self.out.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// `encode_to` writes what `encode` does, and a sink out of room is
+    /// `Full`, for `Pod` values and (with the feature) serde values.
+    #[test]
+    fn encode_to_matches_encode() {
+        let mut a = Vec::new();
+        [1u32, 2, 3].encode(&mut a).unwrap();
+        let mut b = Bounded {
+            out: Vec::new(),
+            room: 12,
+        };
+        [1u32, 2, 3].encode_to(&mut b).unwrap();
+        assert_eq!(a, b.out);
+        assert_eq!([1u32, 2, 3].encoded_len(), Some(12));
+        let mut small = Bounded {
+            out: Vec::new(),
+            room: 11,
+        };
+        assert_eq!([1u32, 2, 3].encode_to(&mut small), Err(EncodeToError::Full));
+        #[cfg(feature = "serde")]
+        {
+            let v = Serde((String::from("frame"), vec![1u32, 2, 3], Some(7i64)));
+            let mut a = Vec::new();
+            v.encode(&mut a).unwrap();
+            let mut b = Bounded {
+                out: Vec::new(),
+                room: a.len(),
+            };
+            v.encode_to(&mut b).unwrap();
+            assert_eq!(a, b.out);
+            let mut small = Bounded {
+                out: Vec::new(),
+                room: a.len() - 1,
+            };
+            assert_eq!(v.encode_to(&mut small), Err(EncodeToError::Full));
+            assert_eq!(v.encoded_len(), None);
+        }
     }
 
     #[cfg(feature = "serde")]

@@ -16,6 +16,7 @@ pub mod shmkit_map;
 pub mod shmkit_process;
 pub mod shmkit_queues;
 pub mod shmkit_segment;
+pub mod shmkit_typed;
 
 use std::time::Duration;
 

@@ -384,13 +384,13 @@ has_spin!(
 /// An anonymous segment holding the core object `O`, for structures that
 /// have no posix handle (yet): the spec, `init` and the view all come
 /// from the object.
-struct ObjectSegment<O: Object> {
+pub(super) struct ObjectSegment<O: Object> {
     segment: Segment,
     params: O::Params,
 }
 
 impl<O: Object> ObjectSegment<O> {
-    fn anonymous(params: O::Params) -> Result<Self, String> {
+    pub(super) fn anonymous(params: O::Params) -> Result<Self, String> {
         let len = O::payload_len(&params).map_err(err("layout"))?;
         let spec = ObjectSpec {
             kind: O::KIND,
@@ -407,7 +407,7 @@ impl<O: Object> ObjectSegment<O> {
         Ok(ObjectSegment { segment, params })
     }
 
-    fn view(&self) -> O::View<'_> {
+    pub(super) fn view(&self) -> O::View<'_> {
         // SAFETY: made by `anonymous` with these params (read-write, the
         // length checked by `payload_len`), initialised, mapped while
         // `self` lives, accessed only atomically.

@@ -7,6 +7,8 @@
 //! | [`mpmc::Queue`] (64-bit atomics only) | `mpmc.rs` | up to a fixed number each | FIFO per producer | `T: Pod` |
 //! | [`stamped::StampedRing`] (64-bit atomics only) | `stamped.rs` | 1 × 1 | FIFO | `T: Pod` |
 //! | [`pipe::Pipe`] | `pipe.rs` | 1 × 1 per direction | FIFO | byte messages |
+//! | [`msg::ByteQueue`] (64-bit atomics only) | `msg.rs` | as the MPMC queue | FIFO per producer | byte messages up to a fixed length |
+//! | [`joinable::Joinable`] (64-bit atomics only) | `joinable.rs` | as the MPMC queue | FIFO per producer | byte messages, with an unfinished-task count |
 //!
 //! The index ring moves a message's slot and the shared indices and hands
 //! out contiguous chunks: the choice for batches, chunks and byte streams.
@@ -41,7 +43,11 @@ use crate::primitive::{AtomicU32, Ordering};
 use crate::wait::{self, AdaptiveSpin, Deadline, Spin};
 
 #[cfg(target_has_atomic = "64")]
+pub mod joinable;
+#[cfg(target_has_atomic = "64")]
 pub mod mpmc;
+#[cfg(target_has_atomic = "64")]
+pub mod msg;
 pub mod pipe;
 pub mod ring;
 pub mod roles;

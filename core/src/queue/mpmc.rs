@@ -426,8 +426,8 @@ impl QueueLayout {
 pub struct QueueControl {
     tail: CachePadded<AtomicU64>,
     head: CachePadded<AtomicU64>,
-    data_ready: CachePadded<WaitPoint>,
-    space_ready: CachePadded<WaitPoint>,
+    pub(crate) data_ready: CachePadded<WaitPoint>,
+    pub(crate) space_ready: CachePadded<WaitPoint>,
     present: CachePadded<[AtomicU32; 2]>,
 }
 
@@ -520,7 +520,7 @@ impl QueueControl {
 /// A view of an MPMC queue. Cheap to copy; attach with
 /// [`producer`](Queue::producer) / [`consumer`](Queue::consumer).
 pub struct Queue<'a, T> {
-    ctl: &'a QueueControl,
+    pub(crate) ctl: &'a QueueControl,
     producers: &'a [RoleSlot],
     consumers: &'a [RoleSlot],
     /// Every slot's words, `capacity * slot.stride_words` of them.
@@ -530,6 +530,9 @@ pub struct Queue<'a, T> {
     shift: u32,
     /// Iterations one claim or take may make ([`budget`]).
     budget: u32,
+    /// The slot layout: of `T` for a `Pod` queue, of a length word and
+    /// the bytes for the [byte-message queue](super::msg).
+    slot: SlotLayout,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -547,6 +550,26 @@ impl<T> fmt::Debug for Queue<'_, T> {
             .field("producers", &self.producers.len())
             .field("consumers", &self.consumers.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Why [`QueueProducer::try_claim`] gave no position (the value-free
+/// [`TrySendError`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendStop {
+    Full,
+    Disconnected,
+    Corrupt,
+}
+
+impl SendStop {
+    /// The error of a push of `value` that stopped so.
+    pub(crate) fn with<V>(self, value: V) -> TrySendError<V> {
+        match self {
+            SendStop::Full => TrySendError::Full(value),
+            SendStop::Disconnected => TrySendError::Disconnected(value),
+            SendStop::Corrupt => TrySendError::Corrupt(value),
+        }
     }
 }
 
@@ -588,7 +611,25 @@ impl<'a, T: Pod> Queue<'a, T> {
     ) -> Result<Self, LayoutError> {
         let slot = SlotLayout::of::<T>()?;
         debug_assert_eq!(slot, Self::SLOT);
-        if words.len() % slot.stride_words != 0 {
+        Self::from_slots(ctl, producers, consumers, words, slot)
+    }
+}
+
+impl<'a, T> Queue<'a, T> {
+    /// A queue over its parts whose slots are laid out as `slot` says
+    /// (the `Pod` queues' [`from_parts`](Queue::from_parts), and the
+    /// byte-message queue's).
+    pub(crate) fn from_slots(
+        ctl: &'a QueueControl,
+        producers: &'a [RoleSlot],
+        consumers: &'a [RoleSlot],
+        words: &'a [AtomicU64],
+        slot: SlotLayout,
+    ) -> Result<Self, LayoutError> {
+        if slot.stride_words == 0
+            || slot.value_word + slot.value_words > slot.stride_words
+            || words.len() % slot.stride_words != 0
+        {
             return Err(LayoutError::new(
                 "the slot words are not a whole number of slots",
             ));
@@ -608,6 +649,7 @@ impl<'a, T: Pod> Queue<'a, T> {
             mask: capacity as u64 - 1,
             shift: capacity.trailing_zeros(),
             budget: budget(capacity as u64),
+            slot,
             _type: PhantomData,
         })
     }
@@ -782,7 +824,7 @@ impl<'a, T: Pod> Queue<'a, T> {
     /// The stamp word of position `pos`'s slot.
     #[inline(always)]
     fn stamp_word(&self, pos: u64) -> &'a AtomicU64 {
-        let i = (pos & self.mask) as usize * Self::SLOT.stride_words;
+        let i = (pos & self.mask) as usize * self.slot.stride_words;
         // In bounds: i < capacity * stride = words.len() (`from_parts`),
         // so the check never fails.
         &self.words[i]
@@ -790,10 +832,10 @@ impl<'a, T: Pod> Queue<'a, T> {
 
     /// The value words of position `pos`'s slot.
     #[inline(always)]
-    fn value_words(&self, pos: u64) -> &'a [AtomicU64] {
-        let i = (pos & self.mask) as usize * Self::SLOT.stride_words + Self::SLOT.value_word;
-        // In bounds: the value ends within the slot (`SlotLayout`).
-        &self.words[i..i + Self::SLOT.value_words]
+    pub(crate) fn value_words(&self, pos: u64) -> &'a [AtomicU64] {
+        let i = (pos & self.mask) as usize * self.slot.stride_words + self.slot.value_word;
+        // In bounds: the value ends within the slot (`from_slots`).
+        &self.words[i..i + self.slot.value_words]
     }
 
     /// The lap of position `pos`, modulo 2⁵⁰.
@@ -918,7 +960,7 @@ pub struct QueueProducer<'a, T> {
     tail: u64,
     /// The fork epoch of the process that registered `index`.
     epoch: u32,
-    spin: AdaptiveSpin,
+    pub(crate) spin: AdaptiveSpin,
     idle: Idle,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -933,7 +975,7 @@ pub struct QueueConsumer<'a, T> {
     epoch: u32,
     /// Private cursor: at most the first undelivered position.
     head: u64,
-    spin: AdaptiveSpin,
+    pub(crate) spin: AdaptiveSpin,
     idle: Idle,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -953,7 +995,7 @@ impl<T> fmt::Debug for QueueConsumer<'_, T> {
     }
 }
 
-impl<'a, T: Pod> QueueProducer<'a, T> {
+impl<'a, T> QueueProducer<'a, T> {
     /// The queue this handle pushes to.
     #[must_use]
     pub fn queue(&self) -> &Queue<'a, T> {
@@ -1057,11 +1099,12 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         }
     }
 
-    /// Writes `value` at our claimed position `t` and commits it.
+    /// Writes the value words of our claimed position `t` with `write`
+    /// and commits it (the `FULL` store, the tail hint, the wake-up).
     #[inline(always)]
-    fn commit(&mut self, t: u64, value: &T) {
+    pub(crate) fn commit_with(&mut self, t: u64, write: impl FnOnce(&'a [AtomicU64])) {
         let q = &self.queue;
-        slots::store_value(q.value_words(t), value);
+        write(q.value_words(t));
         // SYNC POINT MPMC-1 (Release): the value stores above are visible
         // to a consumer whose Acquire load sees FULL. A plain store: nobody
         // touches a CLAIMED slot while its claimer lives.
@@ -1073,25 +1116,43 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
         q.ctl.data_ready.notify();
     }
 
+    /// Gives up our claim of position `t` without a message: marks it
+    /// [`ORPHAN`], which consumers skip in position order as they skip a
+    /// dead producer's claim (an encoder that failed half-way through the
+    /// slot).
+    pub(crate) fn abort(&mut self, t: u64) {
+        let q = &self.queue;
+        // Release: MPMC-3 (a stamp write). A plain store: the claim is
+        // ours, nobody else writes it while we live.
+        q.stamp_word(t)
+            .store(stamp(q.lap(t), ORPHAN, CLAIMED), Ordering::Release);
+        self.tail = t.wrapping_add(1);
+        // Release: MPMC-3.
+        q.ctl.tail.store(self.tail, Ordering::Release);
+        q.ctl.data_ready.notify();
+    }
+
+    /// Claims a position for a push: `Ok(position)`, which the caller
+    /// must [`commit_with`](Self::commit_with) or [`abort`](Self::abort)
+    /// before its next claim, or why not (with the rare checks of a
+    /// failing call: re-registration after `fork`, disconnection). `slow`
+    /// allows the liveness syscalls.
     #[inline(always)]
-    fn push_inner(&mut self, value: T, slow: bool) -> Result<(), TrySendError<T>> {
+    pub(crate) fn try_claim(&mut self, slow: bool) -> Result<u64, SendStop> {
         if asym::fork_epoch() != self.epoch {
-            return self.push_after_fork(value, slow);
+            return self.claim_after_fork(slow);
         }
         match self.claim() {
-            Ok(t) => {
-                self.commit(t, &value);
-                Ok(())
-            }
-            Err(Stop::Corrupt) => Err(TrySendError::Corrupt(value)),
+            Ok(t) => Ok(t),
+            Err(Stop::Corrupt) => Err(SendStop::Corrupt),
             Err(Stop::NotReady) => {
                 // The common failure of a busy poller stays inline: a
                 // count, and one load of a line nobody writes meanwhile.
                 let ticked = self.idle.tick();
                 if !slow && !ticked && !self.queue.ctl.all_left(CONSUMERS) {
-                    return Err(TrySendError::Full(value));
+                    return Err(SendStop::Full);
                 }
-                Err(self.full(ticked, value, slow))
+                Err(self.full(ticked, slow))
             }
         }
     }
@@ -1099,19 +1160,19 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
     /// Full, and the rare checks are due (or `slow`): `Disconnected` if
     /// every consumer is gone.
     #[cold]
-    fn full(&mut self, ticked: bool, value: T, slow: bool) -> TrySendError<T> {
+    fn full(&mut self, ticked: bool, slow: bool) -> SendStop {
         let slow = slow || (ticked && self.idle.interval_passed());
         if self.queue.consumers_gone(slow) {
-            TrySendError::Disconnected(value)
+            SendStop::Disconnected
         } else {
-            TrySendError::Full(value)
+            SendStop::Full
         }
     }
 
     /// First push in a process forked after this handle was made: take an
     /// entry of our own, so that our claims name this process.
     #[cold]
-    fn push_after_fork(&mut self, value: T, slow: bool) -> Result<(), TrySendError<T>> {
+    fn claim_after_fork(&mut self, slow: bool) -> Result<u64, SendStop> {
         // With a presence, the entry taken here only holds this
         // process's claims: the handle is counted once, by `home`.
         match self.queue.register_producer(0, self.presence == 0) {
@@ -1119,12 +1180,30 @@ impl<'a, T: Pod> QueueProducer<'a, T> {
                 self.index = index;
                 self.claimed = stamp(0, index as u64, CLAIMED);
                 self.epoch = epoch;
-                self.push_inner(value, slow)
+                self.try_claim(slow)
             }
-            Err(_) => Err(TrySendError::Full(value)),
+            Err(_) => Err(SendStop::Full),
         }
     }
+}
 
+impl<T: Pod> QueueProducer<'_, T> {
+    /// Writes `value` at our claimed position `t` and commits it.
+    #[inline(always)]
+    fn commit(&mut self, t: u64, value: &T) {
+        self.commit_with(t, |words| slots::store_value(words, value));
+    }
+
+    #[inline(always)]
+    fn push_inner(&mut self, value: T, slow: bool) -> Result<(), TrySendError<T>> {
+        match self.try_claim(slow) {
+            Ok(t) => {
+                self.commit(t, &value);
+                Ok(())
+            }
+            Err(e) => Err(e.with(value)),
+        }
+    }
     /// Pushes `value` if there is room.
     ///
     /// # Errors
@@ -1223,7 +1302,7 @@ impl<T> Drop for QueueProducer<'_, T> {
     }
 }
 
-impl<'a, T: Pod> QueueConsumer<'a, T> {
+impl<'a, T> QueueConsumer<'a, T> {
     /// The queue this handle pops from.
     #[must_use]
     pub fn queue(&self) -> &Queue<'a, T> {
@@ -1238,10 +1317,17 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         self.spin = spin.into();
     }
 
-    /// Takes the next message: `Ok(value)`, or why not. `slow` allows the
+    /// Takes the next message: `Ok(read(value words))`, or why not.
+    /// `read` runs on every committed slot met, speculatively: its result
+    /// is returned only if the delivery CAS after it succeeds (a loser's
+    /// words may have been overwritten meanwhile). `slow` allows the
     /// dead-claimer check (syscalls).
     #[inline(always)]
-    fn take(&mut self, slow: bool) -> Result<T, Stop> {
+    fn take<R>(
+        &mut self,
+        slow: bool,
+        read: &mut impl FnMut(&'a [AtomicU64]) -> R,
+    ) -> Result<R, Stop> {
         let q = &self.queue;
         let cap = q.mask + 1;
         let mut h = self.next(self.head);
@@ -1256,7 +1342,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
             let full = stamp(lap, 0, FULL);
             if s == full {
                 // Speculative copy: ours only if the CAS below succeeds.
-                let value = slots::load_value(q.value_words(h));
+                let value = read(q.value_words(h));
                 // SYNC POINT MPMC-2 (Release): our loads above happen
                 // before the next lap's producer writes the slot. The
                 // delivery: exactly one consumer's CAS succeeds.
@@ -1327,9 +1413,15 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         }
     }
 
+    /// Takes the next message through `read` (see `take`), with the rare
+    /// checks of a failing call (a dead claimer, disconnection).
     #[inline(always)]
-    fn pop_inner(&mut self, slow: bool) -> Result<T, TryRecvError> {
-        match self.take(slow) {
+    pub(crate) fn try_take<R>(
+        &mut self,
+        slow: bool,
+        read: &mut impl FnMut(&'a [AtomicU64]) -> R,
+    ) -> Result<R, TryRecvError> {
+        match self.take(slow, read) {
             Ok(v) => Ok(v),
             Err(Stop::Corrupt) => Err(TryRecvError::Corrupt),
             Err(Stop::NotReady) => {
@@ -1339,7 +1431,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
                 if !slow && !ticked && !self.queue.ctl.all_left(PRODUCERS) {
                     return Err(TryRecvError::Empty);
                 }
-                self.empty(ticked, slow)
+                self.empty(ticked, slow, read)
             }
         }
     }
@@ -1348,12 +1440,17 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
     /// at our position; `Disconnected` if every producer is gone and
     /// nothing is left.
     #[cold]
-    fn empty(&mut self, ticked: bool, slow: bool) -> Result<T, TryRecvError> {
+    fn empty<R>(
+        &mut self,
+        ticked: bool,
+        slow: bool,
+        read: &mut impl FnMut(&'a [AtomicU64]) -> R,
+    ) -> Result<R, TryRecvError> {
         let due = ticked && self.idle.interval_passed();
         if !slow && due {
             // Every so often a busy poller, too, asks whether the claimer
             // at its position lives (and skips it if not).
-            match self.take(true) {
+            match self.take(true, read) {
                 Ok(v) => return Ok(v),
                 Err(Stop::Corrupt) => return Err(TryRecvError::Corrupt),
                 Err(Stop::NotReady) => {}
@@ -1366,7 +1463,7 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
         // Every producer is gone. Their last commits happen before their
         // entries read as gone, so what they committed is visible now:
         // look once more (skipping claims of the dead) before saying so.
-        match self.take(true) {
+        match self.take(true, read) {
             Ok(v) => Ok(v),
             Err(Stop::Corrupt) => Err(TryRecvError::Corrupt),
             Err(Stop::NotReady) => {
@@ -1381,6 +1478,13 @@ impl<'a, T: Pod> QueueConsumer<'a, T> {
                 }
             }
         }
+    }
+}
+
+impl<T: Pod> QueueConsumer<'_, T> {
+    #[inline(always)]
+    fn pop_inner(&mut self, slow: bool) -> Result<T, TryRecvError> {
+        self.try_take(slow, &mut |words| slots::load_value(words))
     }
 
     /// Pops a message if one is ready.
