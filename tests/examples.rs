@@ -296,3 +296,20 @@ fn the_sensor_pipeline_hands_three_frames_to_the_detector() {
         assert!(out.contains(&line), "{out}");
     }
 }
+
+#[test]
+fn a_spawned_child_attaches_the_queue_by_name() {
+    shmkit_testkit::require_exec!("a_spawned_child_attaches_the_queue_by_name");
+    let out = run("spawn_queue");
+    assert!(out.contains("started a new process: ("), "{out}");
+    assert!(out.contains("got Python"), "{out}");
+}
+
+#[test]
+fn joinable_queue_workers_finish_every_task_before_join_returns() {
+    let out = run("joinable_queue");
+    for i in 0..10 {
+        assert_eq!(count(&out, &format!("worker did {i}")), 1, "{out}");
+    }
+    assert!(out.ends_with("all tasks done\n"), "{out}");
+}
