@@ -14,7 +14,7 @@
 //!
 //! | word of the slot | holds |
 //! |---|---|
-//! | 0 | the stamp ([`mpmc::stamp`]) |
+//! | 0 | the stamp ([`super::mpmc::stamp`]) |
 //! | 1 | the message length in bytes (`≤ max_len`) |
 //! | 2 .. 2 + ⌈max_len / 8⌉ | the bytes, the last word zero-padded |
 //!
