@@ -1987,6 +1987,9 @@ impl<'a> Table<'a> {
             return Ok(());
         }
         for b in 0..self.shape.buckets {
+            if late(b, deadline) {
+                return Err(MapError::TimedOut);
+            }
             if state(self.meta(b).load(Ordering::Relaxed)) == FULL {
                 f(b)?;
             }
@@ -2062,6 +2065,9 @@ impl<'a> Table<'a> {
         let mut stats = MapStats::default();
         let mut per_stripe = [0u32; MAX_STRIPES];
         for b in 0..self.shape.buckets {
+            if late(b, deadline) {
+                return Err(MapError::TimedOut);
+            }
             let m = self.meta(b).load(Ordering::Relaxed);
             if m & WRITING != 0 {
                 return Err(corrupt("a bucket left mid-write"));
@@ -2088,6 +2094,9 @@ impl<'a> Table<'a> {
             let home = tag_of(hash) as usize & mask;
             let dist = b.wrapping_sub(home) & mask;
             for n in 0..dist {
+                if late(n, deadline) {
+                    return Err(MapError::TimedOut);
+                }
                 let p = (home + n) & mask;
                 let mp = self.meta(p).load(Ordering::Relaxed);
                 if state(mp) == EMPTY {
@@ -2974,6 +2983,14 @@ unsafe impl Object for ByteMap {
             table: unsafe { Table::at(payload, shape) },
         }
     }
+}
+
+/// Whether a pass over the table (at step `i` of it) should stop because
+/// the call's deadline passed: asked every 4096 steps, so that a scan of a
+/// huge table — or a quadratic one over forged probe distances, in
+/// `check` — ends by the deadline of a timed view.
+fn late(i: usize, deadline: Option<Deadline>) -> bool {
+    i % 4096 == 4095 && deadline.is_some_and(|d| d.has_passed())
 }
 
 #[cfg(all(test, not(loom)))]
