@@ -1044,33 +1044,45 @@ impl Handle for Shared<ByteMap> {
 // to 22.
 // ======================================================================
 
+/// The parts of a queue kind's `Handle` impl that only differ by how a
+/// parameter byte becomes a capacity: every kind here is a `Shared<O>`
+/// created from a `usize`.
+macro_rules! sized_by {
+    ($cap:ident) => {
+        type Param = usize;
+        fn param(p: u8) -> usize {
+            $cap(p)
+        }
+        fn ask(ask: Ask) -> Option<usize> {
+            ask_len(ask, $cap)
+        }
+        fn honest(p: u8) -> Option<Self> {
+            Self::anonymous($cap(p)).ok()
+        }
+        fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
+            Self::open(name)
+        }
+        fn by_name_or_create(
+            name: &str,
+            cap: usize,
+        ) -> Result<Self, shmkit_posix::OpenOrCreateError> {
+            Self::open_or_create(name, cap)
+        }
+        fn by_fd(fd: OwnedFd) -> Attached<Self> {
+            Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
+        }
+        fn seg(&self) -> &Segment {
+            self.segment()
+        }
+    };
+}
+
 fn ring_capacity(p: u8) -> usize {
     1 << (p % 8)
 }
 
 impl<T: Pod + Debug> Handle for Ring<T> {
-    type Param = usize;
-    fn param(p: u8) -> usize {
-        ring_capacity(p)
-    }
-    fn ask(ask: Ask) -> Option<usize> {
-        ask_len(ask, ring_capacity)
-    }
-    fn honest(p: u8) -> Option<Self> {
-        Self::anonymous(ring_capacity(p)).ok()
-    }
-    fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        Self::open(name)
-    }
-    fn by_name_or_create(name: &str, cap: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        Self::open_or_create(name, cap)
-    }
-    fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
-    }
-    fn seg(&self) -> &Segment {
-        self.segment()
-    }
+    sized_by!(ring_capacity);
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
         let _ = self.capacity();
         let v = input.pod::<T>();
@@ -1097,28 +1109,7 @@ fn queue_capacity(p: u8) -> usize {
 }
 
 impl<T: Pod + Debug> Handle for Queue<T> {
-    type Param = usize;
-    fn param(p: u8) -> usize {
-        queue_capacity(p)
-    }
-    fn ask(ask: Ask) -> Option<usize> {
-        ask_len(ask, queue_capacity)
-    }
-    fn honest(p: u8) -> Option<Self> {
-        Self::anonymous(queue_capacity(p)).ok()
-    }
-    fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        Self::open(name)
-    }
-    fn by_name_or_create(name: &str, cap: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        Self::open_or_create(name, cap)
-    }
-    fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
-    }
-    fn seg(&self) -> &Segment {
-        self.segment()
-    }
+    sized_by!(queue_capacity);
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
         let _ = self.capacity();
         let v = input.pod::<T>();
@@ -1149,28 +1140,7 @@ fn message(input: &mut Input<'_>, max: usize) -> Vec<u8> {
 }
 
 impl Handle for OneWayPipe {
-    type Param = usize;
-    fn param(p: u8) -> usize {
-        pipe_capacity(p)
-    }
-    fn ask(ask: Ask) -> Option<usize> {
-        ask_len(ask, pipe_capacity)
-    }
-    fn honest(p: u8) -> Option<Self> {
-        Self::anonymous(pipe_capacity(p)).ok()
-    }
-    fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        Self::open(name)
-    }
-    fn by_name_or_create(name: &str, cap: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        Self::open_or_create(name, cap)
-    }
-    fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
-    }
-    fn seg(&self) -> &Segment {
-        self.segment()
-    }
+    sized_by!(pipe_capacity);
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
         let max = self.max_message_len();
         let _ = self.params();
@@ -1195,28 +1165,7 @@ impl Handle for OneWayPipe {
 }
 
 impl Handle for Pipe {
-    type Param = usize;
-    fn param(p: u8) -> usize {
-        pipe_capacity(p)
-    }
-    fn ask(ask: Ask) -> Option<usize> {
-        ask_len(ask, pipe_capacity)
-    }
-    fn honest(p: u8) -> Option<Self> {
-        Self::anonymous(pipe_capacity(p)).ok()
-    }
-    fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
-        Self::open(name)
-    }
-    fn by_name_or_create(name: &str, cap: usize) -> Result<Self, shmkit_posix::OpenOrCreateError> {
-        Self::open_or_create(name, cap)
-    }
-    fn by_fd(fd: OwnedFd) -> Attached<Self> {
-        Self::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
-    }
-    fn seg(&self) -> &Segment {
-        self.segment()
-    }
+    sized_by!(pipe_capacity);
     fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
         let max = self.max_message_len();
         let _ = self.params();
