@@ -187,13 +187,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Message for Serde<T> {
 
     fn encode_to<S: ByteSink + ?Sized>(&self, sink: &mut S) -> Result<(), EncodeToError> {
         let mut full = false;
-        match postcard::serialize_with_flavor(
-            &self.0,
-            SinkFlavor {
-                sink,
-                full: &mut full,
-            },
-        ) {
+        match postcard::serialize_with_flavor(&self.0, SinkFlavor::new(sink, &mut full)) {
             Ok(()) => Ok(()),
             Err(_) if full => Err(EncodeToError::Full),
             Err(e) => Err(EncodeToError::Encode(EncodeError {
@@ -209,13 +203,57 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Message for Serde<T> {
     }
 }
 
-/// postcard's output straight into a [`ByteSink`].
+/// postcard's output into a [`ByteSink`] through a small staging array:
+/// postcard hands its output over a byte or a field at a time, and a
+/// queue slot takes bytes only as whole atomic words, so each call into
+/// the sink costs far more than a store into [`STAGE`] bytes on the
+/// stack. The stage is handed to the sink whenever it fills, and at the
+/// end: a message of any length goes straight into its slot, with no
+/// intermediate `Vec`.
 #[cfg(feature = "serde")]
 struct SinkFlavor<'s, S: ?Sized> {
     sink: &'s mut S,
     /// Set when the sink ran out of room (postcard's error says only
     /// "buffer full", which an encoder could also mean otherwise).
     full: &'s mut bool,
+    /// `STAGE` bytes, and the slack a whole-word store at the last of
+    /// them writes into.
+    stage: [u8; STAGE + 8],
+    /// Bytes of `stage` in use (at most `STAGE`).
+    staged: usize,
+}
+
+/// The length of [`SinkFlavor`]'s staging array: a small message (the
+/// common case) reaches the sink in one call.
+#[cfg(feature = "serde")]
+const STAGE: usize = 64;
+
+#[cfg(feature = "serde")]
+impl<'s, S: ByteSink + ?Sized> SinkFlavor<'s, S> {
+    fn new(sink: &'s mut S, full: &'s mut bool) -> Self {
+        SinkFlavor {
+            sink,
+            full,
+            stage: [0; STAGE + 8],
+            staged: 0,
+        }
+    }
+
+    /// Hands `bytes` to the sink.
+    #[inline]
+    fn put(sink: &mut S, full: &mut bool, bytes: &[u8]) -> postcard::Result<()> {
+        sink.put(bytes).map_err(|SinkFull| {
+            *full = true;
+            postcard::Error::SerializeBufferFull
+        })
+    }
+
+    /// Hands the staged bytes to the sink.
+    #[inline]
+    fn flush(&mut self) -> postcard::Result<()> {
+        let n = core::mem::take(&mut self.staged);
+        Self::put(self.sink, self.full, &self.stage[..n])
+    }
 }
 
 #[cfg(feature = "serde")]
@@ -224,19 +262,48 @@ impl<S: ByteSink + ?Sized> postcard::ser_flavors::Flavor for SinkFlavor<'_, S> {
 
     #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.sink.put(data).map_err(|SinkFull| {
-            *self.full = true;
-            postcard::Error::SerializeBufferFull
-        })
+        let at = self.staged;
+        if data.len() <= 8 && at + data.len() <= STAGE {
+            // A field of at most 8 bytes (every number postcard writes
+            // but a 128-bit one): gathered into a word and stored whole,
+            // into the stage's slack past `at + data.len()` too (not yet
+            // staged, so nothing is lost). A copy of a run-time length
+            // would be a call to `memcpy`, dearer than the field.
+            let mut w = 0u64;
+            for (i, &b) in data.iter().enumerate() {
+                w |= u64::from(b) << (8 * i);
+            }
+            self.stage[at..at + 8].copy_from_slice(&w.to_le_bytes());
+            self.staged = at + data.len();
+            return Ok(());
+        }
+        if let Some(room) = self.stage[..STAGE].get_mut(at..at + data.len()) {
+            room.copy_from_slice(data);
+            self.staged += data.len();
+            return Ok(());
+        }
+        self.flush()?;
+        if data.len() >= STAGE {
+            // A long field (a byte string, say): straight to the sink.
+            return Self::put(self.sink, self.full, data);
+        }
+        self.stage[..data.len()].copy_from_slice(data);
+        self.staged = data.len();
+        Ok(())
     }
 
     #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.try_extend(&[data])
+        if self.staged == STAGE {
+            self.flush()?;
+        }
+        self.stage[self.staged] = data;
+        self.staged += 1;
+        Ok(())
     }
 
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
+    fn finalize(mut self) -> postcard::Result<()> {
+        self.flush()
     }
 }
 
@@ -331,6 +398,33 @@ mod tests {
             };
             assert_eq!(v.encode_to(&mut small), Err(EncodeToError::Full));
             assert_eq!(v.encoded_len(), None);
+        }
+    }
+
+    /// Values longer than the staging array, of small fields (several
+    /// flushes) and of long ones (straight to the sink), encode through
+    /// a sink as into a `Vec`; every sink too small by any amount is
+    /// `Full`.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn encode_to_past_the_stage_matches_encode() {
+        let small: Vec<u64> = (0..40).map(|k| k * 1_000_003).collect();
+        let v = Serde((small, "x".repeat(3 * STAGE), vec![0.5f64; 9], u128::MAX));
+        let mut a = Vec::new();
+        v.encode(&mut a).unwrap();
+        assert!(a.len() > 4 * STAGE);
+        for room in 0..=a.len() {
+            let mut b = Bounded {
+                out: Vec::new(),
+                room,
+            };
+            let r = v.encode_to(&mut b);
+            if room == a.len() {
+                assert_eq!(r, Ok(()));
+                assert_eq!(a, b.out);
+            } else {
+                assert_eq!(r, Err(EncodeToError::Full), "room {room}");
+            }
         }
     }
 
