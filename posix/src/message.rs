@@ -37,6 +37,11 @@ pub trait Message: Sized {
         None
     }
 
+    /// The length of every value's encoding, when the type has one
+    /// (every `Pod`: its size): lets a pool pack a chunk of them into one
+    /// message with no length in front of each.
+    const FIXED_LEN: Option<usize> = None;
+
     /// Writes the value's encoding into `sink` piece by piece: straight
     /// into a queue slot, with no intermediate buffer, for the types that
     /// override it (every `Pod`, [`Serde<T>`]); the default goes through
@@ -91,6 +96,8 @@ impl<T: Pod> Message for T {
     fn encoded_len(&self) -> Option<usize> {
         Some(std::mem::size_of::<T>())
     }
+
+    const FIXED_LEN: Option<usize> = Some(std::mem::size_of::<T>());
 
     fn encode_to<S: ByteSink + ?Sized>(&self, sink: &mut S) -> Result<(), EncodeToError> {
         sink.put(bytemuck::bytes_of(self))

@@ -440,3 +440,35 @@ fn a_result_larger_than_a_message_fails_alone() {
     }
     assert_eq!(r[2].as_ref().map(|v| v.len()), Ok(20));
 }
+
+/// A page of a `u64`, repeated: a large `Pod` result (8 KiB).
+fn page_of(x: u64) -> [u64; 1024] {
+    assert!(x % 100 != 42 && x % 100 != 43, "{x} is not allowed");
+    [x; 1024]
+}
+
+/// Fixed-length (`Pod`) arguments and results travel packed: a chunk whose
+/// results outgrow one message goes back in several, and tasks that panic
+/// (two in a row, in the middle) fail alone between packed runs.
+#[test]
+fn packed_chunks_span_messages_and_panics_split_them() {
+    let _s = serial();
+    let pool = builder(2).build().unwrap();
+    // 300 results of 8 KiB per chunk: 2.4 MB, more than two messages.
+    let results = pool.map_chunked(page_of, 0..600u64, 300).unwrap();
+    assert_eq!(results.len(), 600);
+    for (i, r) in results.into_iter().enumerate() {
+        let i = i as u64;
+        if i % 100 == 42 || i % 100 == 43 {
+            match r {
+                Err(TaskError::Panicked { message }) => {
+                    assert!(message.contains("is not allowed"), "{i}: {message}");
+                }
+                other => panic!("{i}: {other:?}"),
+            }
+        } else {
+            let page = r.unwrap_or_else(|e| panic!("{i}: {e}"));
+            assert!(page.iter().all(|&v| v == i), "{i}: wrong page");
+        }
+    }
+}

@@ -58,6 +58,13 @@
 //!    answer) with [`TaskError::WorkerDied`] naming its pid and signal;
 //! 4. starts a replacement and unmaps the dead worker's segment.
 //!
+//! Tasks whose argument and result types have a fixed length (every
+//! `Pod`: [`Message::FIXED_LEN`]) travel *packed*: a batch is a header
+//! and the arguments back to back, and the results come back the same
+//! way, with no length or status in front of each; a task that fails is
+//! sent alone, unpacked, between two packed runs. Other types are framed,
+//! each with its length (and, for results, a status byte).
+//!
 //! A task that panics fails alone ([`TaskError::Panicked`]): the worker
 //! catches the panic and goes on. The pipes are SPSC and each commit is
 //! one atomic store, so a worker killed at any instant never leaves a
@@ -142,6 +149,10 @@ mod kind {
     pub const RESULTS: u32 = 3;
     /// Worker → parent: attached and ready.
     pub const HELLO: u32 = 4;
+    /// Parent → worker: a packed batch (arguments of one fixed length).
+    pub const PACKED: u32 = 5;
+    /// Worker → parent: packed results (of one fixed length, all `OK`).
+    pub const PACKED_RESULTS: u32 = 6;
 }
 
 /// Result statuses, one byte in front of each result.
@@ -160,6 +171,15 @@ const BATCH_HEADER: usize = 32;
 /// length, bytes`.
 const RESULT_HEADER: usize = 16;
 const RESULT_ITEM: usize = 5;
+/// A packed batch, for a task whose argument and result types have a
+/// fixed length ([`Message::FIXED_LEN`]: every `Pod`): the batch header
+/// with the packed trampoline's offset, then `u32 argument length, u32
+/// result length`, then `count` arguments back to back.
+const PACKED_HEADER: usize = BATCH_HEADER + 8;
+/// Packed results: the results header, then `u32 result length, u32
+/// zero`, then `count` results back to back, every one `OK` (a task that
+/// fails is sent alone, unpacked, between two packed runs).
+const PACKED_RESULT_HEADER: usize = RESULT_HEADER + 8;
 
 /// How long the parent sleeps before it checks its workers' lives.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
@@ -198,6 +218,83 @@ fn run2<A: Message, B: Message, R: Message>(
     let a = A::decode(a).map_err(|e| e.to_string())?;
     let b = B::decode(b).map_err(|e| e.to_string())?;
     f(a, b).encode(out).map_err(|e| e.to_string())
+}
+
+/// A monomorphized runner of a packed batch: runs tasks `*next..end` of
+/// the `arg_len`-byte arguments in `args`, appending each result (exactly
+/// `res_len` bytes) to `out` and advancing `*next` past it. On an error
+/// or a panic, `*next` is the task that failed, and `out` may hold part of
+/// its result after the whole ones.
+type PackedFn = fn(
+    f: usize,
+    args: &[u8],
+    lens: (usize, usize),
+    next: &mut usize,
+    end: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String>;
+
+fn run_packed1<A: Message, R: Message>(
+    f: usize,
+    args: &[u8],
+    (arg_len, res_len): (usize, usize),
+    next: &mut usize,
+    end: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    // SAFETY: as in `run1`, for this monomorphization.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
+    while *next < end {
+        let at = *next * arg_len;
+        let arg = args
+            .get(at..at + arg_len)
+            .ok_or("a task batch is malformed")?;
+        let a = A::decode(arg).map_err(|e| e.to_string())?;
+        let mark = out.len();
+        f(a).encode(out).map_err(|e| e.to_string())?;
+        if out.len() - mark != res_len {
+            return Err(format!(
+                "a result encoded to {} bytes, not the fixed {res_len}",
+                out.len() - mark
+            ));
+        }
+        *next += 1;
+    }
+    Ok(())
+}
+
+/// How a task's function runs in a worker: one task at a time from a
+/// framed batch, and, for fixed-length arguments and results, a whole
+/// packed batch in one call.
+#[derive(Clone, Copy)]
+struct Runner {
+    item: ItemFn,
+    /// The packed runner, the argument length and the result length.
+    packed: Option<(PackedFn, usize, usize)>,
+}
+
+impl Runner {
+    fn one<A: Message, R: Message>() -> Runner {
+        let packed = match (A::FIXED_LEN, R::FIXED_LEN) {
+            (Some(a), Some(r))
+                if a <= MAX_MESSAGE - PACKED_HEADER && r <= MAX_MESSAGE - PACKED_RESULT_HEADER =>
+            {
+                Some((run_packed1::<A, R> as PackedFn, a, r))
+            }
+            _ => None,
+        };
+        Runner {
+            item: run1::<A, R>,
+            packed,
+        }
+    }
+
+    fn two<A: Message, B: Message, R: Message>() -> Runner {
+        Runner {
+            item: run2::<A, B, R>,
+            packed: None,
+        }
+    }
 }
 
 /// A pair is `u32 length of a, a, b`.
@@ -474,7 +571,7 @@ fn worker_loop(args: &WorkerArgs) -> Result<(), String> {
     send(&mut tx, &sem, &hello)?;
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut out = Vec::with_capacity(4096);
-    let mut resolved: Option<((i64, i64), (ItemFn, usize))> = None;
+    let mut resolved: Option<((i64, i64), (usize, usize))> = None;
     let mut done = 0u32;
     loop {
         let len = match rx.recv_bytes_into(&mut buf) {
@@ -488,7 +585,8 @@ fn worker_loop(args: &WorkerArgs) -> Result<(), String> {
         if len >= 4 && word(0) == kind::STOP {
             return Ok(());
         }
-        if len < BATCH_HEADER || word(0) != kind::BATCH {
+        let packed = len >= PACKED_HEADER && word(0) == kind::PACKED;
+        if len < BATCH_HEADER || !(packed || word(0) == kind::BATCH) {
             return Err("a task message is malformed".into());
         }
         let count = word(4);
@@ -502,15 +600,22 @@ fn worker_loop(args: &WorkerArgs) -> Result<(), String> {
                 let (Some(tramp), Some(f)) = (tramp, f) else {
                     return Err("a task names a function outside this executable".into());
                 };
-                // SAFETY: the parent took the offset from an `ItemFn` of
-                // this executable; relocated and checked to lie in our
-                // code above.
-                let tramp = unsafe { std::mem::transmute::<usize, ItemFn>(tramp) };
                 resolved = Some((offsets, (tramp, f)));
                 (tramp, f)
             }
         };
-        run_batch(&mut tx, &sem, &mut out, msg, first, count, run, f)?;
+        if packed {
+            // SAFETY: the parent took the offset of a packed batch's
+            // trampoline from a `PackedFn` of this executable; relocated
+            // and checked to lie in our code above.
+            let run = unsafe { std::mem::transmute::<usize, PackedFn>(run) };
+            let lens = (word(32) as usize, word(36) as usize);
+            run_packed(&mut tx, &sem, &mut out, msg, first, count, lens, run, f)?;
+        } else {
+            // SAFETY: as above, for a framed batch's `ItemFn`.
+            let run = unsafe { std::mem::transmute::<usize, ItemFn>(run) };
+            run_batch(&mut tx, &sem, &mut out, msg, first, count, run, f)?;
+        }
         done += 1;
         if args.maxtasks != 0 && done >= args.maxtasks {
             return Ok(());
@@ -607,6 +712,77 @@ fn run_batch(
     }
     out[4..8].copy_from_slice(&in_msg.to_le_bytes());
     send(tx, sem, out)
+}
+
+/// Runs a packed batch: its results go back packed, in messages of at
+/// most [`MAX_MESSAGE`] bytes; a task that fails (an error, a panic) ends
+/// the packed run before it and is sent alone, unpacked.
+#[allow(clippy::too_many_arguments)]
+fn run_packed(
+    tx: &mut PipeSender<'_>,
+    sem: &Shared<core_sync::Semaphore>,
+    out: &mut Vec<u8>,
+    msg: &[u8],
+    first: u64,
+    count: u32,
+    (arg_len, res_len): (usize, usize),
+    run: PackedFn,
+    f: usize,
+) -> Result<(), String> {
+    let count = count as usize;
+    let args = &msg[PACKED_HEADER..];
+    if count.checked_mul(arg_len) != Some(args.len())
+        || res_len > MAX_MESSAGE - PACKED_RESULT_HEADER
+    {
+        return Err("a packed task batch is malformed".into());
+    }
+    let per_message = ((MAX_MESSAGE - PACKED_RESULT_HEADER)
+        .checked_div(res_len)
+        .unwrap_or(usize::MAX))
+    .max(1);
+    let mut next = 0;
+    while next < count {
+        let start = next;
+        let end = count.min(start.saturating_add(per_message));
+        out.clear();
+        out.extend_from_slice(&kind::PACKED_RESULTS.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(first + start as u64).to_le_bytes());
+        out.extend_from_slice(&(res_len as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        // One `catch_unwind` for the whole run, not one per task.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(f, args, (arg_len, res_len), &mut next, end, out)
+        }));
+        let failed = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some((status::FAILED, why)),
+            Err(payload) => {
+                let m = super::panic_message(&*payload);
+                std::mem::forget(payload);
+                Some((status::PANICKED, m))
+            }
+        };
+        if next > start {
+            out.truncate(PACKED_RESULT_HEADER + (next - start) * res_len);
+            out[4..8].copy_from_slice(&((next - start) as u32).to_le_bytes());
+            send(tx, sem, out)?;
+        }
+        if let Some((code, mut text)) = failed {
+            start_results(out, first + next as u64);
+            text.truncate(task::MESSAGE_CAP.min(text.len()));
+            while !text.is_char_boundary(text.len()) {
+                text.pop();
+            }
+            out.push(code);
+            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+            out[4..8].copy_from_slice(&1u32.to_le_bytes());
+            send(tx, sem, out)?;
+            next += 1;
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------
@@ -842,7 +1018,7 @@ impl Inner {
     /// Returns the job's key.
     fn submit<I>(
         &mut self,
-        run: ItemFn,
+        runner: Runner,
         f: usize,
         items: &[I],
         chunksize: usize,
@@ -859,17 +1035,33 @@ impl Inner {
             order: order.then(VecDeque::new),
             abandoned: false,
         };
-        let offsets = (task::code_offset(run as usize), task::code_offset(f));
+        let tramp = runner.packed.map_or(runner.item as usize, |p| p.0 as usize);
+        let offsets = (task::code_offset(tramp), task::code_offset(f));
+        // Packed: no length in front of each argument.
+        let (header, framing) = match runner.packed {
+            Some(_) => (PACKED_HEADER, 0),
+            None => (BATCH_HEADER, 4),
+        };
         let mut cur: Option<Batch> = None;
         let mut i = 0;
         while i < items.len() {
             let batch = cur.get_or_insert_with(|| {
-                let mut bytes = Vec::with_capacity(BATCH_HEADER + 16 * chunksize.min(4096));
-                bytes.extend_from_slice(&kind::BATCH.to_le_bytes());
+                let room = header + (framing + runner.packed.map_or(12, |p| p.1)) * chunksize;
+                let mut bytes = Vec::with_capacity(room.min(MAX_MESSAGE));
+                let kind = if runner.packed.is_some() {
+                    kind::PACKED
+                } else {
+                    kind::BATCH
+                };
+                bytes.extend_from_slice(&kind.to_le_bytes());
                 bytes.extend_from_slice(&0u32.to_le_bytes());
                 bytes.extend_from_slice(&(first + i as u64).to_le_bytes());
                 bytes.extend_from_slice(&offsets.0.to_le_bytes());
                 bytes.extend_from_slice(&offsets.1.to_le_bytes());
+                if let Some((_, arg_len, res_len)) = runner.packed {
+                    bytes.extend_from_slice(&(arg_len as u32).to_le_bytes());
+                    bytes.extend_from_slice(&(res_len as u32).to_le_bytes());
+                }
                 Batch {
                     first: first + i as u64,
                     count: 0,
@@ -877,11 +1069,17 @@ impl Inner {
                 }
             });
             let mark = batch.bytes.len();
-            batch.bytes.extend_from_slice(&[0; 4]);
+            batch.bytes.extend_from_slice(&[0; 4][..framing]);
             let encoded = encode(&items[i], &mut batch.bytes);
-            let len = batch.bytes.len() - mark - 4;
+            let len = batch.bytes.len() - mark - framing;
             let problem = match encoded {
                 Err(e) => Some(TaskError::Failed { why: e.to_string() }),
+                Ok(()) if runner.packed.is_some_and(|p| p.1 != len) => Some(TaskError::Failed {
+                    why: format!(
+                        "an argument encoded to {len} bytes, not its type's fixed {}",
+                        runner.packed.map_or(0, |p| p.1)
+                    ),
+                }),
                 Ok(()) if batch.bytes.len() <= MAX_MESSAGE => None,
                 Ok(()) if batch.count > 0 => {
                     // Does not fit behind the others: this batch ends here
@@ -893,7 +1091,7 @@ impl Inner {
                 }
                 Ok(()) => Some(TaskError::TooLarge {
                     len,
-                    max: MAX_MESSAGE - BATCH_HEADER - 4,
+                    max: MAX_MESSAGE - header - framing,
                 }),
             };
             if let Some(e) = problem {
@@ -907,7 +1105,9 @@ impl Inner {
                 i += 1;
                 continue;
             }
-            batch.bytes[mark..mark + 4].copy_from_slice(&(len as u32).to_le_bytes());
+            if framing != 0 {
+                batch.bytes[mark..mark + 4].copy_from_slice(&(len as u32).to_le_bytes());
+            }
             batch.count += 1;
             i += 1;
             if batch.count as usize >= chunksize {
@@ -1043,7 +1243,7 @@ impl Inner {
                 }
                 return Ok(());
             }
-            kind::RESULTS => {}
+            kind::RESULTS | kind::PACKED_RESULTS => {}
             _ => return Err(()),
         }
         let worker = &mut self.workers[w];
@@ -1065,6 +1265,26 @@ impl Inner {
         let base = (first - key) as usize;
         if base + count as usize > job.slots.len() {
             return Err(());
+        }
+        if word(0) == kind::PACKED_RESULTS {
+            // `count` results of `len` bytes, back to back, all `OK`.
+            let len = msg.get(16..20).map_or(0, |b| {
+                u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize
+            });
+            let body = msg.get(PACKED_RESULT_HEADER..).ok_or(())?;
+            if (count as usize).checked_mul(len) != Some(body.len()) {
+                return Err(());
+            }
+            let start = job.data.len();
+            job.data.extend_from_slice(body);
+            for i in 0..count as usize {
+                let at = start + i * len;
+                job.settle(base + i, Slot::Value { at, len });
+            }
+            if job.done() && job.abandoned {
+                self.jobs.remove(&key);
+            }
+            return Ok(());
         }
         let mut at = RESULT_HEADER;
         for i in 0..count as usize {
@@ -1473,7 +1693,7 @@ impl Pool {
 
     fn submit<I, R>(
         &self,
-        run: ItemFn,
+        runner: Runner,
         f: usize,
         items: &[I],
         chunksize: Option<usize>,
@@ -1487,7 +1707,7 @@ impl Pool {
             Some(c) => c,
             None => default_chunksize(items.len(), inner.config.processes),
         };
-        let key = inner.submit(run, f, items, chunksize, order, encode);
+        let key = inner.submit(runner, f, items, chunksize, order, encode);
         Ok(Handle {
             inner: Arc::clone(&self.inner),
             key,
@@ -1507,7 +1727,7 @@ impl Pool {
         args: A,
     ) -> Result<AsyncResult<R>, PoolError> {
         let h = self.submit(
-            run1::<A, R>,
+            Runner::one::<A, R>(),
             f as usize,
             std::slice::from_ref(&args),
             Some(1),
@@ -1544,7 +1764,7 @@ impl Pool {
     ) -> Result<MapResult<R>, PoolError> {
         let items: Vec<A> = items.into_iter().collect();
         let h = self.submit(
-            run1::<A, R>,
+            Runner::one::<A, R>(),
             f as usize,
             &items,
             chunksize,
@@ -1593,7 +1813,7 @@ impl Pool {
     ) -> Result<Vec<Result<R, TaskError>>, PoolError> {
         let items: Vec<(A, B)> = items.into_iter().collect();
         let h = self.submit(
-            run2::<A, B, R>,
+            Runner::two::<A, B, R>(),
             f as usize,
             &items,
             None,
@@ -1629,7 +1849,7 @@ impl Pool {
     ) -> Result<Imap<R>, PoolError> {
         let items: Vec<A> = items.into_iter().collect();
         let h = self.submit(
-            run1::<A, R>,
+            Runner::one::<A, R>(),
             f as usize,
             &items,
             Some(chunksize),
@@ -1650,9 +1870,14 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<ImapUnordered<R>, PoolError> {
         let items: Vec<A> = items.into_iter().collect();
-        let h = self.submit(run1::<A, R>, f as usize, &items, Some(1), true, |a, out| {
-            a.encode(out)
-        })?;
+        let h = self.submit(
+            Runner::one::<A, R>(),
+            f as usize,
+            &items,
+            Some(1),
+            true,
+            |a, out| a.encode(out),
+        )?;
         Ok(ImapUnordered {
             handle: h,
             given: 0,
