@@ -21,6 +21,11 @@
 //! Across `fork` an end is one end in every process that has a copy: the
 //! receiver sees EOF when every copy of the sending end is gone (dropped,
 //! exit, kill -9), and EOF is final. See [`crate::queue`]'s module docs.
+//! Copies of one end may be used by several processes *in turn* (a child
+//! sends on its inherited copy, then the parent again): each takes up
+//! where the last left off, nothing is overwritten or received twice. Not
+//! at the same time: an end has one user at a time, as a Python
+//! `Connection` written by two processes at once needs a lock.
 //!
 //! ```
 //! use shmkit_posix::{pipe, process};

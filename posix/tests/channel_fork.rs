@@ -268,3 +268,77 @@ fn ring_stays_disconnected_after_a_new_producer_tries() {
     assert_eq!(r.producer().err(), Some(AttachError::Closed));
     assert_eq!(rx.pop(), Err(ring::PopError::Disconnected));
 }
+
+/// Python's shape with one end written by two processes in turn: the
+/// parent sends, a forked child sends on its inherited copy and exits,
+/// the parent sends again. Each end keeps its position in the handle, and
+/// the parent's copy goes on from where the child's left off: nothing is
+/// overwritten.
+#[test]
+fn pipe_sender_used_by_two_processes_in_turn_loses_nothing() {
+    let (rx, tx) = pipe::one_way(4096).unwrap();
+    tx.send_bytes(b"p1").unwrap();
+    let child = fork(|| {
+        let ok = tx.send_bytes(b"c1").is_ok() && tx.send_bytes(b"c2").is_ok();
+        i32::from(!ok)
+    });
+    assert!(child.wait().success());
+    tx.send_bytes(b"p2").unwrap();
+    let got: Vec<Vec<u8>> = std::iter::from_fn(|| {
+        rx.poll(Duration::ZERO)
+            .unwrap()
+            .then(|| rx.recv_bytes().unwrap())
+    })
+    .collect();
+    assert_eq!(got, [&b"p1"[..], b"c1", b"c2", b"p2"]);
+}
+
+/// The receiving end read by two processes in turn: each message is
+/// received once, by whichever process reads it first.
+#[test]
+fn pipe_receiver_used_by_two_processes_in_turn_receives_each_message_once() {
+    let (rx, tx) = pipe::one_way(4096).unwrap();
+    for m in [b"m1", b"m2", b"m3", b"m4"] {
+        tx.send_bytes(m).unwrap();
+    }
+    assert_eq!(rx.recv_bytes().unwrap(), b"m1");
+    let child = fork(|| i32::from(rx.recv_bytes().ok().as_deref() != Some(&b"m2"[..])));
+    assert!(child.wait().success(), "the child got m2");
+    assert_eq!(rx.recv_bytes().unwrap(), b"m3");
+    assert_eq!(rx.recv_bytes().unwrap(), b"m4");
+    assert!(!rx.poll(Duration::ZERO).unwrap());
+}
+
+/// The same for the index ring: its producer and its consumer each used
+/// by parent and child in turn.
+#[test]
+fn ring_ends_used_by_two_processes_in_turn_lose_and_repeat_nothing() {
+    let (tx, rx) = ring::new::<u64>(16).unwrap();
+    tx.push_blocking(1).unwrap();
+    let child = fork(|| i32::from(tx.push_blocking(2).is_err() || tx.push_blocking(3).is_err()));
+    assert!(child.wait().success());
+    tx.push_blocking(4).unwrap();
+    assert_eq!(rx.pop_timeout(LONG), Ok(1));
+    let child = fork(|| i32::from(rx.pop_timeout(LONG) != Ok(2)));
+    assert!(child.wait().success(), "the child got 2");
+    assert_eq!(rx.pop_timeout(LONG), Ok(3));
+    assert_eq!(rx.pop_timeout(LONG), Ok(4));
+    assert!(rx.pop_timeout(SHORT).is_err(), "nothing more");
+}
+
+/// The stamped ring's ends used by parent and child in turn.
+#[test]
+fn stamped_ring_ends_used_by_two_processes_in_turn_lose_and_repeat_nothing() {
+    let r = ring::StampedRing::<u64>::anonymous(16).unwrap();
+    let (tx, rx) = (r.producer().unwrap(), r.consumer().unwrap());
+    tx.push_blocking(1).unwrap();
+    let child = fork(|| i32::from(tx.push_blocking(2).is_err() || tx.push_blocking(3).is_err()));
+    assert!(child.wait().success());
+    tx.push_blocking(4).unwrap();
+    assert_eq!(rx.pop_timeout(LONG), Ok(1));
+    let child = fork(|| i32::from(rx.pop_timeout(LONG) != Ok(2)));
+    assert!(child.wait().success(), "the child got 2");
+    assert_eq!(rx.pop_timeout(LONG), Ok(3));
+    assert_eq!(rx.pop_timeout(LONG), Ok(4));
+    assert!(rx.pop_timeout(SHORT).is_err(), "nothing more");
+}

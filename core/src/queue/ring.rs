@@ -562,6 +562,15 @@ impl<'a, T: Pod> Producer<'a, T> {
     /// shows fewer than `want`. `Err` if the shared head is impossible.
     #[inline(always)]
     fn free(&mut self, want: u32) -> Result<u32, ()> {
+        // Only this end's holder writes the shared tail, from its own; if
+        // it differs from ours, a `fork` copy of this end sent since we
+        // last did (Python's shape: a child writes on the inherited end,
+        // then the parent again), and we go on from where it left off
+        // rather than over its messages. Relaxed: only compared; `resync`
+        // loads again.
+        if self.ring.ctl.tail.load(Ordering::Relaxed) != self.tail {
+            self.resync()?;
+        }
         let cap = self.ring.mask + 1;
         let free = cap - self.tail.wrapping_sub(self.head_cache);
         if free >= want {
@@ -576,6 +585,23 @@ impl<'a, T: Pod> Producer<'a, T> {
         }
         self.head_cache = head;
         Ok(cap - used)
+    }
+
+    /// Takes up the shared tail another copy of this end left (see
+    /// `free`). `Err` if the indices are impossible.
+    #[cold]
+    #[inline(never)]
+    fn resync(&mut self) -> Result<(), ()> {
+        // SYNC POINT RING-1 (Acquire) for the other copy's tail store, and
+        // RING-2 for the head, as in `free`.
+        let tail = self.ring.ctl.tail.load(Ordering::Acquire);
+        let head = self.ring.ctl.head.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > self.ring.mask + 1 {
+            return Err(());
+        }
+        self.tail = tail;
+        self.head_cache = head;
+        Ok(())
     }
 
     /// Free slots right now.
@@ -895,6 +921,13 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// shows fewer than `want`. `Err` if the shared tail is impossible.
     #[inline(always)]
     fn ready(&mut self, want: u32) -> Result<u32, ()> {
+        // As the producer's `free`: a shared head that is not ours was
+        // moved by a `fork` copy of this end that received since we last
+        // did; we go on from it rather than receive its messages again.
+        // Relaxed: only compared; `resync` loads again.
+        if self.ring.ctl.head.load(Ordering::Relaxed) != self.head {
+            self.resync()?;
+        }
         let ready = self.tail_cache.wrapping_sub(self.head);
         if ready >= want {
             return Ok(ready);
@@ -922,6 +955,23 @@ impl<'a, T: Pod> Consumer<'a, T> {
         }
         self.tail_cache = tail;
         Ok(ready)
+    }
+
+    /// Takes up the shared head another copy of this end left (see
+    /// `ready`). `Err` if the indices are impossible.
+    #[cold]
+    #[inline(never)]
+    fn resync(&mut self) -> Result<(), ()> {
+        // SYNC POINT RING-2 (Acquire) for the other copy's head store
+        // (its reads of the slots are done), RING-1 for the tail.
+        let head = self.ring.ctl.head.load(Ordering::Acquire);
+        let tail = self.ring.ctl.tail.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > self.ring.mask + 1 {
+            return Err(());
+        }
+        self.head = head;
+        self.tail_cache = head;
+        Ok(())
     }
 
     /// Values ready to pop right now.
