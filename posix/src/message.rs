@@ -258,9 +258,9 @@ mod tests {
     }
 
     /// A sink that takes at most `room` bytes.
-    struct Bounded {
-        out: Vec<u8>,
-        room: usize,
+    pub(super) struct Bounded {
+        pub(super) out: Vec<u8>,
+        pub(super) room: usize,
     }
 
     impl ByteSink for Bounded {

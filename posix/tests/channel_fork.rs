@@ -309,36 +309,36 @@ fn pipe_receiver_used_by_two_processes_in_turn_receives_each_message_once() {
     assert!(!rx.poll(Duration::ZERO).unwrap());
 }
 
-/// The same for the index ring: its producer and its consumer each used
-/// by parent and child in turn.
-#[test]
-fn ring_ends_used_by_two_processes_in_turn_lose_and_repeat_nothing() {
-    let (tx, rx) = ring::new::<u64>(16).unwrap();
-    tx.push_blocking(1).unwrap();
-    let child = fork(|| i32::from(tx.push_blocking(2).is_err() || tx.push_blocking(3).is_err()));
-    assert!(child.wait().success());
-    tx.push_blocking(4).unwrap();
-    assert_eq!(rx.pop_timeout(LONG), Ok(1));
-    let child = fork(|| i32::from(rx.pop_timeout(LONG) != Ok(2)));
-    assert!(child.wait().success(), "the child got 2");
-    assert_eq!(rx.pop_timeout(LONG), Ok(3));
-    assert_eq!(rx.pop_timeout(LONG), Ok(4));
-    assert!(rx.pop_timeout(SHORT).is_err(), "nothing more");
+/// The same for an SPSC ring (`$ends` makes its two ends): its producer
+/// and its consumer each used by parent and child in turn.
+macro_rules! ring_ends_in_turn {
+    ($name:ident, $ends:expr) => {
+        #[test]
+        fn $name() {
+            let (tx, rx) = $ends;
+            tx.push_blocking(1).unwrap();
+            let child =
+                fork(|| i32::from(tx.push_blocking(2).is_err() || tx.push_blocking(3).is_err()));
+            assert!(child.wait().success());
+            tx.push_blocking(4).unwrap();
+            assert_eq!(rx.pop_timeout(LONG), Ok(1));
+            let child = fork(|| i32::from(rx.pop_timeout(LONG) != Ok(2)));
+            assert!(child.wait().success(), "the child got 2");
+            assert_eq!(rx.pop_timeout(LONG), Ok(3));
+            assert_eq!(rx.pop_timeout(LONG), Ok(4));
+            assert!(rx.pop_timeout(SHORT).is_err(), "nothing more");
+        }
+    };
 }
 
-/// The stamped ring's ends used by parent and child in turn.
-#[test]
-fn stamped_ring_ends_used_by_two_processes_in_turn_lose_and_repeat_nothing() {
-    let r = ring::StampedRing::<u64>::anonymous(16).unwrap();
-    let (tx, rx) = (r.producer().unwrap(), r.consumer().unwrap());
-    tx.push_blocking(1).unwrap();
-    let child = fork(|| i32::from(tx.push_blocking(2).is_err() || tx.push_blocking(3).is_err()));
-    assert!(child.wait().success());
-    tx.push_blocking(4).unwrap();
-    assert_eq!(rx.pop_timeout(LONG), Ok(1));
-    let child = fork(|| i32::from(rx.pop_timeout(LONG) != Ok(2)));
-    assert!(child.wait().success(), "the child got 2");
-    assert_eq!(rx.pop_timeout(LONG), Ok(3));
-    assert_eq!(rx.pop_timeout(LONG), Ok(4));
-    assert!(rx.pop_timeout(SHORT).is_err(), "nothing more");
-}
+ring_ends_in_turn!(
+    ring_ends_used_by_two_processes_in_turn_lose_and_repeat_nothing,
+    ring::new::<u64>(16).unwrap()
+);
+ring_ends_in_turn!(
+    stamped_ring_ends_used_by_two_processes_in_turn_lose_and_repeat_nothing,
+    {
+        let r = ring::StampedRing::<u64>::anonymous(16).unwrap();
+        (r.producer().unwrap(), r.consumer().unwrap())
+    }
+);

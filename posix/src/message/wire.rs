@@ -34,9 +34,6 @@ use super::{ByteSink, EncodeError, EncodeToError, SinkFull};
 /// The stage's length: a small message reaches the sink in one call.
 pub(super) const STAGE: usize = 64;
 
-/// The longest varint (a `u128`: 19 bytes), written whole into the stage.
-const VARINT_MAX: usize = 19;
-
 /// Encodes `value` into `sink` in postcard's format.
 #[inline]
 pub(super) fn encode_into<T: Serialize + ?Sized, S: ByteSink + ?Sized>(
@@ -127,23 +124,19 @@ impl<S: ByteSink + ?Sized> Encoder<'_, S> {
         Ok(())
     }
 
-    /// A LEB128 varint: seven bits a byte, low first, the high bit set on
-    /// every byte but the last.
-    #[inline]
+    /// A `u128` varint: the groups of seven bits above 64 bits first
+    /// (low groups go first, each with the high bit set), then the rest,
+    /// which fits a `u64`, as [`varint64`](Self::varint64) writes it.
     fn varint(&mut self, mut v: u128) -> Result<(), Failure> {
-        let room = self.room(VARINT_MAX)?;
-        let mut n = 0;
-        while v >= 0x80 {
-            room[n] = (v as u8) | 0x80;
+        while v > u128::from(u64::MAX) {
+            self.byte((v as u8) | 0x80)?;
             v >>= 7;
-            n += 1;
         }
-        room[n] = v as u8;
-        self.staged += n + 1;
-        Ok(())
+        self.varint64(v as u64)
     }
 
-    /// A `u64` (or narrower) varint: the common case, on 64-bit words.
+    /// A LEB128 varint of a `u64` (or narrower): seven bits a byte, low
+    /// first, the high bit set on every byte but the last.
     #[inline]
     fn varint64(&mut self, mut v: u64) -> Result<(), Failure> {
         let room = self.room(10)?;
@@ -428,23 +421,8 @@ mod tests {
 
     use serde::Serialize;
 
+    use super::super::tests::Bounded;
     use super::*;
-
-    /// A sink taking at most `room` bytes.
-    struct Bounded {
-        out: Vec<u8>,
-        room: usize,
-    }
-
-    impl ByteSink for Bounded {
-        fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
-            if self.out.len() + bytes.len() > self.room {
-                return Err(SinkFull);
-            }
-            self.out.extend_from_slice(bytes);
-            Ok(())
-        }
-    }
 
     /// This encoder's bytes are postcard's, and every sink too small by
     /// any amount is `Full`.

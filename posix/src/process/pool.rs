@@ -604,17 +604,22 @@ fn worker_loop(args: &WorkerArgs) -> Result<(), String> {
                 (tramp, f)
             }
         };
+        let mut answer = Answer {
+            tx: &mut tx,
+            sem: &sem,
+            out: &mut out,
+        };
         if packed {
             // SAFETY: the parent took the offset of a packed batch's
             // trampoline from a `PackedFn` of this executable; relocated
             // and checked to lie in our code above.
             let run = unsafe { std::mem::transmute::<usize, PackedFn>(run) };
             let lens = (word(32) as usize, word(36) as usize);
-            run_packed(&mut tx, &sem, &mut out, msg, first, count, lens, run, f)?;
+            answer.packed(msg, first, count, lens, (run, f))?;
         } else {
             // SAFETY: as above, for a framed batch's `ItemFn`.
             let run = unsafe { std::mem::transmute::<usize, ItemFn>(run) };
-            run_batch(&mut tx, &sem, &mut out, msg, first, count, run, f)?;
+            answer.framed(msg, first, count, (run, f))?;
         }
         done += 1;
         if args.maxtasks != 0 && done >= args.maxtasks {
@@ -642,147 +647,158 @@ fn start_results(out: &mut Vec<u8>, first: u64) {
     out.extend_from_slice(&first.to_le_bytes());
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_batch(
-    tx: &mut PipeSender<'_>,
-    sem: &Shared<core_sync::Semaphore>,
-    out: &mut Vec<u8>,
-    msg: &[u8],
-    first: u64,
-    count: u32,
-    run: ItemFn,
-    f: usize,
-) -> Result<(), String> {
-    start_results(out, first);
-    let mut in_msg = 0u32;
-    let mut at = BATCH_HEADER;
-    for i in 0..count {
-        let arg = msg
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize)
-            .and_then(|len| msg.get(at + 4..at + 4 + len));
-        let Some(arg) = arg else {
-            return Err("a task batch is malformed".into());
-        };
-        at += 4 + arg.len();
-        let mark = out.len();
-        out.push(status::OK);
-        out.extend_from_slice(&[0; 4]);
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(f, arg, out)));
-        let (code, text) = match outcome {
-            Ok(Ok(())) => (status::OK, None),
-            Ok(Err(why)) => (status::FAILED, Some(why)),
-            Err(payload) => {
-                let m = super::panic_message(&*payload);
-                std::mem::forget(payload);
-                (status::PANICKED, Some(m))
-            }
-        };
-        if let Some(mut text) = text {
-            out.truncate(mark + RESULT_ITEM);
-            text.truncate(task::MESSAGE_CAP.min(text.len()));
-            while !text.is_char_boundary(text.len()) {
-                text.pop();
-            }
-            out.extend_from_slice(text.as_bytes());
+/// How a task (or a run of them, packed) ended, from its `catch_unwind`:
+/// `None` if it returned, else its status and message (cut to
+/// [`task::MESSAGE_CAP`] bytes).
+fn failure(outcome: std::thread::Result<Result<(), String>>) -> Option<(u8, String)> {
+    let (code, mut text) = match outcome {
+        Ok(Ok(())) => return None,
+        Ok(Err(why)) => (status::FAILED, why),
+        Err(payload) => {
+            let m = super::panic_message(&*payload);
+            // Not dropped: a payload's destructor may panic again.
+            std::mem::forget(payload);
+            (status::PANICKED, m)
         }
-        let len = out.len() - mark - RESULT_ITEM;
-        if RESULT_HEADER + RESULT_ITEM + len > MAX_MESSAGE {
-            // The parent reports it as `TooLarge` (the body is the length).
-            out.truncate(mark + RESULT_ITEM);
-            out[mark] = status::TOO_LARGE;
-            out.extend_from_slice(&(len as u64).to_le_bytes());
-        } else {
-            out[mark] = code;
-        }
-        let len = out.len() - mark - RESULT_ITEM;
-        out[mark + 1..mark + 5].copy_from_slice(&(len as u32).to_le_bytes());
-        if out.len() > MAX_MESSAGE {
-            // This result does not fit behind the others: send those,
-            // then start a message with it.
-            let item = out[mark..].to_vec();
-            out.truncate(mark);
-            out[4..8].copy_from_slice(&in_msg.to_le_bytes());
-            send(tx, sem, out)?;
-            start_results(out, first + u64::from(i));
-            out.extend_from_slice(&item);
-            in_msg = 0;
-        }
-        in_msg += 1;
+    };
+    text.truncate(task::MESSAGE_CAP.min(text.len()));
+    while !text.is_char_boundary(text.len()) {
+        text.pop();
     }
-    out[4..8].copy_from_slice(&in_msg.to_le_bytes());
-    send(tx, sem, out)
+    Some((code, text))
 }
 
-/// Runs a packed batch: its results go back packed, in messages of at
-/// most [`MAX_MESSAGE`] bytes; a task that fails (an error, a panic) ends
-/// the packed run before it and is sent alone, unpacked.
-#[allow(clippy::too_many_arguments)]
-fn run_packed(
-    tx: &mut PipeSender<'_>,
-    sem: &Shared<core_sync::Semaphore>,
-    out: &mut Vec<u8>,
-    msg: &[u8],
-    first: u64,
-    count: u32,
-    (arg_len, res_len): (usize, usize),
-    run: PackedFn,
-    f: usize,
-) -> Result<(), String> {
-    let count = count as usize;
-    let args = &msg[PACKED_HEADER..];
-    if count.checked_mul(arg_len) != Some(args.len())
-        || res_len > MAX_MESSAGE - PACKED_RESULT_HEADER
-    {
-        return Err("a packed task batch is malformed".into());
+/// A worker's side of answering one batch: its result pipe, the pool's
+/// wake-up semaphore, and the buffer results are encoded in.
+struct Answer<'a, 'p> {
+    tx: &'a mut PipeSender<'p>,
+    sem: &'a Shared<core_sync::Semaphore>,
+    out: &'a mut Vec<u8>,
+}
+
+impl Answer<'_, '_> {
+    fn send(&mut self) -> Result<(), String> {
+        send(self.tx, self.sem, self.out)
     }
-    let per_message = ((MAX_MESSAGE - PACKED_RESULT_HEADER)
-        .checked_div(res_len)
-        .unwrap_or(usize::MAX))
-    .max(1);
-    let mut next = 0;
-    while next < count {
-        let start = next;
-        let end = count.min(start.saturating_add(per_message));
-        out.clear();
-        out.extend_from_slice(&kind::PACKED_RESULTS.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(first + start as u64).to_le_bytes());
-        out.extend_from_slice(&(res_len as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        // One `catch_unwind` for the whole run, not one per task.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(f, args, (arg_len, res_len), &mut next, end, out)
-        }));
-        let failed = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(why)) => Some((status::FAILED, why)),
-            Err(payload) => {
-                let m = super::panic_message(&*payload);
-                std::mem::forget(payload);
-                Some((status::PANICKED, m))
+
+    /// Runs a framed batch: each task alone, its result framed.
+    fn framed(
+        &mut self,
+        msg: &[u8],
+        first: u64,
+        count: u32,
+        (run, f): (ItemFn, usize),
+    ) -> Result<(), String> {
+        start_results(self.out, first);
+        let mut in_msg = 0u32;
+        let mut at = BATCH_HEADER;
+        for i in 0..count {
+            let arg = msg
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize)
+                .and_then(|len| msg.get(at + 4..at + 4 + len));
+            let Some(arg) = arg else {
+                return Err("a task batch is malformed".into());
+            };
+            at += 4 + arg.len();
+            let out = &mut *self.out;
+            let mark = out.len();
+            out.push(status::OK);
+            out.extend_from_slice(&[0; 4]);
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(f, arg, out)));
+            let code = match failure(outcome) {
+                None => status::OK,
+                Some((code, text)) => {
+                    out.truncate(mark + RESULT_ITEM);
+                    out.extend_from_slice(text.as_bytes());
+                    code
+                }
+            };
+            let len = out.len() - mark - RESULT_ITEM;
+            if RESULT_HEADER + RESULT_ITEM + len > MAX_MESSAGE {
+                // The parent reports it as `TooLarge` (the body is the length).
+                out.truncate(mark + RESULT_ITEM);
+                out[mark] = status::TOO_LARGE;
+                out.extend_from_slice(&(len as u64).to_le_bytes());
+            } else {
+                out[mark] = code;
             }
-        };
-        if next > start {
-            out.truncate(PACKED_RESULT_HEADER + (next - start) * res_len);
-            out[4..8].copy_from_slice(&((next - start) as u32).to_le_bytes());
-            send(tx, sem, out)?;
-        }
-        if let Some((code, mut text)) = failed {
-            start_results(out, first + next as u64);
-            text.truncate(task::MESSAGE_CAP.min(text.len()));
-            while !text.is_char_boundary(text.len()) {
-                text.pop();
+            let len = out.len() - mark - RESULT_ITEM;
+            out[mark + 1..mark + 5].copy_from_slice(&(len as u32).to_le_bytes());
+            if out.len() > MAX_MESSAGE {
+                // This result does not fit behind the others: send those,
+                // then start a message with it.
+                let item = out[mark..].to_vec();
+                out.truncate(mark);
+                out[4..8].copy_from_slice(&in_msg.to_le_bytes());
+                self.send()?;
+                start_results(self.out, first + u64::from(i));
+                self.out.extend_from_slice(&item);
+                in_msg = 0;
             }
-            out.push(code);
-            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-            out.extend_from_slice(text.as_bytes());
-            out[4..8].copy_from_slice(&1u32.to_le_bytes());
-            send(tx, sem, out)?;
-            next += 1;
+            in_msg += 1;
         }
+        self.out[4..8].copy_from_slice(&in_msg.to_le_bytes());
+        self.send()
     }
-    Ok(())
+
+    /// Runs a packed batch: its results go back packed, in messages of at
+    /// most [`MAX_MESSAGE`] bytes; a task that fails (an error, a panic)
+    /// ends the packed run before it and is sent alone, framed.
+    fn packed(
+        &mut self,
+        msg: &[u8],
+        first: u64,
+        count: u32,
+        (arg_len, res_len): (usize, usize),
+        (run, f): (PackedFn, usize),
+    ) -> Result<(), String> {
+        let count = count as usize;
+        let args = &msg[PACKED_HEADER..];
+        if count.checked_mul(arg_len) != Some(args.len())
+            || res_len > MAX_MESSAGE - PACKED_RESULT_HEADER
+        {
+            return Err("a packed task batch is malformed".into());
+        }
+        let per_message = ((MAX_MESSAGE - PACKED_RESULT_HEADER)
+            .checked_div(res_len)
+            .unwrap_or(usize::MAX))
+        .max(1);
+        let mut next = 0;
+        while next < count {
+            let start = next;
+            let end = count.min(start.saturating_add(per_message));
+            let out = &mut *self.out;
+            out.clear();
+            out.extend_from_slice(&kind::PACKED_RESULTS.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&(first + start as u64).to_le_bytes());
+            out.extend_from_slice(&(res_len as u32).to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            // One `catch_unwind` for the whole run, not one per task.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(f, args, (arg_len, res_len), &mut next, end, out)
+            }));
+            let failed = failure(outcome);
+            if next > start {
+                out.truncate(PACKED_RESULT_HEADER + (next - start) * res_len);
+                out[4..8].copy_from_slice(&((next - start) as u32).to_le_bytes());
+                self.send()?;
+            }
+            if let Some((code, text)) = failed {
+                let out = &mut *self.out;
+                start_results(out, first + next as u64);
+                out.push(code);
+                out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+                out[4..8].copy_from_slice(&1u32.to_le_bytes());
+                self.send()?;
+                next += 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------
