@@ -684,6 +684,52 @@ fn test_start_method__nested_startmethod() {
     assert_eq!(got, [1, 2]);
 }
 
+/// Selected by `test_no_fork_bomb__noforkbomb` in a fresh run that skips
+/// `init`: starting another fresh run from here must be refused.
+#[test]
+#[ignore = "runs only in a fresh run started by test_no_fork_bomb__noforkbomb"]
+fn cpython_process_bomb_entry() {
+    // No `process::init()` here, on purpose.
+    match fresh_bomb().spawn_fn(who_am_i, 0) {
+        Err(process::SpawnError::Bootstrapping) => {}
+        Ok(child) => {
+            child.kill();
+            panic!("a fresh run that skipped init started another");
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn fresh_bomb() -> Builder {
+    fork().start_method(StartMethod::Spawn).args([
+        "cpython_process_bomb_entry",
+        "--exact",
+        "--include-ignored",
+        "--test-threads=1",
+        "-q",
+    ])
+}
+
+/// `TestNoForkBomb`: a fresh run whose `main` does not call `init` and
+/// starts children itself is refused (Python's RuntimeError about the
+/// bootstrapping phase) instead of re-running `main` without end: the
+/// child runs the test above, which passes (exit 0, no task run).
+#[test]
+fn test_no_fork_bomb__noforkbomb() {
+    let _serial = serial();
+    if let Some(why) = exec_unavailable() {
+        skip("test_no_fork_bomb__noforkbomb", &why);
+        return;
+    }
+    let mut child = fresh_bomb().spawn_fn(who_am_i, 0).unwrap();
+    // 0: the child's test passed (its start was refused); 101: it failed.
+    assert_eq!(child.wait().unwrap(), 0);
+    match child.join() {
+        Err(JoinError::NotStarted) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------
 // TestForkAwareThreadLock
 

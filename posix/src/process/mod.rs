@@ -448,13 +448,18 @@ impl Builder {
     ///
     /// # Errors
     /// [`SpawnError::Threads`] (`Fork` in a process running other
-    /// threads), [`SpawnError::Encode`] if `args` cannot be encoded,
+    /// threads), [`SpawnError::Bootstrapping`] (`Spawn`/`ForkServer` from
+    /// a fresh run whose `main` skipped [`init`]),
+    /// [`SpawnError::Encode`] if `args` cannot be encoded,
     /// [`SpawnError::Os`] if starting the child fails.
     pub fn spawn_fn<A: Message, R: Message>(
         mut self,
         f: fn(A) -> R,
         args: A,
     ) -> Result<Child<R>, SpawnError> {
+        if self.method() != StartMethod::Fork && bootstrapping() {
+            return Err(SpawnError::Bootstrapping);
+        }
         let mut bytes = Vec::new();
         args.encode(&mut bytes)
             .map_err(|e| SpawnError::Encode(e.to_string()))?;
@@ -556,6 +561,15 @@ impl Builder {
             .started(pid);
         Ok(Child::new(Handle::Local(pid), self.name, task))
     }
+}
+
+/// Whether this process is a `Spawn` child or the forkserver whose `main`
+/// did not call [`init`] first (the variable `init` removes is still
+/// there): starting a fresh run from it would run that `main` again, and
+/// again (Python's "bootstrapping phase" error; `TestNoForkBomb`).
+fn bootstrapping() -> bool {
+    std::env::var_os(exec::TASK_FD_VAR).is_some()
+        || std::env::var_os(server::SERVER_FD_VAR).is_some()
 }
 
 /// Child side of `Fork`: writes what `f` did into the task and gives the
@@ -1080,6 +1094,10 @@ pub enum SpawnError {
     },
     /// The arguments cannot be encoded.
     Encode(String),
+    /// A `Spawn` or `ForkServer` start from a fresh run whose `main` did
+    /// not call [`init`] first: it would start the same `main` again, and
+    /// so on (a fork bomb).
+    Bootstrapping,
     /// A system call failed.
     Os {
         /// The call.
@@ -1101,6 +1119,9 @@ impl fmt::Display for SpawnError {
                 "only the Fork start method can run a closure ({method:?} starts from main): use spawn_fn with a function and its arguments"
             ),
             SpawnError::Encode(why) => write!(f, "cannot encode the child's arguments: {why}"),
+            SpawnError::Bootstrapping => f.write_str(
+                "this process is a fresh run of the executable whose main did not call shmkit::process::init() first; starting another would run main again (and again): call init() first thing in main",
+            ),
             SpawnError::Os { call, source } => {
                 write!(f, "{call} failed while starting a child: {source}")
             }
