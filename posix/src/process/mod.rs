@@ -238,6 +238,19 @@ fn parent_slot() -> &'static Mutex<Option<ParentProcess>> {
 
 /// This process's parent ([`ParentProcess`]): Python's
 /// `multiprocessing.parent_process()`, `None` in the first process.
+///
+/// ```
+/// use shmkit_posix::process;
+///
+/// assert!(process::parent().is_none()); // the first process
+/// let child = process::spawn(|| {
+///     let parent = process::parent().unwrap();
+///     assert!(parent.is_alive());
+///     parent.pid
+/// })?;
+/// assert_eq!(child.join()?, std::process::id());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use]
 pub fn parent() -> Option<ParentProcess> {
     parent_slot().lock().ok().and_then(|p| p.clone())
