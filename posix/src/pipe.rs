@@ -21,6 +21,13 @@
 //! Across `fork` an end is one end in every process that has a copy: the
 //! receiver sees EOF when every copy of the sending end is gone (dropped,
 //! exit, kill -9), and EOF is final. See [`crate::queue`]'s module docs.
+//! Copies may be *held* by several processes, but only one of them may
+//! *use* an end: a pipe is single-producer, single-consumer, and a
+//! sender's write position lives in the handle, so a copy that sends from
+//! a second process (even after the first has finished) overwrites the
+//! first's unread messages. Several writers share a
+//! [`MessageQueue`](crate::msg_queue::MessageQueue) instead, each process
+//! attaching its own sender.
 //!
 //! ```
 //! use shmkit_posix::{pipe, process};
