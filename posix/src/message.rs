@@ -133,6 +133,15 @@ pub struct EncodeError {
     what: String,
 }
 
+impl EncodeError {
+    /// Why a value cannot be encoded: for [`Message`] impls of one's own
+    /// (Python's "cannot pickle" error).
+    #[must_use]
+    pub fn new(what: impl Into<String>) -> EncodeError {
+        EncodeError { what: what.into() }
+    }
+}
+
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -152,7 +161,9 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    pub(crate) fn new(what: impl Into<String>) -> DecodeError {
+    /// Why bytes do not decode: for [`Message`] impls of one's own.
+    #[must_use]
+    pub fn new(what: impl Into<String>) -> DecodeError {
         DecodeError { what: what.into() }
     }
 }

@@ -641,6 +641,21 @@ impl<M: Message + 'static> Shared<Messages<M>> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Messages the queue holds at most (Python's `maxsize`; fixed at
+    /// creation, a power of two).
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.view().capacity()
+    }
+
+    /// Whether [`len`](Self::len) has reached the
+    /// [`capacity`](Self::capacity), so that a `try_send` now would say
+    /// `Full` (Python's `full()`; a snapshot while others work).
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.capacity()
+    }
 }
 
 impl<M: Message + 'static> Shared<JoinableMessages<M>> {
@@ -701,6 +716,35 @@ impl<M: Message + 'static> Shared<JoinableMessages<M>> {
     #[must_use]
     pub fn unfinished(&self) -> u32 {
         self.view().unfinished()
+    }
+
+    /// Messages sent and not yet received (approximate while others work;
+    /// Python's `qsize()`; not the unfinished-task count, which also
+    /// counts messages received and not yet marked done).
+    #[doc(alias = "qsize")]
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.view().queue().len()
+    }
+
+    /// Whether [`len`](Self::len) is 0 (Python's `empty()`).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Messages the queue holds at most (Python's `maxsize`; fixed at
+    /// creation, a power of two).
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.view().queue().capacity()
+    }
+
+    /// Whether [`len`](Self::len) has reached the
+    /// [`capacity`](Self::capacity) (Python's `full()`; a snapshot).
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.capacity()
     }
 }
 

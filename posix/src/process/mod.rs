@@ -1,6 +1,6 @@
 //! Child processes that run a function: Python's `Process(target=f,
 //! args=...)`, `start()`, `join()`, `exitcode`, `terminate()`, `kill()`,
-//! `daemon`, `active_children()` and the three start methods, with the
+//! `daemon`, `active_children()`, `parent_process()` and the three start methods, with the
 //! function's return value given back like
 //! [`std::thread::JoinHandle::join`].
 //!
@@ -218,6 +218,104 @@ pub fn current() -> ProcessInfo {
     }
 }
 
+/// The process that forked this one, as Python's `parent_process()` sees
+/// it: its name and pid, and whether it still runs. `None` in a process
+/// not started by [`spawn`] or [`Builder`] with the `Fork` method (the
+/// first process, and `Spawn`/`ForkServer` children, whose parent's name
+/// does not cross).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentProcess {
+    /// The name the parent had when it forked this process.
+    pub name: String,
+    /// The parent's process id.
+    pub pid: u32,
+}
+
+fn parent_slot() -> &'static Mutex<Option<ParentProcess>> {
+    static PARENT: Mutex<Option<ParentProcess>> = Mutex::new(None);
+    &PARENT
+}
+
+/// This process's parent ([`ParentProcess`]): Python's
+/// `multiprocessing.parent_process()`, `None` in the first process.
+///
+/// ```
+/// use shmkit_posix::process;
+///
+/// assert!(process::parent().is_none()); // the first process
+/// let child = process::spawn(|| {
+///     let parent = process::parent().unwrap();
+///     assert!(parent.is_alive());
+///     parent.pid
+/// })?;
+/// assert_eq!(child.join()?, std::process::id());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub fn parent() -> Option<ParentProcess> {
+    parent_slot().lock().ok().and_then(|p| p.clone())
+}
+
+impl ParentProcess {
+    /// Whether the parent still runs. A child whose parent dies is
+    /// re-parented (to init or a subreaper), so this compares the current
+    /// parent pid with the recorded one: a later process reusing the pid
+    /// is never mistaken for the parent.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        u32::try_from(ppid).is_ok_and(|p| p == self.pid)
+    }
+
+    /// Waits at most `timeout` for the parent to end (Python's
+    /// `parent_process().join(timeout)`): whether it has ended.
+    #[must_use]
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            // Open the pidfd first, then check that the parent is still
+            // ours: if it is, the descriptor names it (its pid cannot have
+            // been reused while it lived).
+            // SAFETY: pidfd_open takes a pid and flags; it returns a new
+            // descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+            let fd = libc::c_int::try_from(fd)
+                .ok()
+                .filter(|&fd| fd >= 0)
+                .map(|fd| {
+                    // SAFETY: a fresh descriptor we own.
+                    unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+                });
+            if !self.is_alive() {
+                return true;
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return false;
+            }
+            match fd {
+                Some(fd) => {
+                    let mut pfd = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    let ms =
+                        libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+                    // SAFETY: one valid pollfd; EINTR returns early (we loop).
+                    unsafe { libc::poll(&mut pfd, 1, ms) };
+                }
+                // No pidfd: look again after a nap.
+                None => std::thread::sleep(left.min(Duration::from_millis(10))),
+            }
+        }
+    }
+}
+
 /// Starts a child process running the closure `f` (start method `Fork`;
 /// see the module docs).
 ///
@@ -282,6 +380,9 @@ impl Builder {
     /// Whether the child is killed (`SIGKILL`) when its parent dies
     /// (Python's `daemon=True`; Linux `PR_SET_PDEATHSIG`). Under the
     /// forkserver the parent is the server, which dies with this process.
+    /// Linux sends that signal when the parent *thread* that forked the
+    /// child ends: a daemon forked from a thread other than the main one
+    /// (with [`allow_threads`](Self::allow_threads)) dies with that thread.
     #[must_use]
     pub fn daemon(mut self, yes: bool) -> Builder {
         self.daemon = yes;
@@ -360,13 +461,18 @@ impl Builder {
     ///
     /// # Errors
     /// [`SpawnError::Threads`] (`Fork` in a process running other
-    /// threads), [`SpawnError::Encode`] if `args` cannot be encoded,
+    /// threads), [`SpawnError::Bootstrapping`] (`Spawn`/`ForkServer` from
+    /// a fresh run whose `main` skipped [`init`]),
+    /// [`SpawnError::Encode`] if `args` cannot be encoded,
     /// [`SpawnError::Os`] if starting the child fails.
     pub fn spawn_fn<A: Message, R: Message>(
         mut self,
         f: fn(A) -> R,
         args: A,
     ) -> Result<Child<R>, SpawnError> {
+        if self.method() != StartMethod::Fork && bootstrapping() {
+            return Err(SpawnError::Bootstrapping);
+        }
         let mut bytes = Vec::new();
         args.encode(&mut bytes)
             .map_err(|e| SpawnError::Encode(e.to_string()))?;
@@ -422,6 +528,7 @@ impl Builder {
         let _ = active_children();
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
+        let parent_name = current().name;
         // SAFETY: fork has no memory-safety preconditions; the child below
         // only runs `body` and `_exit`s (see the module docs on threads).
         let pid = unsafe { libc::fork() };
@@ -439,6 +546,12 @@ impl Builder {
                 children.clear();
             }
             set_current(task.name());
+            if let Ok(mut slot) = parent_slot().try_lock() {
+                *slot = Some(ParentProcess {
+                    name: parent_name,
+                    pid: parent as u32,
+                });
+            }
             if daemon {
                 // SAFETY: plain prctl; SIGKILL is a valid signal.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
@@ -461,6 +574,15 @@ impl Builder {
             .started(pid);
         Ok(Child::new(Handle::Local(pid), self.name, task))
     }
+}
+
+/// Whether this process is a `Spawn` child or the forkserver whose `main`
+/// did not call [`init`] first (the variable `init` removes is still
+/// there): starting a fresh run from it would run that `main` again, and
+/// again (Python's "bootstrapping phase" error; `TestNoForkBomb`).
+fn bootstrapping() -> bool {
+    std::env::var_os(exec::TASK_FD_VAR).is_some()
+        || std::env::var_os(server::SERVER_FD_VAR).is_some()
 }
 
 /// Child side of `Fork`: writes what `f` did into the task and gives the
@@ -985,6 +1107,10 @@ pub enum SpawnError {
     },
     /// The arguments cannot be encoded.
     Encode(String),
+    /// A `Spawn` or `ForkServer` start from a fresh run whose `main` did
+    /// not call [`init`] first: it would start the same `main` again, and
+    /// so on (a fork bomb).
+    Bootstrapping,
     /// A system call failed.
     Os {
         /// The call.
@@ -1006,6 +1132,9 @@ impl fmt::Display for SpawnError {
                 "only the Fork start method can run a closure ({method:?} starts from main): use spawn_fn with a function and its arguments"
             ),
             SpawnError::Encode(why) => write!(f, "cannot encode the child's arguments: {why}"),
+            SpawnError::Bootstrapping => f.write_str(
+                "this process is a fresh run of the executable whose main did not call shmkit::process::init() first; starting another would run main again (and again): call init() first thing in main",
+            ),
             SpawnError::Os { call, source } => {
                 write!(f, "{call} failed while starting a child: {source}")
             }

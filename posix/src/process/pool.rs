@@ -1900,6 +1900,59 @@ impl Pool {
         })
     }
 
+    /// [`imap_unordered`](Self::imap_unordered) with chunks of
+    /// `chunksize` (Python's `imap_unordered(f, items, chunksize)`).
+    ///
+    /// # Errors
+    /// [`PoolError::ZeroChunksize`], [`PoolError::Closed`],
+    /// [`PoolError::Terminated`].
+    pub fn imap_unordered_chunked<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<ImapUnordered<R>, PoolError> {
+        let items: Vec<A> = items.into_iter().collect();
+        let h = self.submit(
+            Runner::one::<A, R>(),
+            f as usize,
+            &items,
+            Some(chunksize),
+            true,
+            |a, out| a.encode(out),
+        )?;
+        Ok(ImapUnordered {
+            handle: h,
+            given: 0,
+        })
+    }
+
+    /// `f(a, b)` for every pair in chunks of `chunksize` (default: Python's,
+    /// [`default_chunksize`]); returns at once (Python's `starmap_async`;
+    /// its `starmap(f, items, chunksize)` is
+    /// `starmap_async(f, items, Some(chunksize))?.get()`).
+    ///
+    /// # Errors
+    /// [`PoolError::ZeroChunksize`], [`PoolError::Closed`],
+    /// [`PoolError::Terminated`].
+    pub fn starmap_async<A: Message, B: Message, R: Message>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        chunksize: Option<usize>,
+    ) -> Result<MapResult<R>, PoolError> {
+        let items: Vec<(A, B)> = items.into_iter().collect();
+        let h = self.submit(
+            Runner::two::<A, B, R>(),
+            f as usize,
+            &items,
+            chunksize,
+            false,
+            encode_pair,
+        )?;
+        Ok(MapResult { handle: h })
+    }
+
     /// Takes no new tasks; what was submitted still runs (Python's
     /// `close`).
     pub fn close(&self) {

@@ -12,7 +12,8 @@
 //! without racing a pid reuse), and, once it has reaped the child, with its
 //! exit code (Python's convention); then it closes the reply socket.
 //!
-//! The server dies with the process that started it (`PR_SET_PDEATHSIG`),
+//! The server dies with the process that started it (it watches a pidfd
+//! of its parent process; `PR_SET_PDEATHSIG` where pidfds are missing),
 //! and exits when its control socket closes. It reaps its children itself
 //! (it is their parent), so none is left a zombie.
 
@@ -181,9 +182,19 @@ pub(super) fn inherited_control() -> Option<OwnedFd> {
 
 /// The server's loop. Never returns.
 pub(super) fn serve(control: OwnedFd, run: fn(Task) -> !) -> ! {
-    // Die with the process that started us.
-    // SAFETY: plain prctl.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    // Die with the process that started us. Not through
+    // `PR_SET_PDEATHSIG` alone: that signal follows the *thread* that
+    // forked us, and a server started from a short-lived thread (a test
+    // thread, a thread pool's) would die when that thread ends, under the
+    // feet of the process that still uses it. A pidfd of the parent
+    // process becomes readable once its whole thread group has exited.
+    let parent = parent_pidfd();
+    if parent.is_none() {
+        // No pidfd (Linux < 5.3): the signal is the best there is.
+        // SAFETY: plain prctl.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    }
+    let watch = parent.as_ref().map(AsRawFd::as_raw_fd);
     let _ = send_bytes(&control, b"R");
     /// A child and where its exit code goes.
     struct Live {
@@ -195,6 +206,7 @@ pub(super) fn serve(control: OwnedFd, run: fn(Task) -> !) -> ! {
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
             .chain(live.iter().map(|l| l.pidfd.as_raw_fd()))
+            .chain(watch)
             .map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -205,6 +217,10 @@ pub(super) fn serve(control: OwnedFd, run: fn(Task) -> !) -> ! {
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if n < 0 {
             continue; // EINTR
+        }
+        if watch.is_some() && fds.last().is_some_and(|p| p.revents != 0) {
+            // SAFETY: the process that started us is gone: end the server.
+            unsafe { libc::_exit(0) };
         }
         // Children that exited: reap, report, forget.
         let mut i = 0;
@@ -269,6 +285,28 @@ pub(super) fn serve(control: OwnedFd, run: fn(Task) -> !) -> ! {
         let _ = send_fds_with(&reply, &pid.to_le_bytes(), &[pidfd.as_raw_fd()]);
         live.push(Live { pid, pidfd, reply });
     }
+}
+
+/// A pidfd of this process's parent process, or `None` without pidfds.
+/// Ends this process if the parent is already gone.
+fn parent_pidfd() -> Option<OwnedFd> {
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new
+    // descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, ppid, 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0).map(|fd| {
+        // SAFETY: a fresh descriptor we own.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    // Re-parented since (to init or a subreaper): the parent died before
+    // the pidfd was opened, which may then name another process.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != ppid {
+        // SAFETY: ends the server: its caller is gone.
+        unsafe { libc::_exit(0) };
+    }
+    fd
 }
 
 fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
