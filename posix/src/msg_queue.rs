@@ -311,6 +311,45 @@ impl fmt::Display for MessageRecvError {
 
 impl std::error::Error for MessageRecvError {}
 
+/// The stage a message of unknown length is encoded into before it takes
+/// a slot (see [`MessageSender`]'s sends): [`STAGED`] bytes on the stack.
+struct Staged {
+    bytes: [u8; STAGED],
+    len: usize,
+}
+
+/// The longest encoding [`Staged`] holds: a small record's, with room to
+/// spare.
+const STAGED: usize = 128;
+
+impl Staged {
+    #[inline]
+    fn new() -> Staged {
+        Staged {
+            bytes: [0; STAGED],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl ByteSink for Staged {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
+        let room = self
+            .bytes
+            .get_mut(self.len..self.len + bytes.len())
+            .ok_or(SinkFull)?;
+        room.copy_from_slice(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+}
+
 /// A [`SlotWriter`] as the sink of [`Message::encode_to`].
 struct SlotSink<'w, 's>(&'w mut SlotWriter<'s>);
 
@@ -405,9 +444,7 @@ impl<M: Message + 'static> MessageSender<M> {
     }
 
     /// `TooLong` now if `msg`'s length is known without encoding it and
-    /// exceeds `max_len`. (Otherwise a message found too long while it is
-    /// encoded into its slot gives the slot up, marked for consumers to
-    /// skip: until one passes it, it takes a slot's room.)
+    /// exceeds `max_len`.
     #[inline]
     fn check(&self, msg: &M) -> Result<(), MessageSendError> {
         match msg.encoded_len() {
@@ -418,6 +455,13 @@ impl<M: Message + 'static> MessageSender<M> {
         }
     }
 
+    /// Sends `msg`. A message whose length is not known up front (a serde
+    /// value) is encoded first into [`Staged`] on the stack, and only an
+    /// encoding that succeeded takes a slot: one that fails, or is too
+    /// long, costs the queue nothing (Python's bpo-33078: with `maxsize=1`,
+    /// a put after a failed one does not wait). Only a message longer
+    /// than the stage is encoded straight into its slot, and gives the slot
+    /// up (marked for consumers to skip) if its encoding fails half-way.
     #[inline]
     fn send_raw(
         &mut self,
@@ -426,8 +470,44 @@ impl<M: Message + 'static> MessageSender<M> {
         deadline: Option<Deadline>,
     ) -> Result<(), MessageSendError> {
         self.check(msg)?;
+        if msg.encoded_len().is_none() {
+            let mut staged = Staged::new();
+            match msg.encode_to(&mut staged) {
+                Ok(()) if staged.len > self.max_len => {
+                    return Err(MessageSendError::TooLong {
+                        max_len: self.max_len,
+                    });
+                }
+                Ok(()) => {
+                    let bytes = staged.bytes();
+                    return self.send_with(
+                        |w: &mut SlotWriter<'_>| w.write(bytes).map_err(|_| EncodeToError::Full),
+                        try_,
+                        deadline,
+                    );
+                }
+                Err(EncodeToError::Encode(e)) => return Err(MessageSendError::Encode(e)),
+                // Longer than the stage: straight into the slot.
+                Err(EncodeToError::Full) => {}
+            }
+        }
+        self.send_with(
+            |w: &mut SlotWriter<'_>| msg.encode_to(&mut SlotSink(w)),
+            try_,
+            deadline,
+        )
+    }
+
+    /// Claims a slot (now, or waiting until `deadline`) and fills it with
+    /// `encode`.
+    #[inline]
+    fn send_with(
+        &mut self,
+        encode: impl FnOnce(&mut SlotWriter<'_>) -> Result<(), EncodeToError>,
+        try_: bool,
+        deadline: Option<Deadline>,
+    ) -> Result<(), MessageSendError> {
         let max_len = self.max_len;
-        let encode = |w: &mut SlotWriter<'_>| msg.encode_to(&mut SlotSink(w));
         match &mut self.inner {
             SenderInner::Plain(o) => {
                 let p = o.get_mut();

@@ -342,10 +342,7 @@ impl Message for Picky {
 }
 
 /// bpo-30414: a message that fails to encode is reported to the sender
-/// and leaves the queue working. It differs from bpo-33078 in one way: the
-/// failed message gave up a claimed slot, which takes room until a
-/// consumer passes it (see `shmkit_core::queue::msg`), so the queue has
-/// room for one message more than Python's test needs.
+/// and leaves the queue working.
 #[test]
 fn test_queue__queue_feeder_donot_stop_onexc() {
     let q = MessageQueue::<Picky>::anonymous((2, 8)).unwrap();
@@ -364,10 +361,9 @@ fn test_queue__queue_feeder_donot_stop_onexc() {
 }
 
 /// bpo-33078 exactly: with `maxsize=1`, a put after a put that failed to
-/// encode must not block. shmkit's waits until a consumer passes the
-/// given-up slot: a known gap.
+/// encode must not block: a message of unknown length is encoded before
+/// it takes a slot.
 #[test]
-#[ignore = "known gap: a message that failed to encode takes a slot until a consumer passes it"]
 fn test_queue__queue_feeder_donot_stop_onexc_maxsize_1() {
     let q = MessageQueue::<Picky>::anonymous((1, 8)).unwrap();
     let (mut tx, mut rx) = (q.sender().unwrap(), q.receiver().unwrap());
