@@ -649,11 +649,23 @@ impl<T: Message> Child<T> {
             return;
         }
         match &self.handle {
-            // SAFETY: our own child, not yet reaped, so the pid is still
-            // ours.
-            Handle::Local(pid) => unsafe {
-                libc::kill(*pid, sig);
-            },
+            Handle::Local(pid) => {
+                // Under the registry's lock, which every reap of our
+                // children takes: a child reaped on our behalf (by
+                // `active_children`, another start, another thread) may
+                // have given its pid to an unrelated process already;
+                // one the registry does not know is not our child (a
+                // `fork` copy of a parent's handle).
+                let children = registry()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if children.unreaped(*pid) {
+                    // SAFETY: our own child, not reaped (checked under the
+                    // lock that every reap holds), so the pid is still
+                    // ours.
+                    unsafe { libc::kill(*pid, sig) };
+                }
+            }
             Handle::Remote(r) => r.signal(sig),
         }
     }
@@ -849,6 +861,12 @@ impl Children {
 
     fn knows(&self, pid: libc::pid_t) -> bool {
         self.entries.contains_key(&pid)
+    }
+
+    /// Whether `pid` is a child of ours not reaped yet (its pid cannot
+    /// have been reused while this registry is locked).
+    fn unreaped(&self, pid: libc::pid_t) -> bool {
+        self.entries.get(&pid).is_some_and(|e| e.exit.is_none())
     }
 
     /// Reaps every child that has exited, keeping the codes still wanted.

@@ -1,0 +1,136 @@
+//! kill -9 with forced pid reuse, on every primitive that records an
+//! owner, a holder or a role.
+//!
+//! Each test runs as pid 1 of a fresh pid namespace
+//! ([`shmkit_testkit::pidns`]): a process holding something is SIGKILLed
+//! (at a chosen point, and in the loop tests at random points), its pid is
+//! given at once to a new process that stays alive, and the survivor's
+//! view is checked: the death is reported (not mistaken for the new live
+//! process), nothing committed is lost or duplicated, and every wait has a
+//! way out. Loop tests make a few dozen kills by default and many more
+//! with `SHMKIT_LONG_TESTS=1`; each prints its figures.
+//!
+//! They need root; without it they print `SKIPPED: <why>` (and fail under
+//! `CI=true`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use shmkit_core::owner;
+use shmkit_posix::process;
+use shmkit_testkit::pidns::{self, in_fresh_pid_namespace, say};
+use shmkit_testkit::{fork, Child, Exit};
+
+/// How long a survivor may take for a verdict the design gives within one
+/// liveness slice (50 ms): generous, for a busy machine.
+const VERDICT: Duration = Duration::from_secs(3);
+
+/// Code of a scenario that found this process without a liveness token.
+const NO_TOKENS: i32 = 80;
+
+/// Runs `scenario` in a fresh pid namespace (see the module docs), after
+/// checking that this process uses liveness tokens.
+fn torture(test: &str, scenario: impl FnOnce() -> Result<(), String>) {
+    in_fresh_pid_namespace(test, || {
+        if !owner::uses_tokens() {
+            say(&format!(
+                "{test}: this process holds no liveness token (is /dev/shm writable?)"
+            ));
+            return NO_TOKENS;
+        }
+        match scenario() {
+            Ok(()) => 0,
+            Err(e) => {
+                say(&format!("{test}: {e}"));
+                1
+            }
+        }
+    });
+}
+
+/// Kill trials of the loop tests.
+fn trials(default: usize, long: usize) -> usize {
+    if common::long() {
+        long
+    } else {
+        default
+    }
+}
+
+/// Waits until `child` (a zombie or running) has ended, without reaping
+/// it: until `/proc` shows it as a zombie.
+fn until_zombie(pid: u32) -> Result<(), String> {
+    let t0 = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
+        if state.as_deref() == Some("Z") {
+            return Ok(());
+        }
+        if t0.elapsed() > VERDICT {
+            return Err(format!("{pid} never became a zombie (state {state:?})"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+// ------------------------------------------------------------- process
+
+/// A `process` child that died and was reaped on the way by
+/// `active_children()` (as Python's does), its pid then reused: its
+/// `Child` must not signal the new process (`terminate`, `kill`), and must
+/// report the real exit (`-9`).
+#[test]
+fn a_reaped_child_never_signals_the_process_that_reused_its_pid() {
+    torture(
+        "a_reaped_child_never_signals_the_process_that_reused_its_pid",
+        || {
+            let mut child = process::spawn(|| -> u8 {
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+            .map_err(|e| e.to_string())?;
+            let pid = child.pid();
+            child.kill();
+            until_zombie(pid)?;
+            // Reaps it into the registry: `child` has not asked yet.
+            check(!process::active_children().contains(&pid), || {
+                "active_children still lists the dead child".into()
+            })?;
+            let reuser = pidns::reuse_pid(pid)?;
+            child.terminate();
+            child.kill();
+            check(!child.is_alive(), || "the dead child is alive".into())?;
+            check(child.exitcode() == Some(-libc::SIGKILL), || {
+                format!("exitcode {:?}, want -9", child.exitcode())
+            })?;
+            match child.join() {
+                Err(process::JoinError::Killed {
+                    signal: libc::SIGKILL,
+                }) => {}
+                other => return Err(format!("join: {other:?}, want Killed by 9")),
+            }
+            // Whatever signal reached the reusing process first is its
+            // death: SIGUSR1, ours, unless `terminate`/`kill` hit it.
+            let pid = reuser.pid();
+            // SAFETY: signalling our own unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+            let exit = reuser.wait();
+            check(exit == Exit::Signal(libc::SIGUSR1), || {
+                format!("the process that reused pid {pid} ended by {exit:?}: the dead child's handle signalled it")
+            })
+        },
+    );
+}
