@@ -122,15 +122,63 @@ fn a_reaped_child_never_signals_the_process_that_reused_its_pid() {
                 }) => {}
                 other => return Err(format!("join: {other:?}, want Killed by 9")),
             }
-            // Whatever signal reached the reusing process first is its
-            // death: SIGUSR1, ours, unless `terminate`/`kill` hit it.
-            let pid = reuser.pid();
-            // SAFETY: signalling our own unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
-            let exit = reuser.wait();
-            check(exit == Exit::Signal(libc::SIGUSR1), || {
-                format!("the process that reused pid {pid} ended by {exit:?}: the dead child's handle signalled it")
-            })
+            never_signalled(reuser, "the dead child's handle")
         },
     );
+}
+
+/// Ends `reuser` with SIGUSR1 and checks that this was its death: no
+/// signal reached it before (whichever fatal signal comes first decides
+/// how a process ends).
+fn never_signalled(reuser: Child, what: &str) -> Result<(), String> {
+    let pid = reuser.pid();
+    // SAFETY: signalling our own unreaped child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+    let exit = reuser.wait();
+    check(exit == Exit::Signal(libc::SIGUSR1), || {
+        format!("the process that reused pid {pid} ended by {exit:?}: {what} signalled it")
+    })
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// A pool worker killed and reaped on the way by `active_children()`
+/// before the pool noticed, its pid reused at once: the pool's
+/// `terminate` never signals the new process, and a pool that goes on
+/// replaces the worker and still computes everything.
+#[test]
+fn a_dead_pool_workers_reused_pid_is_never_signalled() {
+    torture("a_dead_pool_workers_reused_pid_is_never_signalled", || {
+        for go_on in [false, true] {
+            let pool = process::Pool::builder()
+                .processes(2)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let pid = pool.pids()[0];
+            // SAFETY: plain kill of the pool's worker.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            until_zombie(pid)?;
+            let _ = process::active_children();
+            let reuser = pidns::reuse_pid(pid)?;
+            if go_on {
+                let r = pool.map(square, 0..100u64).map_err(|e| e.to_string())?;
+                for (i, r) in r.iter().enumerate() {
+                    match r {
+                        Ok(v) if *v == (i * i) as u64 => {}
+                        Err(process::TaskError::WorkerDied { pid: p, signal: 9 }) if *p == pid => {}
+                        other => return Err(format!("task {i}: {other:?}")),
+                    }
+                }
+                check(!pool.pids().contains(&pid), || {
+                    format!("the dead worker {pid} is still listed")
+                })?;
+            }
+            pool.terminate();
+            drop(pool);
+            never_signalled(reuser, "the pool")?;
+        }
+        Ok(())
+    });
 }
