@@ -17,8 +17,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use shmkit_core::owner;
+use common::Pipe;
+use shmkit_core::owner::{self, test_hooks};
+use shmkit_core::sync::{self as csync, LockError, TryLockError};
 use shmkit_posix::process;
+use shmkit_posix::sync as psync;
 use shmkit_testkit::pidns::{self, in_fresh_pid_namespace, say};
 use shmkit_testkit::{fork, Child, Exit};
 
@@ -181,4 +184,130 @@ fn a_dead_pool_workers_reused_pid_is_never_signalled() {
         }
         Ok(())
     });
+}
+
+// --------------------------------------------------------------- locks
+
+/// Forks a child that runs `hold` (takes something and returns true),
+/// says so through `ready`, and sleeps until killed; waits for it.
+fn holder(what: &str, hold: impl FnOnce() -> bool) -> Result<Child, String> {
+    let ready = Pipe::new();
+    let child = fork(|| {
+        if !hold() {
+            return 2;
+        }
+        ready.release(1);
+        loop {
+            // SAFETY: pause has no preconditions; we wait for SIGKILL.
+            unsafe { libc::pause() };
+        }
+    });
+    check(ready.take_within(VERDICT), || {
+        format!("{what}: the holder never got ready")
+    })?;
+    Ok(child)
+}
+
+/// Forks a process that gets `pid` (free: its holder reaped) and runs
+/// `body` there; its exit code.
+fn in_reused_pid(pid: u32, body: impl FnOnce() -> i32) -> Result<Exit, String> {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+        .map_err(|e| format!("ns_last_pid: {e}"))?;
+    let child = fork(|| {
+        if std::process::id() != pid {
+            return 10;
+        }
+        body()
+    });
+    child
+        .wait_timeout(VERDICT)
+        .ok_or_else(|| format!("the process in reused pid {pid} hung"))
+}
+
+/// A lock holder killed, its pid reused by a process that also draws the
+/// dead holder's liveness token again (tokens are random: a released one
+/// may be drawn again; forced here): the lock word names the new process's
+/// own token and its main thread has the dead holder's thread id, yet it
+/// never held the lock. It must get `OwnerDied` — not `WouldDeadlock`
+/// (mutex), not a silent re-entry of a lock it never took (reentrant
+/// mutex). Only the random nonce in the owner record's tag tells the two
+/// apart, and it clashes 1 time in 1024: a trial where it did is counted,
+/// not checked, and at most one such clash is accepted. Failed every trial
+/// before the nonce (the tag was the thread id alone).
+#[test]
+fn a_dead_holders_token_drawn_again_in_its_reused_pid_is_owner_died() {
+    torture(
+        "a_dead_holders_token_drawn_again_in_its_reused_pid_is_owner_died",
+        || {
+            let token = owner::FIRST_TOKEN + 0x5eed;
+            let (trials, mut clashes) = (4, 0);
+            for trial in 0..trials {
+                let m =
+                    psync::Mutex::anonymous(csync::Mutex::new(0u64)).map_err(|e| e.to_string())?;
+                let r = psync::ReentrantMutex::anonymous(csync::ReentrantMutex::new(0u64))
+                    .map_err(|e| e.to_string())?;
+                let tag = shmkit_posix::Value::<u32>::anonymous(0).map_err(|e| e.to_string())?;
+                let h = holder("mutex and rlock", || {
+                    test_hooks::force_token_draws(token);
+                    let (Ok(a), Ok(b)) = (m.lock(), r.lock()) else {
+                        return false;
+                    };
+                    std::mem::forget((a, b));
+                    tag.set(test_hooks::thread_tag());
+                    true
+                })?;
+                let pid = h.pid();
+                h.kill9();
+                h.wait();
+                let exit = in_reused_pid(pid, || {
+                    test_hooks::force_token_draws(token);
+                    if owner::thread_owner_id() != token {
+                        say("the reusing process did not draw the dead holder's token");
+                        return 24;
+                    }
+                    if test_hooks::thread_tag() == tag.get() {
+                        return 25; // a nonce clash: nothing can tell them apart
+                    }
+                    let mutex = match m.try_lock() {
+                        Err(TryLockError::Lock(LockError::OwnerDied)) => 0,
+                        Err(e) => {
+                            say(&format!("mutex: {e:?}, want OwnerDied"));
+                            20
+                        }
+                        Ok(_) => {
+                            say("mutex: locked clean, want OwnerDied");
+                            21
+                        }
+                    };
+                    let rlock = match r.try_lock() {
+                        Err(TryLockError::Lock(LockError::OwnerDied)) => 0,
+                        Err(e) => {
+                            say(&format!("rlock: {e:?}, want OwnerDied"));
+                            22
+                        }
+                        Ok(g) => {
+                            say(&format!(
+                                "rlock: entered at depth {} without OwnerDied",
+                                r.depth()
+                            ));
+                            drop(g);
+                            23
+                        }
+                    };
+                    mutex.max(rlock)
+                })?;
+                match exit {
+                    Exit::Code(0) => {}
+                    Exit::Code(25) => clashes += 1,
+                    other => return Err(format!("trial {trial}: the reusing process: {other:?}")),
+                }
+            }
+            check(clashes <= 1, || {
+                format!(
+                    "in {clashes} of {trials} trials the reusing process's owner record \
+                     (token, tag) equalled the dead holder's: nothing tells them apart"
+                )
+            })
+        },
+    );
 }
