@@ -18,10 +18,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Pipe;
+use common::Rng;
 use shmkit_core::owner::{self, test_hooks};
-use shmkit_core::sync::{self as csync, LockError, TryLockError};
+use shmkit_core::sync::{self as csync, LockError, LockTimeoutError, TryLockError};
 use shmkit_posix::process;
 use shmkit_posix::sync as psync;
+use shmkit_posix::Value;
 use shmkit_testkit::pidns::{self, in_fresh_pid_namespace, say};
 use shmkit_testkit::{fork, Child, Exit};
 
@@ -310,4 +312,218 @@ fn a_dead_holders_token_drawn_again_in_its_reused_pid_is_owner_died() {
             })
         },
     );
+}
+
+// ----------------------------------------------------- random kill loops
+
+/// What a loop test counted.
+#[derive(Default)]
+struct Tally {
+    kills: usize,
+    /// Kills that found the victim holding something (reported dead).
+    inside: usize,
+}
+
+/// The loop tests' skeleton: `trials` times, forks `victim` (which bumps
+/// `progress` after every step and never returns while all is well),
+/// SIGKILLs it after a random number of steps (below `max_steps`, plus a
+/// random few microseconds), gives its pid to a new process that lives on,
+/// and runs `survivor` (given the trial number) while that process lives;
+/// `survivor` says whether the victim died holding something. Prints the
+/// tally.
+fn kill_loop(
+    what: &str,
+    trials: usize,
+    max_steps: u64,
+    victim: impl Fn(&Value<u64>) -> i32,
+    mut survivor: impl FnMut(usize) -> Result<bool, String>,
+) -> Result<(), String> {
+    let mut rng = Rng::new();
+    let mut tally = Tally::default();
+    let progress = Value::<u64>::anonymous(0).map_err(|e| e.to_string())?;
+    for trial in 0..trials {
+        progress.set(0);
+        let v = fork(|| victim(&progress));
+        let target = rng.below(max_steps);
+        let t0 = Instant::now();
+        while progress.get() < target {
+            if t0.elapsed() > VERDICT || !pidns::runs(&v) {
+                let pid = v.pid();
+                let exit = v.wait_timeout(Duration::from_millis(100));
+                return Err(format!(
+                    "{what}, trial {trial}: victim {pid} stalled at step {} of {target} ({exit:?})",
+                    progress.get()
+                ));
+            }
+            std::hint::spin_loop();
+        }
+        // A random phase within a step.
+        let end = Instant::now() + rng.micros(50);
+        while Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        let (exit, reuser) = pidns::kill_and_reuse(v)?;
+        check(exit == Exit::Signal(libc::SIGKILL), || {
+            format!("{what}, trial {trial}: the victim ended by {exit:?}")
+        })?;
+        let inside = survivor(trial).map_err(|e| format!("{what}, trial {trial}: {e}"))?;
+        tally.kills += 1;
+        tally.inside += usize::from(inside);
+        // The reusing process lived through the check.
+        check(pidns::runs(&reuser), || {
+            format!("{what}, trial {trial}: the process reusing the pid died")
+        })?;
+        drop(reuser);
+    }
+    say(&format!(
+        "{what}: {} kills, each pid reused at once; {} found the victim inside (reported dead)",
+        tally.kills, tally.inside
+    ));
+    Ok(())
+}
+
+/// The survivor's side of a lock the victim took, bumped its data to odd,
+/// to even, and released: a clean lock must hold even data (else the
+/// holder died inside and nobody was told); `OwnerDied` is repaired (data
+/// rounded up to even, marked consistent). Any other answer within
+/// [`VERDICT`] — a time-out above all, which is the new process taken for
+/// the dead holder — fails. Gives whether the holder died inside.
+macro_rules! settle {
+    ($locked:expr, $recover:expr) => {{
+        match $locked {
+            Ok(g) => {
+                let v = g.get();
+                check(v % 2 == 0, || {
+                    format!("a clean lock over odd data {v}: the holder died inside and nobody was told")
+                })?;
+                false
+            }
+            Err(LockTimeoutError::Lock(LockError::OwnerDied)) => {
+                let mut g = $recover.map_err(|e| format!("recover: {e:?}"))?;
+                check(g.owner_died(), || "recover without owner_died".into())?;
+                g.set((g.get() + 1) & !1);
+                g.mark_consistent();
+                true
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{e:?} within {VERDICT:?}: the new process with the holder's pid taken for it?"
+                ))
+            }
+        }
+    }};
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn lost(e: impl std::fmt::Debug) -> i32 {
+    say(&format!("victim: {e:?}"));
+    3
+}
+
+/// Mutex, reentrant mutex held at depth 2 and 3, rwlock writer, and the
+/// condition's mutex (with a notify inside): their holder SIGKILLed at
+/// random points, its pid reused at once. The next locker gets the lock
+/// within a liveness slice, clean over consistent data or `OwnerDied`.
+#[test]
+fn locks_killed_at_random_points_with_pid_reuse() {
+    torture("locks_killed_at_random_points_with_pid_reuse", || {
+        let n = trials(12, 300);
+        let m = psync::Mutex::anonymous(csync::Mutex::new(0u64)).map_err(err)?;
+        kill_loop(
+            "mutex",
+            n,
+            3000,
+            |p| loop {
+                match m.lock() {
+                    Ok(g) => {
+                        g.set(g.get() + 1);
+                        g.set(g.get() + 1);
+                    }
+                    Err(e) => return lost(e),
+                }
+                p.set(p.get() + 1);
+            },
+            |_| Ok(settle!(m.lock_timeout(VERDICT), m.recover())),
+        )?;
+        let r = psync::ReentrantMutex::anonymous(csync::ReentrantMutex::new(0u64)).map_err(err)?;
+        kill_loop(
+            "reentrant mutex",
+            n,
+            3000,
+            |p| loop {
+                let depth = 2 + p.get() % 2;
+                let mut guards = Vec::new();
+                for _ in 0..depth {
+                    match r.lock() {
+                        Ok(g) => guards.push(g),
+                        Err(e) => return lost(e),
+                    }
+                }
+                guards[0].set(guards[0].get() + 1);
+                guards.pop();
+                guards[0].set(guards[0].get() + 1);
+                drop(guards);
+                p.set(p.get() + 1);
+            },
+            |_| {
+                let died = settle!(r.lock_timeout(VERDICT), r.recover());
+                // Taken over at depth 1: one unlock frees it (a count
+                // the dead holder left would keep it held).
+                let d = r.depth();
+                check(d == 0, || format!("depth {d} after the survivor unlocked"))?;
+                Ok(died)
+            },
+        )?;
+        let w = psync::RwLock::anonymous(csync::RwLock::new(0u64)).map_err(err)?;
+        kill_loop(
+            "rwlock writer",
+            n,
+            3000,
+            |p| loop {
+                match w.write() {
+                    Ok(g) => {
+                        g.set(g.get() + 1);
+                        g.set(g.get() + 1);
+                    }
+                    Err(e) => return lost(e),
+                }
+                p.set(p.get() + 1);
+            },
+            |trial| {
+                if trial % 2 == 0 {
+                    // A reader first: it must not hang either.
+                    match w.read_timeout(VERDICT) {
+                        Ok(g) => {
+                            let v = g.get();
+                            check(v % 2 == 0, || format!("a reader saw odd data {v}"))?;
+                        }
+                        Err(LockTimeoutError::Lock(LockError::OwnerDied)) => {}
+                        Err(e) => return Err(format!("reader: {e:?}")),
+                    }
+                }
+                Ok(settle!(w.write_timeout(VERDICT), w.recover()))
+            },
+        )?;
+        let c = psync::Condition::anonymous(csync::Condition::new(0u64)).map_err(err)?;
+        kill_loop(
+            "condition",
+            n,
+            3000,
+            |p| loop {
+                match c.lock() {
+                    Ok(g) => {
+                        g.set(g.get() + 1);
+                        c.notify_all();
+                        g.set(g.get() + 1);
+                    }
+                    Err(e) => return lost(e),
+                }
+                p.set(p.get() + 1);
+            },
+            |_| Ok(settle!(c.lock_timeout(VERDICT), c.recover())),
+        )
+    });
 }
