@@ -527,3 +527,249 @@ fn locks_killed_at_random_points_with_pid_reuse() {
         )
     });
 }
+
+// ------------------------------------------------ waits with a dead peer
+
+/// Forks a process that runs `body` and reports its exit code.
+fn party(body: impl FnOnce() -> i32) -> Child {
+    fork(body)
+}
+
+/// Waits for `c`'s exit code, at most [`VERDICT`] plus `extra`.
+fn code_of(c: Child, what: &str, extra: Duration) -> Result<i32, String> {
+    match c.wait_timeout(VERDICT + extra) {
+        Some(Exit::Code(code)) => Ok(code),
+        Some(other) => Err(format!("{what}: ended by {other:?}")),
+        None => Err(format!("{what}: still waiting after {:?}", VERDICT + extra)),
+    }
+}
+
+/// A condition's lock holder dies while a waiter, already notified, waits
+/// to re-lock; its pid is reused at once: the waiter gets `OwnerDied`
+/// within a liveness slice. Then a waiter dies asleep, its pid reused: a
+/// later `notify_one` still wakes the live waiter (the dead one holds no
+/// place in the queue).
+#[test]
+fn condition_holder_and_waiter_killed_with_pid_reuse() {
+    torture("condition_holder_and_waiter_killed_with_pid_reuse", || {
+        let c = psync::Condition::anonymous(csync::Condition::new(0u64)).map_err(err)?;
+        // 1. The holder dies while the waiter waits for the lock.
+        let waiter = party(|| {
+            let Ok(g) = c.lock() else { return 2 };
+            g.set(1); // "I am waiting", under the lock
+            match c.wait_timeout(g, 2 * VERDICT) {
+                Err(LockError::OwnerDied) => 0,
+                Ok((_, timed_out)) => 10 + i32::from(timed_out),
+                Err(_) => 12,
+            }
+        });
+        let h = holder("condition holder", || loop {
+            match c.lock() {
+                Ok(g) if g.get() == 1 => {
+                    c.notify_all();
+                    std::mem::forget(g);
+                    return true;
+                }
+                Ok(g) => drop(g),
+                Err(_) => return false,
+            }
+            std::thread::yield_now();
+        })?;
+        let (_, reuser) = pidns::kill_and_reuse(h)?;
+        let code = code_of(waiter, "the notified waiter", Duration::ZERO)?;
+        check(code == 0, || {
+            format!("the notified waiter, re-locking after the holder died: code {code}, want OwnerDied (0)")
+        })?;
+        drop(reuser);
+        let mut g = c.recover().map_err(|e| format!("recover: {e:?}"))?;
+        g.set(0);
+        g.mark_consistent();
+        drop(g);
+        // 2. A waiter dies asleep; another waits; one notify wakes it.
+        let sleeping = |flag: u64| {
+            let c = &c;
+            move || {
+                let Ok(g) = c.lock() else { return 2 };
+                g.set(g.get() | flag);
+                match c.wait_timeout_while(g, 2 * VERDICT, |v| *v & 4 == 0) {
+                    Ok((_, false)) => 0,
+                    Ok((_, true)) => 11,
+                    Err(_) => 12,
+                }
+            }
+        };
+        let until = |bits: u64| -> Result<(), String> {
+            let t0 = Instant::now();
+            while c.lock().map_err(|e| format!("{e:?}"))?.get() & bits != bits {
+                check(t0.elapsed() < VERDICT, || "a waiter never waited".into())?;
+                std::thread::yield_now();
+            }
+            Ok(())
+        };
+        let doomed = party(sleeping(1));
+        until(1)?;
+        let (_, reuser) = pidns::kill_and_reuse(doomed)?;
+        let live = party(sleeping(2));
+        until(2)?;
+        {
+            let g = c.lock().map_err(|e| format!("{e:?}"))?;
+            g.set(g.get() | 4);
+            c.notify_one();
+        }
+        let code = code_of(live, "the live waiter", Duration::ZERO)?;
+        check(code == 0, || {
+            format!("the live waiter after one notify_one (a dead waiter before it): code {code}, want woken (0)")
+        })?;
+        drop(reuser);
+        Ok(())
+    });
+}
+
+/// A semaphore's acquirer killed holding its permit, its pid reused: the
+/// permit is lost, as with POSIX `sem_t` and Python (documented): a timed
+/// acquire returns `TimedOut` (its way out), and a survivor's `release`
+/// gives it back. An acquirer killed asleep, its pid reused: a `release`
+/// still wakes the live sleeper.
+#[test]
+fn semaphore_acquirer_killed_with_pid_reuse_loses_only_its_permit() {
+    torture(
+        "semaphore_acquirer_killed_with_pid_reuse_loses_only_its_permit",
+        || {
+            let s = psync::Semaphore::anonymous(csync::Semaphore::bounded(1)).map_err(err)?;
+            let h = holder("semaphore holder", || {
+                s.acquire().forget();
+                true
+            })?;
+            let (_, reuser) = pidns::kill_and_reuse(h)?;
+            check(s.available() == 0, || {
+                format!("{} permits after the holder died", s.available())
+            })?;
+            check(
+                matches!(
+                    s.acquire_timeout(Duration::from_millis(100)),
+                    Err(csync::AcquireError::TimedOut)
+                ),
+                || "a timed acquire of the lost permit did not time out".into(),
+            )?;
+            s.release().map_err(|e| e.to_string())?;
+            drop(reuser);
+            // An acquirer asleep (no permit) killed, its pid reused; a
+            // live sleeper then gets the one released permit.
+            let held = s.acquire();
+            let asleep = |s: &psync::Semaphore| {
+                let t0 = Instant::now();
+                let before = s.sleepers();
+                move |s: &psync::Semaphore| -> Result<(), String> {
+                    while s.sleepers() <= before {
+                        check(t0.elapsed() < VERDICT, || "an acquirer never slept".into())?;
+                        std::thread::yield_now();
+                    }
+                    Ok(())
+                }
+            };
+            let wait = asleep(&s);
+            let doomed = party(|| {
+                s.acquire().forget();
+                0
+            });
+            wait(&s)?;
+            let (_, reuser) = pidns::kill_and_reuse(doomed)?;
+            let wait = asleep(&s);
+            let live = party(|| match s.acquire_timeout(2 * VERDICT) {
+                Ok(p) => {
+                    p.forget();
+                    0
+                }
+                Err(_) => 11,
+            });
+            wait(&s)?;
+            drop(held);
+            let code = code_of(live, "the live acquirer", Duration::ZERO)?;
+            check(code == 0, || {
+                format!(
+                    "the live acquirer after one release (a dead sleeper before it): code {code}"
+                )
+            })?;
+            drop(reuser);
+            Ok(())
+        },
+    );
+}
+
+/// A reader SIGKILLed holding a read lock, its pid reused: readers go on,
+/// and a writer's wait has its way out — `try_write` says `WouldBlock`
+/// and `write_timeout` times out (the count cannot name its holders: the
+/// documented limit, `rwlock` module docs).
+#[test]
+fn rwlock_reader_killed_with_pid_reuse_leaves_writers_a_way_out() {
+    torture(
+        "rwlock_reader_killed_with_pid_reuse_leaves_writers_a_way_out",
+        || {
+            let w = psync::RwLock::anonymous(csync::RwLock::new(7u64)).map_err(err)?;
+            let h = holder("reader", || w.read().map(std::mem::forget).is_ok())?;
+            let (_, reuser) = pidns::kill_and_reuse(h)?;
+            check(w.read().map(|g| g.get()) == Ok(7), || {
+                "a reader after the dead reader".into()
+            })?;
+            check(
+                matches!(w.try_write(), Err(TryLockError::WouldBlock)),
+                || "try_write did not say WouldBlock".into(),
+            )?;
+            check(
+                matches!(
+                    w.write_timeout(Duration::from_millis(100)),
+                    Err(LockTimeoutError::TimedOut)
+                ),
+                || "write_timeout did not time out".into(),
+            )?;
+            // The timed-out writer left nothing behind: readers still enter.
+            check(w.try_read().is_ok(), || {
+                "readers blocked after a timed-out writer".into()
+            })?;
+            drop(reuser);
+            Ok(())
+        },
+    );
+}
+
+/// Barrier parties: one that had arrived in the round is killed and its
+/// pid reused: that round completes (it had arrived), and the next one
+/// breaks for the waiters within a slice (not when their timeout ends).
+#[test]
+fn barrier_arrived_party_killed_with_pid_reuse_breaks_the_next_round() {
+    torture(
+        "barrier_arrived_party_killed_with_pid_reuse_breaks_the_next_round",
+        || {
+            let b = psync::Barrier::anonymous(2).map_err(err)?;
+            let arrived = Pipe::new();
+            let p = party(|| match b.wait_timeout(VERDICT) {
+                Ok(_) => {
+                    arrived.release(1);
+                    loop {
+                        // SAFETY: pause has no preconditions.
+                        unsafe { libc::pause() };
+                    }
+                }
+                Err(_) => 2,
+            });
+            check(b.wait_timeout(VERDICT).is_ok(), || "round 1 failed".into())?;
+            check(arrived.take_within(VERDICT), || {
+                "the party never passed".into()
+            })?;
+            let (_, reuser) = pidns::kill_and_reuse(p)?;
+            let t0 = Instant::now();
+            let r = b.wait_timeout(4 * VERDICT);
+            check(
+                r == Err(csync::BarrierError::Broken) && t0.elapsed() < VERDICT,
+                || {
+                    format!(
+                        "round 2: {r:?} after {:?}, want Broken within a slice",
+                        t0.elapsed()
+                    )
+                },
+            )?;
+            drop(reuser);
+            Ok(())
+        },
+    );
+}
