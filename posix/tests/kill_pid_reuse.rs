@@ -18,14 +18,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Pipe;
-use common::Rng;
+use common::{ObjectSegment, Rng};
 use shmkit_core::owner::{self, test_hooks};
+use shmkit_core::queue::stamped::StampedSpsc;
+use shmkit_core::queue::RecvTimeoutError;
 use shmkit_core::sync::{self as csync, LockError, LockTimeoutError, TryLockError};
 use shmkit_posix::process;
+use shmkit_posix::queue::{Queue, QueueParams};
+use shmkit_posix::ring::Ring;
 use shmkit_posix::sync as psync;
 use shmkit_posix::Value;
 use shmkit_testkit::pidns::{self, in_fresh_pid_namespace, say};
 use shmkit_testkit::{fork, Child, Exit};
+use std::cell::RefCell;
 
 /// How long a survivor may take for a verdict the design gives within one
 /// liveness slice (50 ms): generous, for a busy machine.
@@ -326,9 +331,10 @@ struct Tally {
 
 /// The loop tests' skeleton: `trials` times, forks `victim` (which bumps
 /// `progress` after every step and never returns while all is well),
-/// SIGKILLs it after a random number of steps (below `max_steps`, plus a
+/// SIGKILLs it after a random number of steps (1 to `max_steps`, plus a
 /// random few microseconds), gives its pid to a new process that lives on,
-/// and runs `survivor` (given the trial number) while that process lives;
+/// and runs `survivor` (given the trial number and the victim's last
+/// progress count) while that process lives;
 /// `survivor` says whether the victim died holding something. Prints the
 /// tally.
 fn kill_loop(
@@ -336,7 +342,7 @@ fn kill_loop(
     trials: usize,
     max_steps: u64,
     victim: impl Fn(&Value<u64>) -> i32,
-    mut survivor: impl FnMut(usize) -> Result<bool, String>,
+    mut survivor: impl FnMut(usize, u64) -> Result<bool, String>,
 ) -> Result<(), String> {
     let mut rng = Rng::new();
     let mut tally = Tally::default();
@@ -344,7 +350,9 @@ fn kill_loop(
     for trial in 0..trials {
         progress.set(0);
         let v = fork(|| victim(&progress));
-        let target = rng.below(max_steps);
+        // At least one step: a victim killed before it attached to a
+        // queue never held its role (the peer rightly waits for one).
+        let target = 1 + rng.below(max_steps);
         let t0 = Instant::now();
         while progress.get() < target {
             if t0.elapsed() > VERDICT || !pidns::runs(&v) {
@@ -366,7 +374,8 @@ fn kill_loop(
         check(exit == Exit::Signal(libc::SIGKILL), || {
             format!("{what}, trial {trial}: the victim ended by {exit:?}")
         })?;
-        let inside = survivor(trial).map_err(|e| format!("{what}, trial {trial}: {e}"))?;
+        let inside =
+            survivor(trial, progress.get()).map_err(|e| format!("{what}, trial {trial}: {e}"))?;
         tally.kills += 1;
         tally.inside += usize::from(inside);
         // The reusing process lived through the check.
@@ -376,7 +385,7 @@ fn kill_loop(
         drop(reuser);
     }
     say(&format!(
-        "{what}: {} kills, each pid reused at once; {} found the victim inside (reported dead)",
+        "{what}: {} kills, each pid reused at once; {} caught the victim mid-operation",
         tally.kills, tally.inside
     ));
     Ok(())
@@ -414,6 +423,14 @@ macro_rules! settle {
     }};
 }
 
+/// A victim's end when it has done everything: wait for the kill.
+fn idle() -> i32 {
+    loop {
+        // SAFETY: pause has no preconditions; we wait for SIGKILL.
+        unsafe { libc::pause() };
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -446,7 +463,7 @@ fn locks_killed_at_random_points_with_pid_reuse() {
                 }
                 p.set(p.get() + 1);
             },
-            |_| Ok(settle!(m.lock_timeout(VERDICT), m.recover())),
+            |_, _| Ok(settle!(m.lock_timeout(VERDICT), m.recover())),
         )?;
         let r = psync::ReentrantMutex::anonymous(csync::ReentrantMutex::new(0u64)).map_err(err)?;
         kill_loop(
@@ -468,7 +485,7 @@ fn locks_killed_at_random_points_with_pid_reuse() {
                 drop(guards);
                 p.set(p.get() + 1);
             },
-            |_| {
+            |_, _| {
                 let died = settle!(r.lock_timeout(VERDICT), r.recover());
                 // Taken over at depth 1: one unlock frees it (a count
                 // the dead holder left would keep it held).
@@ -492,7 +509,7 @@ fn locks_killed_at_random_points_with_pid_reuse() {
                 }
                 p.set(p.get() + 1);
             },
-            |trial| {
+            |trial, _| {
                 if trial % 2 == 0 {
                     // A reader first: it must not hang either.
                     match w.read_timeout(VERDICT) {
@@ -523,7 +540,7 @@ fn locks_killed_at_random_points_with_pid_reuse() {
                 }
                 p.set(p.get() + 1);
             },
-            |_| Ok(settle!(c.lock_timeout(VERDICT), c.recover())),
+            |_, _| Ok(settle!(c.lock_timeout(VERDICT), c.recover())),
         )
     });
 }
@@ -772,4 +789,185 @@ fn barrier_arrived_party_killed_with_pid_reuse_breaks_the_next_round() {
             Ok(())
         },
     );
+}
+
+// ------------------------------------------------------------ queues
+
+/// Messages a consumer victim finds queued at its start.
+const QUEUED: u64 = 1000;
+
+/// Producer and consumer of a `Pod` queue kind (ring, stamped ring, MPMC)
+/// SIGKILLed at random points, each pid reused at once by a process that
+/// lives on; a fresh queue per trial, in `$slot` (a `RefCell`), made by
+/// `$make(capacity)`.
+///
+/// - Producer killed (capacity 2: often asleep on a full queue; or 1024:
+///   mid-stream): the consumer gets a gap-free prefix, the victim's
+///   recorded count or one more (pushed, not yet recorded), then
+///   `Disconnected` within a slice — the new process is not taken for the
+///   producer.
+/// - Consumer killed (with [`QUEUED`] messages queued and the producer
+///   gone): a new consumer attaches (the role is not `Taken` by the new
+///   process) and gets every message the victim did not record, except at
+///   most the one it popped and had not recorded; nothing twice.
+macro_rules! pod_queue_kills {
+    ($what:expr, $n:expr, $slot:ident, $make:expr) => {{
+        let make = $make;
+        for (capacity, steps) in [(2usize, 2u64), (1024, 1000)] {
+            *$slot.borrow_mut() = make(capacity)?;
+            kill_loop(
+                &format!("{} producer, capacity {capacity}", $what),
+                $n,
+                steps,
+                |p| {
+                    let q = $slot.borrow();
+                    let Ok(mut tx) = q.view().producer() else {
+                        return 2;
+                    };
+                    for seq in 0.. {
+                        if tx.push(seq).is_err() {
+                            return 3;
+                        }
+                        p.set(seq + 1);
+                    }
+                    4
+                },
+                |_, recorded| {
+                    let inside = {
+                        let q = $slot.borrow();
+                        let mut rx = q.view().consumer().map_err(|e| format!("consumer: {e}"))?;
+                        let mut got = 0u64;
+                        loop {
+                            match rx.pop_timeout(VERDICT) {
+                                Ok(v) => {
+                                    check(v == got, || format!("got {v}, want {got}"))?;
+                                    got += 1;
+                                }
+                                Err(RecvTimeoutError::Disconnected) => break,
+                                Err(e) => {
+                                    return Err(format!(
+                                        "after {got} messages: {e:?}, want Disconnected (the new process taken for the producer?)"
+                                    ))
+                                }
+                            }
+                        }
+                        check(got == recorded || got == recorded + 1, || {
+                            format!("received {got}, the producer recorded {recorded}")
+                        })?;
+                        got != recorded
+                    };
+                    *$slot.borrow_mut() = make(capacity)?;
+                    Ok(inside)
+                },
+            )?;
+        }
+        let popped = shmkit_posix::Array::<u64>::anonymous(QUEUED as usize).map_err(err)?;
+        let refill = || -> Result<(), String> {
+            *$slot.borrow_mut() = make(1024)?;
+            let q = $slot.borrow();
+            let mut tx = q.view().producer().map_err(|e| format!("producer: {e}"))?;
+            for seq in 0..QUEUED {
+                tx.push(seq).map_err(|e| format!("fill: {e:?}"))?;
+            }
+            Ok(()) // the producer leaves: consumers drain, then Disconnected
+        };
+        refill()?;
+        kill_loop(
+            &format!("{} consumer", $what),
+            $n,
+            QUEUED - 10,
+            |p| {
+                let q = $slot.borrow();
+                let Ok(mut rx) = q.view().consumer() else {
+                    return 2;
+                };
+                for i in 0..QUEUED as usize {
+                    match rx.pop_timeout(VERDICT) {
+                        Ok(v) => {
+                            let _ = popped.set(i, v);
+                            p.set(i as u64 + 1);
+                        }
+                        Err(_) => return 3,
+                    }
+                    // Slower than the producer was, so that the kill
+                    // lands mid-stream.
+                    for _ in 0..500 {
+                        std::hint::spin_loop();
+                    }
+                }
+                idle()
+            },
+            |_, recorded| {
+                let inside = {
+                    let q = $slot.borrow();
+                    for i in 0..recorded {
+                        let v = popped.get(i as usize);
+                        check(v == Some(i), || format!("the victim recorded {v:?} at {i}"))?;
+                    }
+                    let mut rx = q.view().consumer().map_err(|e| {
+                        format!("a new consumer: {e} (the new process taken for the dead one?)")
+                    })?;
+                    let first = match rx.pop_timeout(VERDICT) {
+                        Ok(v) => v,
+                        Err(RecvTimeoutError::Disconnected) => QUEUED,
+                        Err(e) => return Err(format!("the new consumer: {e:?}")),
+                    };
+                    check(first == recorded || first == recorded + 1, || {
+                        format!("the new consumer's first is {first}, the victim recorded {recorded}")
+                    })?;
+                    let mut want = first + 1;
+                    while want < QUEUED {
+                        match rx.pop_timeout(VERDICT) {
+                            Ok(v) if v == want => want += 1,
+                            other => return Err(format!("want {want}, got {other:?}")),
+                        }
+                    }
+                    match rx.pop_timeout(VERDICT) {
+                        Err(RecvTimeoutError::Disconnected) => {}
+                        other => return Err(format!("after the last: {other:?}, want Disconnected")),
+                    }
+                    first != recorded
+                };
+                refill()?;
+                Ok(inside)
+            },
+        )
+    }};
+}
+
+/// See [`pod_queue_kills`]: the index ring.
+#[test]
+fn ring_roles_killed_at_random_points_with_pid_reuse() {
+    torture("ring_roles_killed_at_random_points_with_pid_reuse", || {
+        let slot = RefCell::new(Ring::<u64>::anonymous(2).map_err(err)?);
+        pod_queue_kills!("ring", trials(8, 200), slot, |cap| Ring::<u64>::anonymous(
+            cap
+        )
+        .map_err(err))
+    });
+}
+
+/// See [`pod_queue_kills`]: the stamped ring.
+#[test]
+fn stamped_roles_killed_at_random_points_with_pid_reuse() {
+    torture(
+        "stamped_roles_killed_at_random_points_with_pid_reuse",
+        || {
+            let slot = RefCell::new(ObjectSegment::<StampedSpsc<u64>>::anonymous(2));
+            pod_queue_kills!("stamped ring", trials(8, 200), slot, |cap| Ok::<_, String>(
+                ObjectSegment::<StampedSpsc<u64>>::anonymous(cap)
+            ))
+        },
+    );
+}
+
+/// See [`pod_queue_kills`]: the MPMC queue (2 producer, 2 consumer slots).
+#[test]
+fn mpmc_roles_killed_at_random_points_with_pid_reuse() {
+    torture("mpmc_roles_killed_at_random_points_with_pid_reuse", || {
+        let make =
+            |cap| Queue::<u64>::anonymous(QueueParams::new(cap).with_registry(2, 2)).map_err(err);
+        let slot = RefCell::new(make(2)?);
+        pod_queue_kills!("mpmc", trials(8, 200), slot, make)
+    });
 }
