@@ -1181,3 +1181,139 @@ fn msg_producer_killed_mid_encode_with_pid_reuse() {
         Ok(())
     });
 }
+
+/// The byte pipe's two ends SIGKILLed at random points, each pid reused
+/// at once by a process that lives on:
+/// - the sender (with room, or asleep on a full pipe): the receiver gets
+///   whole messages in order, the sender's recorded count or one more,
+///   then `Eof` within a slice;
+/// - the receiver: the sender's next send fails with `Disconnected`
+///   within a slice (not a time-out: the new process is not taken for
+///   the receiver), and the receiver's recorded messages are a gap-free
+///   prefix of what was sent.
+#[test]
+fn pipe_ends_killed_at_random_points_with_pid_reuse() {
+    use shmkit_core::queue::pipe::{PipeRecvError, PipeSendError};
+    use shmkit_posix::pipe::OneWayPipe;
+
+    torture("pipe_ends_killed_at_random_points_with_pid_reuse", || {
+        let n = trials(8, 200);
+        let message = |seq: u64| {
+            let mut m = seq.to_le_bytes().to_vec();
+            m.resize(msg_len(seq), seq as u8);
+            m
+        };
+        let mut buf = [0u8; MSG_MAX];
+        for (capacity, steps) in [(64usize, 1u64), (8192, 150)] {
+            let slot = RefCell::new(OneWayPipe::anonymous(capacity).map_err(err)?);
+            kill_loop(
+                &format!("pipe sender, capacity {capacity}"),
+                n,
+                steps,
+                |p| {
+                    let pipe = slot.borrow();
+                    let Ok(mut tx) = pipe.view().sender() else {
+                        return 2;
+                    };
+                    for seq in 0.. {
+                        if tx.send_bytes(&message(seq)).is_err() {
+                            return 3;
+                        }
+                        p.set(seq + 1);
+                    }
+                    4
+                },
+                |_, rec| {
+                    let got = {
+                        let pipe = slot.borrow();
+                        let mut rx = pipe.view().receiver().map_err(err)?;
+                        let mut got = 0;
+                        loop {
+                            match rx.recv_bytes_into_timeout(&mut buf, VERDICT) {
+                                Ok(len) if msg_seq(&buf[..len]) == Some(got) => got += 1,
+                                Err(PipeRecvError::Eof) => break got,
+                                other => {
+                                    return Err(format!(
+                                        "after {got}: {other:?} (the new process taken for the sender?)"
+                                    ))
+                                }
+                            }
+                        }
+                    };
+                    check(got == rec || got == rec + 1, || {
+                        format!("received {got}, the sender recorded {rec}")
+                    })?;
+                    *slot.borrow_mut() = OneWayPipe::anonymous(capacity).map_err(err)?;
+                    Ok(got != rec)
+                },
+            )?;
+        }
+        // The receiver killed; the parent sends (an owned sender, kept
+        // with its pipe for the whole trial).
+        let queued = 150u64;
+        let fresh = || -> Result<(OneWayPipe, shmkit_posix::pipe::PipeSender), String> {
+            let pipe = OneWayPipe::anonymous(8192).map_err(err)?;
+            let tx = pipe.sender().map_err(err)?;
+            for seq in 0..queued {
+                tx.send_bytes(&message(seq)).map_err(|e| format!("{e:?}"))?;
+            }
+            Ok((pipe, tx))
+        };
+        let slot = RefCell::new(fresh()?);
+        let seen = shmkit_posix::Array::<u64>::anonymous(queued as usize).map_err(err)?;
+        kill_loop(
+            "pipe receiver",
+            n,
+            queued - 10,
+            |p| {
+                let pipe = &slot.borrow().0;
+                let Ok(mut rx) = pipe.view().receiver() else {
+                    return 2;
+                };
+                let mut buf = [0u8; MSG_MAX];
+                for i in 0..queued {
+                    match rx.recv_bytes_into_timeout(&mut buf, VERDICT) {
+                        Ok(len) => {
+                            let _ = seen.set(i as usize, msg_seq(&buf[..len]).unwrap_or(u64::MAX));
+                            p.set(i + 1);
+                        }
+                        Err(_) => return 3,
+                    }
+                    for _ in 0..500 {
+                        std::hint::spin_loop();
+                    }
+                }
+                idle()
+            },
+            |_, rec| {
+                for i in 0..rec {
+                    let v = seen.get(i as usize);
+                    check(v == Some(i), || {
+                        format!("the receiver recorded {v:?} at {i}")
+                    })?;
+                }
+                {
+                    // A death is seen within `LIVENESS_POLL_EVERY` (4096)
+                    // sends or one full-pipe wait (`pipe` module docs):
+                    // sends go on until `Disconnected`, never a time-out.
+                    let tx = &slot.borrow().1;
+                    let mut sent = 0;
+                    loop {
+                        match tx.send_bytes_timeout(&message(queued + sent), VERDICT) {
+                            Ok(()) if sent < 5000 => sent += 1,
+                            Err(PipeSendError::Disconnected) => break,
+                            other => {
+                                return Err(format!(
+                                    "send {sent} after the receiver died: {other:?}, want Disconnected (the new process taken for the receiver?)"
+                                ))
+                            }
+                        }
+                    }
+                }
+                *slot.borrow_mut() = fresh()?;
+                Ok(false)
+            },
+        )?;
+        Ok(())
+    });
+}
