@@ -59,6 +59,23 @@ fn torture(test: &str, scenario: impl FnOnce() -> Result<(), String>) {
     });
 }
 
+/// A random generator for `what`, its seed said past the capture (a
+/// forked scenario's captured output is lost): `SHMKIT_SEED` replays it.
+fn rng(what: &str) -> Rng {
+    let seed = std::env::var("SHMKIT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    say(&format!(
+        "{what}: rng seed {seed} (SHMKIT_SEED={seed} replays it)"
+    ));
+    Rng::from_seed(seed)
+}
+
 /// Kill trials of the loop tests.
 fn trials(default: usize, long: usize) -> usize {
     if common::long() {
@@ -344,7 +361,7 @@ fn kill_loop(
     victim: impl Fn(&Value<u64>) -> i32,
     mut survivor: impl FnMut(usize, u64) -> Result<bool, String>,
 ) -> Result<(), String> {
-    let mut rng = Rng::new();
+    let mut rng = rng(what);
     let mut tally = Tally::default();
     let progress = Value::<u64>::anonymous(0).map_err(|e| e.to_string())?;
     for trial in 0..trials {
@@ -1019,7 +1036,7 @@ fn msg_producer_killed_mid_encode_with_pid_reuse() {
     use shmkit_posix::Shared;
 
     torture("msg_producer_killed_mid_encode_with_pid_reuse", || {
-        let mut rng = Rng::new();
+        let mut rng = rng("msg/joinable producer");
         let (mut kills, mut mid) = (0, 0);
         let recorded = Value::<u64>::anonymous(0).map_err(err)?;
         for trial in 0..trials(16, 400) {
@@ -1314,6 +1331,79 @@ fn pipe_ends_killed_at_random_points_with_pid_reuse() {
                 Ok(false)
             },
         )?;
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------- segments
+
+/// A named segment's creator SIGKILLed inside its init function, its pid
+/// reused at once: an opener already waiting and a later one both get
+/// `CreatorDied` (from the creator's dead lock, not after their generous
+/// timeout: the new process with the creator's pid is not taken for it),
+/// and `open_or_create` then makes the segment afresh.
+#[test]
+fn segment_creator_killed_mid_init_with_pid_reuse() {
+    use shmkit_core::header::{Fingerprint, Kind};
+    use shmkit_posix::segment::{ObjectSpec, Options, Segment};
+    use shmkit_posix::{Array, OpenError};
+
+    torture("segment_creator_killed_mid_init_with_pid_reuse", || {
+        let spec = ObjectSpec {
+            kind: Kind::ARRAY,
+            fingerprint: Fingerprint::of::<u64>([8, 0]),
+            type_name: std::any::type_name::<u64>(),
+            payload_len: 64,
+        };
+        for trial in 0..3 {
+            // Unique beyond this namespace, where every scenario is pid 1.
+            let name = format!(
+                "/{}pidns-init-{}-{trial}",
+                shmkit_testkit::PREFIX,
+                owner::process_owner_id()
+            );
+            let started = Pipe::new();
+            let creator = fork(|| {
+                let mut init = |_: std::ptr::NonNull<u8>, _: usize| {
+                    started.release(1);
+                    idle();
+                };
+                let _ = Segment::create(&name, &spec, &Options::new(), &mut init);
+                3
+            });
+            check(started.take_within(VERDICT), || {
+                format!("trial {trial}: the creator never reached its init")
+            })?;
+            let patient = Options::new().init_timeout(Duration::from_secs(60));
+            let waiting = party(|| match Array::<u64>::open_with(&name, &patient) {
+                Err(OpenError::CreatorDied { .. }) => 0,
+                Err(_) => 2,
+                Ok(_) => 3,
+            });
+            let (_, reuser) = pidns::kill_and_reuse(creator)?;
+            let code = code_of(waiting, "the waiting opener", Duration::ZERO)?;
+            check(code == 0, || {
+                format!("trial {trial}: the waiting opener: code {code}, want CreatorDied")
+            })?;
+            let t0 = Instant::now();
+            match Array::<u64>::open_with(&name, &patient) {
+                Err(OpenError::CreatorDied { .. }) if t0.elapsed() < VERDICT => {}
+                other => {
+                    return Err(format!(
+                        "trial {trial}: a later opener: {:?} after {:?}, want CreatorDied at once",
+                        other.map(drop),
+                        t0.elapsed()
+                    ))
+                }
+            }
+            let fresh = Array::<u64>::open_or_create(&name, [1; 8])
+                .map_err(|e| format!("trial {trial}: open_or_create: {e}"))?;
+            check(fresh.to_vec() == vec![1; 8], || {
+                format!("trial {trial}: the new segment holds {:?}", fresh.to_vec())
+            })?;
+            let _ = Segment::unlink(&name);
+            drop(reuser);
+        }
         Ok(())
     });
 }
