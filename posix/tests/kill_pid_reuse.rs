@@ -1407,3 +1407,85 @@ fn segment_creator_killed_mid_init_with_pid_reuse() {
         Ok(())
     });
 }
+
+// --------------------------------------------------------------- map
+
+/// The shared map's writer SIGKILLed at random points of a stream of
+/// inserts and removes (often inside a stripe lock, mid-insert), its pid
+/// reused at once: the next writer (`check`, which locks every stripe)
+/// repairs within a slice (not a time-out: the new process is not taken
+/// for the stripe's holder), and the map holds exactly the state before
+/// or after the writer's last operation, every value whole.
+#[test]
+fn map_writer_killed_at_random_points_with_pid_reuse() {
+    use shmkit_posix::map::SharedMap;
+    use std::collections::BTreeMap;
+
+    const KEYS: u64 = 24;
+    /// Operation `i`: remove its key every fifth time, else insert `[i; 4]`.
+    fn model(n: u64) -> BTreeMap<u64, u64> {
+        let mut m = BTreeMap::new();
+        for i in 0..n {
+            if i % 5 == 4 {
+                m.remove(&(i % KEYS));
+            } else {
+                m.insert(i % KEYS, i);
+            }
+        }
+        m
+    }
+    torture("map_writer_killed_at_random_points_with_pid_reuse", || {
+        let map = SharedMap::<u64, [u64; 4]>::anonymous(32).map_err(err)?;
+        // Operations committed before this trial's victim started.
+        let done = std::cell::Cell::new(0u64);
+        kill_loop(
+            "map writer",
+            trials(12, 300),
+            2000,
+            |p| {
+                let base = done.get();
+                for i in base.. {
+                    let r = if i % 5 == 4 {
+                        map.remove(&(i % KEYS)).map(drop)
+                    } else {
+                        map.insert(i % KEYS, [i; 4]).map(drop)
+                    };
+                    if r.is_err() {
+                        return 3;
+                    }
+                    p.set(i - base + 1);
+                }
+                4
+            },
+            |_, rec| {
+                let repairs = map.repairs();
+                map.with_timeout(VERDICT).check().map_err(|e| {
+                    format!("check: {e} (the new process taken for a stripe's holder?)")
+                })?;
+                let items: BTreeMap<u64, u64> = map
+                    .items()
+                    .map_err(err)?
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let whole = v.iter().all(|&x| x == v[0]);
+                        (k, if whole { v[0] } else { u64::MAX })
+                    })
+                    .collect();
+                let ops = done.get() + rec;
+                let n = if items == model(ops) {
+                    ops
+                } else if items == model(ops + 1) {
+                    ops + 1
+                } else {
+                    return Err(format!(
+                        "after {ops} ops the map holds {items:?}, want {:?} or {:?}",
+                        model(ops),
+                        model(ops + 1)
+                    ));
+                };
+                done.set(n);
+                Ok(map.repairs() != repairs)
+            },
+        )
+    });
+}
