@@ -1489,3 +1489,209 @@ fn map_writer_killed_at_random_points_with_pid_reuse() {
         )
     });
 }
+
+// ------------------------------------------- killed right after the CAS
+
+/// Forks a process that arms the `test-hooks` kill (it SIGKILLs itself
+/// right after its next compare-and-swap that records it as an owner: a
+/// lock word, a role slot — before it writes anything else) and runs `op`;
+/// checks that it died there, and gives its pid to a new process that
+/// lives on. Returns that process.
+fn dies_at_its_cas(what: &str, op: impl FnOnce()) -> Result<Child, String> {
+    let c = fork(|| {
+        test_hooks::kill_after_next_owner_cas();
+        op();
+        5
+    });
+    let pid = c.pid();
+    let exit = c
+        .wait_timeout(VERDICT)
+        .ok_or_else(|| format!("{what}: the victim hung"))?;
+    check(exit == Exit::Signal(libc::SIGKILL), || {
+        format!("{what}: the victim ended by {exit:?}, not at an owner CAS")
+    })?;
+    pidns::reuse_pid(pid)
+}
+
+/// Every owner-recording CAS not covered by `sync_pid_reuse.rs` (mutex,
+/// ring producer): the taker killed right after it, its pid reused at once.
+/// Locks (reentrant mutex, rwlock writer, condition, a map stripe): the
+/// next taker gets `OwnerDied` (the map repairs) within a slice. Roles
+/// (MPMC producer and consumer, stamped ring producer, pipe sender and
+/// receiver, byte-message producer, joinable consumer): the peer sees the
+/// role gone (`Disconnected`/`Eof`), or a new holder attaches — never
+/// `Taken` by, or waiting for, the new process.
+#[test]
+fn every_owner_cas_killed_with_pid_reuse() {
+    use shmkit_core::queue::joinable::JoinableQueue;
+    use shmkit_core::queue::msg::{MsgParams, MsgQueue, MsgRecvError};
+    use shmkit_core::queue::pipe::PipeRecvError;
+    use shmkit_posix::map::SharedMap;
+    use shmkit_posix::pipe::OneWayPipe;
+    use shmkit_posix::Shared;
+
+    torture("every_owner_cas_killed_with_pid_reuse", || {
+        let died = |what: &str, r: Result<(), LockTimeoutError>| {
+            check(
+                r == Err(LockTimeoutError::Lock(LockError::OwnerDied)),
+                || format!("{what}: {r:?}, want OwnerDied"),
+            )
+        };
+        // Locks.
+        let r = psync::ReentrantMutex::anonymous(csync::ReentrantMutex::new(0u64)).map_err(err)?;
+        let reuser = dies_at_its_cas("rlock", || drop(r.lock()))?;
+        died("rlock", r.lock_timeout(VERDICT).map(drop))?;
+        r.recover().map_err(|e| format!("{e:?}"))?.mark_consistent();
+        check(r.depth() == 0, || format!("rlock depth {}", r.depth()))?;
+        drop(reuser);
+        let w = psync::RwLock::anonymous(csync::RwLock::new(0u64)).map_err(err)?;
+        let reuser = dies_at_its_cas("rwlock writer", || drop(w.write()))?;
+        died("rwlock reader", w.read_timeout(VERDICT).map(drop))?;
+        died("rwlock writer", w.write_timeout(VERDICT).map(drop))?;
+        drop(reuser);
+        let c = psync::Condition::anonymous(csync::Condition::new(0u64)).map_err(err)?;
+        let reuser = dies_at_its_cas("condition", || drop(c.lock()))?;
+        died("condition", c.lock_timeout(VERDICT).map(drop))?;
+        drop(reuser);
+        let map = SharedMap::<u64, u64>::anonymous(8).map_err(err)?;
+        map.insert(1, 1).map_err(err)?;
+        let reuser = dies_at_its_cas("map stripe", || {
+            let _ = map.insert(2, 2);
+        })?;
+        let repairs = map.repairs();
+        let len = map
+            .with_timeout(VERDICT)
+            .check()
+            .map_err(|e| format!("map check: {e}"))?
+            .len;
+        check(len == 1 && map.repairs() > repairs, || {
+            format!("map: {len} entries, {} repairs", map.repairs() - repairs)
+        })?;
+        check(map.insert(3, 3).is_ok(), || {
+            "map: an insert after the repair".into()
+        })?;
+        drop(reuser);
+
+        // Roles.
+        let q = Queue::<u64>::anonymous(QueueParams::new(4).with_registry(1, 1)).map_err(err)?;
+        let reuser = dies_at_its_cas("mpmc producer", || drop(q.view().producer()))?;
+        {
+            let mut rx = q.view().consumer().map_err(err)?;
+            let r = rx.pop_timeout(VERDICT);
+            check(r == Err(RecvTimeoutError::Disconnected), || {
+                format!("mpmc: {r:?}, want Disconnected")
+            })?;
+        }
+        drop(reuser);
+        let q = Queue::<u64>::anonymous(QueueParams::new(4).with_registry(1, 1)).map_err(err)?;
+        let reuser = dies_at_its_cas("mpmc consumer", || drop(q.view().consumer()))?;
+        check(q.view().consumer().is_ok(), || {
+            "mpmc: a consumer after the dead one's CAS (its only slot)".into()
+        })?;
+        drop(reuser);
+        let s = ObjectSegment::<StampedSpsc<u64>>::anonymous(4);
+        let reuser = dies_at_its_cas("stamped producer", || drop(s.view().producer()))?;
+        {
+            let mut rx = s.view().consumer().map_err(err)?;
+            let r = rx.pop_timeout(VERDICT);
+            check(r == Err(RecvTimeoutError::Disconnected), || {
+                format!("stamped: {r:?}, want Disconnected")
+            })?;
+        }
+        drop(reuser);
+        let p = OneWayPipe::anonymous(256).map_err(err)?;
+        let reuser = dies_at_its_cas("pipe sender", || drop(p.view().sender()))?;
+        {
+            let mut rx = p.view().receiver().map_err(err)?;
+            let r = rx.recv_bytes_into_timeout(&mut [0u8; 8], VERDICT);
+            check(r == Err(PipeRecvError::Eof), || {
+                format!("pipe: {r:?}, want Eof")
+            })?;
+        }
+        drop(reuser);
+        let p = OneWayPipe::anonymous(256).map_err(err)?;
+        let reuser = dies_at_its_cas("pipe receiver", || drop(p.view().receiver()))?;
+        check(p.view().receiver().is_ok(), || {
+            "pipe: a receiver after the dead one's CAS".into()
+        })?;
+        drop(reuser);
+        let params = MsgParams::new(2, 16).with_registry(1, 1);
+        let m = Shared::<MsgQueue>::anonymous(params).map_err(err)?;
+        let reuser = dies_at_its_cas("msg producer", || drop(m.view().producer()))?;
+        {
+            let mut rx = m.view().consumer().map_err(err)?;
+            let r = rx.recv_into_timeout(&mut [0u8; 16], VERDICT);
+            check(r == Err(MsgRecvError::Disconnected), || {
+                format!("msg: {r:?}, want Disconnected")
+            })?;
+        }
+        drop(reuser);
+        let j = Shared::<JoinableQueue>::anonymous(params).map_err(err)?;
+        let reuser = dies_at_its_cas("joinable consumer", || drop(j.view().consumer()))?;
+        check(j.view().consumer().is_ok(), || {
+            "joinable: a consumer after the dead one's CAS (its only slot)".into()
+        })?;
+        drop(reuser);
+        Ok(())
+    });
+}
+
+/// A joinable queue's consumer SIGKILLed between its receive and its
+/// `task_done`, its pid reused at once: `join_timeout` returns in time
+/// with the task still counted (documented: nobody can tell a task being
+/// worked on from one whose worker died), a new consumer attaches and
+/// gets the rest, and once the caller marks the lost task done (its
+/// decision), `join` returns.
+#[test]
+fn joinable_consumer_killed_between_get_and_task_done_with_pid_reuse() {
+    use shmkit_core::queue::joinable::{JoinTimeout, JoinableQueue};
+    use shmkit_core::queue::msg::MsgParams;
+    use shmkit_posix::Shared;
+
+    torture(
+        "joinable_consumer_killed_between_get_and_task_done_with_pid_reuse",
+        || {
+            let q = Shared::<JoinableQueue>::anonymous(MsgParams::new(4, 8).with_registry(1, 1))
+                .map_err(err)?;
+            {
+                let mut tx = q.view().producer().map_err(err)?;
+                for i in 0..3u8 {
+                    tx.send(&[i]).map_err(|e| format!("{e:?}"))?;
+                }
+                tx.forget_copy(); // stays attached: no Disconnected
+            }
+            let h = holder("joinable consumer", || {
+                let Ok(mut rx) = q.view().consumer() else {
+                    return false;
+                };
+                let ok = rx.recv_into_timeout(&mut [0u8; 8], VERDICT) == Ok(1);
+                std::mem::forget(rx);
+                ok
+            })?;
+            let (_, reuser) = pidns::kill_and_reuse(h)?;
+            let t0 = Instant::now();
+            let r = q.view().join_timeout(Duration::from_millis(100));
+            check(
+                r == Err(JoinTimeout { unfinished: 3 }) && t0.elapsed() < VERDICT,
+                || format!("join: {r:?} after {:?}", t0.elapsed()),
+            )?;
+            let mut rx = q.view().consumer().map_err(|e| {
+                format!("a new consumer: {e} (the new process taken for the dead one?)")
+            })?;
+            let mut buf = [0u8; 8];
+            for want in 1..3u8 {
+                let r = rx.recv_into_timeout(&mut buf, VERDICT);
+                check(r == Ok(1) && buf[0] == want, || {
+                    format!("the new consumer: {r:?} {:?}, want [{want}]", &buf[..1])
+                })?;
+                q.view().task_done().map_err(|e| format!("{e:?}"))?;
+            }
+            q.view().task_done().map_err(|e| format!("{e:?}"))?; // the lost one
+            q.view()
+                .join_timeout(VERDICT)
+                .map_err(|e| format!("join after every task_done: {e}"))?;
+            drop(reuser);
+            Ok(())
+        },
+    );
+}
