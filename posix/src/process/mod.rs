@@ -753,33 +753,47 @@ fn wait_local(pid: libc::pid_t, timeout: Option<Duration>) -> io::Result<Option<
     loop {
         let now = Instant::now();
         if now >= deadline {
-            return Ok(None);
+            // It may have ended during the last wait.
+            return Ok(reap(libc::WNOHANG));
         }
-        if !wait_exit_fd(pid, deadline - now) {
-            // No pidfd: poll with a growing nap.
-            std::thread::sleep(nap.min(deadline - now));
-            nap = (nap * 2).min(Duration::from_millis(10));
-        }
-        if let Some(code) = reap(libc::WNOHANG) {
-            return Ok(Some(code));
+        // The pidfd is opened under the registry's lock, which every reap
+        // of our children takes, right after a reap that found the child
+        // running: so it names our child. (Opened after another thread
+        // reaped it, it could name a process that reused the pid, and the
+        // wait would last until the timeout.)
+        let fd = {
+            let mut children = registry()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(code) = children.reap_one(pid, libc::WNOHANG) {
+                return Ok(Some(code));
+            }
+            pidfd_open(pid)
+        };
+        match fd {
+            Some(fd) => wait_exit_fd(&fd, deadline - now),
+            None => {
+                // No pidfd: poll with a growing nap.
+                std::thread::sleep(nap.min(deadline - now));
+                nap = (nap * 2).min(Duration::from_millis(10));
+            }
         }
     }
 }
 
-/// Waits until process `pid` exits or `timeout` passes, on a pidfd.
-/// Returns false if pidfds are unavailable (the caller then polls).
-fn wait_exit_fd(pid: libc::pid_t, timeout: Duration) -> bool {
+/// A pidfd of process `pid`, or `None` if pidfds are unavailable.
+fn pidfd_open(pid: libc::pid_t) -> Option<std::os::fd::OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; it returns a new
     // descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let Ok(fd) = libc::c_int::try_from(fd) else {
-        return false;
-    };
-    if fd < 0 {
-        return false;
-    }
+    let fd = libc::c_int::try_from(fd).ok().filter(|&fd| fd >= 0)?;
     // SAFETY: a fresh descriptor we own.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Waits until the process of pidfd `fd` exits or `timeout` passes
+/// (returns early on a signal: the caller loops).
+fn wait_exit_fd(fd: &std::os::fd::OwnedFd, timeout: Duration) {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -788,7 +802,6 @@ fn wait_exit_fd(pid: libc::pid_t, timeout: Duration) -> bool {
     let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
     // SAFETY: one valid pollfd; EINTR just returns early (the caller loops).
     unsafe { libc::poll(&mut pfd, 1, ms) };
-    true
 }
 
 /// `waitpid(pid, flags)` as an exit code in Python's convention; `None` if
