@@ -1695,3 +1695,76 @@ fn joinable_consumer_killed_between_get_and_task_done_with_pid_reuse() {
         },
     );
 }
+
+// ------------------------------------------------------ named pools
+
+#[test]
+#[ignore = "the entry point of spawned pool workers; runs only in them"]
+fn pool_spawned_entry() {
+    process::init();
+    panic!("pool_spawned_entry ran without a task: only spawned workers run it");
+}
+
+/// A one-worker pool whose worker is started fresh (`Spawn`): its
+/// segments have names.
+fn named_pool() -> Result<process::Pool, String> {
+    process::Pool::builder()
+        .processes(1)
+        .process(
+            process::Builder::new()
+                .start_method(process::StartMethod::Spawn)
+                .args([
+                    "pool_spawned_entry",
+                    "--exact",
+                    "--include-ignored",
+                    "--test-threads=1",
+                    "-q",
+                ]),
+        )
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A process with a named pool (`Spawn` workers) SIGKILLed — which leaves
+/// the pool's names behind, as documented — and its pid given to a new
+/// process that makes a named pool too: that pool must start and work
+/// (its names must not be the dead process's). Failed before the pool
+/// names had a random part (`PoolError::Create`: the name existed).
+#[test]
+fn a_named_pool_in_a_reused_pid_starts() {
+    let test = "a_named_pool_in_a_reused_pid_starts";
+    if let Some(why) = shmkit_testkit::exec_unavailable() {
+        shmkit_testkit::skip(test, &why);
+        return;
+    }
+    torture(test, || {
+        let victim = holder("named pool parent", || {
+            named_pool().map(std::mem::forget).is_ok()
+        })?;
+        let pid = victim.pid();
+        let (_, reuser) = pidns::kill_and_reuse(victim)?;
+        drop(reuser);
+        let exit = in_reused_pid(pid, || match named_pool() {
+            Ok(pool) => match pool.map(square, 0..8u64) {
+                Ok(r) if r.iter().enumerate().all(|(i, v)| *v == Ok((i * i) as u64)) => 0,
+                other => {
+                    say(&format!("the new pool's map: {other:?}"));
+                    21
+                }
+            },
+            Err(e) => {
+                say(&format!("a named pool in the reused pid {pid}: {e}"));
+                20
+            }
+        });
+        // The dead process's names (outside any namespace, pid `pid` is
+        // a kernel thread: only these tests make such names).
+        for name in shmkit_testkit::leftover_segments(&format!("shmkit-pool-{pid}-")) {
+            let _ = shmkit_posix::segment::Segment::unlink(&format!("/{name}"));
+        }
+        let exit = exit?;
+        check(exit == Exit::Code(0), || {
+            format!("the process in the reused pid: {exit:?}")
+        })
+    });
+}
