@@ -1728,8 +1728,10 @@ fn named_pool() -> Result<process::Pool, String> {
 /// A process with a named pool (`Spawn` workers) SIGKILLed — which leaves
 /// the pool's names behind, as documented — and its pid given to a new
 /// process that makes a named pool too: that pool must start and work
-/// (its names must not be the dead process's). Failed before the pool
-/// names had a random part (`PoolError::Create`: the name existed).
+/// (its names must not be the dead process's) while something still maps
+/// the dead pool's semaphore (so the name cannot be reclaimed). Failed
+/// before the pool names had a random part (`PoolError::Create`: the
+/// name existed).
 #[test]
 fn a_named_pool_in_a_reused_pid_starts() {
     let test = "a_named_pool_in_a_reused_pid_starts";
@@ -1744,6 +1746,17 @@ fn a_named_pool_in_a_reused_pid_starts() {
         let pid = victim.pid();
         let (_, reuser) = pidns::kill_and_reuse(victim)?;
         drop(reuser);
+        // Someone still maps the dead pool's semaphore (its worker, dying
+        // a moment later; `shmkit inspect`): the name cannot be reclaimed.
+        let left: Vec<psync::Semaphore> =
+            shmkit_testkit::leftover_segments(&format!("shmkit-pool-{pid}-"))
+                .iter()
+                .filter(|n| n.ends_with("-sem"))
+                .filter_map(|n| psync::Semaphore::open(&format!("/{n}")).ok())
+                .collect();
+        check(left.len() == 1, || {
+            format!("{} semaphores of the dead pool mapped, want 1", left.len())
+        })?;
         let exit = in_reused_pid(pid, || match named_pool() {
             Ok(pool) => match pool.map(square, 0..8u64) {
                 Ok(r) if r.iter().enumerate().all(|(i, v)| *v == Ok((i * i) as u64)) => 0,
