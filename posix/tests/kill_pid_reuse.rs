@@ -1781,3 +1781,55 @@ fn a_named_pool_in_a_reused_pid_starts() {
         })
     });
 }
+
+/// A writer SIGKILLed while it waits for a live reader to drain (it holds
+/// the writer lock then, which keeps new readers out), its pid reused at
+/// once: once the reader leaves, the next writer and the next reader get
+/// `OwnerDied` within a slice — neither waits for the dead writer.
+#[test]
+fn rwlock_writer_killed_waiting_for_readers_with_pid_reuse() {
+    torture(
+        "rwlock_writer_killed_waiting_for_readers_with_pid_reuse",
+        || {
+            let w = psync::RwLock::anonymous(csync::RwLock::new(0u64)).map_err(err)?;
+            let reader = w.read().map_err(|e| format!("{e:?}"))?;
+            let writer = party(|| match w.write() {
+                Ok(_) => 0,
+                Err(_) => 2,
+            });
+            let t0 = Instant::now();
+            while !matches!(w.snapshot().writer.state, csync::MutexState::Held { .. }) {
+                check(t0.elapsed() < VERDICT, || {
+                    "the writer never took the writer lock".into()
+                })?;
+                std::thread::yield_now();
+            }
+            check(w.try_read().is_err(), || {
+                "a reader entered past a waiting writer".into()
+            })?;
+            let (exit, reuser) = pidns::kill_and_reuse(writer)?;
+            check(exit == Exit::Signal(libc::SIGKILL), || {
+                format!("the writer ended by {exit:?} (it should still wait)")
+            })?;
+            drop(reader);
+            let died = |what: &str, r: Result<(), LockTimeoutError>| {
+                check(
+                    r == Err(LockTimeoutError::Lock(LockError::OwnerDied)),
+                    || format!("{what} after the waiting writer died: {r:?}, want OwnerDied"),
+                )
+            };
+            died("a reader", w.read_timeout(VERDICT).map(drop))?;
+            died("a writer", w.write_timeout(VERDICT).map(drop))?;
+            let mut g = w.recover().map_err(|e| format!("recover: {e:?}"))?;
+            g.mark_consistent();
+            drop(g);
+            let entered = w.try_read().map(drop).is_ok();
+            let readers = w.snapshot().readers;
+            check(entered && readers == 0, || {
+                format!("after the repair: a reader entered: {entered}, {readers} readers left")
+            })?;
+            drop(reuser);
+            Ok(())
+        },
+    );
+}
