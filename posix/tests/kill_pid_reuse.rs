@@ -1833,3 +1833,50 @@ fn rwlock_writer_killed_waiting_for_readers_with_pid_reuse() {
         },
     );
 }
+
+/// A child that ended and was reaped on the way (by `active_children`)
+/// before its `Child` asked; then a new child of ours gets its pid. Each
+/// `Child` must get its own exit: the first `join`s at once with its
+/// value (not waiting for — or taking the exit of — the new child that
+/// has its pid), and the new child is still ours to kill and join.
+#[test]
+fn a_new_child_with_a_reaped_childs_pid_keeps_both_exits_apart() {
+    torture(
+        "a_new_child_with_a_reaped_childs_pid_keeps_both_exits_apart",
+        || {
+            let mut first = process::spawn(|| 7u8).map_err(|e| e.to_string())?;
+            let pid = first.pid();
+            until_zombie(pid)?;
+            let _ = process::active_children(); // reaps it, keeps its exit
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+                .map_err(|e| format!("ns_last_pid: {e}"))?;
+            let mut second = process::spawn(|| -> u8 {
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+            .map_err(|e| e.to_string())?;
+            check(second.pid() == pid, || {
+                format!("the second child got pid {}, not {pid}", second.pid())
+            })?;
+            let t0 = Instant::now();
+            match first.join_timeout(VERDICT) {
+                Some(Ok(7)) => {}
+                other => {
+                    return Err(format!(
+                        "the first child (exited with 7): {other:?} after {:?}, while a new child has its pid",
+                        t0.elapsed()
+                    ))
+                }
+            }
+            check(second.is_alive(), || "the second child looks ended".into())?;
+            second.kill();
+            match second.join_timeout(VERDICT) {
+                Some(Err(process::JoinError::Killed {
+                    signal: libc::SIGKILL,
+                })) => Ok(()),
+                other => Err(format!("the second child, killed: {other:?}")),
+            }
+        },
+    );
+}
