@@ -64,6 +64,14 @@
 //! A joined child is reaped. A [`Child`] dropped unjoined is left running
 //! and reaped later, when it has exited, by the next start or
 //! [`active_children`] call, so no zombie outlives those calls.
+//!
+//! Those calls also reap children whose [`Child`] is still held, and keep
+//! their exit codes for it. Once reaped, a child's pid may belong to any
+//! new process — a new child of ours too: a [`Child`] never signals it
+//! ([`Child::terminate`] and [`Child::kill`] of a reaped child do
+//! nothing), never waits on it (waits go through a pidfd taken while the
+//! child was known to be unreaped), and its exit code is its own (the
+//! registry of children is not keyed by pid).
 
 mod exec;
 pub mod pool;
