@@ -1880,3 +1880,68 @@ fn a_new_child_with_a_reaped_childs_pid_keeps_both_exits_apart() {
         },
     );
 }
+
+/// A task that kills its worker (SIGKILL) when `x % 17 == 13`, after
+/// making the next process of the namespace get the worker's pid: the
+/// pool's replacement for it.
+fn square_or_die_giving_my_pid(x: u64) -> u64 {
+    if x % 17 == 13 {
+        let _ = std::fs::write(
+            "/proc/sys/kernel/ns_last_pid",
+            (std::process::id() - 1).to_string(),
+        );
+        // SAFETY: the default action, then a signal to this very process.
+        unsafe {
+            libc::signal(libc::SIGKILL, libc::SIG_DFL);
+            libc::raise(libc::SIGKILL);
+        }
+    }
+    x * x
+}
+
+/// Pool workers SIGKILLed mid-map, each replaced by a worker that gets
+/// the dead one's pid: every batch the dead workers held fails with
+/// `WorkerDied` naming that pid and SIGKILL, every other task succeeds,
+/// and the pool goes on with replacements that reuse those pids.
+#[test]
+fn pool_workers_killed_and_replaced_in_their_own_pids() {
+    torture("pool_workers_killed_and_replaced_in_their_own_pids", || {
+        let pool = process::Pool::builder()
+            .processes(2)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (mut died, mut reused) = (0, 0);
+        for round in 0..trials(3, 30) {
+            let n = 68u64;
+            let chunk = 4;
+            let r = pool
+                .map_chunked(square_or_die_giving_my_pid, 0..n, chunk)
+                .map_err(|e| format!("round {round}: {e}"))?;
+            let mut dead = std::collections::BTreeSet::new();
+            for (i, r) in r.iter().enumerate() {
+                let i = i as u64;
+                let start = i / chunk as u64 * chunk as u64;
+                let doomed = (start..start + chunk as u64).any(|x| x % 17 == 13);
+                match r {
+                    Ok(v) if !doomed && *v == i * i => {}
+                    Err(process::TaskError::WorkerDied { pid, signal: 9 }) if doomed => {
+                        dead.insert(*pid);
+                    }
+                    other => return Err(format!("round {round}, task {i}: {other:?}")),
+                }
+            }
+            let after = pool.pids();
+            check(after.len() == 2, || {
+                format!("round {round}: workers {after:?}")
+            })?;
+            died += dead.len();
+            reused += dead.iter().filter(|p| after.contains(p)).count();
+        }
+        say(&format!(
+            "pool: {died} workers killed mid-map; {reused} of their pids were alive again as replacements at the end of their round"
+        ));
+        check(reused > 0, || {
+            "no replacement ever got its dead worker's pid".into()
+        })
+    });
+}
