@@ -76,9 +76,13 @@
 //! Tokens are random, so a token a dead owner left in a word may be drawn
 //! again later (odds about 1 in 10⁹ per draw). The word then looks held by
 //! the new owner until it exits; the new owner itself tells a word it wrote
-//! from one a dead predecessor left (the lock records the writer's thread id
-//! next to the word), so it never mistakes the abandoned lock for one it
-//! holds.
+//! from one a dead predecessor left (the lock records the writer's **tag**
+//! next to the word: its thread id in the low [`TAG_TID_BITS`] bits and,
+//! above them, a random nonce drawn with the token), so it never mistakes
+//! the abandoned lock for one it holds. The nonce matters when the pid was
+//! reused too: a process that got the dead holder's pid has the same
+//! thread id in its main thread, and only the nonce (odds 1 in 1024 of a
+//! clash, on top of the token's) tells the two apart.
 //!
 //! ## Not defended
 //! - Processes that share an object must see the same liveness file (same
@@ -138,6 +142,18 @@ pub const LIVENESS_FILE: &str = "/dev/shm/.shmkit-liveness";
 /// Token `t` is held by a lock on the byte at `TOKEN_BASE + t` of
 /// [`LIVENESS_FILE`].
 pub const TOKEN_BASE: u64 = 0;
+
+/// Bits of a token holder's tag (see [`thread_ident`]'s docs) that hold its
+/// thread id: Linux tids are below 2²². The bits above hold a random nonce
+/// drawn with the token (module docs).
+pub const TAG_TID_BITS: u32 = 22;
+
+/// The thread id in a token holder's tag (the nonce stripped).
+#[inline]
+#[must_use]
+pub const fn tag_tid(tag: u32) -> u32 {
+    tag & ((1 << TAG_TID_BITS) - 1)
+}
 
 /// The answer to "is the owner of this id still running?".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,10 +226,12 @@ pub fn uses_tokens() -> bool {
 }
 
 /// `(owner id, tag)` of the calling thread. The tag goes into a lock's
-/// owner record next to the id: the thread id when the id is a token (so a
+/// owner record next to the id: when the id is a token, the thread id
+/// plus a random nonce drawn with the token above [`TAG_TID_BITS`] (so a
 /// thread tells a lock it took from one a dead earlier holder of the same
-/// token left, and diagnostics can name the thread), the start time's low
-/// 32 bits when the id is a tid (the fallback's reuse check; 0 = unknown).
+/// token left, even one whose pid it reuses, and diagnostics can name the
+/// thread: [`tag_tid`]); the start time's low 32 bits when the id is a tid
+/// (the fallback's reuse check; 0 = unknown).
 #[inline]
 pub(crate) fn thread_ident() -> (u32, u32) {
     #[cfg(all(feature = "std", not(loom)))]
@@ -476,6 +494,13 @@ pub mod test_hooks {
         FORCED_DRAW.store(token, Ordering::SeqCst);
     }
 
+    /// The tag the calling thread's locks record next to its owner id
+    /// (see `owner::thread_ident`): lets a test tell whether two owners'
+    /// records could be told apart at all.
+    pub fn thread_tag() -> u32 {
+        super::thread_ident().1
+    }
+
     #[allow(dead_code)] // unused where tokens are never drawn
     pub(crate) fn forced_draw() -> Option<u32> {
         match FORCED_DRAW.load(Ordering::Relaxed) {
@@ -602,7 +627,8 @@ mod cache {
                 generation,
                 tid,
                 id: token,
-                tag: tid,
+                // The nonce (module docs); `tid` fits below it.
+                tag: super::tag_tid(tid) | (crate::sys::random_u32() << super::TAG_TID_BITS),
             },
             None => fallback(generation, tid),
         };

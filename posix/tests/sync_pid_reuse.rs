@@ -1,11 +1,12 @@
 //! Pid reuse, forced: issue 8, item 5.
 //!
 //! Each test runs its scenario as pid 1 of a fresh pid namespace with a
-//! private `/proc` (`unshare(CLONE_NEWPID | CLONE_NEWNS)`, then fork), where
+//! private `/proc` (`shmkit_testkit::pidns`: `unshare(CLONE_NEWPID | CLONE_NEWNS)`, then fork), where
 //! writing `/proc/sys/kernel/ns_last_pid` makes the next fork get a chosen
 //! pid. A holder of a lock (or a queue role) is SIGKILLed, its pid is given
 //! to a new, unrelated process, and the next locker must still learn that
-//! the holder died:
+//! the holder died (`kill_pid_reuse.rs` does the same for every other
+//! primitive, at random points):
 //!
 //! - **same clock tick**: the new process starts in the same 10 ms tick as
 //!   the dead holder did, so a (pid, start time) identity cannot tell them
@@ -20,7 +21,6 @@
 //! environment says `CI=true` (CI runs as root: a skip there is a bug), in
 //! which case it fails.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use shmkit_core::owner::{self, test_hooks};
@@ -28,107 +28,33 @@ use shmkit_core::queue::RecvTimeoutError;
 use shmkit_core::sync::{Event, LockError, Mutex};
 use shmkit_posix::ring::Ring;
 use shmkit_posix::sync as psync;
+use shmkit_testkit::pidns::{self, say};
 use shmkit_testkit::{fork, Child, Exit};
-
-/// Exit codes of the namespace set-up (not of a scenario).
-const NO_UNSHARE: i32 = 90;
-const NO_MOUNT: i32 = 91;
-const NO_NS_LAST_PID: i32 = 92;
-const NO_TOKENS: i32 = 93;
 
 /// How long a scenario waits for a verdict the design gives within one
 /// liveness slice (50 ms): generous, for a busy machine.
 const VERDICT: Duration = Duration::from_secs(3);
 
-/// Writes a line to the real stderr, past the test harness's capture (a
-/// forked child's captured output would be lost), so that skips and
-/// per-trial reports are always visible.
-fn say(msg: &str) {
-    let _ = std::io::stderr().write_all(format!("{msg}\n").as_bytes());
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Runs `scenario` as pid 1 of a new pid namespace with its own `/proc`,
-/// and asserts it exits 0. Skips (see the module docs) where the
-/// namespace cannot be made.
+/// Runs `scenario` as pid 1 of a new pid namespace with its own `/proc`
+/// (`shmkit_testkit::pidns`), and asserts it exits 0. Skips (see the
+/// module docs) where the namespace cannot be made.
 fn in_fresh_pid_namespace(test: &str, scenario: impl FnOnce() -> i32) {
-    let outer = fork(|| {
-        // SAFETY: unshare in a single-threaded child: it affects the
-        // children this process forks next, and its mount namespace.
-        if unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) } != 0 {
-            return NO_UNSHARE;
+    pidns::in_fresh_pid_namespace(test, || {
+        if !owner::uses_tokens() {
+            say(&format!(
+                "{test}: this process holds no liveness token (is /dev/shm writable?)"
+            ));
+            return 1;
         }
-        let init = fork(|| {
-            // SAFETY: mount calls in the new mount namespace: make every
-            // mount private (nothing propagates back to the host), then
-            // mount a /proc of the new pid namespace over the old one.
-            let mounted = unsafe {
-                libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) == 0
-                    && libc::mount(
-                        c"proc".as_ptr(),
-                        c"/proc".as_ptr(),
-                        c"proc".as_ptr(),
-                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                        std::ptr::null(),
-                    ) == 0
-            };
-            if !mounted {
-                return NO_MOUNT;
-            }
-            if std::fs::write("/proc/sys/kernel/ns_last_pid", "1").is_err() {
-                return NO_NS_LAST_PID;
-            }
-            if !owner::uses_tokens() {
-                return NO_TOKENS;
-            }
-            scenario()
-        });
-        match init.wait() {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 100 + s,
-        }
+        scenario()
     });
-    let why = match outer.wait() {
-        Exit::Code(0) => return,
-        Exit::Code(NO_UNSHARE) => "cannot unshare a pid and mount namespace (needs root)",
-        Exit::Code(NO_MOUNT) => "cannot mount a private /proc in the new namespaces",
-        Exit::Code(NO_NS_LAST_PID) => "cannot write /proc/sys/kernel/ns_last_pid",
-        Exit::Code(NO_TOKENS) => {
-            panic!("{test}: this process holds no liveness token (is /dev/shm writable?)")
-        }
-        other => panic!("{test}: the scenario failed: {other:?} (see the lines above)"),
-    };
-    assert!(
-        !ci(),
-        "{test}: SKIPPED in CI ({why}): CI runs as root, this must not skip"
-    );
-    say(&format!("{test}: SKIPPED: {why}"));
 }
 
 /// Reaps `victim` (already SIGKILLed or killing itself), then forks a
 /// process that gets the same pid and sleeps until killed. Returns it.
 fn reuse_pid_of(victim: Child) -> Result<Child, String> {
-    let pid = victim.pid();
-    victim.kill9();
-    assert_eq!(victim.wait(), Exit::Signal(libc::SIGKILL));
-    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
-        .map_err(|e| format!("ns_last_pid: {e}"))?;
-    let reuser = fork(|| loop {
-        // SAFETY: pause has no preconditions; we wait for SIGKILL.
-        unsafe { libc::pause() };
-    });
-    if reuser.pid() != pid {
-        return Err(format!("wanted pid {pid}, got {}", reuser.pid()));
-    }
+    let (exit, reuser) = pidns::kill_and_reuse(victim)?;
+    assert_eq!(exit, Exit::Signal(libc::SIGKILL));
     Ok(reuser)
 }
 

@@ -13,11 +13,15 @@
 //!   needs a binfmt_misc registration: without one they say they were
 //!   skipped and why, and fail under `CI=true`.
 //!
+//! - [`pidns`]: forced pid reuse, as pid 1 of a fresh pid namespace (root).
+//!
 //! Children report through their exit code; a panic in a forked child exits
 //! with code 101 so the parent's assertion fails.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+pub mod pidns;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -508,7 +508,11 @@ impl Barrier {
             let tag = slot.tag.load(Ordering::Relaxed);
             Some(TrackedParty {
                 id,
-                tid: if is_token(id) { tag } else { id },
+                tid: if is_token(id) {
+                    crate::owner::tag_tid(tag)
+                } else {
+                    id
+                },
                 arrived: slot.arrived.load(Ordering::Relaxed) == gen | ARRIVED,
                 dead: is_dead(id) || is_reused(id, tag),
             })

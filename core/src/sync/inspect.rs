@@ -112,7 +112,7 @@ impl RawMutex {
                 let tid = if !is_token(owner) {
                     Some(owner)
                 } else if rec_id == owner && rec_tag != 0 {
-                    Some(rec_tag)
+                    Some(owner::tag_tid(rec_tag))
                 } else {
                     None
                 };

@@ -59,7 +59,10 @@
 //! # The owner record
 //! After acquiring, the owner also writes `(id, tag)` into a side word
 //! (`AtomicU64`, on targets that have it) and clears it before unlocking.
-//! The tag is the owner's thread id when the id is a token. A thread that
+//! The tag is the owner's thread id when the id is a token, with a random
+//! nonce drawn with the token in its upper bits ([`crate::owner::tag_tid`]
+//! strips it): a process that reuses a dead holder's pid has its thread id
+//! too. A thread that
 //! finds its *own* id in the word of a lock it does not hold (the record
 //! says otherwise) knows a dead earlier holder of that id left it there —
 //! tokens are random, so a released one may be drawn again — and takes the

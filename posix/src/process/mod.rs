@@ -64,6 +64,14 @@
 //! A joined child is reaped. A [`Child`] dropped unjoined is left running
 //! and reaped later, when it has exited, by the next start or
 //! [`active_children`] call, so no zombie outlives those calls.
+//!
+//! Those calls also reap children whose [`Child`] is still held, and keep
+//! their exit codes for it. Once reaped, a child's pid may belong to any
+//! new process — a new child of ours too: a [`Child`] never signals it
+//! ([`Child::terminate`] and [`Child::kill`] of a reaped child do
+//! nothing), never waits on it (waits go through a pidfd taken while the
+//! child was known to be unreaped), and its exit code is its own (the
+//! registry of children is not keyed by pid).
 
 mod exec;
 pub mod pool;
@@ -343,11 +351,7 @@ pub fn active_children() -> Vec<u32> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     children.reap();
-    children
-        .iter()
-        .filter(|(_, c)| c.exit.is_none())
-        .map(|(&pid, _)| pid as u32)
-        .collect()
+    children.running().map(|pid| pid as u32).collect()
 }
 
 /// How to start a child: its name and start method, whether it dies with
@@ -497,11 +501,11 @@ impl Builder {
             StartMethod::Spawn => {
                 let _ = active_children();
                 let pid = exec::start(&task, &self.args).map_err(os("spawn"))?;
-                registry()
+                let local = registry()
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .started(pid);
-                Ok(Child::new(Handle::Local(pid), self.name, task))
+                Ok(Child::new(Handle::Local(local), self.name, task))
             }
             StartMethod::ForkServer => {
                 let remote = server::request(&task, &self.args).map_err(os("forkserver"))?;
@@ -568,11 +572,11 @@ impl Builder {
             // destructors and atexit handlers, which must not run twice.
             unsafe { libc::_exit(code) };
         }
-        registry()
+        let local = registry()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .started(pid);
-        Ok(Child::new(Handle::Local(pid), self.name, task))
+        Ok(Child::new(Handle::Local(local), self.name, task))
     }
 }
 
@@ -617,8 +621,18 @@ fn os(call: &'static str) -> impl Fn(io::Error) -> SpawnError {
 /// Where a child runs: our own child, or the forkserver's.
 #[derive(Debug)]
 enum Handle {
-    Local(libc::pid_t),
+    Local(Local),
     Remote(server::Remote),
+}
+
+/// One of our own children: its pid, and its entry in the registry. The
+/// entry, not the pid, names it there: once it is reaped, its pid may be
+/// given to a new child of ours while its exit code still waits for its
+/// `Child`.
+#[derive(Clone, Copy, Debug)]
+struct Local {
+    pid: libc::pid_t,
+    id: u64,
 }
 
 /// A running or finished child process.
@@ -655,7 +669,7 @@ impl<T> Child<T> {
 
     fn pid_raw(&self) -> libc::pid_t {
         match &self.handle {
-            Handle::Local(pid) => *pid,
+            Handle::Local(l) => l.pid,
             Handle::Remote(r) => r.pid,
         }
     }
@@ -771,11 +785,23 @@ impl<T: Message> Child<T> {
             return;
         }
         match &self.handle {
-            // SAFETY: our own child, not yet reaped, so the pid is still
-            // ours.
-            Handle::Local(pid) => unsafe {
-                libc::kill(*pid, sig);
-            },
+            Handle::Local(l) => {
+                // Under the registry's lock, which every reap of our
+                // children takes: a child reaped on our behalf (by
+                // `active_children`, another start, another thread) may
+                // have given its pid to an unrelated process already;
+                // one the registry does not know is not our child (a
+                // `fork` copy of a parent's handle).
+                let children = registry()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if children.unreaped(*l) {
+                    // SAFETY: our own child, not reaped (checked under the
+                    // lock that every reap holds), so the pid is still
+                    // ours.
+                    unsafe { libc::kill(l.pid, sig) };
+                }
+            }
             Handle::Remote(r) => r.signal(sig),
         }
     }
@@ -798,7 +824,7 @@ impl<T: Message> Child<T> {
         }
         let code = match &self.handle {
             Handle::Remote(r) => r.wait(timeout)?,
-            Handle::Local(pid) => wait_local(*pid, timeout)?,
+            Handle::Local(l) => wait_local(*l, timeout)?,
         };
         if let Some(code) = code {
             self.status = Some(code);
@@ -807,98 +833,111 @@ impl<T: Message> Child<T> {
     }
 }
 
-/// Waits for our child `pid`, until `timeout` (forever if `None` or too
+/// Waits for our child `child`, until `timeout` (forever if `None` or too
 /// far to name). Reaps it through the registry, which may have reaped it
 /// already (then it hands over the exit code it kept).
-fn wait_local(pid: libc::pid_t, timeout: Option<Duration>) -> io::Result<Option<i32>> {
-    let reap = |flags| {
-        registry()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .reap_one(pid, flags)
-    };
-    if let Some(code) = reap(libc::WNOHANG) {
-        return Ok(Some(code));
-    }
-    let Some(deadline) = timeout.and_then(|t| Instant::now().checked_add(t)) else {
-        // Blocking in waitpid under the registry's lock would stall every
-        // other start: wait for the exit without reaping (`WNOWAIT`) and
-        // without the lock, then reap under it. If another thread reaped
-        // it meanwhile (ECHILD), the registry kept its exit code.
-        loop {
-            // SAFETY: an all-zero siginfo_t is valid; waitid writes it.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: a valid out-pointer; WNOWAIT leaves the child
-            // reapable.
-            let rc = unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
-            if rc < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Not waitable (reaped by another thread, which left the
-                // code in the registry, or SIGCHLD ignored): look again
-                // without spinning.
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if let Some(code) = reap(libc::WNOHANG) {
-                return Ok(Some(code));
-            }
-            if !registry()
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .knows(pid)
-            {
-                return Err(io::Error::from_raw_os_error(libc::ECHILD));
-            }
-        }
-    };
+fn wait_local(child: Local, timeout: Option<Duration>) -> io::Result<Option<i32>> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut nap = Duration::from_micros(50);
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
-        if !wait_exit_fd(pid, deadline - now) {
-            // No pidfd: poll with a growing nap.
-            std::thread::sleep(nap.min(deadline - now));
-            nap = (nap * 2).min(Duration::from_millis(10));
-        }
-        if let Some(code) = reap(libc::WNOHANG) {
-            return Ok(Some(code));
+        // Blocking in waitpid under the registry's lock would stall every
+        // other start: wait for the exit without the lock, then reap under
+        // it. What we wait on is taken under the lock, which every reap of
+        // our children takes, right after a reap that found the child
+        // running: a pidfd of it, so never of a process — or a new child
+        // of ours — that got its pid after another thread reaped it. (That
+        // thread left the exit code in the registry.)
+        let fd = {
+            let mut children = registry()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(code) = children.reap_one(child, libc::WNOHANG) {
+                return Ok(Some(code));
+            }
+            if deadline.is_none() && !children.knows(child) {
+                return Err(io::Error::from_raw_os_error(libc::ECHILD));
+            }
+            pidfd_open(child.pid)
+        };
+        let left = match deadline {
+            None => None,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    // It may have ended during the last wait.
+                    return Ok(registry()
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .reap_one(child, libc::WNOHANG));
+                }
+                Some(d - now)
+            }
+        };
+        match (fd, left) {
+            (Some(fd), left) => wait_exit_fd(&fd, left),
+            // No pidfds (Linux before 5.3): wait for the exit without
+            // reaping (`WNOWAIT`). The pid is re-checked under the lock
+            // above on every round.
+            (None, None) => wait_exit_nowait(child.pid),
+            (None, Some(left)) => {
+                // Poll with a growing nap.
+                std::thread::sleep(nap.min(left));
+                nap = (nap * 2).min(Duration::from_millis(10));
+            }
         }
     }
 }
 
-/// Waits until process `pid` exits or `timeout` passes, on a pidfd.
-/// Returns false if pidfds are unavailable (the caller then polls).
-fn wait_exit_fd(pid: libc::pid_t, timeout: Duration) -> bool {
+/// Waits until process `pid` (our child) exits, without reaping it; returns
+/// at once if it cannot be waited for (reaped by another thread, which left
+/// the code in the registry, or SIGCHLD ignored), after a short nap so the
+/// caller's loop does not spin.
+fn wait_exit_nowait(pid: libc::pid_t) {
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid; waitid writes it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer; WNOWAIT leaves the child reapable.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        return;
+    }
+}
+
+/// A pidfd of process `pid`, or `None` if pidfds are unavailable.
+fn pidfd_open(pid: libc::pid_t) -> Option<std::os::fd::OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; it returns a new
     // descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let Ok(fd) = libc::c_int::try_from(fd) else {
-        return false;
-    };
-    if fd < 0 {
-        return false;
-    }
+    let fd = libc::c_int::try_from(fd).ok().filter(|&fd| fd >= 0)?;
     // SAFETY: a fresh descriptor we own.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Waits until the process of pidfd `fd` exits or `timeout` passes
+/// (`None`: no timeout; returns early on a signal: the caller loops).
+fn wait_exit_fd(fd: &std::os::fd::OwnedFd, timeout: Option<Duration>) {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+    let ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_millis().max(1)).unwrap_or(libc::c_int::MAX)
+    });
     // SAFETY: one valid pollfd; EINTR just returns early (the caller loops).
     unsafe { libc::poll(&mut pfd, 1, ms) };
-    true
 }
 
 /// `waitpid(pid, flags)` as an exit code in Python's convention; `None` if
@@ -930,11 +969,11 @@ impl<T> Drop for Child<T> {
         // Nobody will ask for its exit code any more: reap it now if it
         // has exited, else let the next start or `active_children` reap
         // it and forget it (the forkserver reaps its own).
-        if let (None, Handle::Local(pid)) = (self.status, &self.handle) {
+        if let (None, Handle::Local(l)) = (self.status, &self.handle) {
             registry()
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .disown(*pid);
+                .disown(*l);
         }
     }
 }
@@ -942,12 +981,17 @@ impl<T> Drop for Child<T> {
 /// This process's children started by [`spawn`] and friends, reaped as
 /// they exit: an exit code is kept until its [`Child`] asks for it (or is
 /// dropped), so reaping on behalf of `active_children` never steals one.
+/// Entries are keyed by a number of their own, not by pid: a reaped
+/// child's pid may go to a new child of ours while the old exit code is
+/// still kept. Among the entries not yet reaped, pids are unique.
 #[derive(Default)]
 struct Children {
-    entries: std::collections::HashMap<libc::pid_t, Entry>,
+    entries: std::collections::HashMap<u64, Entry>,
+    next: u64,
 }
 
 struct Entry {
+    pid: libc::pid_t,
     /// The exit code, once reaped.
     exit: Option<i32>,
     /// Whether a `Child` still wants the exit code.
@@ -955,48 +999,66 @@ struct Entry {
 }
 
 impl Children {
-    fn started(&mut self, pid: libc::pid_t) {
+    fn started(&mut self, pid: libc::pid_t) -> Local {
+        self.next += 1;
+        let id = self.next;
         self.entries.insert(
-            pid,
+            id,
             Entry {
+                pid,
                 exit: None,
                 owned: true,
             },
         );
+        Local { pid, id }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&libc::pid_t, &Entry)> {
-        self.entries.iter()
+    /// The pids of the children not reaped yet.
+    fn running(&self) -> impl Iterator<Item = libc::pid_t> + '_ {
+        self.entries
+            .values()
+            .filter(|e| e.exit.is_none())
+            .map(|e| e.pid)
     }
 
-    fn knows(&self, pid: libc::pid_t) -> bool {
-        self.entries.contains_key(&pid)
+    fn knows(&self, child: Local) -> bool {
+        self.entries.contains_key(&child.id)
+    }
+
+    /// Whether `child` is a child of ours not reaped yet (its pid cannot
+    /// have been reused while this registry is locked).
+    fn unreaped(&self, child: Local) -> bool {
+        self.entries
+            .get(&child.id)
+            .is_some_and(|e| e.exit.is_none())
     }
 
     /// Reaps every child that has exited, keeping the codes still wanted.
     fn reap(&mut self) {
-        self.entries.retain(|&pid, entry| {
+        self.entries.retain(|_, entry| {
             if entry.exit.is_none() {
-                entry.exit = waitpid(pid, libc::WNOHANG);
+                entry.exit = waitpid(entry.pid, libc::WNOHANG);
             }
             entry.exit.is_none() || entry.owned
         });
     }
 
-    /// The exit code of `pid` if it has exited (reaping it with `flags`),
-    /// handed over once: the entry is gone afterwards.
-    fn reap_one(&mut self, pid: libc::pid_t, flags: libc::c_int) -> Option<i32> {
-        let code = match self.entries.get(&pid).and_then(|e| e.exit) {
+    /// The exit code of `child` if it has exited (reaping it with
+    /// `flags`), handed over once: the entry is gone afterwards. A child
+    /// the registry does not know (a `fork` copy of a parent's handle) is
+    /// asked of the OS by pid.
+    fn reap_one(&mut self, child: Local, flags: libc::c_int) -> Option<i32> {
+        let code = match self.entries.get(&child.id).and_then(|e| e.exit) {
             Some(code) => code,
-            None => waitpid(pid, flags)?,
+            None => waitpid(child.pid, flags)?,
         };
-        self.entries.remove(&pid);
+        self.entries.remove(&child.id);
         Some(code)
     }
 
     /// Its `Child` was dropped: forget the exit code once reaped.
-    fn disown(&mut self, pid: libc::pid_t) {
-        if let Some(entry) = self.entries.get_mut(&pid) {
+    fn disown(&mut self, child: Local) {
+        if let Some(entry) = self.entries.get_mut(&child.id) {
             entry.owned = false;
         }
         self.reap();

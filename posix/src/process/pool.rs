@@ -946,10 +946,32 @@ struct Inner {
     spawn_error: Option<String>,
 }
 
-fn pool_id() -> u32 {
+/// The number in a worker's name (`PoolWorker-N`, as Python names them).
+fn worker_number() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Relaxed: a counter for names.
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The random part of a pool segment's name. A counter would not do: a
+/// process killed with a named pool leaves its names behind (module docs),
+/// and a process that later gets its pid — or any `fork` child, which
+/// inherits the counter — would make the same names and fail to create
+/// them.
+fn pool_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: a valid 8-byte buffer; getrandom writes at most 8 bytes.
+    if unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) } == 8 {
+        return u64::from_ne_bytes(bytes);
+    }
+    // No getrandom: a per-process counter and the clock.
     static NEXT: AtomicU32 = AtomicU32::new(0);
     // Relaxed: a counter for unique names.
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    let n = u64::from(NEXT.fetch_add(1, Ordering::Relaxed));
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t.rotate_left(20) ^ n
 }
 
 impl Inner {
@@ -989,7 +1011,7 @@ impl Inner {
             .config
             .process
             .clone()
-            .name(format!("PoolWorker-{}", pool_id()))
+            .name(format!("PoolWorker-{}", worker_number()))
             .daemon(true)
             .spawn_fn(worker_main, args)
             .map_err(PoolError::Spawn)?;

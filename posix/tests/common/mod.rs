@@ -92,6 +92,11 @@ pub fn assert_no_leftovers(tag: &str) {
 pub struct Junk(pub u64);
 
 impl Junk {
+    /// The generator of seed `seed` (odd-ified; 0 is no xorshift seed).
+    pub fn from_seed(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
@@ -139,6 +144,11 @@ impl Rng {
             });
         eprintln!("rng seed {seed}");
         Rng(seed)
+    }
+
+    /// The generator of seed `seed` (odd-ified; 0 is no xorshift seed).
+    pub fn from_seed(seed: u64) -> Rng {
+        Rng(seed | 1)
     }
 
     pub fn next(&mut self) -> u64 {
