@@ -64,6 +64,38 @@ pub trait Message: Sized {
         self.encode(&mut bytes).map_err(EncodeToError::Encode)?;
         sink.put(&bytes).map_err(|SinkFull| EncodeToError::Full)
     }
+
+    /// Encodes the value into the start of `buf`: the encoding's length.
+    /// A queue encodes a message into a buffer on the stack this way
+    /// before it takes a slot. The default goes through
+    /// [`encode_to`](Self::encode_to).
+    ///
+    /// # Errors
+    /// [`EncodeToError::Encode`] if the value cannot be encoded,
+    /// [`EncodeToError::Full`] if its encoding is longer than `buf`.
+    fn encode_to_slice(&self, buf: &mut [u8]) -> Result<usize, EncodeToError> {
+        let mut sink = SliceSink { buf, len: 0 };
+        self.encode_to(&mut sink)?;
+        Ok(sink.len)
+    }
+}
+
+/// A [`ByteSink`] over a buffer of fixed length.
+struct SliceSink<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl ByteSink for SliceSink<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
+        let room = self
+            .buf
+            .get_mut(self.len..self.len + bytes.len())
+            .ok_or(SinkFull)?;
+        room.copy_from_slice(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
 }
 
 /// Where [`Message::encode_to`] writes: a `Vec`, or a queue slot of
@@ -112,6 +144,14 @@ impl<T: Pod> Message for T {
     fn encode_to<S: ByteSink + ?Sized>(&self, sink: &mut S) -> Result<(), EncodeToError> {
         sink.put(bytemuck::bytes_of(self))
             .map_err(|SinkFull| EncodeToError::Full)
+    }
+
+    #[inline]
+    fn encode_to_slice(&self, buf: &mut [u8]) -> Result<usize, EncodeToError> {
+        let bytes = bytemuck::bytes_of(self);
+        let room = buf.get_mut(..bytes.len()).ok_or(EncodeToError::Full)?;
+        room.copy_from_slice(bytes);
+        Ok(bytes.len())
     }
 
     fn decode(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -219,6 +259,11 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Message for Serde<T> {
     #[inline]
     fn encode_to<S: ByteSink + ?Sized>(&self, sink: &mut S) -> Result<(), EncodeToError> {
         wire::encode_into(&self.0, sink)
+    }
+
+    #[inline]
+    fn encode_to_slice(&self, buf: &mut [u8]) -> Result<usize, EncodeToError> {
+        wire::encode_to_slice(&self.0, buf)
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {

@@ -311,44 +311,10 @@ impl fmt::Display for MessageRecvError {
 
 impl std::error::Error for MessageRecvError {}
 
-/// The stage a message of unknown length is encoded into before it takes
-/// a slot (see [`MessageSender`]'s sends): [`STAGED`] bytes on the stack.
-struct Staged {
-    bytes: [u8; STAGED],
-    len: usize,
-}
-
-/// The longest encoding [`Staged`] holds: a small record's, with room to
-/// spare.
+/// The stage a message of unknown length is encoded into, on the stack,
+/// before it takes a slot (see [`MessageSender`]'s sends): a small
+/// record's encoding, with room to spare.
 const STAGED: usize = 128;
-
-impl Staged {
-    #[inline]
-    fn new() -> Staged {
-        Staged {
-            bytes: [0; STAGED],
-            len: 0,
-        }
-    }
-
-    #[inline]
-    fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-impl ByteSink for Staged {
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
-        let room = self
-            .bytes
-            .get_mut(self.len..self.len + bytes.len())
-            .ok_or(SinkFull)?;
-        room.copy_from_slice(bytes);
-        self.len += bytes.len();
-        Ok(())
-    }
-}
 
 /// A [`SlotWriter`] as the sink of [`Message::encode_to`].
 struct SlotSink<'w, 's>(&'w mut SlotWriter<'s>);
@@ -456,7 +422,7 @@ impl<M: Message + 'static> MessageSender<M> {
     }
 
     /// Sends `msg`. A message whose length is not known up front (a serde
-    /// value) is encoded first into [`Staged`] on the stack, and only an
+    /// value) is encoded first into [`STAGED`] bytes on the stack, and only an
     /// encoding that succeeded takes a slot: one that fails, or is too
     /// long, costs the queue nothing (Python's bpo-33078: with `maxsize=1`,
     /// a put after a failed one does not wait). Only a message longer
@@ -471,15 +437,15 @@ impl<M: Message + 'static> MessageSender<M> {
     ) -> Result<(), MessageSendError> {
         self.check(msg)?;
         if msg.encoded_len().is_none() {
-            let mut staged = Staged::new();
-            match msg.encode_to(&mut staged) {
-                Ok(()) if staged.len > self.max_len => {
+            let mut stage = [0u8; STAGED];
+            match msg.encode_to_slice(&mut stage) {
+                Ok(n) if n > self.max_len => {
                     return Err(MessageSendError::TooLong {
                         max_len: self.max_len,
                     });
                 }
-                Ok(()) => {
-                    let bytes = staged.bytes();
+                Ok(n) => {
+                    let bytes = &stage[..n];
                     return self.send_with(
                         |w: &mut SlotWriter<'_>| w.write(bytes).map_err(|_| EncodeToError::Full),
                         try_,

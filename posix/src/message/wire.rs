@@ -40,18 +40,50 @@ pub(super) fn encode_into<T: Serialize + ?Sized, S: ByteSink + ?Sized>(
     value: &T,
     sink: &mut S,
 ) -> Result<(), EncodeToError> {
+    let mut stage = [0; STAGE];
     let mut enc = Encoder {
-        sink,
-        stage: [0; STAGE],
+        sink: Some(sink),
+        stage: &mut stage,
         staged: 0,
     };
     let r = value.serialize(&mut enc).and_then(|()| enc.flush());
-    r.map_err(|e| match e {
+    r.map_err(failure::<T>)
+}
+
+/// Encodes `value` into `buf` in postcard's format: the encoding's
+/// length, or `Full` if it is longer than `buf`.
+#[inline]
+pub(super) fn encode_to_slice<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut [u8],
+) -> Result<usize, EncodeToError> {
+    let mut enc = Encoder::<NoSink> {
+        sink: None,
+        stage: buf,
+        staged: 0,
+    };
+    match value.serialize(&mut enc) {
+        Ok(()) => Ok(enc.staged),
+        Err(e) => Err(failure::<T>(e)),
+    }
+}
+
+fn failure<T: ?Sized>(e: Failure) -> EncodeToError {
+    match e {
         Failure::Full => EncodeToError::Full,
         Failure::Custom(what) => EncodeToError::Encode(EncodeError {
             what: format!("{} ({what})", std::any::type_name::<T>()),
         }),
-    })
+    }
+}
+
+/// No sink: [`encode_to_slice`]'s encoder has only its buffer.
+enum NoSink {}
+
+impl ByteSink for NoSink {
+    fn put(&mut self, _: &[u8]) -> Result<(), SinkFull> {
+        match *self {}
+    }
 }
 
 /// Why an encoding stopped.
@@ -81,10 +113,11 @@ impl ser::Error for Failure {
     }
 }
 
-/// The serializer: a stage of [`STAGE`] bytes in front of the sink.
+/// The serializer: a stage in front of the sink ([`STAGE`] bytes on the
+/// stack), or a caller's buffer and no sink.
 struct Encoder<'s, S: ?Sized> {
-    sink: &'s mut S,
-    stage: [u8; STAGE],
+    sink: Option<&'s mut S>,
+    stage: &'s mut [u8],
     /// Bytes of `stage` in use.
     staged: usize,
 }
@@ -93,18 +126,20 @@ impl<S: ByteSink + ?Sized> Encoder<'_, S> {
     /// Hands the staged bytes to the sink.
     #[inline]
     fn flush(&mut self) -> Result<(), Failure> {
+        let sink = self.sink.as_mut().ok_or(Failure::Full)?;
         let n = std::mem::take(&mut self.staged);
-        self.sink
-            .put(&self.stage[..n])
-            .map_err(|SinkFull| Failure::Full)
+        sink.put(&self.stage[..n]).map_err(|SinkFull| Failure::Full)
     }
 
-    /// The stage from `staged` on, at least `n` (at most [`STAGE`]) bytes
-    /// of it, flushing first if need be.
+    /// The stage from `staged` on, at least `n` bytes of it (at most the
+    /// stage's length), flushing first if need be.
     #[inline]
     fn room(&mut self, n: usize) -> Result<&mut [u8], Failure> {
-        if STAGE - self.staged < n {
+        if self.stage.len() - self.staged < n {
             self.flush()?;
+            if self.stage.len() < n {
+                return Err(Failure::Full);
+            }
         }
         Ok(&mut self.stage[self.staged..])
     }
@@ -139,7 +174,9 @@ impl<S: ByteSink + ?Sized> Encoder<'_, S> {
     /// first, the high bit set on every byte but the last.
     #[inline]
     fn varint64(&mut self, mut v: u64) -> Result<(), Failure> {
-        let room = self.room(10)?;
+        // Its exact length: seven bits a byte, at least one byte.
+        let len = (64 - (v | 1).leading_zeros() as usize).div_ceil(7);
+        let room = self.room(len)?;
         let mut n = 0;
         while v >= 0x80 {
             room[n] = (v as u8) | 0x80;
@@ -163,18 +200,19 @@ impl<S: ByteSink + ?Sized> Encoder<'_, S> {
     /// the sink.
     #[inline]
     fn bytes(&mut self, b: &[u8]) -> Result<(), Failure> {
-        if b.len() <= STAGE - self.staged {
+        if b.len() <= self.stage.len() - self.staged {
             self.stage[self.staged..self.staged + b.len()].copy_from_slice(b);
             self.staged += b.len();
             return Ok(());
         }
         self.flush()?;
-        if b.len() < STAGE {
+        if b.len() < self.stage.len() {
             self.stage[..b.len()].copy_from_slice(b);
             self.staged = b.len();
             return Ok(());
         }
-        self.sink.put(b).map_err(|SinkFull| Failure::Full)
+        let sink = self.sink.as_mut().ok_or(Failure::Full)?;
+        sink.put(b).map_err(|SinkFull| Failure::Full)
     }
 }
 
@@ -434,6 +472,19 @@ mod tests {
         };
         encode_into(v, &mut got).expect("encodes");
         assert_eq!(got.out, want, "{v:?}");
+        // Into a buffer: exactly as long as the encoding, or one byte short.
+        let mut buf = vec![0; want.len()];
+        assert_eq!(encode_to_slice(v, &mut buf).ok(), Some(want.len()), "{v:?}");
+        assert_eq!(buf, want, "{v:?}");
+        if !want.is_empty() {
+            assert!(
+                matches!(
+                    encode_to_slice(v, &mut buf[..want.len() - 1]),
+                    Err(EncodeToError::Full)
+                ),
+                "{v:?} in a short buffer"
+            );
+        }
         for room in [0, want.len() / 2, want.len().saturating_sub(1)] {
             if room < want.len() {
                 let mut small = Bounded {
