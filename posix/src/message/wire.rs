@@ -133,7 +133,7 @@ impl<S: ByteSink + ?Sized> Encoder<'_, S> {
 
     /// The stage from `staged` on, at least `n` bytes of it (at most the
     /// stage's length), flushing first if need be.
-    #[inline]
+    #[inline(always)]
     fn room(&mut self, n: usize) -> Result<&mut [u8], Failure> {
         if self.stage.len() - self.staged < n {
             self.flush()?;
@@ -144,7 +144,7 @@ impl<S: ByteSink + ?Sized> Encoder<'_, S> {
         Ok(&mut self.stage[self.staged..])
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self, b: u8) -> Result<(), Failure> {
         self.room(1)?[0] = b;
         self.staged += 1;
@@ -172,11 +172,15 @@ impl<S: ByteSink + ?Sized> Encoder<'_, S> {
 
     /// A LEB128 varint of a `u64` (or narrower): seven bits a byte, low
     /// first, the high bit set on every byte but the last.
-    #[inline]
+    #[inline(always)]
     fn varint64(&mut self, mut v: u64) -> Result<(), Failure> {
-        // Its exact length: seven bits a byte, at least one byte.
-        let len = (64 - (v | 1).leading_zeros() as usize).div_ceil(7);
-        let room = self.room(len)?;
+        if self.stage.len() - self.staged < 10 {
+            // Near the stage's end: room for this varint's exact length
+            // (seven bits a byte, at least one byte).
+            let len = (64 - (v | 1).leading_zeros() as usize).div_ceil(7);
+            self.room(len)?;
+        }
+        let room = &mut self.stage[self.staged..];
         let mut n = 0;
         while v >= 0x80 {
             room[n] = (v as u8) | 0x80;
