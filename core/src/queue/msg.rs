@@ -772,7 +772,7 @@ impl ByteConsumer<'_> {
     /// # Errors
     /// `Empty`, `Disconnected`, `Corrupt`, `BufferTooSmall`.
     #[doc(alias = "get_nowait")]
-    #[inline]
+    #[inline(always)]
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<usize, MsgRecvError> {
         self.check_buf(buf)?;
         self.recv_inner(buf, false)
