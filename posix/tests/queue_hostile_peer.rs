@@ -30,9 +30,9 @@
 //! pid and may be a live process's (the peer writes ids in the token
 //! range, none of them held, and garbage with a token-range bit set);
 //! and the presence counts (forged, they keep a role "present" after
-//! every holder left). A joinable queue's `join`
-//! without a deadline waits for a forged count like for a dead consumer's
-//! task (documented), so only `join_timeout` runs.
+//! every holder left). A joinable queue's `join` without a deadline waits
+//! for a forged count as for a dead consumer's task (documented), so only
+//! `join_timeout` runs.
 
 mod common;
 
@@ -189,7 +189,9 @@ fn queue_targets(base: usize, layout: &QueueLayout, len_words: bool) -> Vec<Targ
     for i in 0..layout.params.capacity {
         t.push(Target::Stamp(base + layout.stamp_at(i)));
         if len_words {
-            t.push(Target::Len(base + layout.stamp_at(i) + 8));
+            t.push(Target::Len(
+                base + layout.stamp_at(i) + 8 * layout.slot.value_word,
+            ));
         }
     }
     let entries =
@@ -260,8 +262,8 @@ struct Gate {
 }
 
 impl Gate {
-    /// Attached: wait until everybody is and the peer runs.
-    /// `Err` if a call reported corruption where nothing was corrupt.
+    /// A call reported `Corrupt`: `Err` if nothing was corrupt (the peer
+    /// only left stale hints).
     fn corrupt(&self, what: &str) -> Result<(), String> {
         if self.mode == Mode::Lagging {
             return Err(format!("{what}: Corrupt, with only stale hints"));
@@ -269,6 +271,7 @@ impl Gate {
         Ok(())
     }
 
+    /// Attached: wait until everybody is and the peer runs.
     fn arrive(&self) {
         self.ready.release(1);
         assert!(self.go.take(), "the parent went away");
