@@ -29,10 +29,13 @@ use shmkit_posix::{Array, OpenError, OpenOrCreateError, SharedByteMap, SharedMap
 use shmkit_testkit::{fork, unique_name, Exit};
 
 // Header field offsets (see `shmkit_core::header`).
+const MAGIC: u64 = 0;
 const VERSION: u64 = 8;
 const STATE: u64 = 12;
 const KIND: u64 = 16;
+const CREATOR_PID: u64 = 20;
 const PAYLOAD_OFFSET: u64 = 24;
+const FLAGS: u64 = 28;
 const TOTAL_LEN: u64 = 32;
 const PAYLOAD_LEN: u64 = 40;
 const TYPE_HASH: u64 = 48;
@@ -40,6 +43,10 @@ const SIZE: u64 = 56;
 const ALIGN: u64 = 64;
 const PARAM0: u64 = 72;
 const PARAM1: u64 = 80;
+const TYPE_NAME_LEN: u64 = 88;
+const TYPE_NAME: u64 = 96;
+const CREATOR_START: u64 = 160;
+const RESERVED: u64 = 168;
 
 const TINY: Duration = Duration::from_millis(2);
 
@@ -626,6 +633,11 @@ enum Field {
     StateDead,
     /// The state word, forged to no state at all.
     StateGarbage,
+    /// The magic bytes.
+    Magic,
+    /// Fields only reported, never trusted for layout (creator, type
+    /// name, flags, reserved bytes).
+    Diagnostic,
 }
 
 /// One forgery: what it attacks and its `(offset, bytes)` pokes.
@@ -768,6 +780,8 @@ fn expected(case: &Case, forgery: &Forgery, path: Path) -> &'static [Outcome] {
         // uninitialised or abandoned state means it died initialising.
         Field::StateDead => &[CreatorDied],
         Field::StateGarbage => &[Corrupt],
+        Field::Magic => &[NotShmkit],
+        Field::Diagnostic => &[Used],
         // Possible parameters the recorded payload length fits: an honest
         // object; `open_or_create` asks for the honest ones and is told
         // they differ.
