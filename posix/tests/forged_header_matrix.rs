@@ -624,7 +624,7 @@ fn fd_of(fd: Option<std::os::fd::BorrowedFd<'_>>) -> OwnedFd {
 enum Field {
     /// Recorded parameters (and lengths agreeing with them).
     Params,
-    /// Payload or total length, or payload offset.
+    /// Payload, total or type name length, or payload offset.
     Lengths,
     Kind,
     Type,
@@ -724,6 +724,30 @@ fn forgeries(header: &[u8]) -> Vec<Forgery> {
             StateGarbage,
             vec![(STATE, u32s(0xffff_ffff))],
         ),
+        f("magic", Magic, vec![(MAGIC, b"\x7fSHMKIX\0".to_vec())]),
+        f(
+            "creator pid",
+            Diagnostic,
+            vec![(CREATOR_PID, u32s(u32::MAX))],
+        ),
+        f(
+            "creator start",
+            Diagnostic,
+            vec![(CREATOR_START, u64s(u64::MAX))],
+        ),
+        f("flags", Diagnostic, vec![(FLAGS, u32s(0xffff_fffe))]),
+        // A length past the name's 64 bytes: checked like the others.
+        f(
+            "type name len max",
+            Lengths,
+            vec![(TYPE_NAME_LEN, u32s(u32::MAX))],
+        ),
+        f(
+            "type name not UTF-8",
+            Diagnostic,
+            vec![(TYPE_NAME, vec![0xff; 64])],
+        ),
+        f("reserved", Diagnostic, vec![(RESERVED, vec![0xa5; 88])]),
     ];
     // Consistent combinations: lengths that agree with each other (and
     // with forged parameters) but not with the file.
