@@ -541,6 +541,14 @@ fn scribble(name: &str, off: u64, bytes: &[u8]) {
     f.write_all_at(bytes, off).unwrap();
 }
 
+/// The 4 bytes at `off` of `/dev/shm/NAME`.
+fn peek(name: &str, off: u64) -> [u8; 4] {
+    let f = std::fs::File::open(format!("/dev/shm/{}", name.trim_start_matches('/'))).unwrap();
+    let mut b = [0u8; 4];
+    f.read_exact_at(&mut b, off).unwrap();
+    b
+}
+
 /// The payload's byte `off` as a file offset.
 fn payload(off: u64) -> u64 {
     HEADER_LEN as u64 + off
@@ -1083,4 +1091,157 @@ fn queues_and_pipes_in_every_honest_state_are_not_reported_corrupt() {
     let end0 = duplex.end(End::A).unwrap();
     end0.send_bytes(b"ping").unwrap();
     honest(&dname, "duplex, one message pending");
+}
+
+/// Forged words in byte-message queues, joinable queues and maps (a
+/// peer's writes, made on disk while the creator holds the segment): the
+/// binary reports each as `corrupt: …` and exits 2, never crashes or
+/// panics; an unfinished count at its limit is no corruption (only a
+/// number).
+#[test]
+fn forged_message_queues_and_maps_are_reported_corrupt() {
+    use shmkit::core::map::{Format, Shape};
+    use shmkit::core::queue::joinable::{join_layout, JoinableQueue};
+    use shmkit::core::queue::mpmc;
+    use shmkit::core::queue::msg::{MsgParams, MsgQueue};
+    use shmkit::Shared;
+
+    shmkit_testkit::require_exec!("forged_message_queues_and_maps_are_reported_corrupt");
+    let _serial = serial();
+    // `label`'s line reports corruption, saying `detail`; exit 2.
+    let corrupt = |name: &str, label: &str, detail: &str| {
+        let (code, out) = inspect(name);
+        assert_eq!(code, 2, "{label}: {out}");
+        let v = value(&out, label);
+        assert!(
+            v.starts_with("corrupt: ") && v.contains(detail),
+            "{label}: {v}\n{out}"
+        );
+    };
+    let params = MsgParams::new(4, 16).with_registry(2, 2);
+    let layout = params.layout().unwrap();
+    let stamp = |i: usize| payload(layout.stamp_at(i) as u64);
+    for joinable in [false, true] {
+        let name = unique_name(if joinable {
+            "insp-f-join"
+        } else {
+            "insp-f-msg"
+        });
+        let (_m, _j);
+        // Ok: the joinable queue's producer; Err: the byte queue's.
+        let (mut tx, mut rx) = if joinable {
+            _j = Shared::<JoinableQueue>::create(&name, params).unwrap();
+            let (tx, rx) = (_j.view().producer().unwrap(), _j.view().consumer().unwrap());
+            (Ok(tx), rx)
+        } else {
+            _m = Shared::<MsgQueue>::create(&name, params).unwrap();
+            let (tx, rx) = (_m.view().producer().unwrap(), _m.view().consumer().unwrap());
+            (Err(tx), rx)
+        };
+        let mut send = |m: &[u8]| match &mut tx {
+            Ok(j) => j.try_send(m).unwrap(),
+            Err(p) => p.try_send(m).unwrap(),
+        };
+        send(b"hello");
+        let out = inspect_ok(&name);
+        assert!(
+            value(&out, "occupancy").starts_with("1 of 4 (1 committed"),
+            "{out}"
+        );
+
+        // A committed message whose length word says more than max_len.
+        scribble(&name, stamp(0) + 8, &17u64.to_ne_bytes());
+        corrupt(
+            &name,
+            "lengths",
+            "1 committed message(s) longer than max_len 16",
+        );
+        scribble(&name, stamp(0) + 8, &u64::MAX.to_ne_bytes());
+        corrupt(
+            &name,
+            "lengths",
+            "1 committed message(s) longer than max_len 16",
+        );
+        let mut buf = [0u8; 16];
+        assert!(rx.try_recv_into(&mut buf).is_err(), "the forged message");
+        send(b"again");
+        inspect_ok(&name);
+
+        // A stamp in no possible state, then a claim naming a producer
+        // entry the registry does not have (2 entries; ORPHAN is 4095).
+        scribble(&name, stamp(2), &3u64.to_ne_bytes());
+        corrupt(&name, "stamps", "1 slot stamp(s) hold no possible state");
+        scribble(
+            &name,
+            stamp(2),
+            &mpmc::stamp(0, 2, mpmc::CLAIMED).to_ne_bytes(),
+        );
+        corrupt(&name, "stamps", "1 slot stamp(s) hold no possible state");
+        // A claim of an orphaned producer is a possible state.
+        scribble(
+            &name,
+            stamp(2),
+            &mpmc::stamp(0, mpmc::ORPHAN, mpmc::CLAIMED).to_ne_bytes(),
+        );
+        let out = inspect_ok(&name);
+        assert!(value(&out, "in flight").starts_with("1 push(es)"), "{out}");
+        scribble(&name, stamp(2), &0u64.to_ne_bytes());
+
+        if joinable {
+            // Any count is possible: the line shows it.
+            let (count_at, _) = join_layout(&params).unwrap();
+            scribble(&name, payload(count_at as u64), &u32::MAX.to_ne_bytes());
+            let out = inspect_ok(&name);
+            assert_eq!(
+                value(&out, "unfinished"),
+                format!("{} task(s) sent and not yet marked done", u32::MAX),
+                "{out}"
+            );
+        }
+        // Impossible parameter words in the header: the layout line.
+        scribble(&name, 72, &3u64.to_ne_bytes());
+        corrupt(&name, "layout", "parameter words");
+        drop((tx, rx));
+    }
+
+    // Maps: a stripe count past the capacity, a stripe lock word no
+    // locker writes, impossible parameters.
+    for (bytes, shape) in [
+        (
+            false,
+            Shape::new(16, Format::Fixed(8), Format::Fixed(8)).unwrap(),
+        ),
+        (
+            true,
+            Shape::new(16, Format::Bytes(8), Format::Bytes(16)).unwrap(),
+        ),
+    ] {
+        let name = unique_name("insp-f-map");
+        let (_m, _b);
+        if bytes {
+            _b = SharedByteMap::create(&name, (16, 8, 16)).unwrap();
+            _b.insert(b"k", b"v").unwrap();
+        } else {
+            _m = SharedMap::<u64, u64>::create(&name, 16).unwrap();
+            _m.insert(1, 2).unwrap();
+        }
+        let out = inspect_ok(&name);
+        assert!(value(&out, "length").starts_with("1 of 16"), "{out}");
+        let count = payload(shape.count_offset(0) as u64);
+        let honest = peek(&name, count);
+        scribble(&name, count, &u32::MAX.to_ne_bytes());
+        corrupt(
+            &name,
+            "length",
+            "entries counted, more than the capacity 16",
+        );
+        scribble(&name, count, &honest);
+        let lock = payload(shape.stripe_offset(0) as u64);
+        scribble(&name, lock, &u32::MAX.to_ne_bytes());
+        corrupt(&name, "writer lock", "stripe 0's lock is not recoverable");
+        scribble(&name, lock, &0u32.to_ne_bytes());
+        inspect_ok(&name);
+        scribble(&name, 72, &u64::MAX.to_ne_bytes());
+        corrupt(&name, "layout", "capacity");
+    }
 }

@@ -22,6 +22,84 @@ fn program(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
+/// The byte-message program of the `msg` and `joinable` seeds, with
+/// `joinable_ops` (task_done, join_timeout) before the producer leaves.
+fn msg_program(joinable_ops: &[u8]) -> Vec<u8> {
+    use shmkit_core::queue::msg::MsgParams;
+    // The queue the setup bytes below choose.
+    let layout = MsgParams::new(4, 16)
+        .with_registry(2, 1)
+        .layout()
+        .expect("layout");
+    // Positions 0 to 2 are taken by then (two messages and a given-up
+    // slot): the next message goes to slot 3.
+    let len_word = u16::try_from(layout.stamp_at(3) + 8).expect("small layout");
+    program(&[
+        // Capacity 4 (setup bits 1..3 = 2), honest; 2 producers, 1
+        // consumer, max_len 16.
+        &[5, 0x41],
+        // Attach a producer and a consumer; try_send "hello".
+        &[0, 1, 4, 0, 5],
+        b"hello",
+        // try_send of 18 bytes: too long.
+        &[4, 0, 18],
+        &[0x33; 18],
+        // In pieces (cut after 1), timed (20 µs), not failing.
+        &[5, 0, 3],
+        b"abc",
+        &[2, 1, 1, 0],
+        // An encoder failing after 1 byte (try_send_with).
+        &[5, 0, 2],
+        b"xy",
+        &[0, 1, 0, 1],
+        // Receive into max_len, then max_len + 5 (timed), then 3 bytes.
+        &[6, 0, 2, 0, 7, 0, 1, 3, 6, 0, 0, 3, 0],
+        // try_recv_with, a run of empty receives, spin, the joinable ops.
+        &[9, 0, 8, 0, 10, 5],
+        joinable_ops,
+        // "world" into slot 3, its length word forged to 200, received
+        // (Corrupt: that slot is consumed).
+        &[4, 0, 5],
+        b"world",
+        &[14, 4],
+        &len_word.to_le_bytes(),
+        &200u64.to_le_bytes(),
+        &[6, 0, 2, 0],
+        // The producer gone: Disconnected; then a forged stamp (slot 0).
+        &[2, 0, 7, 0, 2, 1, 13, 3],
+        &u16::try_from(layout.stamp_at(0))
+            .expect("small layout")
+            .to_le_bytes(),
+        &[3, 6, 0, 2, 0],
+    ])
+}
+
+/// A joinable queue of 1 slot (max_len 1, one producer and consumer)
+/// from raw bytes: honest but for a count of 5 and a full slot 0 whose
+/// length word says 200.
+fn joinable_raw() -> Vec<u8> {
+    use shmkit_core::queue::joinable::join_layout;
+    use shmkit_core::queue::mpmc;
+    use shmkit_core::queue::msg::MsgParams;
+    let p = MsgParams::new(1, 1).with_registry(1, 1);
+    let layout = p.layout().expect("layout");
+    let (count_at, len) = join_layout(&p).expect("join layout");
+    let mut bytes = vec![0u8; len];
+    bytes[count_at..count_at + 4].copy_from_slice(&5u32.to_le_bytes());
+    let stamp = layout.stamp_at(0);
+    bytes[stamp..stamp + 8].copy_from_slice(&mpmc::stamp(0, 0, mpmc::FULL).to_le_bytes());
+    bytes[stamp + 8..stamp + 16].copy_from_slice(&200u64.to_le_bytes());
+    // Setup: raw (bit 0 clear), capacity 1; shape: 1 producer, 1
+    // consumer, max_len 1; the bytes; then attach a consumer, receive
+    // (the forged message: Corrupt), attach a producer, send, receive,
+    // task_done twice, join_timeout.
+    program(&[
+        &[0, 0x00],
+        &bytes,
+        &[1, 6, 0, 2, 0, 0, 4, 0, 1, 7, 6, 0, 2, 0, 11, 11, 12, 1],
+    ])
+}
+
 fn objects() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let one = v8(1);
     let two = v8(2);
@@ -165,6 +243,22 @@ fn objects() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "u8",
             vec![33, 5, 0, 0, 0, 1, 1, 4, 0, 7, 4, 1, 8, 6, 0, 6, 1, 8, 1],
         ),
+        // byte-message queue of 4 slots, 2 producers, 1 consumer, messages
+        // up to 16 bytes: a send, one too long, one in pieces (timed), an
+        // encoder failing half-way (its slot given up), receives into a
+        // large, a just-right and a too-short buffer, runs of empty
+        // receives, the producer gone (Disconnected), then forged words.
+        ("msg", "honest", msg_program(&[])),
+        // The same over a joinable queue, with task_done (one too many)
+        // and join_timeout before and after.
+        (
+            "joinable",
+            "honest",
+            msg_program(&[12, 2, 11, 11, 12, 0, 11, 12, 1]),
+        ),
+        // A joinable queue from raw bytes: an unfinished count of 5 and a
+        // slot whose length word says 200.
+        ("joinable", "raw", joinable_raw()),
         // pipe of 32 bytes: messages, a too-small buffer, a frame
         // forged past what was published.
         (

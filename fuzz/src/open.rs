@@ -23,12 +23,15 @@ use bytemuck::Pod;
 use shmkit_core::header::{Fingerprint, Kind};
 use shmkit_core::map::{ByteMap, Map, MapParams};
 use shmkit_core::object::{LayoutError, Object};
+use shmkit_core::queue::msg::MsgParams;
 use shmkit_core::queue::stamped::StampedSpsc;
 use shmkit_core::sync::{
     Barrier, Condition, Condvar, Event, Mutex, RawMutex, ReentrantMutex, RwLock, Semaphore,
 };
 use shmkit_posix::array::SharedSliceExt;
 use shmkit_posix::inspect::{describe, PayloadView};
+use shmkit_posix::message::Message;
+use shmkit_posix::msg_queue::{JoinableQueue, MessageQueue, MessageReceiver, MessageSender};
 use shmkit_posix::pipe::{End, OneWayPipe, Pipe};
 use shmkit_posix::queue::Queue;
 use shmkit_posix::ring::Ring;
@@ -112,6 +115,8 @@ pub const HANDLES: &[&str] = &[
     "StampedRing<[u8; 3]>",
     "Map<u32, u64>",
     "ByteMap",
+    "MessageQueue<u64>",
+    "JoinableQueue<[u8; 3]>",
 ];
 
 /// The largest length or capacity `open_or_create` is asked for: a
@@ -227,8 +232,16 @@ macro_rules! dispatch {
                 type $t = Shared<Map<u32, u64>>;
                 $body
             }
-            _ => {
+            26 => {
                 type $t = Shared<ByteMap>;
+                $body
+            }
+            27 => {
+                type $t = MessageQueue<u64>;
+                $body
+            }
+            _ => {
+                type $t = JoinableQueue<[u8; 3]>;
                 $body
             }
         }
@@ -1190,5 +1203,96 @@ impl Handle for Pipe {
                 b.send_bytes_timeout(&msg, t)
             });
         }
+    }
+}
+
+// ======================================================================
+// The message queues (`msg_queue::MessageQueue`, `msg_queue::JoinableQueue`):
+// `dispatch!` entries 27 and 28.
+// ======================================================================
+
+/// An honest message queue's parameters: 1 to 16 slots, messages up to 8
+/// to 40 bytes (the default registry sizes).
+fn msg_params(p: u8) -> MsgParams {
+    MsgParams::new(1 << (p % 5), [8, 9, 16, 40][usize::from(p >> 5) % 4])
+}
+
+/// What `open_or_create` of a message queue asks for.
+fn msg_ask(ask: Ask) -> Option<MsgParams> {
+    let p = match ask {
+        Ask::Template(p) => msg_params(p),
+        Ask::Header(params) => MsgParams::decode(params).ok()?,
+        Ask::Raw(n) => MsgParams::new((n % 64) as usize, ((n >> 8) % 256) as usize)
+            .with_registry(((n >> 16) % 8) as usize, ((n >> 24) % 8) as usize),
+    };
+    (p.capacity as u64 <= MAX_ASK).then_some(p)
+}
+
+/// Both ends' `try_` and timed calls, with `M`s made from the input.
+fn exercise_messages<M: Message + Pod>(
+    tx: Option<MessageSender<M>>,
+    rx: Option<MessageReceiver<M>>,
+    input: &mut Input<'_>,
+    clock: &mut Clock,
+) {
+    if let Some(mut tx) = tx {
+        let _ = tx.max_len();
+        let _ = tx.try_send(&input.pod::<M>());
+        let (m, t) = (input.pod::<M>(), clock.timeout(input));
+        let _ = Clock::timed(t, "MessageSender::send_timeout", || tx.send_timeout(&m, t));
+    }
+    if let Some(mut rx) = rx {
+        let _ = rx.try_recv();
+        let t = clock.timeout(input);
+        let _ = Clock::timed(t, "MessageReceiver::recv_timeout", || rx.recv_timeout(t));
+    }
+}
+
+macro_rules! message_queue_handle {
+    ($q:ident) => {
+        type Param = MsgParams;
+        fn param(p: u8) -> MsgParams {
+            msg_params(p)
+        }
+        fn ask(ask: Ask) -> Option<MsgParams> {
+            msg_ask(ask)
+        }
+        fn honest(p: u8) -> Option<Self> {
+            $q::anonymous(msg_params(p)).ok()
+        }
+        fn by_name(name: &str) -> Result<Self, shmkit_posix::OpenError> {
+            $q::open(name)
+        }
+        fn by_name_or_create(
+            name: &str,
+            p: MsgParams,
+        ) -> Result<Self, shmkit_posix::OpenOrCreateError> {
+            $q::open_or_create(name, p)
+        }
+        fn by_fd(fd: OwnedFd) -> Attached<Self> {
+            $q::from_fd(fd).map_or(Attached::Refused, Attached::Typed)
+        }
+        fn seg(&self) -> &Segment {
+            self.segment()
+        }
+    };
+}
+
+impl<M: Message + Pod + Debug> Handle for MessageQueue<M> {
+    message_queue_handle!(MessageQueue);
+    fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
+        let _ = (self.len(), self.is_empty(), self.params());
+        exercise_messages(self.sender().ok(), self.receiver().ok(), input, clock);
+    }
+}
+
+impl<M: Message + Pod + Debug> Handle for JoinableQueue<M> {
+    message_queue_handle!(JoinableQueue);
+    fn exercise(&self, input: &mut Input<'_>, clock: &mut Clock) {
+        let _ = (self.unfinished(), self.params());
+        exercise_messages(self.sender().ok(), self.receiver().ok(), input, clock);
+        let _ = self.task_done();
+        let t = clock.timeout(input);
+        let _ = Clock::timed(t, "JoinableQueue::join_timeout", || self.join_timeout(t));
     }
 }

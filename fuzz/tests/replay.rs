@@ -25,6 +25,8 @@ fn target(name: &str) -> Option<fn(&[u8]) -> bool> {
         "condvar" => |d| object(objects::condvar::run, d),
         "ring" => |d| object(objects::ring::run, d),
         "mpmc" => |d| object(objects::mpmc::run, d),
+        "msg" => |d| object(objects::msg::run, d),
+        "joinable" => |d| object(objects::joinable::run, d),
         "pipe" => |d| object(objects::pipe::run, d),
         "stamped" => |d| object(objects::stamped::run, d),
         "map" => |d| object(objects::map::run, d),
@@ -71,7 +73,7 @@ fn every_committed_input_runs_clean() {
         }
     }
     assert!(
-        replayed >= 14,
+        replayed >= 16,
         "only {replayed} inputs found under {}",
         root.display()
     );

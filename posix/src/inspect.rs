@@ -904,23 +904,35 @@ fn queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
             l.params.capacity, h.fingerprint.size
         ),
     ));
-    queue_state(p, &l, out);
+    queue_state(p, &l, None, out);
 }
 
 /// The lines of an MPMC queue laid out as `l` (its slots, positions and
-/// registries), shared by the `Pod` queue and the byte-message queues.
-fn queue_state(p: &PayloadView<'_>, l: &QueueLayout, out: &mut Lines) {
+/// registries), shared by the `Pod` queue and the byte-message queues
+/// (`max_len`: a slot's first value word is its message's length).
+fn queue_state(p: &PayloadView<'_>, l: &QueueLayout, max_len: Option<usize>, out: &mut Lines) {
     let capacity = l.params.capacity;
     let Some(ctl) = object_or_report::<QueueControl>(p, "queue", out) else {
         return;
     };
     // The stamps are the truth; the hints only say roughly where.
-    let (mut full, mut claimed, mut bad) = (0usize, 0usize, 0usize);
+    let (mut full, mut claimed, mut bad, mut long) = (0usize, 0usize, 0usize, 0usize);
     for i in 0..capacity.min(MAX_STAMPS) {
         match p.u64_at(l.stamp_at(i)).map(mpmc::decode) {
             Some((_, 0, mpmc::EMPTY)) => {}
-            Some((_, 0, mpmc::FULL)) => full += 1,
-            Some((_, _, mpmc::CLAIMED)) => claimed += 1,
+            Some((_, 0, mpmc::FULL)) => {
+                full += 1;
+                let len_at = l.stamp_at(i) + 8 * l.slot.value_word;
+                if let (Some(max), Some(len)) = (max_len, p.u64_at(len_at)) {
+                    long += usize::from(len > max as u64);
+                }
+            }
+            // A claim names a producer entry, or no producer any more.
+            Some((_, who, mpmc::CLAIMED))
+                if who < l.params.producers as u64 || who == mpmc::ORPHAN =>
+            {
+                claimed += 1;
+            }
             _ => bad += 1,
         }
     }
@@ -959,6 +971,16 @@ fn queue_state(p: &PayloadView<'_>, l: &QueueLayout, out: &mut Lines) {
             out,
             "stamps",
             format!("{bad} slot stamp(s) hold no possible state"),
+        );
+    }
+    if long > 0 {
+        corrupt(
+            out,
+            "lengths",
+            format!(
+                "{long} committed message(s) longer than max_len {}",
+                max_len.unwrap_or(0)
+            ),
         );
     }
     let slots = |at: usize, n: usize| -> Vec<&RoleSlot> {
@@ -1022,7 +1044,7 @@ fn msg_queue(h: &HeaderSnapshot, p: &PayloadView<'_>, out: &mut Lines) {
             params.capacity, params.max_len
         ),
     ));
-    queue_state(p, &l, out);
+    queue_state(p, &l, Some(params.max_len), out);
     if joinable {
         let at = join_layout(&params).map(|(at, _)| at).unwrap_or(usize::MAX);
         match p.object::<JoinControl>(at) {

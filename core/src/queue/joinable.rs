@@ -357,19 +357,37 @@ impl JoinableProducer<'_> {
         self.counted(|p| p.send_with_deadline(encode, deadline))
     }
 
+    /// `Encode(TooLong)` for more than `max_len` bytes: checked before the
+    /// task is counted, as the byte producer checks it before anything
+    /// else (a message that cannot be sent never shows in the count).
+    fn check_len(&self, len: usize) -> Result<(), JoinableSendError<TooLong>> {
+        let max_len = self.inner.max_len();
+        if len > max_len {
+            return Err(MsgSendError::Encode(JoinableEncodeError::Encode(TooLong {
+                len,
+                max_len,
+            })));
+        }
+        Ok(())
+    }
+
     /// Sends `bytes` if there is room, counting a task.
     ///
     /// # Errors
-    /// As [`ByteProducer::try_send`], and `Encode(TooManyTasks)`.
+    /// As [`ByteProducer::try_send`] (`Encode(TooLong)` first), and
+    /// `Encode(TooManyTasks)`.
     pub fn try_send(&mut self, bytes: &[u8]) -> Result<(), JoinableSendError<TooLong>> {
+        self.check_len(bytes.len())?;
         self.counted(|p| p.try_send(bytes))
     }
 
     /// Sends `bytes`, waiting while the queue is full, counting a task.
     ///
     /// # Errors
-    /// As [`ByteProducer::send`], and `Encode(TooManyTasks)`.
+    /// As [`ByteProducer::send`] (`Encode(TooLong)` first), and
+    /// `Encode(TooManyTasks)`.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), JoinableSendError<TooLong>> {
+        self.check_len(bytes.len())?;
         self.counted(|p| p.send(bytes))
     }
 }
@@ -490,6 +508,39 @@ mod tests {
             tx.try_send(b"d"),
             Err(MsgSendError::Encode(JoinableEncodeError::TooManyTasks))
         );
+        assert_eq!(q.unfinished(), u32::MAX);
+    }
+
+    /// A message longer than `max_len` is `TooLong`, checked before the
+    /// task is counted, as `ByteProducer::try_send` checks it before
+    /// anything else: with a count at its limit too (found by the
+    /// `joinable` fuzz target, which got `TooManyTasks`), and with no
+    /// passing count for a joiner to see.
+    #[test]
+    fn too_long_is_told_before_the_count() {
+        let p = MsgParams::new(2, 8).with_registry(1, 1);
+        let ctl = QueueControl::new();
+        let (producers, consumers) = ([RoleSlot::new()], [RoleSlot::new()]);
+        let words: Vec<AtomicU64> = (0..p.slot_words()).map(|_| AtomicU64::new(0)).collect();
+        let join = JoinControl::new();
+        let q = Joinable::from_parts(
+            ByteQueue::from_parts(&ctl, &producers, &consumers, &words, 8).unwrap(),
+            &join,
+        );
+        let mut tx = q.producer().unwrap();
+        join.unfinished.store(u32::MAX, Ordering::Relaxed);
+        let too_long = [0u8; 9];
+        let is_too_long = |r: Result<(), JoinableSendError<TooLong>>| {
+            matches!(
+                r,
+                Err(MsgSendError::Encode(JoinableEncodeError::Encode(TooLong {
+                    len: 9,
+                    max_len: 8
+                })))
+            )
+        };
+        assert!(is_too_long(tx.try_send(&too_long)));
+        assert!(is_too_long(tx.send(&too_long)));
         assert_eq!(q.unfinished(), u32::MAX);
     }
 
