@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `pod_mpmc` (floor) | [`RecordPod`] (24 bytes) through the MPMC queue (`Mpmc<RecordPod>`, `try_push`/`try_pop`) |
 //! | `msg_pod` | the same `Pod` through the byte-message queue's typed handles (`MessageQueue<RecordPod>`: its bytes copied into and out of the slot) |
-//! | `msg_serde` | [`Record`] (the same fields, 16 bytes encoded by postcard) through `MessageQueue<Serde<Record>>`: encoded straight into the slot, decoded from the receiver's buffer |
+//! | `msg_serde` | [`Record`] (the same fields, 16 bytes in postcard's format) through `MessageQueue<Serde<Record>>`: encoded into a buffer on the stack, copied into its slot, decoded by postcard from the receiver's buffer |
 //!
 //! All use [`floors::pxc`] with one producer and one consumer and the
 //! floor's waiting loop around the `try_` calls, over queues of
