@@ -52,7 +52,7 @@ use crate::handle::{Create, IntoInit, Shared};
 pub use core_sync::{
     AcquireError, BarrierError, BarrierWaitResult, Guard, LockError, LockTimeoutError,
     LockedArrayGuard, MutexGuard, PartiesError, Permit, RawMutexGuard, ReentrantMutexGuard,
-    ReleaseError, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+    ReleaseError, RwLockReadGuard, RwLockWriteGuard, TryLockError, UnlockError,
 };
 
 /// A robust lock without data: Python's `Lock`.

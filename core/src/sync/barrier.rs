@@ -12,6 +12,8 @@
 //! |---|---|---|---|
 //! | `g, c` | `g, c+1` | an arriving party (not the last) | AcqRel |
 //! | `g, parties-1` | `g+1, 0` | the last party: the leader; wakes all | AcqRel |
+//! | `g, parties-1` | `g, parties` | the last party of a [`wait_with`](Barrier::wait_with) round, before its action | AcqRel |
+//! | `g, parties` | `g+1, 0` | that leader, after its action; wakes all | AcqRel |
 //! | `g, c` | `BROKEN\|g, c` | a timeout, [`abort`](Barrier::abort), or a waiter that found a registered party dead; wakes all | AcqRel |
 //! | any | `g+2, 0` | [`reset`](Barrier::reset); wakes all | AcqRel |
 //!
@@ -136,6 +138,7 @@ impl core::error::Error for PartiesError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BarrierWaitResult {
     leader: bool,
+    index: u32,
 }
 
 impl BarrierWaitResult {
@@ -143,6 +146,22 @@ impl BarrierWaitResult {
     #[must_use]
     pub fn is_leader(&self) -> bool {
         self.leader
+    }
+
+    /// This caller's place in the round's order of arrival: 0 for the
+    /// first, `parties - 1` for the last (the leader). Python's
+    /// `barrier.wait()` return value: different for every party of a
+    /// round, so one of them can be picked (`if i == 0: ...`).
+    ///
+    /// ```
+    /// use shmkit_core::sync::Barrier;
+    /// let b = Barrier::new(1).unwrap();
+    /// let r = b.wait().unwrap();
+    /// assert_eq!((r.index(), r.is_leader()), (0, true));
+    /// ```
+    #[must_use]
+    pub fn index(&self) -> u32 {
+        self.index
     }
 }
 
@@ -331,7 +350,7 @@ impl Barrier {
     /// # Errors
     /// `Broken`, `InvalidParties`.
     pub fn wait(&self) -> Result<BarrierWaitResult, BarrierError> {
-        self.wait_until(None, DEFAULT_SPIN)
+        self.wait_until(None, DEFAULT_SPIN, None::<fn()>)
     }
 
     /// Waits at most `timeout`; timing out breaks the barrier (Python).
@@ -340,13 +359,54 @@ impl Barrier {
     /// `TimedOut` (never before `timeout` has elapsed), `Broken`,
     /// `InvalidParties`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult, BarrierError> {
-        self.wait_until(Some(Deadline::after(timeout)), DEFAULT_SPIN)
+        self.wait_until(Some(Deadline::after(timeout)), DEFAULT_SPIN, None::<fn()>)
     }
 
-    fn wait_until(
+    /// [`wait`](Self::wait) with Python's `action`: the last party to
+    /// arrive runs `action` before any party of the round is released
+    /// (the others' actions are dropped unrun). Every party of a barrier
+    /// built with an action in Python passes the same one here, since a
+    /// closure cannot live in shared memory.
+    ///
+    /// While the action runs, the round counts as not yet passed: a
+    /// waiter that times out then breaks it, and if the action panics (or
+    /// its process dies) the barrier breaks, so the others get `Broken`
+    /// rather than hang — Python's rule for an action that raises.
+    ///
+    /// ```
+    /// use shmkit_core::sync::Barrier;
+    /// let b = Barrier::new(1).unwrap();
+    /// let mut ran = 0;
+    /// assert!(b.wait_with(|| ran += 1).unwrap().is_leader());
+    /// assert_eq!(ran, 1);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait); the leader gets `Broken` if the round was
+    /// broken while its action ran.
+    pub fn wait_with(&self, action: impl FnOnce()) -> Result<BarrierWaitResult, BarrierError> {
+        self.wait_until(None, DEFAULT_SPIN, Some(action))
+    }
+
+    /// [`wait_with`](Self::wait_with) for at most `timeout` (the time the
+    /// leader's action takes counts for the waiters, not for the leader).
+    ///
+    /// # Errors
+    /// As [`wait_timeout`](Self::wait_timeout) and
+    /// [`wait_with`](Self::wait_with).
+    pub fn wait_timeout_with(
+        &self,
+        timeout: Duration,
+        action: impl FnOnce(),
+    ) -> Result<BarrierWaitResult, BarrierError> {
+        self.wait_until(Some(Deadline::after(timeout)), DEFAULT_SPIN, Some(action))
+    }
+
+    fn wait_until<F: FnOnce()>(
         &self,
         deadline: Option<Deadline>,
         spin: Spin,
+        action: Option<F>,
     ) -> Result<BarrierWaitResult, BarrierError> {
         let parties = self.parties.load(Ordering::Relaxed);
         if parties == 0 || parties > MAX_PARTIES {
@@ -356,24 +416,36 @@ impl Barrier {
         let mut s = self.state.load(Ordering::Acquire);
         // Rounds lost to a state word that moved under us (`sync` docs).
         let mut contention = Contention::new();
-        let gen = loop {
+        let (gen, index) = loop {
             if s & BROKEN != 0 {
                 return Err(BarrierError::Broken);
             }
             let gen = generation(s);
             let count = s & COUNT_MASK;
-            if count >= parties {
+            if count > parties {
                 // Corrupt: more arrivals than parties. Break, never index.
                 self.abort();
                 return Err(BarrierError::Broken);
+            }
+            if count == parties {
+                // A leader runs its action: this round is full, and we
+                // (a caller beyond the parties) belong to the next one.
+                s = self.state.load(Ordering::Acquire);
+                if contention.back_off(deadline) {
+                    self.abort();
+                    return Err(BarrierError::TimedOut);
+                }
+                continue;
             }
             if let Some(slot) = slot {
                 slot.arrived.store(gen | ARRIVED, Ordering::Relaxed);
             }
             let last = count + 1 == parties;
-            let new = if last {
+            let new = if last && action.is_none() {
                 ((gen + 1) & GEN_MASK) << GEN_SHIFT
             } else {
+                // Not last, or last with an action: `count == parties`
+                // until the action is done.
                 s + 1
             };
             // SYNC POINT (arrive): AcqRel: each arrival releases what its
@@ -384,10 +456,17 @@ impl Barrier {
                 .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) if last => {
-                    wait::wake_all(&self.state);
-                    return Ok(BarrierWaitResult { leader: true });
+                    if let Some(action) = action {
+                        self.run_action(gen, parties, slot, action)?;
+                    } else {
+                        wait::wake_all(&self.state);
+                    }
+                    return Ok(BarrierWaitResult {
+                        leader: true,
+                        index: count,
+                    });
                 }
-                Ok(_) => break gen,
+                Ok(_) => break (gen, count),
                 Err(now) => {
                     s = now;
                     if contention.back_off(deadline) {
@@ -406,7 +485,10 @@ impl Barrier {
             let s = self.state.load(Ordering::Acquire);
             let g = generation(s);
             if g == (gen + 1) & GEN_MASK {
-                return Ok(BarrierWaitResult { leader: false });
+                return Ok(BarrierWaitResult {
+                    leader: false,
+                    index,
+                });
             }
             if g != gen || s & BROKEN != 0 {
                 return Err(BarrierError::Broken);
@@ -429,6 +511,57 @@ impl Barrier {
                 // deadline is checked at the top of the next one).
                 let _ = contention.back_off(None);
             }
+        }
+    }
+
+    /// The leader's part of a round with an action: the state is
+    /// `gen, parties` (full, not yet passed). Runs `action`, then passes
+    /// the round; breaks it instead if `action` unwinds.
+    #[cold]
+    fn run_action(
+        &self,
+        gen: u32,
+        parties: u32,
+        slot: Option<&Slot>,
+        action: impl FnOnce(),
+    ) -> Result<(), BarrierError> {
+        let full = (gen << GEN_SHIFT) | parties;
+        // Not arrived while the action runs: if this process dies in it,
+        // the waiters' liveness checks see a registered party that has
+        // not arrived, dead, and break the round.
+        if let Some(slot) = slot {
+            slot.arrived.store(0, Ordering::Relaxed);
+        }
+        /// Breaks the round if the action unwinds (no `catch_unwind` in
+        /// `no_std`: a drop guard).
+        struct BreakOnUnwind<'a>(&'a Barrier, u32);
+        impl Drop for BreakOnUnwind<'_> {
+            fn drop(&mut self) {
+                self.0.break_round(self.1);
+            }
+        }
+        let guard = BreakOnUnwind(self, full);
+        action();
+        core::mem::forget(guard);
+        // SYNC POINT (pass): AcqRel, as the action-less leader's arrival:
+        // releases the action's effects (and what every party did before
+        // the barrier) to the sleepers' Acquire loads of the new
+        // generation.
+        let passed = self
+            .state
+            .compare_exchange(
+                full,
+                ((gen + 1) & GEN_MASK) << GEN_SHIFT,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        wait::wake_all(&self.state);
+        // Failed: a timeout, abort or reset broke the round meanwhile.
+        if passed {
+            Ok(())
+        } else {
+            Err(BarrierError::Broken)
         }
     }
 
