@@ -710,6 +710,36 @@ fn test_barrier__action() {
     assert_eq!(count(&results), 1);
 }
 
+/// (shmkit only) A leader killed inside its action breaks the round: the
+/// party waiting for the action's end gets `Broken` instead of hanging.
+#[test]
+fn test_barrier__action_leader_killed() {
+    let _serial = serial();
+    let b = psync::Barrier::anonymous(2).unwrap();
+    let in_action = psync::Event::new().unwrap();
+    let first = fork()
+        .spawn(|| match b.wait_timeout(HANG) {
+            Err(BarrierError::Broken) => 0u32,
+            _ => 1,
+        })
+        .unwrap();
+    assert!(poll_until(|| b.n_waiting() == 1));
+    let leader = fork()
+        .spawn(|| {
+            let _ = b.wait_timeout_with(HANG, || {
+                in_action.set();
+                std::thread::sleep(HANG * 4); // until killed
+            });
+            2u32
+        })
+        .unwrap();
+    assert!(in_action.wait_timeout(HANG));
+    leader.kill();
+    assert!(leader.join().is_err(), "killed");
+    join_ok(first);
+    assert!(b.is_broken());
+}
+
 /// `test_abort`: the party with index N/2 aborts; every other party's
 /// second wait fails with `Broken`, and the barrier stays broken.
 #[test]

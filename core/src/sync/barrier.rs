@@ -675,6 +675,64 @@ mod tests {
         assert_eq!(leaders.load(Ordering::Relaxed), rounds);
     }
 
+    /// Python's action: run once per round by the last arrival, before
+    /// anyone is released.
+    #[test]
+    fn the_action_runs_once_before_release() {
+        let b = Barrier::new(3).unwrap();
+        let ran = AtomicU32::new(0);
+        let rounds = if cfg!(miri) { 2 } else { 20 };
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for round in 1..=rounds {
+                        let r = b
+                            .wait_with(|| {
+                                ran.fetch_add(1, Ordering::Relaxed);
+                            })
+                            .unwrap();
+                        // Relaxed: the barrier's AcqRel orders the action
+                        // before every release.
+                        assert_eq!(ran.load(Ordering::Relaxed), round);
+                        let _ = r;
+                        // Nobody may start the next round's action before
+                        // all have checked this one's.
+                        b.wait().unwrap();
+                    }
+                    b.unregister();
+                });
+            }
+        });
+        assert_eq!(ran.load(Ordering::Relaxed), rounds);
+        assert!(!b.is_broken());
+    }
+
+    /// An action that panics breaks the round (Python: an action that
+    /// raises): the other party gets `Broken`, not a hang.
+    #[test]
+    fn a_panicking_action_breaks_the_barrier() {
+        let b = Barrier::new(2).unwrap();
+        let results: [_; 2] = std::thread::scope(|s| {
+            let party = || {
+                s.spawn(|| {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        b.wait_with(|| panic!("action failed")).map(drop)
+                    }));
+                    b.unregister();
+                    r
+                })
+            };
+            let (x, y) = (party(), party());
+            [x.join().unwrap(), y.join().unwrap()]
+        });
+        let panicked = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(panicked, 1, "the leader's action ran and panicked");
+        assert!(results
+            .iter()
+            .any(|r| matches!(r, Ok(Err(BarrierError::Broken)))));
+        assert!(b.is_broken());
+    }
+
     #[test]
     fn timeout_breaks_and_is_never_early() {
         let b = Barrier::new(2).unwrap();

@@ -1008,6 +1008,42 @@ mod tests {
         );
     }
 
+    /// Python's `acquire()`/`release()` pair: `forget` then `unlock`;
+    /// a second `unlock` is an error that changes nothing; another
+    /// thread's `unlock` is refused.
+    #[test]
+    fn forget_then_unlock_and_the_errors() {
+        let m = Mutex::new(1u32);
+        assert_eq!(m.unlock(), Err(UnlockError::NotLocked));
+        m.lock().unwrap().forget();
+        assert!(m.raw().is_held_by_current_thread());
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(m.unlock(), Err(UnlockError::NotOwner)));
+        });
+        assert!(m.raw().is_held_by_current_thread());
+        assert_eq!(m.unlock(), Ok(()));
+        assert_eq!(m.unlock(), Err(UnlockError::NotLocked));
+        assert_eq!(m.lock().unwrap().get(), 1);
+    }
+
+    /// A recovery guard forgotten unrepaired: `unlock` leaves the lock
+    /// not recoverable, as the guard's drop would; repaired, it unlocks.
+    #[test]
+    #[cfg(not(miri))]
+    fn unlock_of_an_unrepaired_recovery_is_not_recoverable() {
+        let m = RawMutex::new();
+        m.word.store(1 << 23, Ordering::Relaxed); // a dead holder
+        let mut g = m.recover().unwrap();
+        g.mark_consistent();
+        g.forget();
+        assert_eq!(m.unlock(), Ok(()));
+        assert!(m.lock().is_ok(), "repaired: usable");
+        m.word.store(1 << 23, Ordering::Relaxed);
+        m.recover().unwrap().forget();
+        assert_eq!(m.unlock(), Ok(()));
+        assert_eq!(m.lock().unwrap_err(), LockError::NotRecoverable);
+    }
+
     #[test]
     #[cfg(not(miri))]
     fn marked_consistent_stays_usable() {

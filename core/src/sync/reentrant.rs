@@ -359,6 +359,26 @@ mod tests {
         });
     }
 
+    /// Python's `RLock`: levels kept with `forget` are given back one
+    /// `unlock` each; one too many, or another thread's, is an error.
+    #[test]
+    fn unlock_gives_back_one_level() {
+        let m = ReentrantMutex::new(0u8);
+        m.lock().unwrap().forget();
+        let inner = m.lock().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(m.unlock(), Err(UnlockError::NotOwner)));
+        });
+        drop(inner);
+        assert_eq!(m.depth(), 1);
+        assert_eq!(m.unlock(), Ok(()));
+        assert_eq!(m.depth(), 0);
+        assert_eq!(m.unlock(), Err(UnlockError::NotLocked));
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(m.try_lock().is_ok()));
+        });
+    }
+
     #[test]
     fn overflow_is_an_error() {
         let m = ReentrantMutex::new(0u8);
