@@ -222,6 +222,22 @@ impl<T: Pod> LockedArray<T> {
         false
     }
 
+    /// The lock in front of the elements: Python's `arr.get_lock()` (its
+    /// guard, from [`lock`](Self::lock), is `arr.get_obj()`).
+    ///
+    /// ```
+    /// use shmkit_posix::LockedArray;
+    /// let arr = LockedArray::<i32>::anonymous(vec![1, 2, 3])?;
+    /// let g = arr.lock()?;
+    /// assert!(arr.raw().is_held_by_current_thread());
+    /// assert_eq!(g.get(2), Some(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn raw(&self) -> &core_sync::RawMutex {
+        self.view().raw()
+    }
+
     /// Locks, sleeping as long as needed.
     ///
     /// # Errors

@@ -1033,7 +1033,7 @@ fn test_array__getobj_getlock_obj() {
     assert_eq!(arr.len(), 10);
     {
         let obj = arr.lock().unwrap();
-        assert!(arr.view().raw().is_held_by_current_thread()); // get_lock()
+        assert!(arr.raw().is_held_by_current_thread()); // get_lock()
         assert_eq!(obj.get(9), Some(9));
     }
     let child = fork()
