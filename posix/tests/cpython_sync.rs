@@ -863,6 +863,29 @@ fn test_barrier__timeout() {
     assert_eq!(count(&results), b.parties());
 }
 
+/// `test_default_timeout`: `Barrier(N, timeout=0.5)`; one party is a
+/// second late, and the others' plain `wait()` breaks the barrier for all.
+#[test]
+fn test_barrier__default_timeout() {
+    let b = barrier();
+    b.set_default_timeout(Some(Duration::from_millis(500)));
+    assert_eq!(b.default_timeout(), Some(Duration::from_millis(500)));
+    let results = counter();
+    run_parties(|| {
+        match b.wait_timeout(HANG) {
+            Ok(r) if r.index() == N / 2 => std::thread::sleep(Duration::from_secs(1)),
+            Ok(_) => {}
+            Err(_) => return 1,
+        }
+        match b.wait() {
+            Err(BarrierError::Broken | BarrierError::TimedOut) => bump(&results),
+            _ => return 2,
+        }
+        0
+    });
+    assert_eq!(count(&results), b.parties());
+}
+
 /// `test_single_thread`: a one-party barrier never waits.
 #[test]
 fn test_barrier__single_thread() {

@@ -182,7 +182,11 @@ struct Slot {
 pub struct Barrier {
     state: AtomicU32,
     parties: AtomicU32,
-    _reserved: [AtomicU32; 2],
+    /// Python's `Barrier(n, timeout=t)`: the timeout of `wait` and
+    /// `wait_with`, in milliseconds (rounded up); 0 = none. A setting:
+    /// any value is valid.
+    default_timeout_ms: AtomicU32,
+    _reserved: AtomicU32,
     slots: [Slot; TRACKED_PARTIES],
 }
 
@@ -217,7 +221,8 @@ impl Barrier {
         Ok(Barrier {
             state: AtomicU32::new(0),
             parties: AtomicU32::new(parties),
-            _reserved: [AtomicU32::new(0), AtomicU32::new(0)],
+            default_timeout_ms: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
             slots: core::array::from_fn(|_| Slot {
                 id: AtomicU32::new(0),
                 tag: AtomicU32::new(0),
@@ -225,6 +230,58 @@ impl Barrier {
                 _reserved: AtomicU32::new(0),
             }),
         })
+    }
+
+    /// A barrier for `parties` callers whose [`wait`](Self::wait) and
+    /// [`wait_with`](Self::wait_with) time out after `timeout`: Python's
+    /// `Barrier(parties, timeout=timeout)` (see
+    /// [`set_default_timeout`](Self::set_default_timeout)).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use shmkit_core::sync::{Barrier, BarrierError};
+    /// let b = Barrier::with_timeout(2, Duration::from_millis(5)).unwrap();
+    /// assert_eq!(b.wait(), Err(BarrierError::TimedOut));
+    /// ```
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_timeout(parties: u32, timeout: Duration) -> Result<Barrier, PartiesError> {
+        let b = Barrier::new(parties)?;
+        b.set_default_timeout(Some(timeout));
+        Ok(b)
+    }
+
+    /// Sets (or with `None` removes) the timeout that [`wait`](Self::wait)
+    /// and [`wait_with`](Self::wait_with) apply, for every party: Python's
+    /// `timeout` argument of `Barrier`, for a barrier already made
+    /// (`shmkit_posix::sync::Barrier::anonymous(n)`, then this). Kept in
+    /// milliseconds, rounded up (so never early), at most `u32::MAX` ms
+    /// (about 49 days); `Some(ZERO)` is 1 ms. The timed waits keep their
+    /// own timeout.
+    pub fn set_default_timeout(&self, timeout: Option<Duration>) {
+        let ms = timeout.map_or(0, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000).max(1);
+            u32::try_from(ms).unwrap_or(u32::MAX)
+        });
+        // Relaxed: a setting, read on its own by each wait.
+        self.default_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The timeout of [`wait`](Self::wait) (see
+    /// [`set_default_timeout`](Self::set_default_timeout)).
+    #[must_use]
+    pub fn default_timeout(&self) -> Option<Duration> {
+        // Relaxed: a setting.
+        match self.default_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms))),
+        }
+    }
+
+    /// The deadline of a `wait` without an explicit timeout.
+    fn default_deadline(&self) -> Option<Deadline> {
+        self.default_timeout().map(Deadline::after)
     }
 
     /// The number of parties.
@@ -345,12 +402,13 @@ impl Barrier {
         None
     }
 
-    /// Waits until all parties have called `wait`.
+    /// Waits until all parties have called `wait`, or for the
+    /// [default timeout](Self::set_default_timeout) if one is set.
     ///
     /// # Errors
-    /// `Broken`, `InvalidParties`.
+    /// `Broken`, `InvalidParties`; `TimedOut` only with a default timeout.
     pub fn wait(&self) -> Result<BarrierWaitResult, BarrierError> {
-        self.wait_until(None, DEFAULT_SPIN, None::<fn()>)
+        self.wait_until(self.default_deadline(), DEFAULT_SPIN, None::<fn()>)
     }
 
     /// Waits at most `timeout`; timing out breaks the barrier (Python).
@@ -385,7 +443,7 @@ impl Barrier {
     /// As [`wait`](Self::wait); the leader gets `Broken` if the round was
     /// broken while its action ran.
     pub fn wait_with(&self, action: impl FnOnce()) -> Result<BarrierWaitResult, BarrierError> {
-        self.wait_until(None, DEFAULT_SPIN, Some(action))
+        self.wait_until(self.default_deadline(), DEFAULT_SPIN, Some(action))
     }
 
     /// [`wait_with`](Self::wait_with) for at most `timeout` (the time the
