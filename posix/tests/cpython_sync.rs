@@ -124,6 +124,59 @@ fn test_lock__held_by_another_process() {
     assert!(lock.lock_timeout(HANG).is_ok());
 }
 
+/// Extra, `acquire(timeout=t)` on a `Lock` and an `RLock` (what
+/// `_TestSemaphore.test_timeout` checks of semaphores): while another
+/// process holds the lock, a timed acquire fails after its timeout, never
+/// before, and succeeds once the holder lets go.
+#[test]
+fn test_lock__acquire_timeout_while_another_process_holds_it() {
+    let _serial = serial();
+    let lock = psync::Lock::new().unwrap();
+    let rlock = psync::RLock::anonymous(()).unwrap();
+    let held = psync::Event::new().unwrap();
+    let done = psync::Event::new().unwrap();
+    let child = fork()
+        .spawn(|| {
+            let (Ok(a), Ok(b)) = (lock.lock(), rlock.lock()) else {
+                return 1u32;
+            };
+            held.set();
+            if !done.wait_timeout(HANG) {
+                return 2;
+            }
+            drop((a, b));
+            0
+        })
+        .unwrap();
+    assert!(held.wait_timeout(HANG));
+    let (r, t) = timed(|| lock.lock_timeout(TIMEOUT1).map(drop));
+    assert_eq!(r, Err(psync::LockTimeoutError::TimedOut));
+    assert_took(t, TIMEOUT1);
+    let (r, t) = timed(|| rlock.lock_timeout(TIMEOUT1).map(drop));
+    assert_eq!(r, Err(psync::LockTimeoutError::TimedOut));
+    assert_took(t, TIMEOUT1);
+    done.set();
+    assert!(lock.lock_timeout(HANG).is_ok());
+    assert!(rlock.lock_timeout(HANG).is_ok());
+    join_ok(child);
+}
+
+/// Python's `cond.acquire()` ... `cond.release()` without `with` (the
+/// `_TestCondition` helper `f` does it): a condition's lock kept with
+/// `forget` is given back with `unlock`, by its holder only.
+#[test]
+fn test_condition__bare_acquire_release() {
+    let cond = Cond::anonymous(0).unwrap();
+    cond.lock().unwrap().forget();
+    assert!(cond.try_lock().is_err());
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(cond.unlock(), Err(UnlockError::NotOwner)));
+    });
+    assert_eq!(cond.unlock(), Ok(()));
+    assert_eq!(cond.unlock(), Err(UnlockError::NotLocked));
+    assert!(cond.try_lock().is_ok());
+}
+
 /// `test_rlock`: three acquires, three releases, and a fourth release is
 /// an error.
 #[test]
@@ -630,6 +683,20 @@ fn run_parties(f: impl Fn() -> u32 + Copy) {
     assert_eq!(mine, 0);
 }
 
+/// `run_threads` under CPython's `ThreadsMixin` (the same tests with
+/// `multiprocessing.dummy`): `f` in `N - 1` threads and this one.
+fn run_threads(f: impl Fn() -> u32 + Copy + Send + Sync) {
+    let mine = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..N - 1).map(|_| s.spawn(f)).collect();
+        let mine = f();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 0);
+        }
+        mine
+    });
+    assert_eq!(mine, 0);
+}
+
 fn barrier() -> psync::Barrier {
     psync::Barrier::anonymous(N).unwrap()
 }
@@ -674,6 +741,59 @@ fn test_barrier__barrier() {
 fn test_barrier__barrier_10() {
     let (b, results) = (barrier(), [counter(), counter()]);
     run_parties(|| multipass(&b, &results, 10));
+}
+
+/// `test_barrier_10`, `test_action`, `test_abort` and `test_reset` under
+/// CPython's `ThreadsMixin`: the parties are threads of one process.
+#[test]
+fn test_barrier__threads() {
+    let (b, results) = (barrier(), [counter(), counter()]);
+    run_threads(|| multipass(&b, &results, 10));
+
+    let (b, ran) = (barrier(), counter());
+    run_threads(|| match b.wait_timeout_with(HANG, || bump(&ran)) {
+        Ok(_) => u32::from(count(&ran) != 1),
+        Err(_) => 2,
+    });
+
+    let b = barrier();
+    let (broken, after) = (counter(), counter());
+    run_threads(|| {
+        match b.wait_timeout(HANG) {
+            Ok(r) if r.index() == N / 2 => b.abort(),
+            Ok(_) => match b.wait_timeout(HANG) {
+                Err(BarrierError::Broken) => bump(&broken),
+                _ => return 1,
+            },
+            Err(_) => return 2,
+        }
+        0
+    });
+    assert_eq!(count(&broken), N - 1);
+    assert!(b.is_broken());
+
+    let b = barrier();
+    run_threads(|| {
+        match b.wait_timeout(HANG) {
+            Ok(r) if r.index() == N / 2 => {
+                if !poll_until(|| b.n_waiting() >= N - 1) {
+                    return 1;
+                }
+                b.reset();
+            }
+            Ok(_) => match b.wait_timeout(HANG) {
+                Err(BarrierError::Broken) => {}
+                _ => return 2,
+            },
+            Err(_) => return 3,
+        }
+        if b.wait_timeout(HANG).is_err() {
+            return 4;
+        }
+        bump(&after);
+        0
+    });
+    assert_eq!(count(&after), N);
 }
 
 /// `test_wait_return`: the arrival indices of a round are 0 to N-1, so

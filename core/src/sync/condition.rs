@@ -31,7 +31,7 @@ use core::time::Duration;
 use bytemuck::Pod;
 
 use super::condvar::Condvar;
-use super::lock::{LockError, LockTimeoutError, TryLockError};
+use super::lock::{LockError, LockTimeoutError, TryLockError, UnlockError};
 use super::mutex::{Mutex, MutexGuard, RawMutex};
 
 /// A mutex around a `T: Pod` and its condition variable, in one object.
@@ -90,6 +90,16 @@ impl<T: Pod> Condition<T> {
     /// As [`Mutex::recover`].
     pub fn recover(&self) -> Result<MutexGuard<'_, T>, LockError> {
         self.mutex.recover()
+    }
+
+    /// Unlocks what the calling thread locked and kept with
+    /// [`Guard::forget`](super::Guard::forget): Python's `cond.release()`
+    /// after a bare `cond.acquire()` (see [`RawMutex::unlock`]).
+    ///
+    /// # Errors
+    /// As [`RawMutex::unlock`].
+    pub fn unlock(&self) -> Result<(), UnlockError> {
+        self.mutex.unlock()
     }
 
     /// Unlocks, sleeps until notified (or spuriously), re-locks (Python's

@@ -380,6 +380,13 @@ impl<'a, R: RawLock, D> Guard<'a, R, D> {
     /// leaves the lock poisoned, and `unlock` then makes it not
     /// recoverable, as dropping the guard would have.
     ///
+    /// The locks with an `unlock` are [`RawMutex`](super::RawMutex),
+    /// [`Mutex`](super::Mutex), [`ReentrantMutex`](super::ReentrantMutex)
+    /// and [`Condition`](super::Condition) (and a locked array, through its
+    /// `raw()` lock). A forgotten [`RwLock`](super::RwLock) guard is never
+    /// given back: a write side stays held until its holder dies, a read
+    /// side for good.
+    ///
     /// ```
     /// use shmkit_core::sync::{RawMutex, UnlockError};
     /// let lock = RawMutex::new();
