@@ -1361,6 +1361,13 @@ fn test_shared_memory__basics() {
         segment::Segment::unlink(&dbl),
         Err(shmkit_posix::UnlinkError::NotFound { .. })
     ));
+    // The name re-created by someone else survives the first creator's
+    // drop (which removes the name only while it names its own block).
+    let again = Array::<u8>::create(&dbl, 16usize).unwrap();
+    again.set(0, 7).unwrap();
+    drop(uno);
+    assert_eq!(Array::<u8>::open(&dbl).unwrap().get(0), Some(7));
+    drop(again);
     assert_eq!(sms.get(0), Some(42));
 }
 
