@@ -17,6 +17,11 @@
 //! | `g, c` | `BROKEN\|g, c` | a timeout, [`abort`](Barrier::abort), or a waiter that found a registered party dead; wakes all | AcqRel |
 //! | any | `g+2, 0` | [`reset`](Barrier::reset); wakes all | AcqRel |
 //!
+//! A caller that finds `g, parties` (more callers than parties, one
+//! coming while the leader runs its action) sleeps until the round
+//! passes and arrives in the next; more than `parties` arrivals is a
+//! corrupt word, which breaks the barrier.
+//!
 //! A sleeper of round `g` that sees generation `g+1` passed; `g` with
 //! `BROKEN`, or any other generation (a reset), gets [`BarrierError::Broken`].
 //! (So a barrier shared by more callers than parties may mis-report a
@@ -488,11 +493,23 @@ impl Barrier {
             if count == parties {
                 // A leader runs its action: this round is full, and we
                 // (a caller beyond the parties) belong to the next one.
-                s = self.state.load(Ordering::Acquire);
-                if contention.back_off(deadline) {
+                // Sleep until the word moves, checking the leader's
+                // liveness (its slot reads "not arrived" during the
+                // action) every slice, as the round's waiters do.
+                if passed(deadline) {
                     self.abort();
                     return Err(BarrierError::TimedOut);
                 }
+                if park(&self.state, s, deadline, Some(LIVENESS_SLICE)) {
+                    if self.a_party_died(gen) {
+                        self.break_round(s);
+                    }
+                } else if contention.back_off(deadline) {
+                    // Cut short again and again (a peer moving the word).
+                    self.abort();
+                    return Err(BarrierError::TimedOut);
+                }
+                s = self.state.load(Ordering::Acquire);
                 continue;
             }
             if let Some(slot) = slot {
@@ -763,6 +780,38 @@ mod tests {
         });
         assert_eq!(ran.load(Ordering::Relaxed), rounds);
         assert!(!b.is_broken());
+    }
+
+    /// A caller beyond the parties that comes while the leader runs its
+    /// action belongs to the next round: it waits (here until its timeout,
+    /// which breaks the barrier, as every timeout does) instead of taking
+    /// the full round for corruption.
+    #[test]
+    fn a_caller_during_the_action_waits_for_the_next_round() {
+        let b = Barrier::new(2).unwrap();
+        let d = Duration::from_millis(20);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| b.wait());
+            while b.n_waiting() != 1 {
+                std::thread::yield_now();
+            }
+            let leader = b.wait_with(|| {
+                // The round is full while this runs.
+                assert_eq!(b.n_waiting(), 2);
+                let late = std::thread::scope(|s2| {
+                    s2.spawn(|| {
+                        let t0 = std::time::Instant::now();
+                        (b.wait_timeout(d), t0.elapsed())
+                    })
+                    .join()
+                    .unwrap()
+                });
+                assert_eq!(late.0, Err(BarrierError::TimedOut));
+                assert!(late.1 >= d, "waited {:?}", late.1);
+            });
+            assert_eq!(leader, Err(BarrierError::Broken));
+            assert_eq!(first.join().unwrap(), Err(BarrierError::Broken));
+        });
     }
 
     /// An action that panics breaks the round (Python: an action that
