@@ -281,7 +281,7 @@ impl Condvar {
     /// (`eligible`: a notify came since it began; the wait then counts as
     /// notified: returns true), else only stops counting as a waiter.
     /// Gives up (staying counted, as a dead waiter does) only against a
-    /// word that keeps moving for seconds.
+    /// word that moves under [`TRY_ROUNDS`] tries.
     fn leave(&self, eligible: bool) -> bool {
         let mut w = self.state.load(Ordering::Relaxed);
         let mut contention = Contention::new();
@@ -307,8 +307,9 @@ impl Condvar {
                 Ok(_) => return took && eligible,
                 Err(now) => {
                     w = now;
-                    let _ = contention.back_off(None);
-                    if contention.exhausted() {
+                    // The deadline has passed: no backing off, a bounded
+                    // number of tries (`sync` docs).
+                    if contention.give_up() {
                         return false;
                     }
                 }
