@@ -176,6 +176,34 @@ fn barrier_generation_elects_one_leader() {
     });
 }
 
+/// Python's barrier action: whichever party arrives last runs it, once,
+/// and the other sees its Relaxed write when released (the leader's
+/// AcqRel pass after the action publishes it).
+#[test]
+fn barrier_action_runs_once_before_release() {
+    model(|| {
+        let b = Arc::new(Barrier::new(2).unwrap());
+        let ran = Arc::new(AtomicU32::new(0));
+        let (b2, r2) = (b.clone(), ran.clone());
+        let t = thread::spawn(move || {
+            let _ = b2
+                .wait_with(|| {
+                    r2.fetch_add(1, Ordering::Relaxed);
+                })
+                .unwrap();
+            assert_eq!(r2.load(Ordering::Relaxed), 1);
+        });
+        let _ = b
+            .wait_with(|| {
+                ran.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        assert_eq!(ran.load(Ordering::Relaxed), 1);
+        t.join().unwrap();
+        assert!(!b.is_broken());
+    });
+}
+
 /// A writer and a reader: the reader never sees a half-written pair of
 /// Relaxed loom atomics (the store→load pattern between the writer word and
 /// the reader count holds, and the lock orders the data).

@@ -667,17 +667,25 @@ fn barrier(p: &PayloadView<'_>, out: &mut Lines) {
         format!("{} (rounds completed, 15 bits, wrapping)", b.generation()),
     ));
     let waiting = b.n_waiting();
-    if valid && waiting >= parties {
+    if valid && waiting > parties {
         corrupt(
             out,
             "waiting",
             format!("{waiting} arrived of {parties} parties: the next wait breaks the barrier"),
         );
+    } else if valid && waiting == parties {
+        out.push((
+            "waiting",
+            format!("all {parties} arrived: the last runs its action (wait_with) before the round passes"),
+        ));
     } else {
         out.push((
             "waiting",
             format!("{waiting} of {parties} arrived this round"),
         ));
+    }
+    if let Some(t) = b.default_timeout() {
+        out.push(("timeout", format!("{t:?} (of wait() and wait_with())")));
     }
     out.push((
         "broken",

@@ -52,7 +52,7 @@ use crate::handle::{Create, IntoInit, Shared};
 pub use core_sync::{
     AcquireError, BarrierError, BarrierWaitResult, Guard, LockError, LockTimeoutError,
     LockedArrayGuard, MutexGuard, PartiesError, Permit, RawMutexGuard, ReentrantMutexGuard,
-    ReleaseError, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+    ReleaseError, RwLockReadGuard, RwLockWriteGuard, TryLockError, UnlockError,
 };
 
 /// A robust lock without data: Python's `Lock`.
@@ -220,6 +220,22 @@ impl<T: Pod> LockedArray<T> {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// The lock in front of the elements: Python's `arr.get_lock()` (its
+    /// guard, from [`lock`](Self::lock), is `arr.get_obj()`).
+    ///
+    /// ```
+    /// use shmkit_posix::LockedArray;
+    /// let arr = LockedArray::<i32>::anonymous(vec![1, 2, 3])?;
+    /// let g = arr.lock()?;
+    /// assert!(arr.raw().is_held_by_current_thread());
+    /// assert_eq!(g.get(2), Some(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn raw(&self) -> &core_sync::RawMutex {
+        self.view().raw()
     }
 
     /// Locks, sleeping as long as needed.

@@ -451,6 +451,16 @@ fn known_corruptions_are_named() {
     let b = psync::Barrier::anonymous(2).unwrap();
     poke_u32(b.segment(), 4, 0);
     assert!(value(&lines(b.segment()), "parties").starts_with("corrupt: 0"));
+    // Every party arrived, the last one running its action: not corrupt;
+    // one more than that is. (The state word's count is its low 16 bits.)
+    let b = psync::Barrier::anonymous(2).unwrap();
+    b.set_default_timeout(Some(std::time::Duration::from_millis(1500)));
+    poke_u32(b.segment(), 0, 2);
+    let l = lines(b.segment());
+    assert!(value(&l, "waiting").starts_with("all 2 arrived"), "{l:?}");
+    assert_eq!(value(&l, "timeout"), "1.5s (of wait() and wait_with())");
+    poke_u32(b.segment(), 0, 3);
+    assert!(value(&lines(b.segment()), "waiting").starts_with("corrupt: 3"));
     let s = psync::Semaphore::anonymous(Semaphore::bounded(2)).unwrap();
     poke_u32(s.segment(), 0, 3);
     assert!(value(&lines(s.segment()), "permits").starts_with("corrupt: 3 available exceed"));

@@ -12,8 +12,15 @@
 //! |---|---|---|---|
 //! | `g, c` | `g, c+1` | an arriving party (not the last) | AcqRel |
 //! | `g, parties-1` | `g+1, 0` | the last party: the leader; wakes all | AcqRel |
+//! | `g, parties-1` | `g, parties` | the last party of a [`wait_with`](Barrier::wait_with) round, before its action | AcqRel |
+//! | `g, parties` | `g+1, 0` | that leader, after its action; wakes all | AcqRel |
 //! | `g, c` | `BROKEN\|g, c` | a timeout, [`abort`](Barrier::abort), or a waiter that found a registered party dead; wakes all | AcqRel |
 //! | any | `g+2, 0` | [`reset`](Barrier::reset); wakes all | AcqRel |
+//!
+//! A caller that finds `g, parties` (more callers than parties, one
+//! coming while the leader runs its action) sleeps until the round
+//! passes and arrives in the next; more than `parties` arrivals is a
+//! corrupt word, which breaks the barrier.
 //!
 //! A sleeper of round `g` that sees generation `g+1` passed; `g` with
 //! `BROKEN`, or any other generation (a reset), gets [`BarrierError::Broken`].
@@ -136,6 +143,7 @@ impl core::error::Error for PartiesError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BarrierWaitResult {
     leader: bool,
+    index: u32,
 }
 
 impl BarrierWaitResult {
@@ -143,6 +151,22 @@ impl BarrierWaitResult {
     #[must_use]
     pub fn is_leader(&self) -> bool {
         self.leader
+    }
+
+    /// This caller's place in the round's order of arrival: 0 for the
+    /// first, `parties - 1` for the last (the leader). Python's
+    /// `barrier.wait()` return value: different for every party of a
+    /// round, so one of them can be picked (`if i == 0: ...`).
+    ///
+    /// ```
+    /// use shmkit_core::sync::Barrier;
+    /// let b = Barrier::new(1).unwrap();
+    /// let r = b.wait().unwrap();
+    /// assert_eq!((r.index(), r.is_leader()), (0, true));
+    /// ```
+    #[must_use]
+    pub fn index(&self) -> u32 {
+        self.index
     }
 }
 
@@ -163,7 +187,11 @@ struct Slot {
 pub struct Barrier {
     state: AtomicU32,
     parties: AtomicU32,
-    _reserved: [AtomicU32; 2],
+    /// Python's `Barrier(n, timeout=t)`: the timeout of `wait` and
+    /// `wait_with`, in milliseconds (rounded up); 0 = none. A setting:
+    /// any value is valid.
+    default_timeout_ms: AtomicU32,
+    _reserved: AtomicU32,
     slots: [Slot; TRACKED_PARTIES],
 }
 
@@ -198,7 +226,8 @@ impl Barrier {
         Ok(Barrier {
             state: AtomicU32::new(0),
             parties: AtomicU32::new(parties),
-            _reserved: [AtomicU32::new(0), AtomicU32::new(0)],
+            default_timeout_ms: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
             slots: core::array::from_fn(|_| Slot {
                 id: AtomicU32::new(0),
                 tag: AtomicU32::new(0),
@@ -206,6 +235,58 @@ impl Barrier {
                 _reserved: AtomicU32::new(0),
             }),
         })
+    }
+
+    /// A barrier for `parties` callers whose [`wait`](Self::wait) and
+    /// [`wait_with`](Self::wait_with) time out after `timeout`: Python's
+    /// `Barrier(parties, timeout=timeout)` (see
+    /// [`set_default_timeout`](Self::set_default_timeout)).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use shmkit_core::sync::{Barrier, BarrierError};
+    /// let b = Barrier::with_timeout(2, Duration::from_millis(5)).unwrap();
+    /// assert_eq!(b.wait(), Err(BarrierError::TimedOut));
+    /// ```
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_timeout(parties: u32, timeout: Duration) -> Result<Barrier, PartiesError> {
+        let b = Barrier::new(parties)?;
+        b.set_default_timeout(Some(timeout));
+        Ok(b)
+    }
+
+    /// Sets (or with `None` removes) the timeout that [`wait`](Self::wait)
+    /// and [`wait_with`](Self::wait_with) apply, for every party: Python's
+    /// `timeout` argument of `Barrier`, for a barrier already made
+    /// (`shmkit_posix::sync::Barrier::anonymous(n)`, then this). Kept in
+    /// milliseconds, rounded up (so never early), at most `u32::MAX` ms
+    /// (about 49 days); `Some(ZERO)` is 1 ms. The timed waits keep their
+    /// own timeout.
+    pub fn set_default_timeout(&self, timeout: Option<Duration>) {
+        let ms = timeout.map_or(0, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000).max(1);
+            u32::try_from(ms).unwrap_or(u32::MAX)
+        });
+        // Relaxed: a setting, read on its own by each wait.
+        self.default_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The timeout of [`wait`](Self::wait) (see
+    /// [`set_default_timeout`](Self::set_default_timeout)).
+    #[must_use]
+    pub fn default_timeout(&self) -> Option<Duration> {
+        // Relaxed: a setting.
+        match self.default_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms))),
+        }
+    }
+
+    /// The deadline of a `wait` without an explicit timeout.
+    fn default_deadline(&self) -> Option<Deadline> {
+        self.default_timeout().map(Deadline::after)
     }
 
     /// The number of parties.
@@ -326,12 +407,13 @@ impl Barrier {
         None
     }
 
-    /// Waits until all parties have called `wait`.
+    /// Waits until all parties have called `wait`, or for the
+    /// [default timeout](Self::set_default_timeout) if one is set.
     ///
     /// # Errors
-    /// `Broken`, `InvalidParties`.
+    /// `Broken`, `InvalidParties`; `TimedOut` only with a default timeout.
     pub fn wait(&self) -> Result<BarrierWaitResult, BarrierError> {
-        self.wait_until(None, DEFAULT_SPIN)
+        self.wait_until(self.default_deadline(), DEFAULT_SPIN, None::<fn()>)
     }
 
     /// Waits at most `timeout`; timing out breaks the barrier (Python).
@@ -340,13 +422,54 @@ impl Barrier {
     /// `TimedOut` (never before `timeout` has elapsed), `Broken`,
     /// `InvalidParties`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult, BarrierError> {
-        self.wait_until(Some(Deadline::after(timeout)), DEFAULT_SPIN)
+        self.wait_until(Some(Deadline::after(timeout)), DEFAULT_SPIN, None::<fn()>)
     }
 
-    fn wait_until(
+    /// [`wait`](Self::wait) with Python's `action`: the last party to
+    /// arrive runs `action` before any party of the round is released
+    /// (the others' actions are dropped unrun). Every party of a barrier
+    /// built with an action in Python passes the same one here, since a
+    /// closure cannot live in shared memory.
+    ///
+    /// While the action runs, the round counts as not yet passed: a
+    /// waiter that times out then breaks it, and if the action panics (or
+    /// its process dies) the barrier breaks, so the others get `Broken`
+    /// rather than hang — Python's rule for an action that raises.
+    ///
+    /// ```
+    /// use shmkit_core::sync::Barrier;
+    /// let b = Barrier::new(1).unwrap();
+    /// let mut ran = 0;
+    /// assert!(b.wait_with(|| ran += 1).unwrap().is_leader());
+    /// assert_eq!(ran, 1);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait); the leader gets `Broken` if the round was
+    /// broken while its action ran.
+    pub fn wait_with(&self, action: impl FnOnce()) -> Result<BarrierWaitResult, BarrierError> {
+        self.wait_until(self.default_deadline(), DEFAULT_SPIN, Some(action))
+    }
+
+    /// [`wait_with`](Self::wait_with) for at most `timeout` (the time the
+    /// leader's action takes counts for the waiters, not for the leader).
+    ///
+    /// # Errors
+    /// As [`wait_timeout`](Self::wait_timeout) and
+    /// [`wait_with`](Self::wait_with).
+    pub fn wait_timeout_with(
+        &self,
+        timeout: Duration,
+        action: impl FnOnce(),
+    ) -> Result<BarrierWaitResult, BarrierError> {
+        self.wait_until(Some(Deadline::after(timeout)), DEFAULT_SPIN, Some(action))
+    }
+
+    fn wait_until<F: FnOnce()>(
         &self,
         deadline: Option<Deadline>,
         spin: Spin,
+        action: Option<F>,
     ) -> Result<BarrierWaitResult, BarrierError> {
         let parties = self.parties.load(Ordering::Relaxed);
         if parties == 0 || parties > MAX_PARTIES {
@@ -356,24 +479,48 @@ impl Barrier {
         let mut s = self.state.load(Ordering::Acquire);
         // Rounds lost to a state word that moved under us (`sync` docs).
         let mut contention = Contention::new();
-        let gen = loop {
+        let (gen, index) = loop {
             if s & BROKEN != 0 {
                 return Err(BarrierError::Broken);
             }
             let gen = generation(s);
             let count = s & COUNT_MASK;
-            if count >= parties {
+            if count > parties {
                 // Corrupt: more arrivals than parties. Break, never index.
                 self.abort();
                 return Err(BarrierError::Broken);
+            }
+            if count == parties {
+                // A leader runs its action: this round is full, and we
+                // (a caller beyond the parties) belong to the next one.
+                // Sleep until the word moves, checking the leader's
+                // liveness (its slot reads "not arrived" during the
+                // action) every slice, as the round's waiters do.
+                if passed(deadline) {
+                    self.abort();
+                    return Err(BarrierError::TimedOut);
+                }
+                if park(&self.state, s, deadline, Some(LIVENESS_SLICE)) {
+                    if self.a_party_died(gen) {
+                        self.break_round(s);
+                    }
+                } else if contention.back_off(deadline) {
+                    // Cut short again and again (a peer moving the word).
+                    self.abort();
+                    return Err(BarrierError::TimedOut);
+                }
+                s = self.state.load(Ordering::Acquire);
+                continue;
             }
             if let Some(slot) = slot {
                 slot.arrived.store(gen | ARRIVED, Ordering::Relaxed);
             }
             let last = count + 1 == parties;
-            let new = if last {
+            let new = if last && action.is_none() {
                 ((gen + 1) & GEN_MASK) << GEN_SHIFT
             } else {
+                // Not last, or last with an action: `count == parties`
+                // until the action is done.
                 s + 1
             };
             // SYNC POINT (arrive): AcqRel: each arrival releases what its
@@ -384,10 +531,17 @@ impl Barrier {
                 .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) if last => {
-                    wait::wake_all(&self.state);
-                    return Ok(BarrierWaitResult { leader: true });
+                    if let Some(action) = action {
+                        self.run_action(gen, parties, slot, action)?;
+                    } else {
+                        wait::wake_all(&self.state);
+                    }
+                    return Ok(BarrierWaitResult {
+                        leader: true,
+                        index: count,
+                    });
                 }
-                Ok(_) => break gen,
+                Ok(_) => break (gen, count),
                 Err(now) => {
                     s = now;
                     if contention.back_off(deadline) {
@@ -406,7 +560,10 @@ impl Barrier {
             let s = self.state.load(Ordering::Acquire);
             let g = generation(s);
             if g == (gen + 1) & GEN_MASK {
-                return Ok(BarrierWaitResult { leader: false });
+                return Ok(BarrierWaitResult {
+                    leader: false,
+                    index,
+                });
             }
             if g != gen || s & BROKEN != 0 {
                 return Err(BarrierError::Broken);
@@ -429,6 +586,57 @@ impl Barrier {
                 // deadline is checked at the top of the next one).
                 let _ = contention.back_off(None);
             }
+        }
+    }
+
+    /// The leader's part of a round with an action: the state is
+    /// `gen, parties` (full, not yet passed). Runs `action`, then passes
+    /// the round; breaks it instead if `action` unwinds.
+    #[cold]
+    fn run_action(
+        &self,
+        gen: u32,
+        parties: u32,
+        slot: Option<&Slot>,
+        action: impl FnOnce(),
+    ) -> Result<(), BarrierError> {
+        let full = (gen << GEN_SHIFT) | parties;
+        // Not arrived while the action runs: if this process dies in it,
+        // the waiters' liveness checks see a registered party that has
+        // not arrived, dead, and break the round.
+        if let Some(slot) = slot {
+            slot.arrived.store(0, Ordering::Relaxed);
+        }
+        /// Breaks the round if the action unwinds (no `catch_unwind` in
+        /// `no_std`: a drop guard).
+        struct BreakOnUnwind<'a>(&'a Barrier, u32);
+        impl Drop for BreakOnUnwind<'_> {
+            fn drop(&mut self) {
+                self.0.break_round(self.1);
+            }
+        }
+        let guard = BreakOnUnwind(self, full);
+        action();
+        core::mem::forget(guard);
+        // SYNC POINT (pass): AcqRel, as the action-less leader's arrival:
+        // releases the action's effects (and what every party did before
+        // the barrier) to the sleepers' Acquire loads of the new
+        // generation.
+        let passed = self
+            .state
+            .compare_exchange(
+                full,
+                ((gen + 1) & GEN_MASK) << GEN_SHIFT,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        wait::wake_all(&self.state);
+        // Failed: a timeout, abort or reset broke the round meanwhile.
+        if passed {
+            Ok(())
+        } else {
+            Err(BarrierError::Broken)
         }
     }
 
@@ -544,6 +752,96 @@ mod tests {
             }
         });
         assert_eq!(leaders.load(Ordering::Relaxed), rounds);
+    }
+
+    /// Python's action: run once per round by the last arrival, before
+    /// anyone is released.
+    #[test]
+    fn the_action_runs_once_before_release() {
+        let b = Barrier::new(3).unwrap();
+        let ran = AtomicU32::new(0);
+        let rounds = if cfg!(miri) { 2 } else { 20 };
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for round in 1..=rounds {
+                        let r = b
+                            .wait_with(|| {
+                                ran.fetch_add(1, Ordering::Relaxed);
+                            })
+                            .unwrap();
+                        // Relaxed: the barrier's AcqRel orders the action
+                        // before every release.
+                        assert_eq!(ran.load(Ordering::Relaxed), round);
+                        let _ = r;
+                        // Nobody may start the next round's action before
+                        // all have checked this one's.
+                        b.wait().unwrap();
+                    }
+                    b.unregister();
+                });
+            }
+        });
+        assert_eq!(ran.load(Ordering::Relaxed), rounds);
+        assert!(!b.is_broken());
+    }
+
+    /// A caller beyond the parties that comes while the leader runs its
+    /// action belongs to the next round: it waits (here until its timeout,
+    /// which breaks the barrier, as every timeout does) instead of taking
+    /// the full round for corruption.
+    #[test]
+    fn a_caller_during_the_action_waits_for_the_next_round() {
+        let b = Barrier::new(2).unwrap();
+        let d = Duration::from_millis(20);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| b.wait());
+            while b.n_waiting() != 1 {
+                std::thread::yield_now();
+            }
+            let leader = b.wait_with(|| {
+                // The round is full while this runs.
+                assert_eq!(b.n_waiting(), 2);
+                let late = std::thread::scope(|s2| {
+                    s2.spawn(|| {
+                        let t0 = std::time::Instant::now();
+                        (b.wait_timeout(d), t0.elapsed())
+                    })
+                    .join()
+                    .unwrap()
+                });
+                assert_eq!(late.0, Err(BarrierError::TimedOut));
+                assert!(late.1 >= d, "waited {:?}", late.1);
+            });
+            assert_eq!(leader, Err(BarrierError::Broken));
+            assert_eq!(first.join().unwrap(), Err(BarrierError::Broken));
+        });
+    }
+
+    /// An action that panics breaks the round (Python: an action that
+    /// raises): the other party gets `Broken`, not a hang.
+    #[test]
+    fn a_panicking_action_breaks_the_barrier() {
+        let b = Barrier::new(2).unwrap();
+        let results: [_; 2] = std::thread::scope(|s| {
+            let party = || {
+                s.spawn(|| {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        b.wait_with(|| panic!("action failed")).map(drop)
+                    }));
+                    b.unregister();
+                    r
+                })
+            };
+            let (x, y) = (party(), party());
+            [x.join().unwrap(), y.join().unwrap()]
+        });
+        let panicked = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(panicked, 1, "the leader's action ran and panicked");
+        assert!(results
+            .iter()
+            .any(|r| matches!(r, Ok(Err(BarrierError::Broken)))));
+        assert!(b.is_broken());
     }
 
     #[test]

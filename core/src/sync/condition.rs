@@ -31,7 +31,7 @@ use core::time::Duration;
 use bytemuck::Pod;
 
 use super::condvar::Condvar;
-use super::lock::{LockError, LockTimeoutError, TryLockError};
+use super::lock::{LockError, LockTimeoutError, TryLockError, UnlockError};
 use super::mutex::{Mutex, MutexGuard, RawMutex};
 
 /// A mutex around a `T: Pod` and its condition variable, in one object.
@@ -92,7 +92,17 @@ impl<T: Pod> Condition<T> {
         self.mutex.recover()
     }
 
-    /// Unlocks, sleeps until notified (or spuriously), re-locks (Python's
+    /// Unlocks what the calling thread locked and kept with
+    /// [`Guard::forget`](super::Guard::forget): Python's `cond.release()`
+    /// after a bare `cond.acquire()` (see [`RawMutex::unlock`]).
+    ///
+    /// # Errors
+    /// As [`RawMutex::unlock`].
+    pub fn unlock(&self) -> Result<(), UnlockError> {
+        self.mutex.unlock()
+    }
+
+    /// Unlocks, sleeps until a notify releases it, re-locks (Python's
     /// `wait()`). `guard` must come from this condition's `lock`.
     ///
     /// # Errors
@@ -143,13 +153,62 @@ impl<T: Pod> Condition<T> {
         self.condvar.wait_timeout_while(guard, timeout, condition)
     }
 
+    /// Waits until `predicate(&value)` holds: Python's
+    /// `cond.wait_for(predicate)` (checked first, then after every
+    /// wake-up, always under the lock).
+    ///
+    /// ```
+    /// use shmkit_core::sync::Condition;
+    /// let c = Condition::new(4u32);
+    /// let g = c.wait_for(c.lock()?, |n| *n == 4)?; // already true: no wait
+    /// assert_eq!(g.get(), 4);
+    /// # Ok::<(), shmkit_core::sync::LockError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Condvar::wait`].
+    pub fn wait_for<'a>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        mut predicate: impl FnMut(&T) -> bool,
+    ) -> Result<MutexGuard<'a, T>, LockError> {
+        self.wait_while(guard, |v| !predicate(v))
+    }
+
+    /// [`wait_for`](Self::wait_for) for at most `timeout`: Python's
+    /// `cond.wait_for(predicate, timeout)`, whose result is the
+    /// predicate's last value — false only if it still failed when the
+    /// timeout passed (never before `timeout` has elapsed).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use shmkit_core::sync::Condition;
+    /// let c = Condition::new(0u32);
+    /// let (g, ok) = c.wait_for_timeout(c.lock()?, Duration::from_millis(5), |n| *n == 4)?;
+    /// assert!(!ok);
+    /// drop(g);
+    /// # Ok::<(), shmkit_core::sync::LockError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Condvar::wait`].
+    pub fn wait_for_timeout<'a>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+        mut predicate: impl FnMut(&T) -> bool,
+    ) -> Result<(MutexGuard<'a, T>, bool), LockError> {
+        let (g, timed_out) = self.wait_timeout_while(guard, timeout, |v| !predicate(v))?;
+        Ok((g, !timed_out))
+    }
+
     /// Wakes one waiter (Python's `notify()`).
     pub fn notify_one(&self) {
         self.condvar.notify_one();
     }
 
-    /// Wakes at most `n` waiters (Python's `notify(n)`); returns how many
-    /// were asleep and woken (see [`Condvar::notify_n`]).
+    /// Releases at most `n` waiters (Python's `notify(n)`); returns how
+    /// many it released (see [`Condvar::notify_n`]).
     pub fn notify_n(&self, n: u32) -> u32 {
         self.condvar.notify_n(n)
     }

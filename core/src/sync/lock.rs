@@ -165,6 +165,31 @@ impl From<LockError> for LockTimeoutError {
     }
 }
 
+/// Why an explicit `unlock` (Python's `release()`) failed. Nothing
+/// changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnlockError {
+    /// Nobody holds the lock (Python's `ValueError`/`RuntimeError`:
+    /// "release unlocked lock").
+    NotLocked,
+    /// Another thread or process holds the lock. shmkit's locks belong to
+    /// the thread that took them (Python's `RLock` rule, which shmkit
+    /// applies to `Lock` too: to hand a permit from one process to
+    /// another, use a `Semaphore`).
+    NotOwner,
+}
+
+impl fmt::Display for UnlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnlockError::NotLocked => "release of an unlocked lock: unlock only what you locked (and gave up with Guard::forget)",
+            UnlockError::NotOwner => "the lock is held by another thread or process, and only its holder may unlock it; to signal across processes use a Semaphore",
+        })
+    }
+}
+
+impl core::error::Error for UnlockError {}
+
 mod sealed {
     pub trait Sealed {}
 }
@@ -345,6 +370,34 @@ impl<'a, R: RawLock, D> Guard<'a, R, D> {
     #[must_use]
     pub fn raw(&self) -> &'a R {
         self.lock
+    }
+
+    /// Keeps the lock held after the guard is gone: Python's
+    /// `lock.acquire()` without a `with` block. The calling thread later
+    /// gives it back with the lock's `unlock()` (Python's `release()`);
+    /// until then it stays locked, also against this thread. A recovery
+    /// guard forgotten before [`mark_consistent`](Self::mark_consistent)
+    /// leaves the lock poisoned, and `unlock` then makes it not
+    /// recoverable, as dropping the guard would have.
+    ///
+    /// The locks with an `unlock` are [`RawMutex`](super::RawMutex),
+    /// [`Mutex`](super::Mutex), [`ReentrantMutex`](super::ReentrantMutex)
+    /// and [`Condition`](super::Condition) (and a locked array, through its
+    /// `raw()` lock). A forgotten [`RwLock`](super::RwLock) guard is never
+    /// given back: a write side stays held until its holder dies, a read
+    /// side for good.
+    ///
+    /// ```
+    /// use shmkit_core::sync::{RawMutex, UnlockError};
+    /// let lock = RawMutex::new();
+    /// lock.lock()?.forget();                  // lock.acquire()
+    /// assert!(lock.is_held_by_current_thread());
+    /// lock.unlock()?;                         // lock.release()
+    /// assert_eq!(lock.unlock(), Err(UnlockError::NotLocked));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn forget(self) {
+        core::mem::forget(self);
     }
 
     /// Gives up the guard without unlocking (for primitives that release

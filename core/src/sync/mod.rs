@@ -60,7 +60,7 @@ pub use condition::Condition;
 pub use condvar::Condvar;
 pub use event::Event;
 pub use inspect::{MutexSnapshot, MutexState};
-pub use lock::{Guard, LockError, LockTimeoutError, RawLock, TryLockError};
+pub use lock::{Guard, LockError, LockTimeoutError, RawLock, TryLockError, UnlockError};
 pub use locked::{LockedArray, LockedArrayGuard, LockedArrayRef};
 pub use mutex::{Mutex, MutexGuard, RawMutex, RawMutexGuard};
 pub use reentrant::{RawReentrantMutex, ReentrantMutex, ReentrantMutexGuard, ReentrantSnapshot};

@@ -119,6 +119,7 @@ use bytemuck::Pod;
 
 use super::lock::{
     acquire, Guard, LockError, LockTimeoutError, Poisoned, RawLock, SealedLock, TryLockError,
+    UnlockError,
 };
 use super::{ident, is_dead, is_reused, park, passed, Contention, DEFAULT_SPIN, LIVENESS_SLICE};
 use crate::owner::{test_hooks, ID_MASK};
@@ -420,6 +421,50 @@ impl RawMutex {
     pub fn is_held_by_current_thread(&self) -> bool {
         let (me, tag) = ident();
         self.word.load(Ordering::Relaxed) & ID_MASK == me && self.owner.load() == (me, tag)
+    }
+
+    /// Unlocks a lock the calling thread holds without a guard (one given
+    /// up with [`Guard::forget`]): Python's `lock.release()`.
+    ///
+    /// Only the holder may unlock; a lock a dead holder left poisoned and
+    /// nobody repaired becomes not recoverable, as the drop of an
+    /// unrepaired recovery guard does (see [`super::lock`]). Never call it
+    /// while a guard of this lock is alive in this thread: that guard
+    /// would unlock a second time when dropped.
+    ///
+    /// ```
+    /// use shmkit_core::sync::{RawMutex, UnlockError};
+    /// let lock = RawMutex::new();
+    /// assert_eq!(lock.unlock(), Err(UnlockError::NotLocked));
+    /// lock.lock()?.forget();
+    /// lock.unlock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`UnlockError::NotLocked`] if nobody holds it,
+    /// [`UnlockError::NotOwner`] if another thread or process does; the
+    /// lock is then left as it was.
+    pub fn unlock(&self) -> Result<(), UnlockError> {
+        if !self.is_held_by_current_thread() {
+            return Err(if self.is_locked() {
+                UnlockError::NotOwner
+            } else {
+                UnlockError::NotLocked
+            });
+        }
+        // Under the lock; see `RawLock::poison`.
+        let repaired = self.poison.load(Ordering::Relaxed) == 0;
+        // SAFETY: the calling thread holds the lock (checked above: the
+        // word names our id and the owner record is ours).
+        unsafe {
+            if repaired {
+                self.release(false);
+            } else {
+                self.release_unrecoverable();
+            }
+        }
+        Ok(())
     }
 
     /// The owner record `(id, tag)` (module docs), for diagnostics.
@@ -824,6 +869,15 @@ impl<T: Pod> Mutex<T> {
             .map_err(Into::into)
     }
 
+    /// Unlocks what the calling thread locked and kept with
+    /// [`Guard::forget`] (Python's `release()`; see [`RawMutex::unlock`]).
+    ///
+    /// # Errors
+    /// As [`RawMutex::unlock`].
+    pub fn unlock(&self) -> Result<(), UnlockError> {
+        self.raw.unlock()
+    }
+
     /// Locks even if a holder died (see [`RawMutex::recover`]).
     ///
     /// # Errors
@@ -955,6 +1009,42 @@ mod tests {
             m.try_recover().unwrap_err(),
             TryLockError::Lock(LockError::NotRecoverable)
         );
+    }
+
+    /// Python's `acquire()`/`release()` pair: `forget` then `unlock`;
+    /// a second `unlock` is an error that changes nothing; another
+    /// thread's `unlock` is refused.
+    #[test]
+    fn forget_then_unlock_and_the_errors() {
+        let m = Mutex::new(1u32);
+        assert_eq!(m.unlock(), Err(UnlockError::NotLocked));
+        m.lock().unwrap().forget();
+        assert!(m.raw().is_held_by_current_thread());
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(m.unlock(), Err(UnlockError::NotOwner)));
+        });
+        assert!(m.raw().is_held_by_current_thread());
+        assert_eq!(m.unlock(), Ok(()));
+        assert_eq!(m.unlock(), Err(UnlockError::NotLocked));
+        assert_eq!(m.lock().unwrap().get(), 1);
+    }
+
+    /// A recovery guard forgotten unrepaired: `unlock` leaves the lock
+    /// not recoverable, as the guard's drop would; repaired, it unlocks.
+    #[test]
+    #[cfg(not(miri))]
+    fn unlock_of_an_unrepaired_recovery_is_not_recoverable() {
+        let m = RawMutex::new();
+        m.word.store(1 << 23, Ordering::Relaxed); // a dead holder
+        let mut g = m.recover().unwrap();
+        g.mark_consistent();
+        g.forget();
+        assert_eq!(m.unlock(), Ok(()));
+        assert!(m.lock().is_ok(), "repaired: usable");
+        m.word.store(1 << 23, Ordering::Relaxed);
+        m.recover().unwrap().forget();
+        assert_eq!(m.unlock(), Ok(()));
+        assert_eq!(m.lock().unwrap_err(), LockError::NotRecoverable);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use bytemuck::Pod;
 
 use super::lock::{
     acquire, Failure, Guard, LockError, LockTimeoutError, Poisoned, RawLock, SealedLock,
-    TryLockError,
+    TryLockError, UnlockError,
 };
 use super::mutex::{Acquired, Block, RawError, RawMutex};
 use super::MutexSnapshot;
@@ -74,6 +74,51 @@ impl RawReentrantMutex {
         } else {
             0
         }
+    }
+}
+
+impl RawReentrantMutex {
+    /// Gives back one level of a lock the calling thread holds without a
+    /// guard (levels kept with [`Guard::forget`]): Python's
+    /// `rlock.release()`. The outermost level unlocks (a poisoned,
+    /// unrepaired lock then becomes not recoverable, as on a guard's
+    /// drop). Never call it for a level whose guard is still alive.
+    ///
+    /// ```
+    /// use shmkit_core::sync::{ReentrantMutex, UnlockError};
+    /// let rlock = ReentrantMutex::new(());
+    /// rlock.lock()?.forget();
+    /// rlock.lock()?.forget();
+    /// rlock.unlock()?;
+    /// rlock.unlock()?;
+    /// assert_eq!(rlock.unlock(), Err(UnlockError::NotLocked));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`UnlockError::NotLocked`] if nobody holds it,
+    /// [`UnlockError::NotOwner`] if another thread or process does
+    /// (Python's "cannot release un-acquired lock"); nothing changes.
+    pub fn unlock(&self) -> Result<(), UnlockError> {
+        if !self.raw.is_held_by_current_thread() {
+            return Err(if self.raw.is_locked() {
+                UnlockError::NotOwner
+            } else {
+                UnlockError::NotLocked
+            });
+        }
+        // Under the lock; see `RawLock::poison`.
+        let repaired = self.raw.poison().load(Ordering::Relaxed) == 0;
+        // SAFETY: the calling thread holds the lock (checked above), so
+        // it holds at least the outermost level `release_*` may give back.
+        unsafe {
+            if repaired {
+                self.release_raw();
+            } else {
+                self.release_unrepaired();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -235,6 +280,15 @@ impl<T: Pod> ReentrantMutex<T> {
             .map_err(Into::into)
     }
 
+    /// Gives back one level kept with [`Guard::forget`] (Python's
+    /// `release()`; see [`RawReentrantMutex::unlock`]).
+    ///
+    /// # Errors
+    /// As [`RawReentrantMutex::unlock`].
+    pub fn unlock(&self) -> Result<(), UnlockError> {
+        self.raw.unlock()
+    }
+
     /// The current recursion depth if this thread holds the lock, else 0.
     #[must_use]
     pub fn depth(&self) -> u32 {
@@ -300,6 +354,26 @@ mod tests {
         drop(b);
         drop(a);
         assert_eq!(m.depth(), 0);
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(m.try_lock().is_ok()));
+        });
+    }
+
+    /// Python's `RLock`: levels kept with `forget` are given back one
+    /// `unlock` each; one too many, or another thread's, is an error.
+    #[test]
+    fn unlock_gives_back_one_level() {
+        let m = ReentrantMutex::new(0u8);
+        m.lock().unwrap().forget();
+        let inner = m.lock().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(m.unlock(), Err(UnlockError::NotOwner)));
+        });
+        drop(inner);
+        assert_eq!(m.depth(), 1);
+        assert_eq!(m.unlock(), Ok(()));
+        assert_eq!(m.depth(), 0);
+        assert_eq!(m.unlock(), Err(UnlockError::NotLocked));
         std::thread::scope(|s| {
             s.spawn(|| assert!(m.try_lock().is_ok()));
         });
