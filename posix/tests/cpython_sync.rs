@@ -309,9 +309,9 @@ fn test_semaphore__release_by_another_process() {
 // ----------------------------------------------------------- _TestCondition
 
 /// The condition of the `_TestCondition` tests: its data counts the
-/// notifications not yet consumed. (Python's `f` waits once; these ports
-/// wait for a ticket, so that they check the data handed over too;
-/// `test_condition__notify_literal` waits once, as Python does.)
+/// notifications not yet consumed. (Python's `f` waits once and counts on
+/// no spurious wake-up; shmkit's `wait`, like POSIX and std condition
+/// variables, may return spuriously, so a waiter waits for a ticket.)
 type Cond = psync::Condition<u32>;
 
 /// Python's `f(cond, sleeping, woken, timeout)`: lock, say it sleeps,
@@ -430,52 +430,6 @@ fn test_condition__notify() {
     });
     assert_eq!(woken.available(), 0, "exactly two woke");
     check_invariant(&cond);
-}
-
-/// `test_notify` as Python writes it: each waiter calls `wait()` once,
-/// with no predicate; each `notify()` under the lock releases exactly
-/// one of them (the other stays registered, nothing left pending).
-#[test]
-fn test_condition__notify_literal() {
-    let _serial = serial();
-    let cond = Cond::anonymous(0).unwrap();
-    let sleeping = psync::Semaphore::anonymous(0u32).unwrap();
-    let woken = psync::Semaphore::anonymous(0u32).unwrap();
-    let f = || {
-        let Ok(g) = cond.lock() else { return 1u32 };
-        if sleeping.release().is_err() {
-            return 2;
-        }
-        let Ok((g, false)) = cond.wait_timeout(g, HANG) else {
-            return 3;
-        };
-        drop(g);
-        u32::from(woken.release().is_err())
-    };
-    std::thread::scope(|s| {
-        let process = fork().spawn(f).unwrap();
-        let thread = s.spawn(f);
-        for _ in 0..2 {
-            sleeping.acquire_timeout(HANG).unwrap().forget();
-        }
-        assert_eq!(woken.available(), 0);
-        {
-            let _g = cond.lock().unwrap();
-            assert_eq!(cond.notify_n(1), 1);
-        }
-        woken.acquire_timeout(HANG).unwrap().forget();
-        assert_eq!(woken.available(), 0);
-        assert_eq!(cond.condvar().sleepers(), 1, "the other still waits");
-        assert_eq!(cond.condvar().pending(), 0);
-        {
-            let _g = cond.lock().unwrap();
-            assert_eq!(cond.notify_n(1), 1);
-        }
-        woken.acquire_timeout(HANG).unwrap().forget();
-        join_ok(process);
-        assert_eq!(thread.join().unwrap(), 0);
-    });
-    assert_eq!(cond.condvar().sleepers(), 0);
 }
 
 /// `test_notify_all`: three processes and three threads time out; three

@@ -102,7 +102,7 @@ impl<T: Pod> Condition<T> {
         self.mutex.unlock()
     }
 
-    /// Unlocks, sleeps until a notify releases it, re-locks (Python's
+    /// Unlocks, sleeps until notified (or spuriously), re-locks (Python's
     /// `wait()`). `guard` must come from this condition's `lock`.
     ///
     /// # Errors
@@ -207,8 +207,8 @@ impl<T: Pod> Condition<T> {
         self.condvar.notify_one();
     }
 
-    /// Releases at most `n` waiters (Python's `notify(n)`); returns how
-    /// many it released (see [`Condvar::notify_n`]).
+    /// Wakes at most `n` waiters (Python's `notify(n)`); returns how many
+    /// were asleep and woken (see [`Condvar::notify_n`]).
     pub fn notify_n(&self, n: u32) -> u32 {
         self.condvar.notify_n(n)
     }
