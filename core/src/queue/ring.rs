@@ -338,6 +338,8 @@ impl<'a, T: Pod> Ring<'a, T> {
             idle: Idle::new(),
             epoch,
             presence,
+            handoffs: self.ctl.roles.0.slots[PRODUCER].handoffs(),
+            used_in: epoch,
             _not_sync: PhantomData,
         })
     }
@@ -374,6 +376,8 @@ impl<'a, T: Pod> Ring<'a, T> {
             idle: Idle::new(),
             epoch,
             presence,
+            handoffs: self.ctl.roles.0.slots[CONSUMER].handoffs(),
+            used_in: epoch,
             _not_sync: PhantomData,
         })
     }
@@ -456,6 +460,10 @@ pub struct Producer<'a, T> {
     epoch: u32,
     /// The presence token recorded in the role slot (0: none).
     presence: u32,
+    /// Where this copy last took up the position: the role slot's
+    /// hand-off count, and the fork epoch of the process (see `resync`).
+    handoffs: u32,
+    used_in: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -476,6 +484,10 @@ pub struct Consumer<'a, T> {
     epoch: u32,
     /// The presence token recorded in the role slot (0: none).
     presence: u32,
+    /// Where this copy last took up the position: the role slot's
+    /// hand-off count, and the fork epoch of the process (see `resync`).
+    handoffs: u32,
+    used_in: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -562,14 +574,16 @@ impl<'a, T: Pod> Producer<'a, T> {
     /// shows fewer than `want`. `Err` if the shared head is impossible.
     #[inline(always)]
     fn free(&mut self, want: u32) -> Result<u32, ()> {
-        // Only this end's holder writes the shared tail, from its own; if
-        // it differs from ours, a `fork` copy of this end sent since we
-        // last did (Python's shape: a child writes on the inherited end,
-        // then the parent again), and we go on from where it left off
-        // rather than over its messages. Relaxed: only compared; `resync`
-        // loads again.
-        if self.ring.ctl.tail.load(Ordering::Relaxed) != self.tail {
-            self.resync()?;
+        // A `fork` copy of this end may have sent since we last did
+        // (Python's shape: a child writes on the inherited end, then the
+        // parent again): then we go on from where it left off rather than
+        // over its messages. A copy that takes the position up in another
+        // process than the last user bumps the role's hand-off count, so
+        // the check is a read of a line nobody writes meanwhile (reading
+        // the shared tail itself here doubled a ping-pong's round trip).
+        let seen = self.ring.ctl.roles.0.slots[PRODUCER].handoffs();
+        if seen != self.handoffs || asym::fork_epoch() != self.used_in {
+            self.resync(seen)?;
         }
         let cap = self.ring.mask + 1;
         let free = cap - self.tail.wrapping_sub(self.head_cache);
@@ -588,10 +602,11 @@ impl<'a, T: Pod> Producer<'a, T> {
     }
 
     /// Takes up the shared tail another copy of this end left (see
-    /// `free`). `Err` if the indices are impossible.
+    /// `free`; the role's hand-off count was `seen`) and records the
+    /// hand-off. `Err` if the indices are impossible.
     #[cold]
     #[inline(never)]
-    fn resync(&mut self) -> Result<(), ()> {
+    fn resync(&mut self, seen: u32) -> Result<(), ()> {
         // SYNC POINT RING-1 (Acquire) for the other copy's tail store, and
         // RING-2 for the head, as in `free`.
         let tail = self.ring.ctl.tail.load(Ordering::Acquire);
@@ -601,6 +616,8 @@ impl<'a, T: Pod> Producer<'a, T> {
         }
         self.tail = tail;
         self.head_cache = head;
+        self.handoffs = self.ring.ctl.roles.0.slots[PRODUCER].hand_off(seen);
+        self.used_in = asym::fork_epoch();
         Ok(())
     }
 
@@ -921,12 +938,12 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// shows fewer than `want`. `Err` if the shared tail is impossible.
     #[inline(always)]
     fn ready(&mut self, want: u32) -> Result<u32, ()> {
-        // As the producer's `free`: a shared head that is not ours was
-        // moved by a `fork` copy of this end that received since we last
-        // did; we go on from it rather than receive its messages again.
-        // Relaxed: only compared; `resync` loads again.
-        if self.ring.ctl.head.load(Ordering::Relaxed) != self.head {
-            self.resync()?;
+        // As the producer's `free`: a `fork` copy of this end may have
+        // received since we last did; we go on from its position rather
+        // than receive its messages again.
+        let seen = self.ring.ctl.roles.0.slots[CONSUMER].handoffs();
+        if seen != self.handoffs || asym::fork_epoch() != self.used_in {
+            self.resync(seen)?;
         }
         let ready = self.tail_cache.wrapping_sub(self.head);
         if ready >= want {
@@ -958,10 +975,11 @@ impl<'a, T: Pod> Consumer<'a, T> {
     }
 
     /// Takes up the shared head another copy of this end left (see
-    /// `ready`). `Err` if the indices are impossible.
+    /// `ready`; the hand-off count was `seen`) and records the hand-off.
+    /// `Err` if the indices are impossible.
     #[cold]
     #[inline(never)]
-    fn resync(&mut self) -> Result<(), ()> {
+    fn resync(&mut self, seen: u32) -> Result<(), ()> {
         // SYNC POINT RING-2 (Acquire) for the other copy's head store
         // (its reads of the slots are done), RING-1 for the tail.
         let head = self.ring.ctl.head.load(Ordering::Acquire);
@@ -971,6 +989,8 @@ impl<'a, T: Pod> Consumer<'a, T> {
         }
         self.head = head;
         self.tail_cache = head;
+        self.handoffs = self.ring.ctl.roles.0.slots[CONSUMER].hand_off(seen);
+        self.used_in = asym::fork_epoch();
         Ok(())
     }
 

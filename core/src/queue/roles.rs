@@ -17,7 +17,7 @@
 //! | `start_lo`, `start_hi` | the holder's start time, on the fallback path only (0: a token holder, or unknown) |
 //! | `pid` | the holder's pid: for diagnostics ([`Holder`] reports it), and for a holder to tell a slot it took from one a dead predecessor with the same token left |
 //! | `presence` | 0, or the **presence token** of the handle ([`crate::owner`]'s `Presence`, held through the handle's own open file description, so shared by every `fork` copy of it), or [`DETACHING`] |
-//! | `_reserved` | 0 |
+//! | `handoffs` | how many times a `fork` copy of the holder's handle, in another process than the last user, took up the role's position (the SPSC rings: see `ring.rs`); only compared, any value is harmless |
 //!
 //! # The `holder` word
 //!
@@ -94,7 +94,11 @@ pub struct RoleSlot {
     pid: AtomicU32,
     /// The handle's presence token, 0 or [`DETACHING`] (module docs).
     presence: AtomicU32,
-    _reserved: AtomicU32,
+    /// Hand-offs between `fork` copies of the holder's handle (module
+    /// docs): written only when one copy takes over from another, so
+    /// every user's per-call check of it is a read of a line nobody
+    /// writes meanwhile.
+    handoffs: AtomicU32,
 }
 
 #[cfg(not(loom))]
@@ -167,8 +171,24 @@ impl RoleSlot {
             start_hi: AtomicU32::new(0),
             pid: AtomicU32::new(0),
             presence: AtomicU32::new(0),
-            _reserved: AtomicU32::new(0),
+            handoffs: AtomicU32::new(0),
         }
+    }
+
+    /// The hand-off count (see the module docs). Relaxed: only compared;
+    /// a copy that finds it moved loads the ring's indices with Acquire.
+    #[inline(always)]
+    pub(crate) fn handoffs(&self) -> u32 {
+        self.handoffs.load(Ordering::Relaxed)
+    }
+
+    /// Records that the caller's copy took the role's position up from
+    /// another copy (which last saw `seen`): the new count. Relaxed: the
+    /// position itself is published by the ring's index stores.
+    pub(crate) fn hand_off(&self, seen: u32) -> u32 {
+        let next = seen.wrapping_add(1);
+        self.handoffs.store(next, Ordering::Relaxed);
+        next
     }
 
     /// The raw presence word (diagnostics: 0, a token, or [`DETACHING`]).
