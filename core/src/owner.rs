@@ -143,7 +143,7 @@ pub const LIVENESS_FILE: &str = "/dev/shm/.shmkit-liveness";
 /// [`LIVENESS_FILE`].
 pub const TOKEN_BASE: u64 = 0;
 
-/// Bits of a token holder's tag (see [`thread_ident`]'s docs) that hold its
+/// Bits of a token holder's tag (see `thread_ident`'s docs) that hold its
 /// thread id: Linux tids are below 2²². The bits above hold a random nonce
 /// drawn with the token (module docs).
 pub const TAG_TID_BITS: u32 = 22;
