@@ -1754,6 +1754,26 @@ impl Pool {
         })
     }
 
+    /// Submits `f` over `items` (each encoded as itself), in chunks of
+    /// `chunksize` (`None`: Python's default), recording the finishing
+    /// order if `order`.
+    fn submit_one<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: &[A],
+        chunksize: Option<usize>,
+        order: bool,
+    ) -> Result<Handle<R>, PoolError> {
+        self.submit(
+            Runner::one::<A, R>(),
+            f as usize,
+            items,
+            chunksize,
+            order,
+            |a, out| a.encode(out),
+        )
+    }
+
     /// Runs `f(args)` in a worker and returns at once (Python's
     /// `apply_async`); [`AsyncResult::get`] waits for the value.
     ///
@@ -1764,14 +1784,7 @@ impl Pool {
         f: fn(A) -> R,
         args: A,
     ) -> Result<AsyncResult<R>, PoolError> {
-        let h = self.submit(
-            Runner::one::<A, R>(),
-            f as usize,
-            std::slice::from_ref(&args),
-            Some(1),
-            false,
-            |a, out| a.encode(out),
-        )?;
+        let h = self.submit_one(f, std::slice::from_ref(&args), Some(1), false)?;
         Ok(AsyncResult { handle: h })
     }
 
@@ -1801,14 +1814,7 @@ impl Pool {
         chunksize: Option<usize>,
     ) -> Result<MapResult<R>, PoolError> {
         let items: Vec<A> = items.into_iter().collect();
-        let h = self.submit(
-            Runner::one::<A, R>(),
-            f as usize,
-            &items,
-            chunksize,
-            false,
-            |a, out| a.encode(out),
-        )?;
+        let h = self.submit_one(f, &items, chunksize, false)?;
         Ok(MapResult { handle: h })
     }
 
@@ -1886,14 +1892,7 @@ impl Pool {
         chunksize: usize,
     ) -> Result<Imap<R>, PoolError> {
         let items: Vec<A> = items.into_iter().collect();
-        let h = self.submit(
-            Runner::one::<A, R>(),
-            f as usize,
-            &items,
-            Some(chunksize),
-            false,
-            |a, out| a.encode(out),
-        )?;
+        let h = self.submit_one(f, &items, Some(chunksize), false)?;
         Ok(Imap { handle: h, next: 0 })
     }
 
@@ -1907,19 +1906,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
     ) -> Result<ImapUnordered<R>, PoolError> {
-        let items: Vec<A> = items.into_iter().collect();
-        let h = self.submit(
-            Runner::one::<A, R>(),
-            f as usize,
-            &items,
-            Some(1),
-            true,
-            |a, out| a.encode(out),
-        )?;
-        Ok(ImapUnordered {
-            handle: h,
-            given: 0,
-        })
+        self.imap_unordered_chunked(f, items, 1)
     }
 
     /// [`imap_unordered`](Self::imap_unordered) with chunks of
@@ -1935,14 +1922,7 @@ impl Pool {
         chunksize: usize,
     ) -> Result<ImapUnordered<R>, PoolError> {
         let items: Vec<A> = items.into_iter().collect();
-        let h = self.submit(
-            Runner::one::<A, R>(),
-            f as usize,
-            &items,
-            Some(chunksize),
-            true,
-            |a, out| a.encode(out),
-        )?;
+        let h = self.submit_one(f, &items, Some(chunksize), true)?;
         Ok(ImapUnordered {
             handle: h,
             given: 0,
