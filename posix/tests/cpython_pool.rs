@@ -7,6 +7,9 @@
 // Test names are `test_<python class>__<python test>`.
 #![allow(non_snake_case)]
 
+mod common;
+
+use common::serial;
 use std::time::{Duration, Instant};
 
 use shmkit_posix::message::{DecodeError, EncodeError, Message};
@@ -24,13 +27,6 @@ fn pool(n: usize) -> Builder {
     Pool::builder()
         .processes(n)
         .process(process::Builder::new().allow_threads(true))
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn sqr(x: u64) -> u64 {

@@ -7,6 +7,9 @@
 // Test names are `test_<python class>__<python test>`.
 #![allow(non_snake_case)]
 
+mod common;
+
+use common::{fork, serial};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,21 +20,6 @@ use shmkit_testkit::{exec_unavailable, skip};
 
 /// Generous bound on anything a child does (a busy 2-vCPU machine).
 const LONG: Duration = Duration::from_secs(60);
-
-/// Tests run on libtest's threads: forking is allowed explicitly (children
-/// touch only shmkit objects and their own stack), and the tests of this
-/// file run one at a time (a child forked while another test thread
-/// panics would inherit the panic machinery's lock).
-fn fork() -> Builder {
-    Builder::new().allow_threads(true)
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The entry of children started with `Spawn` or `ForkServer`.
 #[test]

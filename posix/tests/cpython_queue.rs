@@ -8,13 +8,15 @@
 // Test names are `test_<python class>__<python test>`.
 #![allow(non_snake_case)]
 
+mod common;
+
+use common::{fork, serial};
 use std::time::{Duration, Instant};
 
 use shmkit_posix::map::{SharedByteMap, SharedMap};
 use shmkit_posix::message::{DecodeError, EncodeError, Message};
 use shmkit_posix::msg_queue::{JoinableQueue, MessageQueue, MessageRecvError, MessageSendError};
 use shmkit_posix::pipe::{self, End, Pipe, RecvError};
-use shmkit_posix::process::Builder;
 use shmkit_posix::queue;
 use shmkit_posix::sync::Event;
 
@@ -23,19 +25,6 @@ const LONG: Duration = Duration::from_secs(60);
 /// Python's TIMEOUT1 / TIMEOUT3.
 const TIMEOUT1: Duration = Duration::from_millis(100);
 const TIMEOUT3: Duration = Duration::from_millis(300);
-
-/// Forking from libtest's threads is allowed explicitly; the tests of this
-/// file run one at a time (see `cpython_process.rs`).
-fn fork() -> Builder {
-    Builder::new().allow_threads(true)
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Python's `assertTimingAlmostEqual(elapsed, 0)`, with slack.
 fn assert_quick(t0: Instant) {

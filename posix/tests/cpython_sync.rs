@@ -14,9 +14,12 @@
 // `<class>__<test>`: the double underscore separates the Python names.
 #![allow(non_snake_case)]
 
+mod common;
+
+use common::{fork, serial};
 use std::time::{Duration, Instant};
 
-use shmkit_posix::process::{Builder, Child};
+use shmkit_posix::process::Child;
 use shmkit_posix::sync::{
     self as psync, BarrierError, LockError, ReleaseError, TryLockError, UnlockError,
 };
@@ -30,21 +33,6 @@ const TIMEOUT1: Duration = Duration::from_millis(100);
 const TIMEOUT2: Duration = Duration::from_millis(350);
 /// How late a timed call may return on a busy 2-vCPU machine.
 const SLACK: Duration = Duration::from_secs(5);
-
-/// Tests run on libtest's threads: forking is allowed explicitly (the
-/// children only touch shmkit objects and their own stack), and the tests
-/// of this file run one at a time so that no child is forked while
-/// another test's thread holds a lock the child would need.
-fn fork() -> Builder {
-    Builder::new().allow_threads(true)
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// `f` returned (Python's `TimingWrapper`), with how long it took.
 fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {

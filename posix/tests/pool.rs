@@ -4,6 +4,9 @@
 //! task, bad input, and the same pool test under the `spawn` and
 //! `forkserver` start methods.
 
+mod common;
+
+use common::serial;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -19,13 +22,6 @@ fn builder(n: usize) -> Builder {
     Pool::builder()
         .processes(n)
         .process(process::Builder::new().allow_threads(true))
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The entry of workers started with `Spawn` or `ForkServer`.

@@ -4,28 +4,15 @@
 //! a threaded process, and the `spawn` and `forkserver` start methods —
 //! all with real processes.
 
+mod common;
+
+use common::{fork, serial};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shmkit_posix::process::{self, Builder, JoinError, SpawnError, StartMethod};
 use shmkit_posix::{Array, Value};
 use shmkit_testkit::{exec_unavailable, skip};
-
-/// Tests run on libtest's threads: forking is allowed here explicitly
-/// (the children only touch shmkit objects and their own stack). A child
-/// forked while another test thread panics would inherit the panic
-/// machinery's lock held and hang in its own panic: the tests of this file
-/// run one at a time.
-fn fork() -> Builder {
-    Builder::new().allow_threads(true)
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The entry of children started with `Spawn` or `ForkServer`: the test
 /// binary runs again with this test selected, and `init` runs the task.

@@ -239,3 +239,21 @@ impl<O: shmkit_core::object::Object> ObjectSegment<O> {
         unsafe { O::attach(self.segment.payload(), &self.params) }
     }
 }
+
+/// Holds the lock that makes the tests of one binary run one at a time:
+/// those that fork from libtest's threads, because a child forked while
+/// another test thread panics would inherit the panic machinery's lock
+/// and hang in its own panic.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A process builder that may fork from libtest's threads (allowed
+/// explicitly: the children touch only shmkit objects and their own
+/// stack; see [`serial`]).
+pub fn fork() -> shmkit_posix::process::Builder {
+    shmkit_posix::process::Builder::new().allow_threads(true)
+}
