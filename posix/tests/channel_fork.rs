@@ -5,6 +5,11 @@
 //! its inherited copy while the parent's lives is no disconnect; kill -9
 //! of the last copy is; `Disconnected` is final (`AttachError::Closed`);
 //! `close()`; owned handles moved into threads.
+//!
+//! The tests run one at a time (`common::serial`): a child forked by one
+//! test inherits copies of every handle another test holds at that moment,
+//! and a copy keeps its end open — the very semantics under test — so a
+//! concurrent fork could keep a dropped end alive.
 
 mod common;
 
@@ -21,6 +26,7 @@ const SHORT: Duration = Duration::from_millis(300);
 
 #[test]
 fn queue_python_shape_all_messages_then_disconnected() {
+    let _serial = common::serial();
     let (tx, rx) = queue::channel::<u64>(16).unwrap();
     let gate = &common::Pipe::new();
     // `tx` moves into the closure: the parent's copy is dropped by `fork`.
@@ -45,6 +51,7 @@ fn queue_python_shape_all_messages_then_disconnected() {
 
 #[test]
 fn queue_child_exiting_without_drop_disconnects() {
+    let _serial = common::serial();
     let (tx, rx) = queue::channel::<u64>(16).unwrap();
     let slot = Cell::new(Some(tx));
     let child = fork(|| {
@@ -61,6 +68,7 @@ fn queue_child_exiting_without_drop_disconnects() {
 
 #[test]
 fn queue_child_dropping_its_copy_is_no_disconnect() {
+    let _serial = common::serial();
     let (tx, rx) = queue::channel::<u64>(16).unwrap();
     let slot = Cell::new(Some(tx));
     let child = fork(|| {
@@ -79,6 +87,7 @@ fn queue_child_dropping_its_copy_is_no_disconnect() {
 
 #[test]
 fn queue_kill9_of_the_last_copy_disconnects_and_it_stays_final() {
+    let _serial = common::serial();
     let (tx, rx) = queue::channel::<u64>(16).unwrap();
     let q = rx.queue().clone();
     let child = fork(move || {
@@ -99,6 +108,7 @@ fn queue_kill9_of_the_last_copy_disconnects_and_it_stays_final() {
 
 #[test]
 fn queue_before_any_sender_is_empty_not_disconnected() {
+    let _serial = common::serial();
     let q = queue::Queue::<u32>::anonymous(8).unwrap();
     let rx = q.receiver().unwrap();
     assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
@@ -114,6 +124,7 @@ fn queue_before_any_sender_is_empty_not_disconnected() {
 
 #[test]
 fn queue_close_disconnects_while_a_fork_copy_lives() {
+    let _serial = common::serial();
     let (tx, rx) = queue::channel::<u64>(16).unwrap();
     let gate = common::Pipe::new();
     let child = fork(|| {
@@ -130,6 +141,7 @@ fn queue_close_disconnects_while_a_fork_copy_lives() {
 
 #[test]
 fn queue_handles_move_into_threads_and_clone() {
+    let _serial = common::serial();
     let (tx, rx) = queue::channel::<u64>(64).unwrap();
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
@@ -156,6 +168,7 @@ fn queue_handles_move_into_threads_and_clone() {
 
 #[test]
 fn pipe_python_shape_all_messages_then_eof() {
+    let _serial = common::serial();
     let (parent, child_end) = pipe::duplex(256).unwrap();
     let child = fork(move || {
         for i in 0..N {
@@ -184,6 +197,7 @@ fn pipe_python_shape_all_messages_then_eof() {
 
 #[test]
 fn pipe_child_dropping_its_copy_is_no_eof_and_kill9_is() {
+    let _serial = common::serial();
     let (a, b) = pipe::duplex(256).unwrap();
     let slot = Cell::new(Some(b));
     let child = fork(|| {
@@ -214,6 +228,7 @@ fn pipe_child_dropping_its_copy_is_no_eof_and_kill9_is() {
 
 #[test]
 fn pipe_one_way_close_and_split_threads() {
+    let _serial = common::serial();
     let (r, w) = pipe::one_way(64).unwrap();
     let t = std::thread::spawn(move || {
         w.send_bytes(b"x").unwrap();
@@ -240,6 +255,7 @@ fn pipe_one_way_close_and_split_threads() {
 
 #[test]
 fn ring_python_shape_all_messages_then_disconnected() {
+    let _serial = common::serial();
     let (tx, rx) = ring::new::<u64>(16).unwrap();
     let child = fork(move || {
         for i in 0..N {
@@ -257,6 +273,7 @@ fn ring_python_shape_all_messages_then_disconnected() {
 
 #[test]
 fn ring_stays_disconnected_after_a_new_producer_tries() {
+    let _serial = common::serial();
     let r = ring::Ring::<u32>::anonymous(8).unwrap();
     let rx = r.consumer().unwrap();
     let tx = r.producer().unwrap();
@@ -276,6 +293,7 @@ fn ring_stays_disconnected_after_a_new_producer_tries() {
 /// overwritten.
 #[test]
 fn pipe_sender_used_by_two_processes_in_turn_loses_nothing() {
+    let _serial = common::serial();
     let (rx, tx) = pipe::one_way(4096).unwrap();
     tx.send_bytes(b"p1").unwrap();
     let child = fork(|| {
@@ -297,6 +315,7 @@ fn pipe_sender_used_by_two_processes_in_turn_loses_nothing() {
 /// received once, by whichever process reads it first.
 #[test]
 fn pipe_receiver_used_by_two_processes_in_turn_receives_each_message_once() {
+    let _serial = common::serial();
     let (rx, tx) = pipe::one_way(4096).unwrap();
     for m in [b"m1", b"m2", b"m3", b"m4"] {
         tx.send_bytes(m).unwrap();
@@ -315,6 +334,7 @@ macro_rules! ring_ends_in_turn {
     ($name:ident, $ends:expr) => {
         #[test]
         fn $name() {
+            let _serial = common::serial();
             let (tx, rx) = $ends;
             tx.push_blocking(1).unwrap();
             let child =
